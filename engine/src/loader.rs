@@ -1,0 +1,198 @@
+//! Loading a model: a pre-flight look at the file, llama.cpp's load with progress events, and the
+//! facts the `ready` event reports. Every way a load can fail becomes one typed error naming the
+//! file and the fix.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::time::Instant;
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::{list_llama_ggml_backend_devices, LlamaBackendDeviceType};
+
+use crate::gguf::{self, GgufError};
+use crate::llama_log;
+use crate::output::emit;
+use crate::protocol::{Device, ErrorCode, Event, ModelFacts};
+
+/// Largest number of tokens handed to llama.cpp in one `decode` (its `n_batch`). Prompts longer
+/// than this are fed in chunks, which is also where a cancel can cut in.
+pub const BATCH_TOKENS: u32 = 512;
+
+pub struct LoadError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+pub struct EngineOptions {
+    pub context: u32,
+    pub parallel: u32,
+    pub threads: u32,
+    pub gpu_layers: Option<u32>,
+}
+
+pub struct Loaded {
+    pub model: &'static LlamaModel,
+    pub ctx: LlamaContext<'static>,
+    pub facts: ModelFacts,
+    pub devices: Vec<Device>,
+    pub gpu_layers: u32,
+    pub context: u32,
+    pub load_ms: u64,
+}
+
+/// Checks the file before llama.cpp sees it: llama.cpp reports every problem as a bare failure.
+pub fn preflight(path: &Path) -> Result<gguf::GgufInfo, LoadError> {
+    gguf::inspect(path).map_err(|e| {
+        let code = match &e {
+            GgufError::Missing { .. } => ErrorCode::ModelNotFound,
+            GgufError::Io { .. } => ErrorCode::ModelUnreadable,
+            GgufError::Truncated { .. } => ErrorCode::ModelTruncated,
+            GgufError::NotGguf { .. } | GgufError::UnsupportedVersion { .. } | GgufError::Malformed { .. } => {
+                ErrorCode::NotGguf
+            }
+        };
+        LoadError { code, message: e.to_string() }
+    })
+}
+
+pub fn load(backend: &LlamaBackend, path: &Path, opts: &EngineOptions) -> Result<Loaded, LoadError> {
+    let started = Instant::now();
+    let info = preflight(path)?;
+    let shown = path.display().to_string();
+
+    let all_devices = list_devices();
+    let has_gpu = all_devices.iter().any(|d| d.kind == "gpu" || d.kind == "igpu");
+    let requested_gpu_layers = opts.gpu_layers.unwrap_or(if has_gpu { u32::MAX } else { 0 });
+
+    let mut last_reported = -1.0f32;
+    let params = LlamaModelParams::default()
+        .with_n_gpu_layers(if has_gpu { requested_gpu_layers.min(1000) } else { 0 })
+        .with_progress_callback(move |progress| {
+            // Throttled: the callback fires for every tensor.
+            if progress >= 1.0 || progress - last_reported >= 0.05 {
+                last_reported = progress;
+                emit(&Event::Loading { progress: progress.clamp(0.0, 1.0) });
+            }
+            true
+        });
+    let model = LlamaModel::load_from_file(backend, path, &params).map_err(|_| {
+        let why = llama_log::last_complaint().unwrap_or_else(|| "no reason given".into());
+        if why.contains("unknown model architecture") {
+            let arch = info.architecture.clone().unwrap_or_else(|| "?".into());
+            LoadError {
+                code: ErrorCode::UnsupportedArchitecture,
+                message: format!(
+                    "{shown} uses the model architecture '{arch}', which this build of llama.cpp does not support: use a Gemma GGUF, or update gemmactl"
+                ),
+            }
+        } else if why.contains("alloc") || why.contains("memory") {
+            LoadError {
+                code: ErrorCode::OutOfMemory,
+                message: format!("not enough memory to load {shown} ({why}): free memory or use a smaller model"),
+            }
+        } else {
+            LoadError {
+                code: ErrorCode::LoadFailed,
+                message: format!("llama.cpp could not load {shown}: {why}; check the file with `gemmactl models add` or download it again"),
+            }
+        }
+    })?;
+    // The model lives as long as the process; leaking it lets the context borrow it for 'static.
+    let model: &'static LlamaModel = Box::leak(Box::new(model));
+
+    let train_context = model.n_ctx_train();
+    let context = opts.context.clamp(64, train_context.max(64));
+    let ctx_params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(context))
+        .with_n_batch(BATCH_TOKENS)
+        .with_n_ubatch(BATCH_TOKENS)
+        .with_n_seq_max(opts.parallel)
+        // One pool of cells shared by all sequences, so a single long conversation may use the
+        // whole context while several short ones share it.
+        .with_kv_unified(true)
+        // Sliding-window layers keep only their window: ~4x less KV memory on Gemma 3. Cutting a
+        // session back then needs the check in `scheduler::reuse_prefix`.
+        .with_swa_full(false)
+        .with_n_threads(opts.threads as i32)
+        .with_n_threads_batch(opts.threads as i32);
+    let ctx = model.new_context(backend, ctx_params).map_err(|_| LoadError {
+        code: ErrorCode::OutOfMemory,
+        message: format!(
+            "could not allocate the KV cache and compute buffers for a {context}-token context for {shown}: lower the context (--context) or free memory"
+        ),
+    })?;
+
+    let gpu_layers = if has_gpu { requested_gpu_layers.min(model.n_layer() + 1) } else { 0 };
+    let devices = all_devices
+        .into_iter()
+        .filter(|d| if gpu_layers > 0 { true } else { d.kind == "cpu" })
+        .collect();
+    let chat_template = model.chat_template(None).ok().and_then(|t| t.to_string().ok());
+    let facts = ModelFacts {
+        path: shown,
+        name: info.name.clone(),
+        architecture: info.architecture.clone(),
+        train_context,
+        parameters: model.n_params(),
+        layers: model.n_layer(),
+        size_bytes: info.file_size,
+        chat_template,
+        sliding_window: info.sliding_window.unwrap_or(0) as u32,
+    };
+    Ok(Loaded {
+        model,
+        ctx,
+        facts,
+        devices,
+        gpu_layers,
+        context,
+        load_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+pub fn list_devices() -> Vec<Device> {
+    list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| Device {
+            name: d.name,
+            description: d.description,
+            backend: d.backend,
+            kind: match d.device_type {
+                LlamaBackendDeviceType::Cpu => "cpu",
+                LlamaBackendDeviceType::Gpu => "gpu",
+                LlamaBackendDeviceType::IntegratedGpu => "igpu",
+                LlamaBackendDeviceType::Accelerator => "accel",
+                LlamaBackendDeviceType::Unknown => "unknown",
+            }
+            .to_string(),
+            memory_total: d.memory_total as u64,
+            memory_free: d.memory_free as u64,
+        })
+        .collect()
+}
+
+/// Backend names compiled into this build, in llama.cpp's order, without repeats.
+pub fn backends(devices: &[Device]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for d in devices {
+        if !names.contains(&d.backend) {
+            names.push(d.backend.clone());
+        }
+    }
+    names
+}
+
+pub fn features() -> Vec<String> {
+    let mut f = Vec::new();
+    if cfg!(feature = "cuda") {
+        f.push("cuda".to_string());
+    }
+    if cfg!(feature = "vulkan") {
+        f.push("vulkan".to_string());
+    }
+    f
+}

@@ -1,0 +1,170 @@
+//! gemma-engine: gemmactl's bundled inference engine.
+//!
+//! One process serves one GGUF model through llama.cpp and speaks the engine protocol
+//! (`protocol.rs`, documented in docs/engine-protocol.md): JSON commands on stdin, JSON events on
+//! stdout, nothing else on stdout. It is meant to be run by gemmactl, but is usable by hand:
+//!
+//!     gemma-engine --model gemma-3-270m-q4_k_m.gguf
+//!     {"op":"generate","id":"1","messages":[{"role":"user","content":"The capital of France is"}],"params":{"max_tokens":16}}
+
+// The same GGUF inspector gemmactl uses for `models add`, so both sides judge a file alike.
+#[allow(dead_code)]
+#[path = "../../src/models/gguf.rs"]
+mod gguf;
+mod llama_log;
+mod loader;
+mod output;
+mod prompt;
+mod protocol;
+mod scheduler;
+mod text;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+
+use loader::EngineOptions;
+use output::{emit, emit_error};
+use protocol::{Command, ErrorCode, Event, ProbeInfo, ReadyInfo, PROTOCOL_VERSION};
+use scheduler::{Inbox, Scheduler};
+
+const USAGE: &str = "usage: gemma-engine --model PATH [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--verbose]
+       gemma-engine --probe";
+
+struct Args {
+    model: Option<PathBuf>,
+    probe: bool,
+    verbose: bool,
+    options: EngineOptions,
+}
+
+fn main() -> ExitCode {
+    die_with_parent();
+    let args = match parse_args(std::env::args().skip(1).collect()) {
+        Ok(args) => args,
+        Err(why) => {
+            emit_error(None, ErrorCode::BadArguments, format!("{why}\n{USAGE}"), None);
+            return ExitCode::from(2);
+        }
+    };
+    llama_log::install(args.verbose);
+    let backend = match LlamaBackend::init() {
+        Ok(b) => b,
+        Err(e) => {
+            emit_error(None, ErrorCode::LoadFailed, format!("llama.cpp failed to start: {e}"), None);
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.probe {
+        let devices = loader::list_devices();
+        emit(&Event::Probe(ProbeInfo {
+            protocol: PROTOCOL_VERSION,
+            backends: loader::backends(&devices),
+            devices,
+            features: loader::features(),
+        }));
+        return ExitCode::SUCCESS;
+    }
+    let path = args.model.expect("parse_args requires --model without --probe");
+
+    // Commands are read on their own thread from the start, so a `shutdown` or a closed stdin is
+    // noticed while the model loads too.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || read_commands(tx));
+
+    let loaded = match loader::load(&backend, &path, &args.options) {
+        Ok(l) => l,
+        Err(e) => {
+            emit_error(None, e.code, e.message, Some(&path.display().to_string()));
+            return ExitCode::FAILURE;
+        }
+    };
+    let sliding_window = loaded.facts.sliding_window;
+    let all_backends = loader::backends(&loader::list_devices());
+    emit(&Event::Ready(ReadyInfo {
+        protocol: PROTOCOL_VERSION,
+        model: loaded.facts,
+        backends: all_backends,
+        devices: loaded.devices,
+        gpu_layers: loaded.gpu_layers,
+        context: loaded.context,
+        parallel: args.options.parallel,
+        threads: args.options.threads,
+        load_ms: loaded.load_ms,
+    }));
+    Scheduler::new(loaded.model, loaded.ctx, args.options.parallel, loaded.context, sliding_window).run(rx);
+    ExitCode::SUCCESS
+}
+
+/// Reads stdin line by line for the scheduler. A closed stdin means the supervisor is gone: the
+/// scheduler then stops, and if it is stuck in a long load the process exits from here.
+fn read_commands(tx: mpsc::Sender<Inbox>) {
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let Ok(line) = line else { break };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message = match serde_json::from_str::<Command>(&line) {
+            Ok(command) => Inbox::Command(command),
+            Err(e) => Inbox::Malformed(format!("cannot read command line ({e}): send one JSON command per line, see docs/engine-protocol.md")),
+        };
+        if tx.send(message).is_err() {
+            return;
+        }
+    }
+    if tx.send(Inbox::Closed).is_err() {
+        return;
+    }
+    // Give the scheduler a moment to end requests cleanly, then make sure we do not linger.
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    std::process::exit(0);
+}
+
+/// Ask Linux to kill us when the process that started us dies, even by SIGKILL. gemmactl sets
+/// the same before exec; doing it here too covers engines started by hand from a script.
+fn die_with_parent() {
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+}
+
+fn parse_args(argv: Vec<String>) -> Result<Args, String> {
+    let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
+    let mut args = Args {
+        model: None,
+        probe: false,
+        verbose: false,
+        options: EngineOptions { context: 8192, parallel: 4, threads: cores, gpu_layers: None },
+    };
+    let mut it = argv.into_iter();
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match flag.as_str() {
+            "--model" => args.model = Some(PathBuf::from(value("--model")?)),
+            "--context" => args.options.context = number(&value("--context")?, "--context", 1)?,
+            "--parallel" => args.options.parallel = number(&value("--parallel")?, "--parallel", 1)?.min(256),
+            "--threads" => args.options.threads = number(&value("--threads")?, "--threads", 1)?,
+            "--gpu-layers" => args.options.gpu_layers = Some(number(&value("--gpu-layers")?, "--gpu-layers", 0)?),
+            "--probe" => args.probe = true,
+            "--verbose" => args.verbose = true,
+            "--help" | "-h" => return Err("help requested".into()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !args.probe && args.model.is_none() {
+        return Err("--model PATH is required (or --probe)".into());
+    }
+    Ok(args)
+}
+
+fn number(text: &str, flag: &str, min: u32) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("{flag} wants a whole number ≥ {min}, got {text:?}")),
+    }
+}

@@ -1,0 +1,27 @@
+//! The engine's only writer to stdout. Every protocol event is one JSON line, flushed at once so
+//! the supervisor sees tokens as they are made. Nothing else in the engine may print to stdout.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use crate::protocol::{ErrorCode, ErrorInfo, Event};
+
+static STDOUT: Mutex<()> = Mutex::new(());
+
+pub fn emit(event: &Event) {
+    let mut line = serde_json::to_vec(event).expect("protocol events always serialize");
+    line.push(b'\n');
+    let _guard = STDOUT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    // A closed stdout means the supervisor is gone; the stdin watcher ends the process then.
+    let _ = out.write_all(&line).and_then(|_| out.flush());
+}
+
+pub fn emit_error(id: Option<&str>, code: ErrorCode, message: impl Into<String>, path: Option<&str>) {
+    emit(&Event::Error(ErrorInfo {
+        id: id.map(str::to_string),
+        code,
+        message: message.into(),
+        path: path.map(str::to_string),
+    }));
+}

@@ -1,0 +1,260 @@
+//! The engine protocol, version 1: the JSON lines gemma-engine reads on stdin and writes on stdout.
+//!
+//! This file is the single definition of the wire format. gemma-engine compiles it as its own
+//! module and gemmactl includes the very same file (`src/engines/protocol.rs` points here), so the
+//! two sides cannot drift apart. `docs/engine-protocol.md` describes every field with examples.
+//! Only serde is used here, so both crates can compile it.
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a change would break an existing reader or writer.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One line on the engine's stdin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Start generating a reply to a whole conversation.
+    Generate(GenerateCommand),
+    /// Stop a request: it ends with finish reason `cancelled` between two decode steps.
+    Cancel { id: String },
+    /// Forget a session's cached tokens and KV cache.
+    DropSession { session: String },
+    /// Finish nothing more and exit 0 (requests in flight end as `cancelled`).
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GenerateCommand {
+    /// Chosen by the caller; echoed on every event of this request. Must be unique among the
+    /// requests in flight.
+    pub id: String,
+    /// The whole conversation, oldest first. The engine keeps nothing but a cache.
+    pub messages: Vec<Message>,
+    /// Requests naming the same session reuse the KV cache of that session's previous request
+    /// for the longest common prefix of tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default)]
+    pub prompt: PromptFormat,
+    #[serde(default)]
+    pub params: SamplingParams,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    /// The model's own turns (`model` is accepted as an alias, as Gemma names it).
+    #[serde(alias = "model")]
+    Assistant,
+}
+
+/// How the conversation becomes the model's input.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "format", rename_all = "snake_case")]
+pub enum PromptFormat {
+    /// The chat template when the model file has one, plain completion otherwise.
+    #[default]
+    Auto,
+    /// A chat template: `template` names one of llama.cpp's built-in templates (e.g. `gemma`);
+    /// absent means the model file's own (an error if it has none).
+    Chat {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<String>,
+    },
+    /// No template: message texts are concatenated in order (a system message is followed by a
+    /// blank line) and continued as plain text.
+    Completion,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// Most tokens to generate; absent means until end of sequence or the context is full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 disables top-k.
+    pub top_k: u32,
+    /// 1.0 disables top-p.
+    pub top_p: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u32>,
+    /// Generation stops before the first occurrence of any of these strings.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { max_tokens: None, temperature: 0.8, top_k: 40, top_p: 0.95, seed: None, stop: Vec::new() }
+    }
+}
+
+/// One line on the engine's stdout.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Model loading progress, a fraction from 0 to 1 (weighted by bytes read).
+    Loading { progress: f32 },
+    /// The model is loaded and requests are accepted. Sent exactly once.
+    Ready(ReadyInfo),
+    /// The answer to `--probe`: what this build can use, with no model loaded.
+    Probe(ProbeInfo),
+    /// Generated text of one request, in order. Concatenated, the pieces are the reply.
+    Token { id: String, text: String },
+    /// The last event of a request that produced a reply (possibly empty or cut short).
+    Done(DoneInfo),
+    /// A failure. With an `id`, the last event of that request; without, it concerns the engine
+    /// (a malformed command line, or a load failure after which the engine exits 1).
+    Error(ErrorInfo),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ReadyInfo {
+    pub protocol: u32,
+    pub model: ModelFacts,
+    /// Backends compiled into this build (e.g. `["CPU"]`, `["CUDA", "CPU"]`).
+    pub backends: Vec<String>,
+    /// Devices holding this model's layers.
+    pub devices: Vec<Device>,
+    /// Layers offloaded to a GPU device (0 on a CPU-only run).
+    pub gpu_layers: u32,
+    /// Context length in tokens shared by all sequences.
+    pub context: u32,
+    /// Requests decoded together at most; more wait in the engine's queue.
+    pub parallel: u32,
+    pub threads: u32,
+    pub load_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelFacts {
+    pub path: String,
+    pub name: Option<String>,
+    pub architecture: Option<String>,
+    /// Context length the model was trained for.
+    pub train_context: u32,
+    pub parameters: u64,
+    pub layers: u32,
+    pub size_bytes: u64,
+    /// The model file's own chat template, if any.
+    pub chat_template: Option<String>,
+    /// Sliding-window size of the model's local-attention layers (0 if none).
+    pub sliding_window: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeInfo {
+    pub protocol: u32,
+    pub backends: Vec<String>,
+    pub devices: Vec<Device>,
+    /// Cargo features this engine was built with (`cuda`, `vulkan`, ...).
+    pub features: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Device {
+    pub name: String,
+    pub description: String,
+    pub backend: String,
+    /// `cpu`, `gpu`, `igpu`, `accel` or `unknown`.
+    pub kind: String,
+    pub memory_total: u64,
+    pub memory_free: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its turn (end-of-sequence token) or a stop string was met.
+    Stop,
+    /// `max_tokens` reached, or the context is full.
+    Length,
+    /// A `cancel` command (or `shutdown`) stopped it.
+    Cancelled,
+    /// Used by gemmactl for replies cut short by a failure; the engine itself sends `error`.
+    Error,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    /// Tokens of the whole prompt (the conversation after templating).
+    pub prompt_tokens: u32,
+    /// Prompt tokens found in the session's cache and not read again.
+    pub cached_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Timings {
+    /// Time spent waiting for a free sequence slot before work started.
+    pub queue_ms: f64,
+    /// From the request's arrival to its first generated token.
+    pub ttft_ms: f64,
+    /// Prompt tokens read per second (excluding cached ones).
+    pub prefill_tokens_per_s: f64,
+    /// Generated tokens per second after the first one.
+    pub decode_tokens_per_s: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DoneInfo {
+    pub id: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub code: ErrorCode,
+    /// One sentence naming the thing and the fix.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The model file does not exist.
+    ModelNotFound,
+    /// The model file exists but cannot be read (permissions, I/O error).
+    ModelUnreadable,
+    /// The file is not a GGUF model (or is a GGUF version this engine cannot read).
+    NotGguf,
+    /// The GGUF file is shorter than its header says.
+    ModelTruncated,
+    /// llama.cpp does not know the model's architecture.
+    UnsupportedArchitecture,
+    /// llama.cpp refused the file for another reason (the message carries its words).
+    LoadFailed,
+    /// Memory for the weights, the KV cache or the compute buffers could not be had.
+    OutOfMemory,
+    /// The conversation does not fit in the context.
+    ContextOverflow,
+    /// A command line that is not valid JSON or not a known command.
+    BadCommand,
+    /// A well-formed request the engine cannot serve (empty conversation, duplicate id, no
+    /// chat template, bad parameter).
+    BadRequest,
+    /// `cancel` named no request in flight.
+    UnknownRequest,
+    /// llama.cpp failed while decoding.
+    DecodeFailed,
+    /// The engine's command-line arguments are wrong.
+    BadArguments,
+}

@@ -1,0 +1,66 @@
+//! The command-line surface, defined once: every subcommand and flag with its help text. The
+//! behaviour lives in `commands::*`; this module parses, sets up logging, and maps errors to a
+//! one-line message and a non-zero exit.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+use crate::config::{Config, Paths};
+
+#[derive(Parser)]
+#[command(name = "gemmactl", version, about = "Run Google's Gemma models locally: one-shot prompts, model management, supervised engines.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a reply to one prompt and stream it to stdout.
+    Run(commands::run::RunArgs),
+    /// Manage model files: list, pull, add, show, rm.
+    #[command(subcommand)]
+    Models(commands::models::ModelsCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = (|| -> anyhow::Result<ExitCode> {
+        let paths = Paths::discover()?;
+        let config = Config::load(&paths)?;
+        init_logging(&paths);
+        match cli.command {
+            Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
+            Command::Models(cmd) => commands::models::run(cmd, &paths, &config).map(|_| ExitCode::SUCCESS),
+        }
+    })();
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Logs go to `<state>/logs/gemmactl.log`, never to the terminal, so they cannot mix into a
+/// reply on stdout. `GEMMACTL_LOG` sets the filter (default `info`).
+fn init_logging(paths: &Paths) {
+    let dir = paths.log_dir();
+    let file = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gemmactl.log")));
+    let Ok(file) = file else { return };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEMMACTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+}

