@@ -14,9 +14,22 @@ use crate::config::{Config, Paths};
 use crate::models::gguf::{self, GgufInfo};
 use crate::models::registry::Registry;
 use crate::models::{
-    catalogue, human_bytes, known_names, pull, validate_name, EngineKind, ModelEntry, ModelError,
+    catalogue, human_bytes, pull, validate_name, EngineKind, ModelEntry, ModelError,
     ModelFormat, ModelKind,
 };
+
+/// Prints a line of results. A reader that went away (`| head`) ends the output quietly; other
+/// write errors are reported.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(anyhow::Error::new(e).context("cannot write to stdout"));
+            }
+        }
+    }};
+}
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
@@ -91,6 +104,14 @@ struct Row {
 }
 
 fn list(paths: &Paths, json: bool) -> Result<()> {
+    // A complete catalogue download is as good as registered (`resolve` registers it on first
+    // use); doing that now makes the listing say so.
+    for cat in catalogue::all() {
+        let cached = paths.model_cache_dir().join(cat.file_name);
+        if std::fs::metadata(&cached).is_ok_and(|m| m.len() == cat.size) {
+            let _ = crate::models::lookup(paths, cat.name);
+        }
+    }
     let registry = Registry::load(paths)?;
     let mut rows: Vec<Row> = registry
         .entries()
@@ -137,7 +158,7 @@ fn list(paths: &Paths, json: bool) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&items)?);
+        say!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
     }
 
@@ -158,32 +179,37 @@ fn list(paths: &Paths, json: bool) -> Result<()> {
             ]
         })
         .collect();
-    print_table(["NAME", "KIND", "ENGINE", "SIZE", "PATH/STATUS"], &table);
+    say!("{}", format_table(["NAME", "KIND", "ENGINE", "SIZE", "PATH/STATUS"], &table));
     Ok(())
 }
 
-fn print_table(header: [&str; 5], rows: &[[String; 5]]) {
+/// Left-aligned columns two spaces apart; the last column is not padded.
+fn format_table(header: [&str; 5], rows: &[[String; 5]]) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 5]| {
-        let mut out = String::new();
+    let mut out = String::new();
+    let mut line = |cells: [&str; 5]| {
+        let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
-                out.push_str(cell);
+                text.push_str(cell);
             } else {
-                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
             }
         }
-        println!("{}", out.trim_end());
+        out.push_str(text.trim_end());
+        out.push('\n');
     };
     line(header);
     for row in rows {
         line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
     }
+    out.pop();
+    out
 }
 
 fn pull_model(paths: &Paths, name: &str) -> Result<()> {
@@ -194,7 +220,7 @@ fn pull_model(paths: &Paths, name: &str) -> Result<()> {
     let mut registry = Registry::load(paths)?;
     registry.insert(entry.registry_entry(path.clone()));
     registry.save(paths)?;
-    println!("{}: {}", entry.name, path.display());
+    say!("{}: {}", entry.name, path.display());
     Ok(())
 }
 
@@ -231,7 +257,7 @@ fn add(
     let replaced = registry.get(name).is_some();
     registry.insert(entry);
     registry.save(paths)?;
-    println!(
+    say!(
         "{} '{name}': {} {}, {} parameters, {} → {}",
         if replaced { "replaced" } else { "registered" },
         info.architecture.as_deref().unwrap_or("unknown architecture"),
@@ -247,7 +273,7 @@ fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
     let entry = crate::models::lookup(paths, name)?;
     let info = crate::models::preflight(&entry)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&show_json(&entry, &info))?);
+        say!("{}", serde_json::to_string_pretty(&show_json(&entry, &info))?);
         return Ok(());
     }
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string());
@@ -278,7 +304,7 @@ fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
     lines.push(("chat template", template));
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (key, value) in lines {
-        println!("{:<width$} {value}", format!("{key}:"));
+        say!("{:<width$} {value}", format!("{key}:"));
     }
     Ok(())
 }
@@ -320,18 +346,18 @@ fn rm(paths: &Paths, name: &str, purge: bool) -> Result<()> {
         return Err(ModelError::NotRegistered { name: name.to_string(), known }.into());
     };
     registry.save(paths)?;
-    println!("removed '{name}' from the registry");
+    say!("removed '{name}' from the registry");
     if purge {
         if in_cache(paths, &entry.path) {
             match std::fs::remove_file(&entry.path) {
-                Ok(()) => println!("deleted {}", entry.path.display()),
+                Ok(()) => say!("deleted {}", entry.path.display()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    println!("{} was already gone", entry.path.display())
+                    say!("{} was already gone", entry.path.display())
                 }
                 Err(e) => return Err(ModelError::io("delete", &entry.path, e).into()),
             }
         } else {
-            println!(
+            say!(
                 "kept {}: it is not in gemmactl's download cache ({}), so it is yours to delete",
                 entry.path.display(),
                 paths.model_cache_dir().display()
@@ -372,6 +398,7 @@ fn human_count(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::known_names;
 
     #[test]
     fn counts_read_well() {

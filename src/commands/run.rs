@@ -31,13 +31,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 512, value_name = "N")]
     max_tokens: u32,
     /// Sampling temperature; 0 = greedy (deterministic)
-    #[arg(long, default_value_t = 0.8, value_name = "T")]
+    #[arg(long, default_value_t = 0.8, value_name = "T", allow_negative_numbers = true)]
     temperature: f32,
     /// Sample from the K most likely tokens only; 0 = off
     #[arg(long, default_value_t = 40, value_name = "K")]
     top_k: u32,
     /// Sample from the smallest set of tokens whose probability reaches P; 1 = off
-    #[arg(long, default_value_t = 0.95, value_name = "P")]
+    #[arg(long, default_value_t = 0.95, value_name = "P", allow_negative_numbers = true)]
     top_p: f32,
     /// Random seed, for reproducible sampling
     #[arg(long, value_name = "N")]

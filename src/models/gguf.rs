@@ -575,7 +575,10 @@ impl<R: Read + Seek> Reader<'_, R> {
                 return Err(self.malformed(format!("{label} has unknown tensor type {type_id}")));
             };
             let offset = self.u64()?;
-            if first_dim % block != 0 {
+            // `is_multiple_of` is newer than the workspace's declared minimum Rust (1.80).
+            #[allow(unknown_lints, clippy::manual_is_multiple_of)]
+            let ragged = first_dim % block != 0;
+            if ragged {
                 return Err(self.malformed(format!(
                     "{label} has a first dimension of {first_dim}, not a multiple of its type's \
                      block of {block}"

@@ -180,7 +180,7 @@ pub fn resolve_with_info(
     name_or_path: &str,
 ) -> Result<(ModelEntry, GgufInfo), ModelError> {
     match find(paths, name_or_path)? {
-        Found::Path(entry, info) => Ok((entry, info)),
+        Found::Path(entry, info) => Ok((entry, *info)),
         Found::Named(entry) => {
             let info = preflight(&entry)?;
             Ok((entry, info))
@@ -198,7 +198,7 @@ pub fn lookup(paths: &Paths, name_or_path: &str) -> Result<ModelEntry, ModelErro
 
 enum Found {
     /// Given by path: already inspected, since its kind comes from the header.
-    Path(ModelEntry, GgufInfo),
+    Path(ModelEntry, Box<GgufInfo>),
     Named(ModelEntry),
 }
 
@@ -306,7 +306,7 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
         chat_template: None,
         tokenizer: None,
     };
-    Ok(Found::Path(entry, info))
+    Ok(Found::Path(entry, Box::new(info)))
 }
 
 /// Makes an inspector error name the path as the user typed it, not its canonical form.
@@ -340,3 +340,235 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::gguf::test_writer::Writer;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn temp_paths(dir: &Path) -> Paths {
+        Paths {
+            config_dir: dir.join("config"),
+            data_dir: dir.join("data"),
+            state_dir: dir.join("state"),
+            cache_dir: dir.join("cache"),
+        }
+    }
+
+    fn arg(path: &Path) -> String {
+        path.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn missing_path_names_the_path_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = temp_paths(dir.path());
+        let err = resolve(&paths, "/nonexistent/model.gguf").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "model file /nonexistent/model.gguf does not exist: check the path, or use a registered name (`gemmactl models list`)"
+        );
+        let err = resolve(&paths, "relative/thing.gguf").unwrap_err().to_string();
+        assert!(err.contains("relative/thing.gguf"), "{err}");
+    }
+
+    #[test]
+    fn a_path_is_described_from_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = temp_paths(dir.path());
+        let base = dir.path().join("tiny-base.gguf");
+        std::fs::write(&base, Writer::sample().build()).unwrap();
+        let (entry, info) = resolve_with_info(&paths, &arg(&base)).unwrap();
+        assert_eq!(entry.name, "tiny-base");
+        assert_eq!(entry.kind, ModelKind::Base);
+        assert_eq!(entry.engine, EngineKind::GemmaEngine);
+        assert_eq!(entry.format, ModelFormat::Gguf);
+        assert!(entry.path.is_absolute());
+        assert_eq!(info.architecture.as_deref(), Some("gemma3"));
+
+        let mut w = Writer::sample();
+        w.string("tokenizer.chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}");
+        let chat = dir.path().join("chat.gguf");
+        std::fs::write(&chat, w.build()).unwrap();
+        assert_eq!(resolve(&paths, &arg(&chat)).unwrap().kind, ModelKind::Instruct);
+        // Paths never end up in the registry.
+        assert!(!paths.models_file().exists());
+    }
+
+    #[test]
+    fn bad_files_given_by_path_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = temp_paths(dir.path());
+        let text = dir.path().join("x.gguf");
+        std::fs::write(&text, "just some text\n").unwrap();
+        let err = resolve(&paths, &arg(&text)).unwrap_err().to_string();
+        assert!(err.contains("is not a GGUF model file") && err.contains("x.gguf"), "{err}");
+
+        let sbs = dir.path().join("w.sbs");
+        std::fs::write(&sbs, b"SBS\n\0\0\0\0").unwrap();
+        let err = resolve(&paths, &arg(&sbs)).unwrap_err().to_string();
+        assert!(err.contains("gemma.cpp models are not supported yet"), "{err}");
+
+        let bytes = Writer::sample().build();
+        let cut = dir.path().join("cut.gguf");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let err = resolve(&paths, &arg(&cut)).unwrap_err().to_string();
+        assert!(err.contains("is truncated"), "{err}");
+    }
+
+    #[test]
+    fn names_are_looked_up_in_registry_then_catalogue() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = temp_paths(dir.path());
+        let err = resolve(&paths, "foo").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown model 'foo'; known models: gemma3-270m, qwen2.5-coder-0.5b (add one with `gemmactl models add NAME PATH`)"
+        );
+        let err = resolve(&paths, "gemma3-270m").unwrap_err().to_string();
+        assert_eq!(err, "model 'gemma3-270m' is not downloaded yet: run `gemmactl models pull gemma3-270m`");
+
+        // A registered model: found, and its file pre-flighted.
+        let file = dir.path().join("mine.gguf");
+        std::fs::write(&file, Writer::sample().build()).unwrap();
+        let mut registry = Registry::default();
+        let mut entry = catalogue::all()[0].registry_entry(file.clone());
+        entry.name = "mine".into();
+        entry.sha256 = None;
+        registry.insert(entry.clone());
+        registry.save(&paths).unwrap();
+        assert_eq!(resolve(&paths, "mine").unwrap(), entry);
+        let err = resolve(&paths, "nope").unwrap_err().to_string();
+        assert!(err.contains("known models: gemma3-270m, mine, qwen2.5-coder-0.5b"), "{err}");
+
+        // The file goes away or goes bad: the registered name says how to fix it.
+        std::fs::write(&file, b"GGUF\x03\0\0\0").unwrap();
+        let err = resolve(&paths, "mine").unwrap_err().to_string();
+        assert!(err.starts_with("model 'mine' cannot be used:") && err.contains("truncated"), "{err}");
+        std::fs::remove_file(&file).unwrap();
+        let err = resolve(&paths, "mine").unwrap_err().to_string();
+        assert!(err.contains("no longer exists") && err.contains("models add mine PATH --force"), "{err}");
+        // lookup (used by show/rm) still finds the broken entry.
+        assert_eq!(lookup(&paths, "mine").unwrap().name, "mine");
+    }
+
+    #[test]
+    fn a_complete_cached_catalogue_file_is_registered_silently() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = temp_paths(dir.path());
+        let cat = catalogue::find("gemma3-270m").unwrap();
+        std::fs::create_dir_all(paths.model_cache_dir()).unwrap();
+        let cached = paths.model_cache_dir().join(cat.file_name);
+        // Sparse: the right size costs no disk. Its contents are zeros, so pre-flight refuses it.
+        std::fs::File::create(&cached).unwrap().set_len(cat.size - 1).unwrap();
+        assert!(matches!(lookup(&paths, "gemma3-270m"), Err(ModelError::NotDownloaded { .. })));
+        std::fs::File::create(&cached).unwrap().set_len(cat.size).unwrap();
+        let entry = lookup(&paths, "gemma3-270m").unwrap();
+        assert_eq!(entry.path, cached);
+        assert_eq!(entry.kind, ModelKind::Base);
+        assert_eq!(entry.sha256.as_deref(), Some(cat.sha256));
+        assert_eq!(Registry::load(&paths).unwrap().get("gemma3-270m"), Some(&entry));
+        let err = resolve(&paths, "gemma3-270m").unwrap_err().to_string();
+        assert!(err.contains("cannot be used") && err.contains("not a GGUF"), "{err}");
+        std::fs::remove_file(&cached).unwrap();
+        let err = resolve(&paths, "gemma3-270m").unwrap_err().to_string();
+        assert!(err.contains("run `gemmactl models pull gemma3-270m`"), "{err}");
+    }
+
+    #[test]
+    fn sbs_entries_are_refused_for_now() {
+        let mut entry = catalogue::all()[0].registry_entry("/x.sbs".into());
+        entry.format = ModelFormat::Sbs;
+        let err = preflight(&entry).unwrap_err().to_string();
+        assert!(err.contains("gemma.cpp models are not supported yet"), "{err}");
+    }
+
+    #[test]
+    fn model_names_are_checked() {
+        for ok in ["gemma3-270m", "qwen2.5-coder-0.5b", "my_model", "a:b"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "has space", "a/b", "-flag", "x.gguf", "tab\there"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name("a b").unwrap_err().to_string().contains("no spaces or '/'"));
+    }
+
+    #[test]
+    fn serde_names_are_kebab_case() {
+        assert_eq!(serde_json::to_string(&EngineKind::GemmaEngine).unwrap(), "\"gemma-engine\"");
+        assert_eq!(serde_json::to_string(&EngineKind::GemmaCpp).unwrap(), "\"gemma-cpp\"");
+        assert_eq!(serde_json::to_string(&ModelFormat::Gguf).unwrap(), "\"gguf\"");
+        assert_eq!(serde_json::to_string(&ModelKind::Instruct).unwrap(), "\"instruct\"");
+    }
+
+    /// The real default model, when a previous pull left it in the download cache.
+    #[test]
+    fn real_default_model_header() {
+        let Ok(paths) = Paths::discover() else { return };
+        let file = paths.model_cache_dir().join("gemma-3-270m-q4_k_m.gguf");
+        if !file.is_file() {
+            eprintln!("skipped: {} is absent (run `gemmactl models pull` once)", file.display());
+            return;
+        }
+        let info = gguf::inspect(&file).unwrap();
+        assert_eq!(info.version, 3);
+        assert_eq!(info.architecture.as_deref(), Some("gemma3"));
+        assert_eq!(info.tensor_count, 236);
+        assert_eq!(info.parameter_count, 268_098_176);
+        assert_eq!(info.context_length, Some(32768));
+        assert_eq!(info.block_count, Some(18));
+        assert_eq!(info.embedding_length, Some(640));
+        assert_eq!(info.head_count, Some(4));
+        assert_eq!(info.head_count_kv, Some(1));
+        assert_eq!(info.key_length, Some(256));
+        assert_eq!(info.sliding_window, Some(512));
+        assert_eq!(info.file_type, Some(15));
+        assert_eq!(info.chat_template, None);
+        assert_eq!(info.data_end, info.file_size);
+        assert_eq!(info.file_size, 253_113_024);
+    }
+
+    fn parse_bytes(bytes: &[u8]) -> Result<GgufInfo, GgufError> {
+        gguf::parse(std::io::Cursor::new(bytes), bytes.len() as u64, Path::new("p.gguf"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_bytes(&bytes);
+            let mut with_magic = b"GGUF\x03\0\0\0".to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = parse_bytes(&with_magic);
+        }
+
+        #[test]
+        fn mutated_headers_never_panic(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            words in proptest::collection::vec((any::<prop::sample::Index>(), any::<u64>()), 0..3),
+            cut in any::<prop::sample::Index>(),
+            do_cut in any::<bool>(),
+        ) {
+            let mut bytes = Writer::sample().build();
+            for (at, value) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            // Whole little-endian words hit length and count fields, which byte edits rarely do.
+            for (at, value) in words {
+                let i = at.index(bytes.len() - 8);
+                bytes[i..i + 8].copy_from_slice(&value.to_le_bytes());
+            }
+            if do_cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            match parse_bytes(&bytes) {
+                Ok(info) => prop_assert!(info.data_end <= bytes.len() as u64),
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
+}

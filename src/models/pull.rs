@@ -33,10 +33,10 @@ pub fn pull(paths: &Paths, entry: &CatalogueEntry, progress: bool) -> Result<Pat
 
     if let Ok(meta) = std::fs::metadata(&target) {
         if meta.len() == entry.size {
-            let bar = ui.bytes_bar(entry.size, "checking");
-            let (ok, _) = hash_file(&target, entry.size, entry.sha256, &bar)?;
-            bar.finish_and_clear();
-            if ok {
+            let spinner = ui.spinner(&format!("checking {}", target.display()));
+            let ok = verify(&target, entry.size, entry.sha256);
+            spinner.finish_and_clear();
+            if ok? {
                 ui.note(&format!("{} is already downloaded: {}", entry.name, target.display()));
                 return Ok(target);
             }
@@ -71,11 +71,6 @@ pub fn verify(path: &Path, size: u64, sha256: &str) -> Result<bool, ModelError> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(ModelError::io("read", path, e)),
     }
-    Ok(hash_file(path, size, sha256, &ProgressBar::hidden())?.0)
-}
-
-/// Hashes a whole file; returns whether it matches and its actual digest.
-fn hash_file(path: &Path, size: u64, sha256: &str, bar: &ProgressBar) -> Result<(bool, String), ModelError> {
     let mut file = File::open(path).map_err(|e| ModelError::io("read", path, e))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BUFFER];
@@ -87,10 +82,8 @@ fn hash_file(path: &Path, size: u64, sha256: &str, bar: &ProgressBar) -> Result<
         }
         hasher.update(&buf[..n]);
         total += n as u64;
-        bar.inc(n as u64);
     }
-    let digest = hex(&hasher.finalize());
-    Ok((total == size && digest.eq_ignore_ascii_case(sha256), digest))
+    Ok(total == size && hex(&hasher.finalize()).eq_ignore_ascii_case(sha256))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -224,11 +217,15 @@ fn write_chunks(
 /// The wheel pip saved for `package==version`. Wheel file names spell the project name with
 /// underscores (and possibly other case), so names are compared normalised.
 fn find_wheel(dir: &Path, package: &str, version: &str) -> Result<PathBuf, ModelError> {
-    let want = format!("{}-{}-", normalise(package), version);
     let entries = std::fs::read_dir(dir).map_err(|e| ModelError::io("read", dir, e))?;
     for item in entries.flatten() {
         let name = item.file_name().to_string_lossy().to_string();
-        if name.ends_with(".whl") && normalise(&name).starts_with(&want) {
+        // `<distribution>-<version>-<tags>.whl`; the distribution part never holds a '-'.
+        let Some((dist, rest)) = name.split_once('-') else { continue };
+        if name.ends_with(".whl")
+            && normalise(dist) == normalise(package)
+            && rest.strip_prefix(version).is_some_and(|tail| tail.starts_with('-'))
+        {
             return Ok(item.path());
         }
     }

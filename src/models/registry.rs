@@ -65,9 +65,15 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Registry::default()),
             Err(e) => return Err(ModelError::io("read the model registry", path, e)),
         };
-        let file: File = toml::from_str(&text).map_err(|e| ModelError::RegistryInvalid {
-            path: path.to_path_buf(),
-            message: e.message().trim().to_string(),
+        let file: File = toml::from_str(&text).map_err(|e| {
+            // toml's messages may span lines; the error must stay one sentence.
+            let mut message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+            if let Some(span) = e.span() {
+                let before = &text.as_bytes()[..span.start.min(text.len())];
+                let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                message = format!("line {line}: {message}");
+            }
+            ModelError::RegistryInvalid { path: path.to_path_buf(), message }
         })?;
         let models = file
             .models

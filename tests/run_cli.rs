@@ -1,0 +1,189 @@
+//! `gemmactl run` end to end: the real binary, the real engine, the real default model.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A home with the default model registered under its catalogue name.
+fn home_with_model() -> common::Home {
+    common::default_model();
+    let home = common::Home::new();
+    let out = home.run(&["models", "pull", "gemma3-270m"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    home
+}
+
+#[test]
+fn greedy_run_continues_about_france() {
+    let home = home_with_model();
+    let out = home.run(&["run", "--model", "gemma3-270m", "--max-tokens", "12", "--temperature", "0", "The capital of France is"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let text = common::stdout(&out);
+    assert!(text.contains("France") || text.contains("Paris"), "{text:?}");
+    assert!(text.ends_with('\n'));
+    // Nothing but the reply on stdout: no progress, no logs.
+    assert!(!text.contains("loading") && !text.contains("INFO"), "{text:?}");
+}
+
+#[test]
+fn default_model_stats_json_and_stdin() {
+    let home = home_with_model();
+    let mut child = home
+        .cmd()
+        .args(["run", "--max-tokens", "6", "--temperature", "0", "--json", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"The capital of France is\n").unwrap();
+    let out = wait_output(child);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["model"], "gemma3-270m");
+    assert_eq!(v["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    assert_eq!(v["engine"]["backend"], "CPU");
+    assert!(v["text"].as_str().unwrap().len() > 3);
+    assert!(v["timings"]["ttft_ms"].as_f64().unwrap() > 0.0);
+
+    let out = home.run(&["run", "--max-tokens", "4", "--temperature", "0", "--stats", "--system", "Be brief.", "Hello"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("tok/s decode") && err.contains("first token") && err.contains("on CPU"), "{err}");
+}
+
+#[test]
+fn bad_models_and_flags_fail_with_one_clear_sentence() {
+    let home = common::Home::new();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--model".into(), "/nonexistent/model.gguf".into()], "/nonexistent/model.gguf"),
+        (vec!["--model".into(), "no-such-model".into()], "known models"),
+    ];
+    for (args, expect) in cases {
+        let mut all = vec!["run".to_string()];
+        all.extend(args);
+        all.push("hi".into());
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = home.run(&refs);
+        assert!(!out.status.success());
+        let err = common::stderr(&out);
+        assert!(err.starts_with("error: ") && err.contains(expect), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one sentence expected: {err}");
+        assert!(!err.contains("panicked"));
+    }
+
+    let text = home.path().join("notes.gguf");
+    std::fs::write(&text, "not a model").unwrap();
+    let out = home.run(&["run", "--model", text.to_str().unwrap(), "hi"]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.contains("notes.gguf") && err.to_lowercase().contains("gguf"), "{err}");
+
+    let out = home.run(&["run", "--model", common::default_model().to_str().unwrap(), "--temperature", "-1", "hi"]);
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("--temperature"), "{}", common::stderr(&out));
+
+    let out = home.run(&["run", "--model", common::default_model().to_str().unwrap(), ""]);
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("prompt is empty"));
+}
+
+#[test]
+fn engine_killed_mid_reply_is_reported_with_its_signal() {
+    let home = home_with_model();
+    let mut child = spawn_long_run(&home);
+    let engine = engine_of(child.id());
+    wait_for_output(&mut child);
+    unsafe { libc::kill(engine as i32, libc::SIGKILL) };
+    let out = wait_output(child);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.contains("SIGKILL") && err.contains("gemma-engine"), "{err}");
+}
+
+#[test]
+fn no_engine_survives_gemmactl_killed_by_sigterm_sigint_or_sigkill() {
+    let home = home_with_model();
+    for (sig, code) in [(libc::SIGTERM, Some(143)), (libc::SIGINT, Some(130)), (libc::SIGKILL, None)] {
+        let mut child = spawn_long_run(&home);
+        let engine = engine_of(child.id());
+        wait_for_output(&mut child);
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let out = wait_output(child);
+        assert_eq!(out.status.code(), code, "signal {sig}: {}", common::stderr(&out));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while alive(engine) {
+            assert!(Instant::now() < deadline, "gemma-engine {engine} outlived gemmactl killed by signal {sig}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn spawn_long_run(home: &common::Home) -> Child {
+    home.cmd()
+        .args(["run", "--model", "gemma3-270m", "--max-tokens", "3000", "--temperature", "0", "Once upon a time"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Blocks until the reply has started (the first bytes on stdout).
+fn wait_for_output(child: &mut Child) {
+    let mut first = [0u8; 1];
+    let stdout = child.stdout.as_mut().unwrap();
+    let n = stdout.read(&mut first).unwrap();
+    assert_eq!(n, 1, "gemmactl ended before replying");
+}
+
+/// The pid of the gemma-engine started by `parent`.
+fn engine_of(parent: u32) -> u32 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // Fields after the parenthesised name: state, ppid, ...
+            let Some(close) = stat.rfind(')') else { continue };
+            let name = &stat[stat.find('(').unwrap() + 1..close];
+            let ppid: u32 = stat[close + 2..].split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            if ppid == parent && name == "gemma-engine" {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no gemma-engine child of {parent} appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alive means present and not a zombie (an orphan zombie may linger until its new parent reaps it).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let close = stat.rfind(')').unwrap_or(0);
+            !stat[close..].starts_with(") Z") && !stat[close..].starts_with(") X")
+        }
+        Err(_) => false,
+    }
+}
+
+fn wait_output(mut child: Child) -> std::process::Output {
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gemmactl did not finish in {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
