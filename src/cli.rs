@@ -23,6 +23,8 @@ enum Command {
     /// Manage model files: list, pull, add, show, rm.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
+    /// Measure a model's speed directly and through gemmactl (medians over interleaved runs).
+    Bench(commands::bench::BenchArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -33,6 +35,7 @@ pub fn main() -> ExitCode {
         init_logging(&paths);
         match cli.command {
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
+            Command::Bench(args) => runtime()?.block_on(commands::bench::run(args, &paths, config)),
             Command::Models(cmd) => commands::models::run(cmd, &paths, &config).map(|_| ExitCode::SUCCESS),
         }
     })();

@@ -21,7 +21,9 @@ const DEADLINE: Duration = Duration::from_secs(300);
 
 /// Runs `cmd`, killing it if it outlives [`DEADLINE`].
 fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn gemmactl");
     // Drain both pipes on threads so a chatty child cannot block on a full pipe.
     let mut out_pipe = child.stdout.take().unwrap();
@@ -48,7 +50,11 @@ fn run_bounded(mut cmd: Command) -> Output {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 fn gemmactl(home: &Home, args: &[&str]) -> Output {
@@ -69,13 +75,22 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "expected success, got {}: {}", out.status, text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "expected success, got {}: {}",
+        out.status,
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
 /// Asserts the command failed and returns its stderr.
 fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success: {}", text(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        text(&out.stdout)
+    );
     text(&out.stderr)
 }
 
@@ -87,7 +102,11 @@ fn sha256_of(path: &Path) -> String {
     let mut file = std::fs::File::open(path).unwrap();
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher).unwrap();
-    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn path_str(path: &Path) -> &str {
@@ -100,7 +119,10 @@ fn add_list_show_rm_the_real_model() {
     let home = Home::new();
 
     let out = ok(&gemmactl(&home, &["models", "add", "g", path_str(&model)]));
-    assert!(out.contains("registered 'g'") && out.contains("gemma3"), "{out}");
+    assert!(
+        out.contains("registered 'g'") && out.contains("gemma3"),
+        "{out}"
+    );
 
     let list = json(&gemmactl(&home, &["models", "list", "--json"]));
     let items = list.as_array().expect("array");
@@ -113,7 +135,10 @@ fn add_list_show_rm_the_real_model() {
     let canonical = std::fs::canonicalize(&model).unwrap();
     assert_eq!(g["path"], path_str(&canonical));
     // Catalogue models appear too, marked by status.
-    assert!(items.iter().any(|i| i["name"] == "qwen2.5-coder-0.5b"), "{list}");
+    assert!(
+        items.iter().any(|i| i["name"] == "qwen2.5-coder-0.5b"),
+        "{list}"
+    );
 
     let show = json(&gemmactl(&home, &["models", "show", "g", "--json"]));
     assert_eq!(show["name"], "g");
@@ -130,15 +155,39 @@ fn add_list_show_rm_the_real_model() {
     assert_eq!(show["size_bytes"], MODEL_SIZE);
 
     let table = ok(&gemmactl(&home, &["models", "show", "g"]));
-    assert!(table.contains("architecture:") && table.contains("Q4_K_M"), "{table}");
+    assert!(
+        table.contains("architecture:") && table.contains("Q4_K_M"),
+        "{table}"
+    );
     let table = ok(&gemmactl(&home, &["models", "list"]));
-    assert!(table.starts_with("NAME") && table.contains("PATH/STATUS"), "{table}");
-    assert!(table.lines().any(|l| l.starts_with("g ") && l.contains("base")), "{table}");
+    assert!(
+        table.starts_with("NAME") && table.contains("PATH/STATUS"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("g ") && l.contains("base")),
+        "{table}"
+    );
 
     // The same name again is refused unless --force; --kind and --template are kept.
     let err = fails(&gemmactl(&home, &["models", "add", "g", path_str(&model)]));
-    assert!(err.contains("already registered") && err.contains("--force"), "{err}");
-    let args = ["models", "add", "g", path_str(&model), "--force", "--kind", "instruct", "--template", "gemma"];
+    assert!(
+        err.contains("already registered") && err.contains("--force"),
+        "{err}"
+    );
+    let args = [
+        "models",
+        "add",
+        "g",
+        path_str(&model),
+        "--force",
+        "--kind",
+        "instruct",
+        "--template",
+        "gemma",
+    ];
     ok(&gemmactl(&home, &args));
     let show = json(&gemmactl(&home, &["models", "show", "g", "--json"]));
     assert_eq!(show["kind"], "instruct");
@@ -149,7 +198,10 @@ fn add_list_show_rm_the_real_model() {
     assert!(out.contains("removed 'g'"), "{out}");
     assert!(model.is_file());
     let list = json(&gemmactl(&home, &["models", "list", "--json"]));
-    assert!(!list.as_array().unwrap().iter().any(|i| i["name"] == "g"), "{list}");
+    assert!(
+        !list.as_array().unwrap().iter().any(|i| i["name"] == "g"),
+        "{list}"
+    );
     let err = fails(&gemmactl(&home, &["models", "show", "g"]));
     assert!(err.contains("unknown model 'g'"), "{err}");
     let err = fails(&gemmactl(&home, &["models", "rm", "g"]));
@@ -160,8 +212,14 @@ fn add_list_show_rm_the_real_model() {
 fn add_refuses_a_missing_path() {
     let home = Home::new();
     let missing = home.path().join("nowhere/model.gguf");
-    let err = fails(&gemmactl(&home, &["models", "add", "m", path_str(&missing)]));
-    assert!(err.contains(path_str(&missing)) && err.contains("does not exist"), "{err}");
+    let err = fails(&gemmactl(
+        &home,
+        &["models", "add", "m", path_str(&missing)],
+    ));
+    assert!(
+        err.contains(path_str(&missing)) && err.contains("does not exist"),
+        "{err}"
+    );
     assert!(!home.path().join("config/models.toml").exists());
 }
 
@@ -171,7 +229,10 @@ fn add_refuses_a_text_file_named_gguf() {
     let file = home.path().join("x.gguf");
     std::fs::write(&file, "this is not a model\n").unwrap();
     let err = fails(&gemmactl(&home, &["models", "add", "x", path_str(&file)]));
-    assert!(err.contains("not a GGUF model file") && err.contains(path_str(&file)), "{err}");
+    assert!(
+        err.contains("not a GGUF model file") && err.contains(path_str(&file)),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one sentence: {err}");
 }
 
@@ -181,11 +242,18 @@ fn add_refuses_a_truncated_copy() {
     let home = Home::new();
     let cut = home.path().join("cut.gguf");
     let mut head = Vec::new();
-    std::fs::File::open(&model).unwrap().take(20_000_000).read_to_end(&mut head).unwrap();
+    std::fs::File::open(&model)
+        .unwrap()
+        .take(20_000_000)
+        .read_to_end(&mut head)
+        .unwrap();
     std::fs::write(&cut, &head).unwrap();
     let err = fails(&gemmactl(&home, &["models", "add", "cut", path_str(&cut)]));
     assert!(err.contains("is truncated"), "{err}");
-    assert!(err.contains(&MODEL_SIZE.to_string()) && err.contains("20000000"), "{err}");
+    assert!(
+        err.contains(&MODEL_SIZE.to_string()) && err.contains("20000000"),
+        "{err}"
+    );
     // `run --model PATH` goes through the same check; `show` of a path does too.
     let err = fails(&gemmactl(&home, &["models", "show", path_str(&cut)]));
     assert!(err.contains("is truncated"), "{err}");
@@ -206,10 +274,16 @@ fn add_refuses_a_gemma_cpp_sbs_file() {
 fn bad_names_are_refused() {
     let home = Home::new();
     let err = fails(&gemmactl(&home, &["models", "show", "nope"]));
-    assert!(err.contains("unknown model 'nope'") && err.contains("gemma3-270m"), "{err}");
+    assert!(
+        err.contains("unknown model 'nope'") && err.contains("gemma3-270m"),
+        "{err}"
+    );
     assert!(err.contains("gemmactl models add NAME PATH"), "{err}");
     let err = fails(&gemmactl(&home, &["models", "pull", "nope"]));
-    assert!(err.contains("'nope' is not in the download catalogue") && err.contains("gemma3-270m"), "{err}");
+    assert!(
+        err.contains("'nope' is not in the download catalogue") && err.contains("gemma3-270m"),
+        "{err}"
+    );
     let file = home.path().join("x.gguf");
     std::fs::write(&file, "x").unwrap();
     for name in ["has space", "a/b"] {
@@ -235,11 +309,25 @@ fn a_cached_catalogue_model_is_found_and_purged_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let cached = seed_cache(cache.path(), false);
     // Never pulled in this home, but complete in the cache: registered on first use.
-    let show = json(&gemmactl_cache(&home, cache.path(), &["models", "show", "gemma3-270m", "--json"]));
+    let show = json(&gemmactl_cache(
+        &home,
+        cache.path(),
+        &["models", "show", "gemma3-270m", "--json"],
+    ));
     assert_eq!(show["path"], path_str(&cached));
     assert_eq!(show["sha256"], MODEL_SHA256);
-    let list = json(&gemmactl_cache(&home, cache.path(), &["models", "list", "--json"]));
-    let entry = list.as_array().unwrap().iter().find(|i| i["name"] == "gemma3-270m").cloned().unwrap();
+    let list = json(&gemmactl_cache(
+        &home,
+        cache.path(),
+        &["models", "list", "--json"],
+    ));
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "gemma3-270m")
+        .cloned()
+        .unwrap();
     assert_eq!(entry["status"], "registered");
 
     // A file outside the cache is never deleted, --purge or not.
@@ -247,16 +335,38 @@ fn a_cached_catalogue_model_is_found_and_purged_from_the_cache() {
     if std::fs::hard_link(&cached, &outside).is_err() {
         std::fs::copy(&cached, &outside).unwrap();
     }
-    ok(&gemmactl_cache(&home, cache.path(), &["models", "add", "mine", path_str(&outside)]));
-    let out = ok(&gemmactl_cache(&home, cache.path(), &["models", "rm", "mine", "--purge"]));
-    assert!(out.contains("removed 'mine'") && out.contains("kept"), "{out}");
+    ok(&gemmactl_cache(
+        &home,
+        cache.path(),
+        &["models", "add", "mine", path_str(&outside)],
+    ));
+    let out = ok(&gemmactl_cache(
+        &home,
+        cache.path(),
+        &["models", "rm", "mine", "--purge"],
+    ));
+    assert!(
+        out.contains("removed 'mine'") && out.contains("kept"),
+        "{out}"
+    );
     assert!(outside.is_file());
 
-    let out = ok(&gemmactl_cache(&home, cache.path(), &["models", "rm", "gemma3-270m", "--purge"]));
+    let out = ok(&gemmactl_cache(
+        &home,
+        cache.path(),
+        &["models", "rm", "gemma3-270m", "--purge"],
+    ));
     assert!(out.contains("deleted"), "{out}");
     assert!(!cached.exists());
-    let err = fails(&gemmactl_cache(&home, cache.path(), &["models", "show", "gemma3-270m"]));
-    assert!(err.contains("is not downloaded yet: run `gemmactl models pull gemma3-270m`"), "{err}");
+    let err = fails(&gemmactl_cache(
+        &home,
+        cache.path(),
+        &["models", "show", "gemma3-270m"],
+    ));
+    assert!(
+        err.contains("is not downloaded yet: run `gemmactl models pull gemma3-270m`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -273,7 +383,10 @@ fn pull_replaces_a_corrupt_cached_file() {
     let out = gemmactl_cache(&home, cache.path(), &["models", "pull", "gemma3-270m"]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "pull failed: {err}");
-    assert!(err.contains("is corrupt (checksum mismatch); downloading it again"), "{err}");
+    assert!(
+        err.contains("is corrupt (checksum mismatch); downloading it again"),
+        "{err}"
+    );
     assert!(err.contains("downloaded gemma3-270m"), "{err}");
     assert_eq!(std::fs::metadata(&cached).unwrap().len(), MODEL_SIZE);
     assert_eq!(sha256_of(&cached), MODEL_SHA256);
@@ -285,6 +398,10 @@ fn pull_replaces_a_corrupt_cached_file() {
         .collect();
     assert_eq!(names, [MODEL_FILE]);
     // And it is registered with its checksum.
-    let show = json(&gemmactl_cache(&home, cache.path(), &["models", "show", "gemma3-270m", "--json"]));
+    let show = json(&gemmactl_cache(
+        &home,
+        cache.path(),
+        &["models", "show", "gemma3-270m", "--json"],
+    ));
     assert_eq!(show["sha256"], MODEL_SHA256);
 }

@@ -14,8 +14,8 @@ use crate::config::{Config, Paths};
 use crate::models::gguf::{self, GgufInfo};
 use crate::models::registry::Registry;
 use crate::models::{
-    catalogue, human_bytes, pull, validate_name, EngineKind, ModelEntry, ModelError,
-    ModelFormat, ModelKind,
+    catalogue, human_bytes, pull, validate_name, EngineKind, ModelEntry, ModelError, ModelFormat,
+    ModelKind,
 };
 
 /// Prints a line of results. A reader that went away (`| head`) ends the output quietly; other
@@ -82,10 +82,16 @@ pub enum ModelsCommand {
 pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
     match cmd {
         ModelsCommand::List { json } => list(paths, json),
-        ModelsCommand::Pull { name } => pull_model(paths, name.as_deref().unwrap_or(&config.default_model)),
-        ModelsCommand::Add { name, path, kind, template, force } => {
-            add(paths, &name, &path, kind, template, force)
+        ModelsCommand::Pull { name } => {
+            pull_model(paths, name.as_deref().unwrap_or(&config.default_model))
         }
+        ModelsCommand::Add {
+            name,
+            path,
+            kind,
+            template,
+            force,
+        } => add(paths, &name, &path, kind, template, force),
         ModelsCommand::Show { name, json } => show(paths, &name, json),
         ModelsCommand::Rm { name, purge } => rm(paths, &name, purge),
     }
@@ -179,7 +185,10 @@ fn list(paths: &Paths, json: bool) -> Result<()> {
             ]
         })
         .collect();
-    say!("{}", format_table(["NAME", "KIND", "ENGINE", "SIZE", "PATH/STATUS"], &table));
+    say!(
+        "{}",
+        format_table(["NAME", "KIND", "ENGINE", "SIZE", "PATH/STATUS"], &table)
+    );
     Ok(())
 }
 
@@ -214,7 +223,11 @@ fn format_table(header: [&str; 5], rows: &[[String; 5]]) -> String {
 
 fn pull_model(paths: &Paths, name: &str) -> Result<()> {
     let Some(entry) = catalogue::find(name) else {
-        return Err(ModelError::NotInCatalogue { name: name.to_string(), known: catalogue::names() }.into());
+        return Err(ModelError::NotInCatalogue {
+            name: name.to_string(),
+            known: catalogue::names(),
+        }
+        .into());
     };
     let path = pull::pull(paths, entry, true)?;
     let mut registry = Registry::load(paths)?;
@@ -235,15 +248,26 @@ fn add(
     validate_name(name)?;
     let mut registry = Registry::load(paths)?;
     if let (Some(existing), false) = (registry.get(name), force) {
-        return Err(ModelError::AlreadyRegistered { name: name.to_string(), path: existing.path.clone() }.into());
+        return Err(ModelError::AlreadyRegistered {
+            name: name.to_string(),
+            path: existing.path.clone(),
+        }
+        .into());
     }
     if !path.exists() {
-        return Err(ModelError::FileMissing { path: path.display().to_string() }.into());
+        return Err(ModelError::FileMissing {
+            path: path.display().to_string(),
+        }
+        .into());
     }
     let info = gguf::inspect(path)?;
     let canonical = std::fs::canonicalize(path)
         .with_context(|| format!("cannot resolve the path {}", path.display()))?;
-    let kind = kind.unwrap_or(if info.chat_template.is_some() { ModelKind::Instruct } else { ModelKind::Base });
+    let kind = kind.unwrap_or(if info.chat_template.is_some() {
+        ModelKind::Instruct
+    } else {
+        ModelKind::Base
+    });
     let entry = ModelEntry {
         name: name.to_string(),
         path: canonical.clone(),
@@ -260,7 +284,9 @@ fn add(
     say!(
         "{} '{name}': {} {}, {} parameters, {} → {}",
         if replaced { "replaced" } else { "registered" },
-        info.architecture.as_deref().unwrap_or("unknown architecture"),
+        info.architecture
+            .as_deref()
+            .unwrap_or("unknown architecture"),
         kind.as_str(),
         human_count(info.parameter_count),
         human_bytes(info.file_size),
@@ -273,7 +299,10 @@ fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
     let entry = crate::models::lookup(paths, name)?;
     let info = crate::models::preflight(&entry)?;
     if json {
-        say!("{}", serde_json::to_string_pretty(&show_json(&entry, &info))?);
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&show_json(&entry, &info))?
+        );
         return Ok(());
     }
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string());
@@ -283,23 +312,58 @@ fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
         ("kind", entry.kind.as_str().to_string()),
         ("engine", entry.engine.as_str().to_string()),
         ("format", entry.format.as_str().to_string()),
-        ("sha256", entry.sha256.clone().unwrap_or_else(|| "-".to_string())),
-        ("size", format!("{} ({} bytes)", human_bytes(info.file_size), info.file_size)),
-        ("architecture", info.architecture.clone().unwrap_or_else(|| "-".to_string())),
-        ("model name", info.name.clone().unwrap_or_else(|| "-".to_string())),
-        ("parameters", format!("{} ({})", human_count(info.parameter_count), info.parameter_count)),
+        (
+            "sha256",
+            entry.sha256.clone().unwrap_or_else(|| "-".to_string()),
+        ),
+        (
+            "size",
+            format!("{} ({} bytes)", human_bytes(info.file_size), info.file_size),
+        ),
+        (
+            "architecture",
+            info.architecture.clone().unwrap_or_else(|| "-".to_string()),
+        ),
+        (
+            "model name",
+            info.name.clone().unwrap_or_else(|| "-".to_string()),
+        ),
+        (
+            "parameters",
+            format!(
+                "{} ({})",
+                human_count(info.parameter_count),
+                info.parameter_count
+            ),
+        ),
         ("context length", opt(info.context_length)),
         ("layers", opt(info.block_count)),
         ("embedding", opt(info.embedding_length)),
-        ("heads", format!("{} ({} KV), head size {}", opt(info.head_count), opt(info.head_count_kv), opt(info.key_length))),
+        (
+            "heads",
+            format!(
+                "{} ({} KV), head size {}",
+                opt(info.head_count),
+                opt(info.head_count_kv),
+                opt(info.key_length)
+            ),
+        ),
         ("sliding window", opt(info.sliding_window)),
         ("file type", file_type(&info)),
-        ("gguf", format!("version {}, {} tensors, {} metadata keys", info.version, info.tensor_count, info.metadata_count)),
+        (
+            "gguf",
+            format!(
+                "version {}, {} tensors, {} metadata keys",
+                info.version, info.tensor_count, info.metadata_count
+            ),
+        ),
     ];
     let template = match (&entry.chat_template, &info.chat_template) {
         (Some(forced), _) => format!("{forced} (set in the registry)"),
         (None, Some(t)) => format!("from the file ({} bytes)", t.len()),
-        (None, None) => "none (plain completion unless you pick one with `models add --template`)".to_string(),
+        (None, None) => {
+            "none (plain completion unless you pick one with `models add --template`)".to_string()
+        }
     };
     lines.push(("chat template", template));
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
@@ -342,8 +406,16 @@ fn rm(paths: &Paths, name: &str, purge: bool) -> Result<()> {
     let mut registry = Registry::load(paths)?;
     let Some(entry) = registry.remove(name) else {
         let known = registry.names().join(", ");
-        let known = if known.is_empty() { "none".to_string() } else { known };
-        return Err(ModelError::NotRegistered { name: name.to_string(), known }.into());
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known
+        };
+        return Err(ModelError::NotRegistered {
+            name: name.to_string(),
+            known,
+        }
+        .into());
     };
     registry.save(paths)?;
     say!("removed '{name}' from the registry");

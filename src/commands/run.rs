@@ -137,9 +137,10 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
             None => break Err(anyhow::anyhow!("the engine stopped answering without saying why")),
         }
     };
+    // The reply is complete for the reader before the engine is stopped.
+    out.end();
     let description = engine.describe().clone();
     supervisor.shutdown().await;
-    out.end();
     let done = outcome?;
     if args.json {
         let value = json!({

