@@ -85,8 +85,9 @@ pub struct SamplingParams {
     pub temperature: f32,
     /// 0 disables top-k.
     pub top_k: u32,
-    /// 1.0 disables top-p.
-    pub top_p: f32,
+    /// Nucleus sampling; absent means the engine's default (gemma-engine: 0.95), 1.0 disables it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u32>,
     /// Generation stops before the first occurrence of any of these strings.
@@ -96,7 +97,7 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { max_tokens: None, temperature: 0.8, top_k: 40, top_p: 0.95, seed: None, stop: Vec::new() }
+        SamplingParams { max_tokens: None, temperature: 0.8, top_k: 40, top_p: None, seed: None, stop: Vec::new() }
     }
 }
 

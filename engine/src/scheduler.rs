@@ -30,6 +30,9 @@ use crate::text::{Step, TextStream};
 /// 2-core prefill speed) and leaves room in the batch for other requests' decode steps.
 const PREFILL_CHUNK: usize = 128;
 
+/// Nucleus sampling when a request does not say.
+const DEFAULT_TOP_P: f32 = 0.95;
+
 /// What the stdin reader hands the loop.
 pub enum Inbox {
     Command(Command),
@@ -468,8 +471,8 @@ fn check_params(p: &SamplingParams) -> Result<(), String> {
     if !(p.temperature.is_finite() && p.temperature >= 0.0) {
         return Err(format!("temperature {} is not valid: use a number ≥ 0 (0 = greedy)", p.temperature));
     }
-    if !(p.top_p.is_finite() && p.top_p > 0.0 && p.top_p <= 1.0) {
-        return Err(format!("top_p {} is not valid: use a number in (0, 1]", p.top_p));
+    if let Some(top_p) = p.top_p.filter(|t| !(t.is_finite() && *t > 0.0 && *t <= 1.0)) {
+        return Err(format!("top_p {top_p} is not valid: use a number in (0, 1]"));
     }
     if p.max_tokens == Some(0) {
         return Err("max_tokens 0 asks for nothing: use at least 1".into());
@@ -485,8 +488,9 @@ fn sampler(p: &SamplingParams) -> LlamaSampler {
     if p.top_k > 0 {
         chain.push(LlamaSampler::top_k(p.top_k as i32));
     }
-    if p.top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(p.top_p, 1));
+    let top_p = p.top_p.unwrap_or(DEFAULT_TOP_P);
+    if top_p < 1.0 {
+        chain.push(LlamaSampler::top_p(top_p, 1));
     }
     chain.push(LlamaSampler::temp(p.temperature));
     let seed = p.seed.unwrap_or_else(|| {

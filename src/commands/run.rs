@@ -36,9 +36,9 @@ pub struct RunArgs {
     /// Sample from the K most likely tokens only; 0 = off
     #[arg(long, default_value_t = 40, value_name = "K")]
     top_k: u32,
-    /// Sample from the smallest set of tokens whose probability reaches P; 1 = off
-    #[arg(long, default_value_t = 0.95, value_name = "P", allow_negative_numbers = true)]
-    top_p: f32,
+    /// Sample from the smallest set of tokens whose probability reaches P; 1 = off [default: 0.95]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
+    top_p: Option<f32>,
     /// Random seed, for reproducible sampling
     #[arg(long, value_name = "N")]
     seed: Option<u32>,
@@ -163,8 +163,8 @@ fn check_params(args: &RunArgs) -> Result<()> {
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
         bail!("--temperature {} is not valid: use a number ≥ 0 (0 = greedy)", args.temperature);
     }
-    if !(args.top_p > 0.0 && args.top_p <= 1.0) {
-        bail!("--top-p {} is not valid: use a number greater than 0 and at most 1", args.top_p);
+    if let Some(p) = args.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        bail!("--top-p {p} is not valid: use a number greater than 0 and at most 1");
     }
     if args.max_tokens == 0 {
         bail!("--max-tokens 0 asks for nothing: use at least 1");
