@@ -23,8 +23,13 @@ enum Command {
     /// Manage model files: list, pull, add, show, rm.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
+    /// Show the engines held by running gemmactl processes.
+    Ps(commands::ps::PsArgs),
     /// Measure a model's speed directly and through gemmactl (medians over interleaved runs).
     Bench(commands::bench::BenchArgs),
+    /// Saved conversations: list, show, search, export, rm.
+    #[command(subcommand)]
+    History(commands::history::HistoryCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -35,8 +40,10 @@ pub fn main() -> ExitCode {
         init_logging(&paths);
         match cli.command {
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
+            Command::Ps(args) => commands::ps::run(args, &paths).map(|_| ExitCode::SUCCESS),
             Command::Bench(args) => runtime()?.block_on(commands::bench::run(args, &paths, config)),
             Command::Models(cmd) => commands::models::run(cmd, &paths, &config).map(|_| ExitCode::SUCCESS),
+            Command::History(cmd) => commands::history::run(cmd, &paths).map(|_| ExitCode::SUCCESS),
         }
     })();
     match outcome {

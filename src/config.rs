@@ -76,8 +76,18 @@ impl Paths {
         self.cache_dir.join("models")
     }
 
+    /// The history database (conversations and messages).
+    pub fn history_db(&self) -> PathBuf {
+        self.data_dir.join("history.db")
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
+    }
+
+    /// One status file per running gemmactl process, read by `gemmactl ps`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.state_dir.join("run")
     }
 }
 
@@ -109,6 +119,75 @@ impl Default for EngineSettings {
     }
 }
 
+/// Settings for the supervisor: how many engines it keeps, for how long, and how it restarts them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisorSettings {
+    /// Models loaded at once, at most.
+    pub max_models: u32,
+    /// Memory the loaded models may use together, in MiB (estimated before loading); 0 = only
+    /// what the machine has free.
+    pub memory_budget_mib: u64,
+    /// Seconds an idle engine stays loaded; 0 = until gemmactl exits.
+    pub idle_ttl_secs: u64,
+    /// Requests that may wait per model beyond those being decoded.
+    pub queue_length: u32,
+    /// Consecutive failed starts after which a model is marked failed instead of retried.
+    pub max_start_failures: u32,
+    /// First wait before restarting an engine that crashed or failed to start; doubles each
+    /// time, up to 10 s, and resets after a success.
+    pub restart_backoff_ms: u64,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings {
+            max_models: 3,
+            memory_budget_mib: 0,
+            idle_ttl_secs: 300,
+            queue_length: 64,
+            max_start_failures: 3,
+            restart_backoff_ms: 250,
+        }
+    }
+}
+
+/// Settings for the engines other than the bundled one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnginesSettings {
+    pub gemma_cpp: GemmaCppSettings,
+}
+
+/// gemma.cpp's threading spin mode (`--spin`): spinning threads answer faster but burn the cores.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Spin {
+    Auto,
+    On,
+    Off,
+}
+
+/// `[engines.gemma_cpp]`: how to run Google's gemma.cpp (`gemma` binary) for `.sbs` models.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GemmaCppSettings {
+    /// Path of the `gemma` binary (after `GEMMA_BIN`, before `PATH`).
+    pub binary: Option<PathBuf>,
+    /// KV cache length in tokens (`--seq_len`); lowering it saves memory.
+    pub seq_len: u32,
+    /// Worker threads (`--num_threads`); by default gemma.cpp picks.
+    pub threads: Option<u32>,
+    /// `--spin`: `off` helps on a loaded or small machine.
+    pub spin: Option<Spin>,
+}
+
+impl Default for GemmaCppSettings {
+    fn default() -> Self {
+        GemmaCppSettings { binary: None, seq_len: DEFAULT_CONTEXT, threads: None, spin: None }
+    }
+}
+
 /// Everything `config.toml` may say.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -116,11 +195,20 @@ pub struct Config {
     /// Model used when a command is given no `--model`.
     pub default_model: String,
     pub engine: EngineSettings,
+    pub supervisor: SupervisorSettings,
+    /// Settings for engines other than the bundled one (`[engines.gemma_cpp]`).
+    #[serde(default)]
+    pub engines: EnginesSettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { default_model: DEFAULT_MODEL.to_string(), engine: EngineSettings::default() }
+        Config {
+            default_model: DEFAULT_MODEL.to_string(),
+            engine: EngineSettings::default(),
+            supervisor: SupervisorSettings::default(),
+            engines: EnginesSettings::default(),
+        }
     }
 }
 
@@ -167,6 +255,18 @@ impl Config {
         }
         if let Some(v) = parse_env::<u64>("GEMMACTL_LOAD_TIMEOUT")? {
             self.engine.load_timeout_secs = v;
+        }
+        if let Some(v) = parse_env::<u32>("GEMMACTL_MAX_MODELS")? {
+            self.supervisor.max_models = v;
+        }
+        if let Some(v) = parse_env::<u64>("GEMMACTL_MEMORY_BUDGET_MIB")? {
+            self.supervisor.memory_budget_mib = v;
+        }
+        if let Some(v) = parse_env::<u64>("GEMMACTL_IDLE_TTL")? {
+            self.supervisor.idle_ttl_secs = v;
+        }
+        if let Some(v) = parse_env::<u32>("GEMMACTL_QUEUE_LENGTH")? {
+            self.supervisor.queue_length = v;
         }
         Ok(())
     }

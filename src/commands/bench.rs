@@ -18,9 +18,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{Config, Paths};
-use crate::engines::{protocol, GenerateRequest, PromptFormat, ReplyEvent, SamplingParams};
+use crate::engines::{protocol, GenerateRequest, PromptFormat, SamplingParams};
 use crate::models::{self, ModelEntry};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Supervisor, SupervisorEvent};
 
 /// About fifty tokens of plain prose: the prompt size the project's targets are stated for.
 const PROMPT: &str = "The history of the city begins with a small fishing village on the banks of a wide river. \
@@ -74,7 +74,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     config.engine.parallel = 1;
     let model = models::resolve(paths, &args.model.clone().unwrap_or_else(|| config.default_model.clone()))?;
     let engine_bin = config.engine_binary()?;
-    let supervisor = Supervisor::new(config.clone());
+    let supervisor = Supervisor::unpublished(config.clone());
 
     let ways = [Way::Direct, Way::Supervisor, Way::Run];
     let mut samples: Vec<(Way, Sample)> = Vec::new();
@@ -200,7 +200,7 @@ fn direct(engine_bin: &std::path::Path, model: &ModelEntry, config: &Config, max
 /// The path every front end takes: supervisor → engine adapter → engine.
 async fn supervised(supervisor: &Supervisor, model: &ModelEntry, max_tokens: u32) -> Result<Sample> {
     let started = Instant::now();
-    let engine = supervisor.engine_for(model, |_| {}).await?;
+    supervisor.preload(model, |_| {}).await?;
     let load_ms = ms(started.elapsed());
     let request = GenerateRequest {
         id: supervisor.new_request_id(),
@@ -210,23 +210,26 @@ async fn supervised(supervisor: &Supervisor, model: &ModelEntry, max_tokens: u32
         params: SamplingParams { max_tokens: Some(max_tokens), temperature: 0.0, ..SamplingParams::default() },
     };
     let sent = Instant::now();
-    let mut stream = engine.generate(request)?;
+    let mut reply = supervisor.submit(model, request)?;
     let mut first = None;
     let mut last = sent;
+    let mut pid = None;
     let done = loop {
-        match stream.recv().await {
-            Some(ReplyEvent::Token(_)) => {
+        match reply.next().await {
+            Some(SupervisorEvent::Token(_)) => {
                 let now = Instant::now();
                 first.get_or_insert(now);
                 last = now;
             }
-            Some(ReplyEvent::Finished(done)) => break done,
-            Some(ReplyEvent::Failed(e)) => return Err(e.into()),
-            None => bail!("the engine stopped answering"),
+            Some(SupervisorEvent::Started(d)) => pid = d.pid,
+            Some(SupervisorEvent::Finished(done)) => break done,
+            Some(SupervisorEvent::Failed(e)) => return Err(e.into()),
+            Some(_) => {}
+            None => bail!("the supervisor stopped answering"),
         }
     };
-    let peak = engine.describe().pid.and_then(peak_rss_mib);
-    supervisor.shutdown().await;
+    let peak = pid.and_then(peak_rss_mib);
+    supervisor.unload(&model.name).await?;
     Ok(sample(load_ms, sent, first, last, &done.usage, done.timings.prefill_tokens_per_s, peak))
 }
 

@@ -2,5 +2,7 @@
 //! registry or the store, and prints the result. Nothing here talks to an engine process directly.
 
 pub mod bench;
+pub mod history;
 pub mod models;
+pub mod ps;
 pub mod run;

@@ -15,9 +15,9 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, Paths};
-use crate::engines::{Completion, EngineDescription, GenerateRequest, Message, PromptFormat, ReplyEvent, Role, SamplingParams};
+use crate::engines::{Completion, EngineDescription, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
 use crate::models::{self, ModelEntry, ModelKind};
-use crate::supervisor::{LoadProgress, Supervisor};
+use crate::supervisor::{Supervisor, SupervisorEvent};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -83,7 +83,7 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     let model = models::resolve(paths, &model_name)?;
     let prompt = read_prompt(&args.prompt)?;
 
-    let supervisor = Supervisor::new(config);
+    let supervisor = Supervisor::new(config, paths);
     let request = GenerateRequest {
         id: supervisor.new_request_id(),
         messages: conversation(args.system.as_deref(), prompt),
@@ -102,46 +102,42 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let bar = load_bar(&model);
-    let started = tokio::select! {
-        r = supervisor.generate(&model, request.clone(), |p| show_progress(&bar, p)) => r,
-        _ = interrupt.recv() => return stop(&supervisor, &bar, 130).await,
-        _ = terminate.recv() => return stop(&supervisor, &bar, 143).await,
-    };
-    bar.finish_and_clear();
-    let (engine, mut stream) = match started {
-        Ok(s) => s,
-        Err(e) => {
-            supervisor.shutdown().await;
-            return Err(e.into());
-        }
-    };
-
+    let mut reply = supervisor.submit(&model, request)?;
     let mut out = Output::new(args.json);
+    let mut description: Option<EngineDescription> = None;
     let outcome: Result<Completion> = loop {
         let event = tokio::select! {
-            e = stream.recv() => e,
-            _ = interrupt.recv() => { engine.cancel(&request.id); out.end(); return stop(&supervisor, &bar, 130).await }
-            _ = terminate.recv() => { engine.cancel(&request.id); out.end(); return stop(&supervisor, &bar, 143).await }
+            e = reply.next() => e,
+            _ = interrupt.recv() => { reply.cancel(); out.end(); return stop(&supervisor, &bar, 130).await }
+            _ = terminate.recv() => { reply.cancel(); out.end(); return stop(&supervisor, &bar, 143).await }
         };
         match event {
-            Some(ReplyEvent::Token(text)) => {
+            Some(SupervisorEvent::Queued { .. }) => {}
+            Some(SupervisorEvent::Loading { progress }) => bar.set_position((progress * 100.0) as u64),
+            Some(SupervisorEvent::Reloading { reason }) => bar.set_message(reason),
+            Some(SupervisorEvent::Started(d)) => {
+                bar.finish_and_clear();
+                description = Some(d);
+            }
+            Some(SupervisorEvent::Token(text)) => {
                 if out.write(&text).is_err() {
                     // stdout closed (e.g. piped into `head`): nobody is listening any more.
-                    engine.cancel(&request.id);
+                    reply.cancel();
                     supervisor.shutdown().await;
                     return Ok(ExitCode::SUCCESS);
                 }
             }
-            Some(ReplyEvent::Finished(done)) => break Ok(done),
-            Some(ReplyEvent::Failed(e)) => break Err(e.into()),
-            None => break Err(anyhow::anyhow!("the engine stopped answering without saying why")),
+            Some(SupervisorEvent::Finished(done)) => break Ok(done),
+            Some(SupervisorEvent::Failed(e)) => break Err(e.into()),
+            None => break Err(anyhow::anyhow!("the supervisor stopped answering without saying why")),
         }
     };
+    bar.finish_and_clear();
     // The reply is complete for the reader before the engine is stopped.
     out.end();
-    let description = engine.describe().clone();
     supervisor.shutdown().await;
     let done = outcome?;
+    let description = description.context("the reply finished before reaching an engine")?;
     if args.json {
         let value = json!({
             "model": model.name,
@@ -234,14 +230,6 @@ fn load_bar(model: &ModelEntry) -> ProgressBar {
     );
     bar.set_message(format!("loading {}", model.name));
     bar
-}
-
-fn show_progress(bar: &ProgressBar, progress: LoadProgress) {
-    match progress {
-        LoadProgress::Starting => bar.set_position(0),
-        LoadProgress::Loading(p) => bar.set_position((p * 100.0) as u64),
-        LoadProgress::Ready => bar.finish_and_clear(),
-    }
 }
 
 /// Streams text to stdout (or collects it for `--json`).

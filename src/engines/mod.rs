@@ -6,6 +6,7 @@
 //! `Failed`. The supervisor is the only user of this trait; front ends go through it.
 
 pub mod child;
+pub mod gemma_cpp;
 pub mod gemma_engine;
 #[path = "../../engine/src/protocol.rs"]
 #[allow(dead_code)]
@@ -56,12 +57,15 @@ pub type ReplyStream = mpsc::UnboundedReceiver<ReplyEvent>;
 #[serde(rename_all = "kebab-case")]
 pub enum EngineName {
     GemmaEngine,
+    /// Google's gemma.cpp, driven through its interactive terminal protocol.
+    GemmaCpp,
 }
 
 impl std::fmt::Display for EngineName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             EngineName::GemmaEngine => "gemma-engine",
+            EngineName::GemmaCpp => "gemma.cpp",
         })
     }
 }

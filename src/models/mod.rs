@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod gguf;
 pub mod pull;
 pub mod registry;
+pub mod sbs;
 
 use std::path::{Path, PathBuf};
 
@@ -104,8 +105,11 @@ pub enum ModelError {
     #[error(transparent)]
     BadFile(#[from] GgufError),
 
-    #[error("{path} is a gemma.cpp .sbs file; gemma.cpp models are not supported yet: use a GGUF model (e.g. `gemmactl models pull gemma3-270m`)")]
-    SbsNotSupported { path: PathBuf },
+    #[error(transparent)]
+    BadSbs(#[from] sbs::SbsError),
+
+    #[error("model '{name}' cannot be used: {source}")]
+    RegisteredSbsBad { name: String, source: sbs::SbsError },
 
     #[error("model '{name}' is not downloaded yet: run `gemmactl models pull {name}`")]
     NotDownloaded { name: String },
@@ -257,11 +261,12 @@ fn find(paths: &Paths, name_or_path: &str) -> Result<Found, ModelError> {
 
 /// Checks that a registered entry's file is still there and loadable, and returns its header
 /// facts, so that `run` never hands a bad file to an engine.
+///
+/// gemma.cpp entries are checked as BlobStores (see [`preflight_sbs`]); their facts come back in
+/// `GgufInfo`'s shape with `version` 0 (family as architecture, specifier as name).
 pub fn preflight(entry: &ModelEntry) -> Result<GgufInfo, ModelError> {
-    if entry.format == ModelFormat::Sbs {
-        return Err(ModelError::SbsNotSupported {
-            path: entry.path.clone(),
-        });
+    if entry.engine == EngineKind::GemmaCpp {
+        return preflight_sbs(entry).map(|info| sbs_as_gguf_info(&info));
     }
     gguf::inspect(&entry.path).map_err(|e| match e {
         GgufError::Missing { path } => {
@@ -284,6 +289,43 @@ pub fn preflight(entry: &ModelEntry) -> Result<GgufInfo, ModelError> {
             source: e,
         },
     })
+}
+
+/// The gemma.cpp pre-flight of a registered entry: a complete BlobStore (not a GGUF), its
+/// tokenizer where a pre-2025 file needs one, and memory for it.
+pub fn preflight_sbs(entry: &ModelEntry) -> Result<sbs::SbsInfo, ModelError> {
+    sbs::preflight(&entry.path, entry.tokenizer.as_deref()).map_err(|e| match e {
+        sbs::SbsError::Missing { path } => ModelError::RegisteredFileMissing {
+            name: entry.name.clone(),
+            path,
+            fix: format!("register it again with `gemmactl models add {} PATH --force`", entry.name),
+        },
+        e => ModelError::RegisteredSbsBad { name: entry.name.clone(), source: e },
+    })
+}
+
+/// What a BlobStore tells, in the shape callers of [`preflight`] expect.
+pub fn sbs_as_gguf_info(info: &sbs::SbsInfo) -> GgufInfo {
+    GgufInfo {
+        version: 0,
+        tensor_count: info.tensor_count as u64,
+        metadata_count: 0,
+        architecture: info.family.clone(),
+        name: info.specifier.clone(),
+        context_length: None,
+        block_count: info.layers.map(u64::from),
+        embedding_length: None,
+        head_count: None,
+        head_count_kv: None,
+        key_length: None,
+        value_length: None,
+        sliding_window: None,
+        file_type: None,
+        chat_template: None,
+        parameter_count: 0,
+        file_size: info.file_size,
+        data_end: info.file_size,
+    }
 }
 
 /// Registry and catalogue names, sorted and comma-separated, for error messages.
@@ -333,13 +375,9 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
         });
     }
     let path = std::fs::canonicalize(given).map_err(|e| ModelError::io("read", given, e))?;
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("sbs"))
-    {
-        return Err(ModelError::SbsNotSupported {
-            path: given.to_path_buf(),
-        });
+    let blob_store = matches!(sbs::sniff(&path), Ok(sbs::Sniffed::BlobStore));
+    if blob_store || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs")) {
+        return sbs_entry_for_path(given, path);
     }
     let info = gguf::inspect(&path).map_err(|e| ModelError::BadFile(rename_path(e, given)))?;
     let name = path
@@ -362,6 +400,35 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
         tokenizer: None,
     };
     Ok(Found::Path(entry, Box::new(info)))
+}
+
+/// A `.sbs` given by path runs on gemma.cpp; a pre-2025 file needs a registered tokenizer.
+fn sbs_entry_for_path(given: &Path, path: PathBuf) -> Result<Found, ModelError> {
+    let info = sbs::preflight(&path, None).map_err(|e| match e {
+        sbs::SbsError::NeedsTokenizer { .. } => sbs::SbsError::NeedsTokenizer { path: given.to_path_buf() },
+        e => e,
+    })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let entry = ModelEntry {
+        name,
+        path,
+        engine: EngineKind::GemmaCpp,
+        format: ModelFormat::Sbs,
+        kind: sbs_kind(&info),
+        sha256: None,
+        chat_template: None,
+        tokenizer: None,
+    };
+    Ok(Found::Path(entry, Box::new(sbs_as_gguf_info(&info))))
+}
+
+/// `-pt` files are base models; `-it` and files that do not say are taken as instruct, as most
+/// gemma.cpp downloads are.
+pub fn sbs_kind(info: &sbs::SbsInfo) -> ModelKind {
+    match info.instruct {
+        Some(false) => ModelKind::Base,
+        _ => ModelKind::Instruct,
+    }
 }
 
 /// Makes an inspector error name the path as the user typed it, not its canonical form.
@@ -485,10 +552,10 @@ mod tests {
         let sbs = dir.path().join("w.sbs");
         std::fs::write(&sbs, b"SBS\n\0\0\0\0").unwrap();
         let err = resolve(&paths, &arg(&sbs)).unwrap_err().to_string();
-        assert!(
-            err.contains("gemma.cpp models are not supported yet"),
-            "{err}"
-        );
+        assert!(err.contains("w.sbs is not a gemma.cpp weights file"), "{err}");
+        std::fs::write(&sbs, sbs::test_writer::single_file("gemma3-270m-sfp-it", true)).unwrap();
+        let entry = resolve(&paths, &arg(&sbs)).unwrap();
+        assert_eq!((entry.engine, entry.format, entry.kind), (EngineKind::GemmaCpp, ModelFormat::Sbs, ModelKind::Instruct));
 
         let bytes = Writer::sample().build();
         let cut = dir.path().join("cut.gguf");
@@ -587,14 +654,21 @@ mod tests {
     }
 
     #[test]
-    fn sbs_entries_are_refused_for_now() {
-        let mut entry = catalogue::all()[0].registry_entry("/x.sbs".into());
+    fn sbs_entries_are_checked_as_blob_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.sbs");
+        let mut entry = catalogue::all()[0].registry_entry(file.clone());
         entry.format = ModelFormat::Sbs;
+        entry.engine = EngineKind::GemmaCpp;
         let err = preflight(&entry).unwrap_err().to_string();
-        assert!(
-            err.contains("gemma.cpp models are not supported yet"),
-            "{err}"
-        );
+        assert!(err.contains("no longer exists"), "{err}");
+        std::fs::write(&file, sbs::test_writer::single_file("gemma3-270m-bf16-pt", false)).unwrap();
+        let info = preflight(&entry).unwrap();
+        assert_eq!(info.name.as_deref(), Some("gemma3-270m-bf16-pt"));
+        // The same file handed to gemma-engine is refused.
+        entry.engine = EngineKind::GemmaEngine;
+        let err = preflight(&entry).unwrap_err().to_string();
+        assert!(err.contains("gemma-engine cannot load"), "{err}");
     }
 
     #[test]

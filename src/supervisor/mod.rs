@@ -1,113 +1,774 @@
-//! The supervisor: the one owner of engine processes. Front ends (`run` today; the shell, batch
-//! and MCP later) ask it for replies and never touch an engine themselves.
+//! The supervisor: the one owner of engine processes. Front ends (`run`, the chat shell, batch,
+//! MCP) submit requests here and read a stream of [`SupervisorEvent`]s; they never touch an
+//! engine themselves, and the supervisor never prints.
 //!
-//! This is the thin path `run` needs — start an engine for a model, wait for it to be ready,
-//! send a request, stream the reply, stop everything on the way out. Every engine it starts is
-//! stopped by [`Supervisor::shutdown`]; should gemmactl die instead, the engines die with it (see
-//! `engines::child`).
+//! Per model it keeps one engine with an explicit lifecycle (`starting → ready → busy → stopping →
+//! stopped`, or `failed` with the cause; every transition logged with its reason), a bounded
+//! queue in front of the engine's decode slots, crash restarts with backoff, and a pool policy
+//! across models (count and memory budget, least recently used idle engine stopped first, idle
+//! engines stopped after a TTL). Everything it holds is stopped by [`Supervisor::shutdown`]; if
+//! gemmactl dies instead, its engines die with it (see `engines::child`).
+
+mod lifecycle;
+pub mod memory;
+pub mod pool;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, Paths};
 use crate::engines::gemma_engine::{GemmaEngine, LaunchSpec};
-use crate::engines::{Engine, EngineError, GenerateRequest, ReplyStream};
+use crate::engines::{Completion, Engine, EngineDescription, EngineError, FinishReason, GenerateRequest, ReplyEvent, Timings, Usage};
 use crate::models::{EngineKind, ModelEntry};
+pub use lifecycle::EngineState;
+use memory::MemoryEstimate;
+use status::{EngineStatus, ProcessStatus, StatusFile};
 
 /// How long an engine gets to exit after `shutdown` before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Longest wait between restarts of an engine that keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// What a caller hears while a model loads.
-#[derive(Debug, Clone, Copy)]
-pub enum LoadProgress {
-    Starting,
-    Loading(f32),
-    Ready,
+/// What a caller hears about its request, in order: maybe `Queued`, maybe `Loading`/`Reloading`,
+/// then `Started`, `Token`s, and exactly one `Finished` or `Failed`.
+#[derive(Debug)]
+pub enum SupervisorEvent {
+    /// Waiting for a free decode slot; `position` requests are ahead.
+    Queued { position: usize },
+    /// The model's engine is loading (fraction 0..1).
+    Loading { progress: f32 },
+    /// The engine is being restarted or reloaded, and why.
+    Reloading { reason: String },
+    /// The request reached this engine.
+    Started(EngineDescription),
+    Token(String),
+    Finished(Completion),
+    Failed(SupervisorError),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Pool(#[from] pool::Refusal),
+    #[error("model {model} has {queued} requests waiting already (supervisor.queue_length = {limit}); try again when some have finished, or raise the queue length")]
+    QueueFull { model: String, queued: usize, limit: u32 },
+    #[error("model {model} failed to start {attempts} times in a row, so gemmactl stopped trying: {reason}")]
+    ModelFailed { model: String, attempts: u32, reason: String },
+    #[error("model {model} is serving {active} request(s); unload it when they have finished")]
+    Busy { model: String, active: usize },
+    #[error("gemmactl is shutting down")]
+    ShuttingDown,
+}
+
+/// A request in flight: its events, and a way to stop it.
+pub struct Reply {
+    pub id: String,
+    events: mpsc::UnboundedReceiver<SupervisorEvent>,
+    cancel: Canceller,
+}
+
+impl Reply {
+    pub async fn next(&mut self) -> Option<SupervisorEvent> {
+        self.events.recv().await
+    }
+
+    pub fn canceller(&self) -> Canceller {
+        self.cancel.clone()
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Stops a request wherever it is: a queued request leaves the queue at once, a running one ends
+/// with `cancelled` at the engine's next decode step.
+#[derive(Clone)]
+pub struct Canceller(Arc<watch::Sender<bool>>);
+
+impl Canceller {
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Engine settings a model is loaded with; a change needs a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub context: u32,
+    pub parallel: u32,
+    pub threads: Option<u32>,
+}
+
+impl LoadOptions {
+    fn differences(&self, other: &LoadOptions) -> Option<String> {
+        let mut d = Vec::new();
+        if self.context != other.context {
+            d.push(format!("context {} → {}", self.context, other.context));
+        }
+        if self.parallel != other.parallel {
+            d.push(format!("parallel {} → {}", self.parallel, other.parallel));
+        }
+        if self.threads != other.threads {
+            d.push(format!("threads {:?} → {:?}", self.threads, other.threads));
+        }
+        (!d.is_empty()).then(|| d.join(", "))
+    }
 }
 
 pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     config: Config,
-    engines: Mutex<HashMap<String, Arc<dyn Engine>>>,
+    models: Mutex<HashMap<String, Arc<ModelSlot>>>,
     next_request: AtomicU64,
+    status_file: Option<StatusFile>,
+    command: String,
+    started_at: u64,
+    shutting_down: watch::Sender<bool>,
+}
+
+/// One model's engine and the requests around it.
+struct ModelSlot {
+    entry: ModelEntry,
+    /// Decode slots of the engine: requests beyond these wait here, in order (tokio's semaphore
+    /// is fair), which is the model's queue.
+    permits: Arc<Semaphore>,
+    /// One start or stop at a time per model, so concurrent requests never load it twice.
+    load_lock: tokio::sync::Mutex<()>,
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    engine: Option<Arc<dyn Engine>>,
+    lifecycle: EngineState,
+    reason: Option<String>,
+    options: LoadOptions,
+    /// Options the next start will use, when they differ from the running engine's.
+    wanted: Option<LoadOptions>,
+    estimate: Option<MemoryEstimate>,
+    last_used: Instant,
+    started_at: Option<u64>,
+    last_used_at: Option<u64>,
+    served: u64,
+    active: usize,
+    queued: usize,
+    /// Consecutive failed starts, and crashes since the last completed request.
+    start_failures: u32,
+    crashes: u32,
+    retry_after: Option<Instant>,
+    failed: Option<String>,
 }
 
 impl Supervisor {
-    pub fn new(config: Config) -> Supervisor {
-        Supervisor { config, engines: Mutex::new(HashMap::new()), next_request: AtomicU64::new(1) }
+    /// A supervisor that publishes its engines for `gemmactl ps` under `paths`' state folder.
+    pub fn new(config: Config, paths: &Paths) -> Supervisor {
+        Supervisor::build(config, Some(StatusFile::new(&paths.run_dir())))
     }
 
-    /// The engine serving `model`, started (and waited for) if it is not running.
-    pub async fn engine_for(&self, model: &ModelEntry, mut progress: impl FnMut(LoadProgress) + Send) -> Result<Arc<dyn Engine>, EngineError> {
-        let mut engines = self.engines.lock().await;
-        if let Some(engine) = engines.get(&model.name) {
-            if engine.exit_status().is_none() {
-                return Ok(engine.clone());
-            }
-            tracing::info!(model = %model.name, "engine had exited; starting a new one");
-            engines.remove(&model.name);
-        }
-        progress(LoadProgress::Starting);
-        let engine: Arc<dyn Engine> = match model.engine {
-            EngineKind::GemmaEngine => {
-                let spec = self.launch_spec(model)?;
-                Arc::new(GemmaEngine::start(&spec, |p| progress(LoadProgress::Loading(p))).await?)
-            }
-            EngineKind::GemmaCpp => {
-                return Err(EngineError::Load {
-                    code: crate::engines::ErrorCode::LoadFailed,
-                    message: format!("model '{}' runs on gemma.cpp, which this version of gemmactl cannot drive yet: use a GGUF model", model.name),
-                    path: Some(model.path.display().to_string()),
-                })
-            }
-        };
-        progress(LoadProgress::Ready);
-        engines.insert(model.name.clone(), engine.clone());
-        Ok(engine)
+    /// A supervisor that publishes nothing (benchmarks, tests).
+    pub fn unpublished(config: Config) -> Supervisor {
+        Supervisor::build(config, None)
     }
 
-    fn launch_spec(&self, model: &ModelEntry) -> Result<LaunchSpec, EngineError> {
-        let binary = self.config.engine_binary().map_err(|e| EngineError::Spawn {
-            binary: self.config.engine.path.clone().unwrap_or_else(|| "gemma-engine".into()),
-            reason: format!("{e:#}"),
-        })?;
-        let settings = &self.config.engine;
-        Ok(LaunchSpec {
-            binary,
-            model_path: model.path.clone(),
-            context: settings.context,
-            parallel: settings.parallel,
-            threads: settings.threads,
-            gpu_layers: None,
-            load_timeout: Duration::from_secs(settings.load_timeout_secs),
-        })
+    fn build(config: Config, status_file: Option<StatusFile>) -> Supervisor {
+        let command = std::env::args().take(2).collect::<Vec<_>>().join(" ");
+        let inner = Arc::new(Inner {
+            config,
+            models: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            status_file,
+            command,
+            started_at: status::unix_now(),
+            shutting_down: watch::channel(false).0,
+        });
+        tokio::spawn(housekeeping(Arc::downgrade(&inner)));
+        Supervisor { inner }
     }
 
     /// A request id unique within this gemmactl process.
     pub fn new_request_id(&self) -> String {
-        format!("r{}", self.next_request.fetch_add(1, Ordering::Relaxed))
+        format!("r{}", self.inner.next_request.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Sends a request to the model's engine (starting it if needed) and returns its reply stream.
-    pub async fn generate(
-        &self,
-        model: &ModelEntry,
-        request: GenerateRequest,
-        progress: impl FnMut(LoadProgress) + Send,
-    ) -> Result<(Arc<dyn Engine>, ReplyStream), EngineError> {
-        let engine = self.engine_for(model, progress).await?;
-        let stream = engine.generate(request)?;
-        Ok((engine, stream))
+    /// Queues a request for `model`'s engine (starting it if needed) and returns its reply.
+    /// A full queue is refused at once, never a hang.
+    pub fn submit(&self, model: &ModelEntry, request: GenerateRequest) -> Result<Reply, SupervisorError> {
+        if *self.inner.shutting_down.borrow() {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let slot = self.inner.slot(model);
+        let (tx, events) = mpsc::unbounded_channel();
+        {
+            let mut st = slot.state.lock().unwrap();
+            if let Some(reason) = &st.failed {
+                return Err(SupervisorError::ModelFailed { model: model.name.clone(), attempts: st.start_failures, reason: reason.clone() });
+            }
+            // Counted here, synchronously, so the bound holds however fast requests arrive.
+            let limit = self.inner.config.supervisor.queue_length;
+            let ahead = st.active + st.queued;
+            let slots = st.options.parallel as usize;
+            if ahead >= slots + limit as usize {
+                return Err(SupervisorError::QueueFull { model: model.name.clone(), queued: ahead.saturating_sub(slots), limit });
+            }
+            if ahead >= slots {
+                let _ = tx.send(SupervisorEvent::Queued { position: ahead - slots });
+            }
+            st.queued += 1;
+        }
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let id = request.id.clone();
+        tokio::spawn(serve(self.inner.clone(), slot, request, tx, cancel_rx));
+        Ok(Reply { id, events, cancel: Canceller(Arc::new(cancel_tx)) })
     }
 
-    /// Stops every engine: gracefully, then by force after [`STOP_GRACE`].
+    /// Loads a model ahead of use (e.g. while another model keeps serving), reporting progress.
+    pub async fn preload(&self, model: &ModelEntry, mut progress: impl FnMut(f32) + Send) -> Result<EngineDescription, SupervisorError> {
+        let slot = self.inner.slot(model);
+        {
+            // An explicit preload is the user's way to try a failed model again.
+            let mut st = slot.state.lock().unwrap();
+            st.failed = None;
+            st.retry_after = None;
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let loading = self.inner.ensure_engine(&slot, &tx);
+        tokio::pin!(loading);
+        loop {
+            tokio::select! {
+                done = &mut loading => return done.map(|e| e.describe().clone()),
+                Some(ev) = rx.recv() => if let SupervisorEvent::Loading { progress: p } = ev { progress(p) },
+            }
+        }
+    }
+
+    /// Stops a model's engine now; refused while it serves requests.
+    pub async fn unload(&self, model_name: &str) -> Result<bool, SupervisorError> {
+        let Some(slot) = self.inner.models.lock().unwrap().get(model_name).cloned() else { return Ok(false) };
+        let _guard = slot.load_lock.lock().await;
+        let busy = {
+            let st = slot.state.lock().unwrap();
+            st.active + st.queued
+        };
+        if busy > 0 {
+            return Err(SupervisorError::Busy { model: model_name.to_string(), active: busy });
+        }
+        Ok(self.inner.stop_engine(&slot, "unloaded on request").await)
+    }
+
+    /// Changes the settings a model's engine runs with. If its engine is loaded with others, the
+    /// next request reloads it; the returned sentence says so, and why.
+    pub fn set_options(&self, model: &ModelEntry, options: LoadOptions) -> Option<String> {
+        let slot = self.inner.slot(model);
+        let mut st = slot.state.lock().unwrap();
+        let change = st.options.differences(&options);
+        if st.engine.is_some() {
+            let reason = change.map(|c| format!("{} will reload on its next request: {c}", model.name));
+            st.wanted = Some(options);
+            reason
+        } else {
+            st.options = options;
+            None
+        }
+    }
+
+    /// What each loaded model is doing (the data `gemmactl ps` shows).
+    pub fn status(&self) -> ProcessStatus {
+        self.inner.snapshot()
+    }
+
+    /// The description of a model's running engine, if any.
+    pub fn engine_of(&self, model_name: &str) -> Option<EngineDescription> {
+        let slot = self.inner.models.lock().unwrap().get(model_name).cloned()?;
+        let st = slot.state.lock().unwrap();
+        st.engine.as_ref().filter(|e| e.exit_status().is_none()).map(|e| e.describe().clone())
+    }
+
+    /// Stops every engine: gracefully, then by force after [`STOP_GRACE`]. Requests still in
+    /// flight end; new ones are refused.
     pub async fn shutdown(&self) {
-        let engines: Vec<_> = self.engines.lock().await.drain().map(|(_, e)| e).collect();
-        for engine in &engines {
-            engine.stop(STOP_GRACE).await;
+        self.inner.shutting_down.send_replace(true);
+        let slots: Vec<Arc<ModelSlot>> = self.inner.models.lock().unwrap().values().cloned().collect();
+        for slot in &slots {
+            self.inner.stop_engine(slot, "gemmactl is exiting").await;
+        }
+        if let Some(file) = &self.inner.status_file {
+            file.remove();
         }
     }
 }
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.inner.shutting_down.send_replace(true);
+        if let Some(file) = &self.inner.status_file {
+            file.remove();
+        }
+    }
+}
+
+/// Runs one request: queue, engine, stream, bookkeeping.
+async fn serve(
+    inner: Arc<Inner>,
+    slot: Arc<ModelSlot>,
+    request: GenerateRequest,
+    tx: mpsc::UnboundedSender<SupervisorEvent>,
+    mut cancel: watch::Receiver<bool>,
+) {
+    let permit: OwnedSemaphorePermit = tokio::select! {
+        p = slot.permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        _ = cancel.wait_for(|c| *c) => {
+            slot.state.lock().unwrap().queued -= 1;
+            let _ = tx.send(SupervisorEvent::Finished(cancelled_before_start()));
+            inner.publish();
+            return;
+        }
+    };
+    {
+        let mut st = slot.state.lock().unwrap();
+        st.queued -= 1;
+        st.active += 1;
+    }
+    let outcome = run_on_engine(&inner, &slot, request, &tx, &mut cancel).await;
+    {
+        let mut st = slot.state.lock().unwrap();
+        st.active -= 1;
+        st.last_used = Instant::now();
+        st.last_used_at = Some(status::unix_now());
+        match &outcome {
+            Outcome::Completed => {
+                st.served += 1;
+                st.crashes = 0;
+            }
+            Outcome::Crashed(exit) => {
+                st.crashes += 1;
+                st.retry_after = Some(Instant::now() + backoff(&inner.config, st.crashes));
+                lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Failed, &format!("engine {exit} while serving"));
+                st.reason = Some(format!("engine {exit}"));
+            }
+            Outcome::Other => {}
+        }
+        if st.active == 0 && st.lifecycle == EngineState::Busy {
+            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Ready, "no request in flight");
+        }
+    }
+    drop(permit);
+    inner.publish();
+}
+
+enum Outcome {
+    Completed,
+    Crashed(String),
+    Other,
+}
+
+async fn run_on_engine(
+    inner: &Arc<Inner>,
+    slot: &Arc<ModelSlot>,
+    request: GenerateRequest,
+    tx: &mpsc::UnboundedSender<SupervisorEvent>,
+    cancel: &mut watch::Receiver<bool>,
+) -> Outcome {
+    let engine = tokio::select! {
+        e = inner.ensure_engine(slot, tx) => e,
+        _ = cancel.wait_for(|c| *c) => {
+            let _ = tx.send(SupervisorEvent::Finished(cancelled_before_start()));
+            return Outcome::Other;
+        }
+    };
+    let engine = match engine {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = tx.send(SupervisorEvent::Failed(e));
+            return Outcome::Other;
+        }
+    };
+    {
+        let mut st = slot.state.lock().unwrap();
+        if st.lifecycle == EngineState::Ready {
+            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Busy, "serving a request");
+        }
+    }
+    inner.publish();
+    let _ = tx.send(SupervisorEvent::Started(engine.describe().clone()));
+    let id = request.id.clone();
+    let mut stream = match engine.generate(request) {
+        Ok(s) => s,
+        Err(e) => {
+            let crashed = matches!(e, EngineError::Died { .. }).then(|| died_summary(&e));
+            let _ = tx.send(SupervisorEvent::Failed(e.into()));
+            return crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other);
+        }
+    };
+    let mut cancel_sent = false;
+    loop {
+        let event = tokio::select! {
+            ev = stream.recv() => ev,
+            _ = cancel.wait_for(|c| *c), if !cancel_sent => {
+                cancel_sent = true;
+                engine.cancel(&id);
+                continue;
+            }
+        };
+        match event {
+            Some(ReplyEvent::Token(t)) => {
+                let _ = tx.send(SupervisorEvent::Token(t));
+            }
+            Some(ReplyEvent::Finished(done)) => {
+                let _ = tx.send(SupervisorEvent::Finished(done));
+                return Outcome::Completed;
+            }
+            Some(ReplyEvent::Failed(e)) => {
+                let crashed = matches!(e, EngineError::Died { .. }).then(|| died_summary(&e));
+                let _ = tx.send(SupervisorEvent::Failed(e.into()));
+                return crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other);
+            }
+            None => {
+                let _ = tx.send(SupervisorEvent::Failed(EngineError::Protocol("the engine stopped answering without a reason".into()).into()));
+                return Outcome::Other;
+            }
+        }
+    }
+}
+
+fn died_summary(e: &EngineError) -> String {
+    match e {
+        EngineError::Died { exit, .. } => exit.to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Inner {
+    fn slot(&self, model: &ModelEntry) -> Arc<ModelSlot> {
+        let mut models = self.models.lock().unwrap();
+        if let Some(slot) = models.get(&model.name) {
+            return slot.clone();
+        }
+        let options = LoadOptions {
+            context: self.config.engine.context,
+            parallel: self.config.engine.parallel.max(1),
+            threads: self.config.engine.threads,
+        };
+        let slot = Arc::new(ModelSlot {
+            entry: model.clone(),
+            permits: Arc::new(Semaphore::new(options.parallel as usize)),
+            load_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(SlotState {
+                engine: None,
+                lifecycle: EngineState::Stopped,
+                reason: None,
+                options,
+                wanted: None,
+                estimate: None,
+                last_used: Instant::now(),
+                started_at: None,
+                last_used_at: None,
+                served: 0,
+                active: 0,
+                queued: 0,
+                start_failures: 0,
+                crashes: 0,
+                retry_after: None,
+                failed: None,
+            }),
+        });
+        models.insert(model.name.clone(), slot.clone());
+        slot
+    }
+
+    /// The model's running engine, started (after making room in the pool) if there is none.
+    async fn ensure_engine(&self, slot: &Arc<ModelSlot>, tx: &mpsc::UnboundedSender<SupervisorEvent>) -> Result<Arc<dyn Engine>, SupervisorError> {
+        let _guard = slot.load_lock.lock().await;
+        let name = slot.entry.name.clone();
+        let (wait, reload_reason) = {
+            let mut st = slot.state.lock().unwrap();
+            if let Some(reason) = &st.failed {
+                return Err(SupervisorError::ModelFailed { model: name, attempts: st.start_failures, reason: reason.clone() });
+            }
+            let running = st.engine.as_ref().filter(|e| e.exit_status().is_none()).cloned();
+            let reload = match (&running, &st.wanted) {
+                // A reload waits until nobody else uses the old engine (we are the one active request).
+                (Some(_), Some(wanted)) if st.active <= 1 => st.options.differences(wanted),
+                _ => None,
+            };
+            match (running, reload) {
+                (Some(engine), None) => return Ok(engine),
+                (Some(_), Some(reason)) => (None, Some(format!("reloading {name}: {reason}"))),
+                (None, _) => {
+                    let reason = st.engine.as_ref().and_then(|e| e.exit_status()).map(|exit| format!("restarting {name}: its engine {exit}"));
+                    if let Some(exit_reason) = &reason {
+                        if st.lifecycle != EngineState::Failed {
+                            lifecycle::transition(&name, &mut st.lifecycle, EngineState::Failed, exit_reason);
+                        }
+                    }
+                    st.engine = None;
+                    (st.retry_after.map(|t| t.saturating_duration_since(Instant::now())), reason)
+                }
+            }
+        };
+        if let Some(reason) = &reload_reason {
+            tracing::info!(model = %name, "{reason}");
+            let _ = tx.send(SupervisorEvent::Reloading { reason: reason.clone() });
+            if reason.starts_with("reloading") {
+                self.stop_engine_locked(slot, reason).await;
+                let mut st = slot.state.lock().unwrap();
+                if let Some(wanted) = st.wanted.take() {
+                    st.options = wanted;
+                }
+            }
+        }
+        if let Some(wait) = wait.filter(|w| !w.is_zero()) {
+            tracing::info!(model = %name, "waiting {:?} before restarting (backoff)", wait);
+            tokio::time::sleep(wait).await;
+        }
+        self.make_room(slot).await?;
+
+        let (options, estimate) = {
+            let mut st = slot.state.lock().unwrap();
+            if let Some(wanted) = st.wanted.take() {
+                st.options = wanted;
+            }
+            lifecycle::transition(&name, &mut st.lifecycle, EngineState::Starting, reload_reason.as_deref().unwrap_or("a request needs it"));
+            (st.options.clone(), st.estimate)
+        };
+        self.publish();
+        let started = self.start_engine(&slot.entry, &options, tx).await;
+        let mut st = slot.state.lock().unwrap();
+        match started {
+            Ok(engine) => {
+                let d = engine.describe();
+                lifecycle::transition(&name, &mut st.lifecycle, EngineState::Ready, &format!("loaded in {} ms on {}", d.load_ms, d.backend));
+                st.engine = Some(engine.clone());
+                st.reason = None;
+                st.start_failures = 0;
+                st.retry_after = None;
+                st.started_at = Some(status::unix_now());
+                st.estimate = estimate;
+                drop(st);
+                self.publish();
+                Ok(engine)
+            }
+            Err(e) => {
+                st.start_failures += 1;
+                let reason = e.to_string();
+                st.retry_after = Some(Instant::now() + backoff(&self.config, st.start_failures));
+                let limit = self.config.supervisor.max_start_failures.max(1);
+                if st.start_failures >= limit {
+                    st.failed = Some(reason.clone());
+                }
+                lifecycle::transition(&name, &mut st.lifecycle, EngineState::Failed, &reason);
+                st.reason = Some(reason.clone());
+                let failed = st.failed.is_some();
+                let attempts = st.start_failures;
+                drop(st);
+                self.publish();
+                if failed && attempts > 1 {
+                    return Err(SupervisorError::ModelFailed { model: name, attempts, reason });
+                }
+                Err(SupervisorError::Engine(e))
+            }
+        }
+    }
+
+    async fn start_engine(&self, model: &ModelEntry, options: &LoadOptions, tx: &mpsc::UnboundedSender<SupervisorEvent>) -> Result<Arc<dyn Engine>, EngineError> {
+        let progress = |p: f32| {
+            let _ = tx.send(SupervisorEvent::Loading { progress: p });
+        };
+        match model.engine {
+            EngineKind::GemmaEngine => {
+                let binary = self.config.engine_binary().map_err(|e| EngineError::Spawn {
+                    binary: self.config.engine.path.clone().unwrap_or_else(|| "gemma-engine".into()),
+                    reason: format!("{e:#}"),
+                })?;
+                let spec = LaunchSpec {
+                    binary,
+                    model_path: model.path.clone(),
+                    context: options.context,
+                    parallel: options.parallel,
+                    threads: options.threads,
+                    gpu_layers: None,
+                    load_timeout: Duration::from_secs(self.config.engine.load_timeout_secs),
+                };
+                Ok(Arc::new(GemmaEngine::start(&spec, progress).await?))
+            }
+            EngineKind::GemmaCpp => Err(EngineError::Load {
+                code: crate::engines::ErrorCode::LoadFailed,
+                message: format!("model '{}' runs on gemma.cpp, which this version of gemmactl cannot drive yet: use a GGUF model", model.name),
+                path: Some(model.path.display().to_string()),
+            }),
+        }
+    }
+
+    /// Stops least recently used idle engines of other models until this one fits.
+    async fn make_room(&self, slot: &Arc<ModelSlot>) -> Result<(), SupervisorError> {
+        let estimate = {
+            let mut st = slot.state.lock().unwrap();
+            let estimate = estimate_for(&slot.entry, &st.options);
+            st.estimate = Some(estimate);
+            estimate.total()
+        };
+        let others: Vec<Arc<ModelSlot>> = self.models.lock().unwrap().values().filter(|s| !Arc::ptr_eq(s, slot)).cloned().collect();
+        let residents: Vec<pool::Resident> = others
+            .iter()
+            .filter_map(|s| {
+                let st = s.state.lock().unwrap();
+                st.engine.as_ref().filter(|e| e.exit_status().is_none())?;
+                Some(pool::Resident {
+                    model: s.entry.name.clone(),
+                    last_used: st.last_used,
+                    busy: st.active + st.queued > 0,
+                    estimate: st.estimate.map(|e| e.total()).unwrap_or(0),
+                })
+            })
+            .collect();
+        let budget = self.config.supervisor.memory_budget_mib;
+        let limits = pool::Limits {
+            max_models: self.config.supervisor.max_models,
+            budget: (budget > 0).then_some(budget << 20),
+            available: memory::available(),
+        };
+        let evict = pool::plan(&slot.entry.name, estimate, &residents, &limits)?;
+        for name in evict {
+            if let Some(victim) = others.iter().find(|s| s.entry.name == name) {
+                let _guard = victim.load_lock.lock().await;
+                let still_idle = {
+                    let st = victim.state.lock().unwrap();
+                    st.active + st.queued == 0
+                };
+                if still_idle {
+                    self.stop_engine_locked(victim, &format!("evicted (least recently used) to make room for {}", slot.entry.name)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops a model's engine, taking its load lock first.
+    async fn stop_engine(&self, slot: &Arc<ModelSlot>, reason: &str) -> bool {
+        let _guard = slot.load_lock.lock().await;
+        self.stop_engine_locked(slot, reason).await
+    }
+
+    /// Stops a model's engine; the caller holds its load lock.
+    async fn stop_engine_locked(&self, slot: &Arc<ModelSlot>, reason: &str) -> bool {
+        let engine = {
+            let mut st = slot.state.lock().unwrap();
+            let Some(engine) = st.engine.take() else { return false };
+            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Stopping, reason);
+            engine
+        };
+        self.publish();
+        engine.stop(STOP_GRACE).await;
+        {
+            let mut st = slot.state.lock().unwrap();
+            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Stopped, reason);
+            st.reason = Some(reason.to_string());
+        }
+        self.publish();
+        true
+    }
+
+    fn snapshot(&self) -> ProcessStatus {
+        let slots: Vec<Arc<ModelSlot>> = self.models.lock().unwrap().values().cloned().collect();
+        let mut engines: Vec<EngineStatus> = slots
+            .iter()
+            .map(|slot| {
+                let st = slot.state.lock().unwrap();
+                let d = st.engine.as_ref().map(|e| e.describe().clone());
+                EngineStatus {
+                    model: slot.entry.name.clone(),
+                    engine: d.as_ref().map(|d| d.engine.to_string()).unwrap_or_else(|| slot.entry.engine.as_str().to_string()),
+                    backend: d.as_ref().map(|d| d.backend.clone()).unwrap_or_else(|| "-".into()),
+                    state: st.lifecycle.to_string(),
+                    reason: st.reason.clone(),
+                    pid: d.as_ref().and_then(|d| d.pid),
+                    context: d.as_ref().map(|d| d.context),
+                    started_at: st.started_at,
+                    last_used_at: st.last_used_at,
+                    requests_served: st.served,
+                    active: st.active,
+                    queued: st.queued,
+                }
+            })
+            .collect();
+        engines.sort_by(|a, b| a.model.cmp(&b.model));
+        ProcessStatus { pid: std::process::id(), command: self.command.clone(), started_at: self.started_at, engines }
+    }
+
+    fn publish(&self) {
+        if let Some(file) = &self.status_file {
+            if !*self.shutting_down.borrow() {
+                file.write(&self.snapshot());
+            }
+        }
+    }
+
+    /// Stops engines idle past the TTL.
+    async fn expire_idle(&self) {
+        let ttl = self.config.supervisor.idle_ttl_secs;
+        if ttl == 0 {
+            return;
+        }
+        let slots: Vec<Arc<ModelSlot>> = self.models.lock().unwrap().values().cloned().collect();
+        for slot in slots {
+            let expired = {
+                let st = slot.state.lock().unwrap();
+                st.engine.is_some() && st.active + st.queued == 0 && st.last_used.elapsed() >= Duration::from_secs(ttl)
+            };
+            if !expired {
+                continue;
+            }
+            // Never block housekeeping behind a load; check again under the lock.
+            let Ok(_guard) = slot.load_lock.try_lock() else { continue };
+            let still = {
+                let st = slot.state.lock().unwrap();
+                st.active + st.queued == 0 && st.last_used.elapsed() >= Duration::from_secs(ttl)
+            };
+            if still {
+                self.stop_engine_locked(&slot, &format!("idle for {ttl} s (supervisor.idle_ttl_secs)")).await;
+            }
+        }
+    }
+}
+
+/// Background work: idle TTL and keeping the `ps` file current. Ends with the supervisor.
+async fn housekeeping(inner: Weak<Inner>) {
+    let tick = match inner.upgrade().map(|i| i.config.supervisor.idle_ttl_secs) {
+        Some(ttl) if ttl > 0 && ttl < 4 => Duration::from_millis(250),
+        _ => Duration::from_secs(1),
+    };
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if *inner.shutting_down.borrow() {
+            return;
+        }
+        inner.expire_idle().await;
+    }
+}
+
+fn estimate_for(model: &ModelEntry, options: &LoadOptions) -> MemoryEstimate {
+    match crate::models::gguf::inspect(&model.path) {
+        Ok(info) => memory::estimate_gguf(&info, options.context, options.parallel),
+        Err(_) => memory::estimate_opaque(std::fs::metadata(&model.path).map(|m| m.len()).unwrap_or(0)),
+    }
+}
+
+fn backoff(config: &Config, failures: u32) -> Duration {
+    let base = Duration::from_millis(config.supervisor.restart_backoff_ms);
+    base.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_BACKOFF)
+}
+
+fn cancelled_before_start() -> Completion {
+    Completion { finish_reason: FinishReason::Cancelled, usage: Usage::default(), timings: Timings::default() }
+}
+

@@ -1,0 +1,333 @@
+//! `gemmactl history`: list, show, search, export and delete saved conversations.
+//!
+//! Everything goes through [`Store`]; this module only formats. Results go to stdout (a table,
+//! a tree, or with `--json` a JSON document for scripts); notes and prompts go to stderr, so
+//! `gemmactl history list --json | jq` always sees clean output. `import` is hidden from the help
+//! (it exists to restore or move an `export --format jsonl`, and for tests) but documented in
+//! `docs/history.md`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::config::Paths;
+use crate::store::export::{branch_label, message_facts};
+use crate::store::tree::depth_first;
+use crate::store::{Conversation, ConversationId, Role, Store};
+
+/// Prints a line of results. A reader that went away (`| head`) ends the output quietly; other
+/// write errors are reported.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(anyhow::Error::new(e).context("cannot write to stdout"));
+            }
+        }
+    }};
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HistoryCommand {
+    /// List conversations, most recently used first.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Only conversations in which this model was used.
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a conversation with every branch, message ids, models and how each reply ended.
+    Show {
+        /// Conversation id [default: the most recently used].
+        id: Option<ConversationId>,
+        /// Print a JSON object: the conversation and a flat list of messages with parent ids.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find messages containing all the given words (a word also matches longer words it starts).
+    Search {
+        /// Words to find; quotes and operators are searched for as plain text.
+        #[arg(required = true, num_args = 1..)]
+        text: Vec<String>,
+        /// Most matches to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print a JSON array instead of snippets.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a conversation as Markdown or JSONL (all branches, every stored field).
+    Export {
+        /// Conversation id [default: the most recently used].
+        id: Option<ConversationId>,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Md)]
+        format: ExportFormat,
+        /// Same as `--format jsonl`.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// Write to this file instead of stdout.
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+    /// Delete a conversation and all its messages.
+    Rm {
+        id: ConversationId,
+        /// Do not ask for confirmation (needed when stdin is not a terminal).
+        #[arg(long, short)]
+        yes: bool,
+        /// Print a JSON object describing what was deleted.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import conversations from `history export --format jsonl` output ("-" reads stdin).
+    #[command(hide = true)]
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Markdown, for reading.
+    Md,
+    /// One JSON record a line, for keeping and importing.
+    Jsonl,
+}
+
+pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
+    let mut store = Store::open_default(paths)?;
+    match cmd {
+        HistoryCommand::List { limit, model, json } => list(&store, limit, model.as_deref(), json),
+        HistoryCommand::Show { id, json } => show(&store, id, json),
+        HistoryCommand::Search { text, limit, json } => search(&store, &text.join(" "), limit, json),
+        HistoryCommand::Export { id, format, json, output } => {
+            let format = if json { ExportFormat::Jsonl } else { format };
+            export(&store, id, format, output)
+        }
+        HistoryCommand::Rm { id, yes, json } => rm(&mut store, id, yes, json),
+        HistoryCommand::Import { file, json } => import(&mut store, &file, json),
+    }
+}
+
+/// The conversation named, or the most recently used one.
+fn pick(store: &Store, id: Option<ConversationId>) -> Result<Conversation> {
+    match id {
+        Some(id) => Ok(store.conversation(id)?),
+        None => store
+            .latest_conversation()?
+            .context("there are no saved conversations yet: `gemmactl chat` or `gemmactl run` saves them"),
+    }
+}
+
+/// `2025-01-31T12:34:56.789Z` → `2025-01-31 12:34:56` (the stored text when it is not that shape).
+fn short_time(ts: &str) -> String {
+    match ts.get(..19) {
+        Some(head) if ts.len() > 19 => head.replacen('T', " ", 1),
+        _ => ts.to_string(),
+    }
+}
+
+fn list(store: &Store, limit: usize, model: Option<&str>, json: bool) -> Result<()> {
+    let rows = store.list_conversations(limit, model)?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        match model {
+            Some(m) => eprintln!("no saved conversation used model {m}"),
+            None => eprintln!("no saved conversations yet: `gemmactl chat` or `gemmactl run` saves them"),
+        }
+        return Ok(());
+    }
+    let id_w = rows.iter().map(|r| r.conversation.id.to_string().len()).max().unwrap_or(2).max(2);
+    let model_w = rows.iter().map(|r| r.conversation.model.as_deref().unwrap_or("-").chars().count()).max().unwrap_or(5).max(5);
+    say!("{:<id_w$}  {:<19}  {:>4}  {:<model_w$}  TITLE", "ID", "UPDATED (UTC)", "MSGS", "MODEL");
+    for r in &rows {
+        let c = &r.conversation;
+        say!(
+            "{:<id_w$}  {:<19}  {:>4}  {:<model_w$}  {}",
+            c.id,
+            short_time(&c.updated_at),
+            r.messages,
+            c.model.as_deref().unwrap_or("-"),
+            c.title.as_deref().unwrap_or("(untitled)")
+        );
+    }
+    Ok(())
+}
+
+fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
+    let c = pick(store, id)?;
+    let messages = store.messages(c.id)?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&json!({ "conversation": c, "messages": messages }))?);
+        return Ok(());
+    }
+    say!("conversation {} · {}", c.id, c.title.as_deref().unwrap_or("(untitled)"));
+    let mut facts = format!(
+        "created {} UTC · updated {} UTC · {} messages",
+        short_time(&c.created_at),
+        short_time(&c.updated_at),
+        messages.len()
+    );
+    if let Some(model) = &c.model {
+        facts.push_str(&format!(" · last model {model}"));
+    }
+    say!("{facts}");
+    if let Some(system) = &c.system {
+        say!("system: {}", system.lines().collect::<Vec<_>>().join("\n        "));
+    }
+    for visit in depth_first(&messages) {
+        let m = visit.message;
+        let indent = "  ".repeat(visit.depth);
+        if let Some(branch) = &visit.branch {
+            say!("{indent}({})", branch_label(branch));
+        } else if visit.depth == 0 && m.parent.is_none() {
+            say!("");
+        }
+        let mut header = format!("{indent}[{}] {} · {}", m.id, role_name(m.role), short_time(&m.created_at));
+        for fact in message_facts(m) {
+            header.push_str(" · ");
+            header.push_str(&fact);
+        }
+        if c.head == Some(m.id) {
+            header.push_str("  ← head");
+        }
+        say!("{header}");
+        for line in m.content.lines() {
+            say!("{indent}    {line}");
+        }
+        if let Some(error) = &m.error {
+            say!("{indent}    error: {error}");
+        }
+    }
+    Ok(())
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::System => "system",
+    }
+}
+
+fn search(store: &Store, text: &str, limit: usize, json: bool) -> Result<()> {
+    let hits = store.search(text, limit)?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&hits)?);
+        return Ok(());
+    }
+    if hits.is_empty() {
+        eprintln!("no message matches {text:?}");
+        return Ok(());
+    }
+    for h in &hits {
+        let mut header = format!("conversation {} · message {} · {}", h.conversation, h.message, role_name(h.role));
+        if let (Role::Assistant, Some(model)) = (h.role, &h.model) {
+            header.push_str(&format!(" ({model})"));
+        }
+        header.push_str(&format!(" · {}", short_time(&h.created_at)));
+        if let Some(title) = &h.title {
+            header.push_str(&format!(" · {title}"));
+        }
+        say!("{header}");
+        say!("    {}", h.snippet.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    Ok(())
+}
+
+fn export(store: &Store, id: Option<ConversationId>, format: ExportFormat, output: Option<PathBuf>) -> Result<()> {
+    let c = pick(store, id)?;
+    let text = match format {
+        ExportFormat::Md => store.export_markdown(c.id)?,
+        ExportFormat::Jsonl => store.export_jsonl(c.id)?,
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote conversation {} to {}", c.id, path.display());
+        }
+        None => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(anyhow::Error::new(e).context("cannot write to stdout"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rm(store: &mut Store, id: ConversationId, yes: bool, json: bool) -> Result<()> {
+    let c = store.conversation(id)?;
+    let count = store.messages(id)?.len();
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            bail!("not deleting conversation {id} without confirmation: add --yes");
+        }
+        eprint!(
+            "delete conversation {id} \"{}\" and its {count} messages? [y/N] ",
+            c.title.as_deref().unwrap_or("untitled")
+        );
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).context("cannot read the answer")?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            bail!("conversation {id} was not deleted");
+        }
+    }
+    store.delete_conversation(id)?;
+    if json {
+        say!("{}", json!({ "deleted": id, "messages": count }));
+    } else {
+        say!("deleted conversation {id} ({count} messages)");
+    }
+    Ok(())
+}
+
+fn import(store: &mut Store, file: &std::path::Path, json: bool) -> Result<()> {
+    let summary = if file.as_os_str() == "-" {
+        store.import_jsonl(std::io::stdin().lock(), "stdin")?
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        store.import_jsonl(std::io::BufReader::new(f), &file.display().to_string())?
+    };
+    if json {
+        say!("{}", serde_json::to_string(&summary)?);
+    } else {
+        let ids: Vec<String> = summary.conversations.iter().map(|c| c.to_string()).collect();
+        say!(
+            "imported {} conversation(s), {} messages, as {}",
+            summary.conversations.len(),
+            summary.messages,
+            ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_time_drops_the_fraction_and_zone() {
+        assert_eq!(short_time("2025-01-31T12:34:56.789Z"), "2025-01-31 12:34:56");
+        assert_eq!(short_time("odd"), "odd");
+        assert_eq!(short_time("2025-01-31T12:34:56"), "2025-01-31T12:34:56");
+    }
+}

@@ -1,0 +1,641 @@
+//! The history database: every conversation and message, in one SQLite file (`history.db` in the
+//! data folder). This module is the only code that writes SQL.
+//!
+//! Shaped after atuin's store: [`Store`] owns the connection; the schema lives in plain SQL files
+//! under `migrations/`; search and export are modules of their own. Front ends (the chat shell,
+//! `run`, `history`) call the methods below and get the shared protocol types back
+//! ([`Message`], [`Role`], [`FinishReason`], [`Usage`], [`Timings`], [`SamplingParams`]).
+//!
+//! Crash safety comes from SQLite's write-ahead log and from committing early: a user's message is
+//! committed before generation starts ([`Store::add_user_message`]), a reply row exists from its
+//! first moment ([`Store::start_reply`]) and is completed by [`Store::finish_reply`]. If gemmactl
+//! dies in between, the reply stays with no finish reason and shows as unfinished; nothing
+//! committed is lost. `synchronous = FULL` makes a commit survive a power cut too.
+//!
+//! Ids are SQLite integers (`12`, not UUIDs): short enough to type in `history show 12` or
+//! `/fork 40`, and never reused after a delete. Message ids are unique across conversations.
+
+mod error;
+pub mod export;
+mod migrations;
+pub mod search;
+pub mod tree;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Paths;
+pub use crate::engines::protocol::{FinishReason, Message, Role, SamplingParams, Timings, Usage};
+pub use error::StoreError;
+pub use export::ImportSummary;
+pub use search::SearchHit;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How long a write waits for another process's transaction before reporting the database locked.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The current time as SQLite writes it: UTC RFC 3339 with milliseconds.
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// Longest automatic title, in characters.
+const TITLE_CHARS: usize = 60;
+
+/// Names a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConversationId(pub i64);
+
+/// Names a message, unique across all conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(pub i64);
+
+macro_rules! id_text {
+    ($ty:ident, $what:literal) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            /// Accepts `12`, and `#12` as the shell prints it.
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                let digits = s.trim().trim_start_matches('#');
+                match digits.parse::<i64>() {
+                    Ok(n) if n > 0 => Ok($ty(n)),
+                    _ => Err(format!("{s:?} is not a {} id: ids are positive numbers like 12", $what)),
+                }
+            }
+        }
+    };
+}
+id_text!(ConversationId, "conversation");
+id_text!(MessageId, "message");
+
+/// A conversation's own fields (its messages are fetched separately).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: ConversationId,
+    /// The first line of the first user message, unless set.
+    pub title: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The model of the last turn.
+    pub model: Option<String>,
+    /// The system prompt sent before the messages.
+    pub system: Option<String>,
+    /// The message the next turn continues from: the newest message, or where `fork` pointed.
+    pub head: Option<MessageId>,
+}
+
+/// A row of `list_conversations`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConversationSummary {
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    pub messages: u32,
+}
+
+/// One stored message with everything known about how it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub id: MessageId,
+    pub conversation: ConversationId,
+    /// `None` for a root.
+    pub parent: Option<MessageId>,
+    pub role: Role,
+    pub content: String,
+    /// For a user message, the model it was sent to; for a reply, the model that wrote it.
+    pub model: Option<String>,
+    pub engine: Option<String>,
+    pub backend: Option<String>,
+    pub params: Option<SamplingParams>,
+    pub usage: Option<Usage>,
+    pub timings: Option<Timings>,
+    /// `None` on a user message, and on a reply that is still being written or whose writer died.
+    pub finish_reason: Option<FinishReason>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+}
+
+impl StoredMessage {
+    /// The message as an engine request carries it.
+    pub fn message(&self) -> Message {
+        Message { role: self.role, content: self.content.clone() }
+    }
+
+    /// A reply that never got a finish reason: in progress, or its writer died.
+    pub fn is_unfinished(&self) -> bool {
+        self.role == Role::Assistant && self.finish_reason.is_none()
+    }
+}
+
+/// How a reply ended, for [`Store::finish_reply`]. `Completion` from the supervisor maps onto it
+/// field by field; a reply cut short by a failure has `finish_reason: Error` and `error` set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyEnd {
+    /// The whole reply text (possibly partial).
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub usage: Option<Usage>,
+    pub timings: Option<Timings>,
+    pub engine: Option<String>,
+    pub backend: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Owns the connection to one history database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Maps a SQLite failure on the database at `path`.
+fn fail(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |e| StoreError::from_sqlite(path, e)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in the user's data folder.
+    pub fn open_default(paths: &Paths) -> Result<Store> {
+        Store::open(&paths.history_db())
+    }
+
+    /// Opens or creates the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags).map_err(fail(path))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(fail(path))?;
+        conn.pragma_update(None, "foreign_keys", true).map_err(fail(path))?;
+        // Read the version before changing anything: a newer database is left exactly as it is.
+        // This is also the first read of the file, where a non-database is detected.
+        let found = migrations::user_version(&conn).map_err(fail(path))?;
+        let supported = migrations::latest();
+        if found > supported {
+            return Err(StoreError::TooNew { path: path.to_path_buf(), found, supported });
+        }
+        // WAL: readers never block the writer, and a killed writer leaves only an uncommitted
+        // tail in the log that SQLite discards on the next open.
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(fail(path))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(fail(path))?;
+        match migrations::apply(&mut conn).map_err(fail(path))? {
+            migrations::Outcome::Current { .. } => {}
+            migrations::Outcome::TooNew { found } => {
+                return Err(StoreError::TooNew { path: path.to_path_buf(), found, supported })
+            }
+        }
+        Ok(Store { conn, path: path.to_path_buf() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // ----- conversations -----
+
+    /// Starts an empty conversation.
+    pub fn create_conversation(&mut self, system: Option<&str>) -> Result<ConversationId> {
+        self.conn
+            .execute("INSERT INTO conversations (system) VALUES (?1)", params![system])
+            .map_err(fail(&self.path))?;
+        Ok(ConversationId(self.conn.last_insert_rowid()))
+    }
+
+    pub fn conversation(&self, id: ConversationId) -> Result<Conversation> {
+        self.conn
+            .query_row(
+                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1"),
+                [id.0],
+                conversation_from_row,
+            )
+            .optional()
+            .map_err(fail(&self.path))?
+            .ok_or(StoreError::ConversationNotFound(id))
+    }
+
+    /// The conversation used most recently (`chat --continue`), if any.
+    pub fn latest_conversation(&self) -> Result<Option<Conversation>> {
+        self.conn
+            .query_row(
+                &format!("SELECT {CONVERSATION_COLUMNS} FROM conversations ORDER BY updated_at DESC, id DESC LIMIT 1"),
+                [],
+                conversation_from_row,
+            )
+            .optional()
+            .map_err(fail(&self.path))
+    }
+
+    /// Most recently used first. `model` keeps conversations in which any message used it.
+    pub fn list_conversations(&self, limit: usize, model: Option<&str>) -> Result<Vec<ConversationSummary>> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS},
+                    (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)
+             FROM conversations c
+             WHERE ?1 IS NULL OR EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.model = ?1)
+             ORDER BY updated_at DESC, id DESC
+             LIMIT ?2"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare(&sql).map_err(fail(&self.path))?;
+        let rows = stmt
+            .query_map(params![model, limit], |row| {
+                Ok(ConversationSummary { conversation: conversation_from_row(row)?, messages: row.get(7)? })
+            })
+            .map_err(fail(&self.path))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(fail(&self.path))
+    }
+
+    /// Sets (or with `None` removes) the system prompt; later turns are sent with it.
+    pub fn set_system(&mut self, conversation: ConversationId, system: Option<&str>) -> Result<()> {
+        let sql = format!("UPDATE conversations SET system = ?2, updated_at = {NOW} WHERE id = ?1");
+        self.update_conversation(conversation, &sql, system)
+    }
+
+    pub fn set_title(&mut self, conversation: ConversationId, title: &str) -> Result<()> {
+        self.update_conversation(conversation, "UPDATE conversations SET title = ?2 WHERE id = ?1", Some(title))
+    }
+
+    fn update_conversation(&mut self, id: ConversationId, sql: &str, value: Option<&str>) -> Result<()> {
+        let changed = self.conn.execute(sql, params![id.0, value]).map_err(fail(&self.path))?;
+        if changed == 0 {
+            return Err(StoreError::ConversationNotFound(id));
+        }
+        Ok(())
+    }
+
+    /// Deletes a conversation and all its messages (and their search entries).
+    pub fn delete_conversation(&mut self, id: ConversationId) -> Result<()> {
+        let changed = self
+            .conn
+            .execute("DELETE FROM conversations WHERE id = ?1", [id.0])
+            .map_err(fail(&self.path))?;
+        if changed == 0 {
+            return Err(StoreError::ConversationNotFound(id));
+        }
+        Ok(())
+    }
+
+    // ----- the message tree -----
+
+    /// Stores the user's turn and commits it before anything is generated. `parent` is the
+    /// message it answers (usually [`Store::head`]); `None` starts a root. The first user
+    /// message names the conversation.
+    pub fn add_user_message(
+        &mut self,
+        conversation: ConversationId,
+        parent: Option<MessageId>,
+        text: &str,
+        model: &str,
+        params: &SamplingParams,
+    ) -> Result<MessageId> {
+        let path = &self.path;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail(path))?;
+        check_parent(&tx, path, conversation, parent)?;
+        tx.execute(
+            "INSERT INTO messages (conversation_id, parent_id, role, content, model, parameters)
+             VALUES (?1, ?2, 'user', ?3, ?4, ?5)",
+            params![conversation.0, parent.map(|p| p.0), text, model, params_json(params)],
+        )
+        .map_err(fail(path))?;
+        let id = MessageId(tx.last_insert_rowid());
+        tx.execute(
+            &format!(
+                "UPDATE conversations SET head_id = ?2, model = ?3, updated_at = {NOW},
+                        title = coalesce(title, ?4)
+                 WHERE id = ?1"
+            ),
+            params![conversation.0, id.0, model, title_from(text)],
+        )
+        .map_err(fail(path))?;
+        tx.commit().map_err(fail(path))?;
+        Ok(id)
+    }
+
+    /// Creates the reply to `parent` before its first token, with no finish reason yet, and
+    /// commits it; [`Store::finish_reply`] completes it. Returns the reply's id.
+    pub fn start_reply(&mut self, parent: MessageId, model: &str, params: &SamplingParams) -> Result<MessageId> {
+        let path = &self.path;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail(path))?;
+        let conversation = conversation_of(&tx, path, parent)?;
+        tx.execute(
+            "INSERT INTO messages (conversation_id, parent_id, role, content, model, parameters)
+             VALUES (?1, ?2, 'assistant', '', ?3, ?4)",
+            params![conversation.0, parent.0, model, params_json(params)],
+        )
+        .map_err(fail(path))?;
+        let id = MessageId(tx.last_insert_rowid());
+        tx.execute(
+            &format!("UPDATE conversations SET head_id = ?2, model = ?3, updated_at = {NOW} WHERE id = ?1"),
+            params![conversation.0, id.0, model],
+        )
+        .map_err(fail(path))?;
+        tx.commit().map_err(fail(path))?;
+        Ok(id)
+    }
+
+    /// Saves the text generated so far, so a crash keeps it; cheap enough to call every second
+    /// or so while a reply streams. Only an unfinished reply can be updated.
+    pub fn save_partial_reply(&mut self, reply: MessageId, text: &str) -> Result<()> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE messages SET content = ?2
+                 WHERE id = ?1 AND role = 'assistant' AND finish_reason IS NULL",
+                params![reply.0, text],
+            )
+            .map_err(fail(&self.path))?;
+        self.changed_reply(reply, changed)
+    }
+
+    /// Completes a reply started with [`Store::start_reply`]: its text, how it ended, its token
+    /// counts and timings, and which engine and backend made it.
+    pub fn finish_reply(&mut self, reply: MessageId, end: &ReplyEnd) -> Result<()> {
+        let usage = end.usage.as_ref();
+        let timings = end.timings.as_ref();
+        let changed = self
+            .conn
+            .execute(
+                &format!(
+                    "UPDATE messages SET content = ?2, finish_reason = ?3, error = ?4, engine = ?5, backend = ?6,
+                            prompt_tokens = ?7, cached_tokens = ?8, completion_tokens = ?9,
+                            queue_ms = ?10, ttft_ms = ?11, prefill_tokens_per_s = ?12,
+                            decode_tokens_per_s = ?13, total_ms = ?14, completed_at = {NOW}
+                     WHERE id = ?1 AND role = 'assistant' AND finish_reason IS NULL"
+                ),
+                params![
+                    reply.0,
+                    end.text,
+                    finish_text(end.finish_reason),
+                    end.error,
+                    end.engine,
+                    end.backend,
+                    usage.map(|u| u.prompt_tokens),
+                    usage.map(|u| u.cached_tokens),
+                    usage.map(|u| u.completion_tokens),
+                    timings.map(|t| t.queue_ms),
+                    timings.map(|t| t.ttft_ms),
+                    timings.map(|t| t.prefill_tokens_per_s),
+                    timings.map(|t| t.decode_tokens_per_s),
+                    timings.map(|t| t.total_ms),
+                ],
+            )
+            .map_err(fail(&self.path))?;
+        self.changed_reply(reply, changed)
+    }
+
+    fn changed_reply(&self, reply: MessageId, changed: usize) -> Result<()> {
+        if changed == 0 {
+            // Either no such message, or not a reply in progress: say which.
+            self.message(reply)?;
+            return Err(StoreError::NotAReply(reply));
+        }
+        Ok(())
+    }
+
+    /// Makes `message` the point the next turn continues from, so that turn starts a new
+    /// branch beside the existing ones. Returns the message's conversation.
+    pub fn fork(&mut self, message: MessageId) -> Result<ConversationId> {
+        let path = &self.path;
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail(path))?;
+        let conversation = conversation_of(&tx, path, message)?;
+        tx.execute(
+            &format!("UPDATE conversations SET head_id = ?2, updated_at = {NOW} WHERE id = ?1"),
+            params![conversation.0, message.0],
+        )
+        .map_err(fail(path))?;
+        tx.commit().map_err(fail(path))?;
+        Ok(conversation)
+    }
+
+    /// Where the next turn of `conversation` continues from (`None` when it has no messages).
+    pub fn head(&self, conversation: ConversationId) -> Result<Option<MessageId>> {
+        Ok(self.conversation(conversation)?.head)
+    }
+
+    pub fn message(&self, id: MessageId) -> Result<StoredMessage> {
+        self.conn
+            .query_row(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"), [id.0], message_from_row)
+            .optional()
+            .map_err(fail(&self.path))?
+            .ok_or(StoreError::MessageNotFound(id))
+    }
+
+    /// All messages of a conversation, oldest first (parents before children).
+    pub fn messages(&self, conversation: ConversationId) -> Result<Vec<StoredMessage>> {
+        self.conversation(conversation)?;
+        self.query_messages(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY id"),
+            conversation.0,
+        )
+    }
+
+    /// The replies to (or edits after) `message`, oldest first; more than one means branches.
+    pub fn children(&self, message: MessageId) -> Result<Vec<StoredMessage>> {
+        self.message(message)?;
+        self.query_messages(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE parent_id = ?1 ORDER BY id"), message.0)
+    }
+
+    /// The branch from the root down to `message`, root first.
+    pub fn path_to(&self, message: MessageId) -> Result<Vec<StoredMessage>> {
+        self.message(message)?;
+        self.query_messages(
+            &format!(
+                "WITH RECURSIVE up(id, depth) AS (
+                     SELECT ?1, 0
+                     UNION ALL
+                     SELECT m.parent_id, up.depth + 1 FROM messages m JOIN up ON m.id = up.id
+                     WHERE m.parent_id IS NOT NULL
+                 )
+                 SELECT {MESSAGE_COLUMNS} FROM messages JOIN up USING (id) ORDER BY up.depth DESC"
+            ),
+            message.0,
+        )
+    }
+
+    /// What to send an engine to continue after `message`: the system prompt, then the branch
+    /// up to `message`. Replies with no text (failed before their first token, or still
+    /// unfinished) are left out, since they carry nothing for the model to read.
+    pub fn replay(&self, message: MessageId) -> Result<Vec<Message>> {
+        let path = self.path_to(message)?;
+        let system = match path.first() {
+            Some(first) => self.conversation(first.conversation)?.system,
+            None => None,
+        };
+        let mut out: Vec<Message> = system.map(|s| Message { role: Role::System, content: s }).into_iter().collect();
+        out.extend(
+            path.iter()
+                .filter(|m| !(m.role == Role::Assistant && m.content.is_empty()))
+                .map(StoredMessage::message),
+        );
+        Ok(out)
+    }
+
+    fn query_messages(&self, sql: &str, arg: i64) -> Result<Vec<StoredMessage>> {
+        let mut stmt = self.conn.prepare(sql).map_err(fail(&self.path))?;
+        let rows = stmt.query_map([arg], message_from_row).map_err(fail(&self.path))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(fail(&self.path))
+    }
+}
+
+/// Refuses a parent that does not exist or lives in another conversation.
+fn check_parent(conn: &Connection, path: &Path, conversation: ConversationId, parent: Option<MessageId>) -> Result<()> {
+    let exists: bool = conn
+        .query_row("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = ?1)", [conversation.0], |r| r.get(0))
+        .map_err(fail(path))?;
+    if !exists {
+        return Err(StoreError::ConversationNotFound(conversation));
+    }
+    if let Some(parent) = parent {
+        let actual = conversation_of(conn, path, parent)?;
+        if actual != conversation {
+            return Err(StoreError::WrongConversation { message: parent, expected: conversation, actual });
+        }
+    }
+    Ok(())
+}
+
+fn conversation_of(conn: &Connection, path: &Path, message: MessageId) -> Result<ConversationId> {
+    conn.query_row("SELECT conversation_id FROM messages WHERE id = ?1", [message.0], |r| r.get(0))
+        .optional()
+        .map_err(fail(path))?
+        .map(ConversationId)
+        .ok_or(StoreError::MessageNotFound(message))
+}
+
+/// The first non-empty line of `text`, cut to [`TITLE_CHARS`] characters.
+fn title_from(text: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let mut title: String = line.chars().take(TITLE_CHARS).collect();
+    if line.chars().nth(TITLE_CHARS).is_some() {
+        title.push('…');
+    }
+    Some(title)
+}
+
+fn params_json(params: &SamplingParams) -> Option<String> {
+    serde_json::to_string(params).ok()
+}
+
+pub(crate) fn finish_text(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
+        FinishReason::Error => "error",
+    }
+}
+
+fn parse_finish(text: &str) -> Option<FinishReason> {
+    Some(match text {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::Length,
+        "cancelled" => FinishReason::Cancelled,
+        "error" => FinishReason::Error,
+        _ => return None,
+    })
+}
+
+pub(crate) fn role_text(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+pub(crate) fn parse_role(text: &str) -> Option<Role> {
+    Some(match text {
+        "system" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        _ => return None,
+    })
+}
+
+const CONVERSATION_COLUMNS: &str = "id, title, created_at, updated_at, model, system, head_id";
+
+fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
+    Ok(Conversation {
+        id: ConversationId(row.get(0)?),
+        title: row.get(1)?,
+        created_at: row.get(2)?,
+        updated_at: row.get(3)?,
+        model: row.get(4)?,
+        system: row.get(5)?,
+        head: row.get::<_, Option<i64>>(6)?.map(MessageId),
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "id, conversation_id, parent_id, role, content, model, engine, backend, parameters,
+    prompt_tokens, cached_tokens, completion_tokens,
+    queue_ms, ttft_ms, prefill_tokens_per_s, decode_tokens_per_s, total_ms,
+    finish_reason, error, created_at, completed_at";
+
+fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let role: String = row.get(3)?;
+    let role = parse_role(&role).ok_or_else(|| bad_column(3, format!("unknown role {role:?}")))?;
+    let params: Option<String> = row.get(8)?;
+    let usage = match row.get::<_, Option<u32>>(9)? {
+        Some(prompt_tokens) => Some(Usage {
+            prompt_tokens,
+            cached_tokens: row.get::<_, Option<u32>>(10)?.unwrap_or(0),
+            completion_tokens: row.get::<_, Option<u32>>(11)?.unwrap_or(0),
+        }),
+        None => None,
+    };
+    let timings = match row.get::<_, Option<f64>>(13)? {
+        Some(ttft_ms) => Some(Timings {
+            queue_ms: row.get::<_, Option<f64>>(12)?.unwrap_or(0.0),
+            ttft_ms,
+            prefill_tokens_per_s: row.get::<_, Option<f64>>(14)?.unwrap_or(0.0),
+            decode_tokens_per_s: row.get::<_, Option<f64>>(15)?.unwrap_or(0.0),
+            total_ms: row.get::<_, Option<f64>>(16)?.unwrap_or(0.0),
+        }),
+        None => None,
+    };
+    let finish: Option<String> = row.get(17)?;
+    let finish_reason = match finish {
+        Some(text) => Some(parse_finish(&text).ok_or_else(|| bad_column(17, format!("unknown finish reason {text:?}")))?),
+        None => None,
+    };
+    Ok(StoredMessage {
+        id: MessageId(row.get(0)?),
+        conversation: ConversationId(row.get(1)?),
+        parent: row.get::<_, Option<i64>>(2)?.map(MessageId),
+        role,
+        content: row.get(4)?,
+        model: row.get(5)?,
+        engine: row.get(6)?,
+        backend: row.get(7)?,
+        // Parameters are informational: a value this build cannot read is shown as absent
+        // rather than making the whole conversation unreadable.
+        params: params.and_then(|p| serde_json::from_str(&p).ok()),
+        usage,
+        timings,
+        finish_reason,
+        error: row.get(18)?,
+        created_at: row.get(19)?,
+        completed_at: row.get(20)?,
+    })
+}
+
+fn bad_column(index: usize, reason: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, reason.into())
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

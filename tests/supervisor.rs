@@ -1,0 +1,339 @@
+//! The supervisor with real gemma-engine processes on the real Gemma 3 270M: crashes, batching,
+//! queueing and cancellation, the pool policy, TTL unload, and `gemmactl ps`.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gemmactl::config::{Config, Paths};
+use gemmactl::engines::{EngineDescription, EngineError, FinishReason, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
+use gemmactl::engines::Completion;
+use gemmactl::models::ModelEntry;
+use gemmactl::supervisor::{Reply, Supervisor, SupervisorError, SupervisorEvent};
+
+/// Generous bound on any one wait, so a hang fails the test instead of stalling CI.
+const WAIT: Duration = Duration::from_secs(120);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+    model: ModelEntry,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        config_dir: dir.path().join("config"),
+        data_dir: dir.path().join("data"),
+        state_dir: dir.path().join("state"),
+        cache_dir: dir.path().join("cache"),
+    };
+    let model_path = common::default_model();
+    let model = gemmactl::models::resolve(&paths, model_path.to_str().unwrap()).expect("the default model resolves by path");
+    Setup { _dir: dir, paths, model }
+}
+
+fn config(parallel: u32) -> Config {
+    let mut config = Config::default();
+    config.engine.path = Some(common::engine_bin());
+    config.engine.parallel = parallel;
+    config.engine.context = 4096;
+    config
+}
+
+fn named(model: &ModelEntry, name: &str) -> ModelEntry {
+    ModelEntry { name: name.to_string(), ..model.clone() }
+}
+
+fn request(sup: &Supervisor, prompt: &str, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        id: sup.new_request_id(),
+        messages: vec![Message { role: Role::User, content: prompt.to_string() }],
+        session: None,
+        prompt: PromptFormat::Completion,
+        params: SamplingParams { max_tokens: Some(max_tokens), temperature: 0.0, ..SamplingParams::default() },
+    }
+}
+
+/// Everything a reply said, up to its end.
+#[derive(Default)]
+struct Heard {
+    text: String,
+    queued: Option<usize>,
+    started: Option<EngineDescription>,
+    finished: Option<Completion>,
+    failed: Option<SupervisorError>,
+}
+
+async fn next_event(reply: &mut Reply) -> SupervisorEvent {
+    tokio::time::timeout(WAIT, reply.next()).await.expect("no event in time (hang?)").expect("stream ended without a final event")
+}
+
+async fn collect(reply: &mut Reply) -> Heard {
+    let mut heard = Heard::default();
+    loop {
+        match next_event(reply).await {
+            SupervisorEvent::Queued { position } => heard.queued = Some(position),
+            SupervisorEvent::Started(d) => heard.started = Some(d),
+            SupervisorEvent::Token(t) => heard.text.push_str(&t),
+            SupervisorEvent::Finished(done) => {
+                heard.finished = Some(done);
+                return heard;
+            }
+            SupervisorEvent::Failed(e) => {
+                heard.failed = Some(e);
+                return heard;
+            }
+            SupervisorEvent::Loading { .. } | SupervisorEvent::Reloading { .. } => {}
+        }
+    }
+}
+
+/// Waits for the reply to be producing tokens; returns the engine it runs on.
+async fn until_first_token(reply: &mut Reply) -> EngineDescription {
+    let mut engine = None;
+    loop {
+        match next_event(reply).await {
+            SupervisorEvent::Started(d) => engine = Some(d),
+            SupervisorEvent::Token(_) => return engine.expect("Started comes before tokens"),
+            SupervisorEvent::Failed(e) => panic!("request failed: {e}"),
+            SupervisorEvent::Finished(f) => panic!("request finished early: {f:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_killed_mid_reply_twenty_times_fails_that_request_and_serves_the_next() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(1));
+    for round in 0..20 {
+        let mut reply = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
+        let engine = until_first_token(&mut reply).await;
+        let pid = engine.pid.expect("engine pid");
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let heard = collect(&mut reply).await;
+        let err = heard.failed.unwrap_or_else(|| panic!("round {round}: killed request did not fail"));
+        assert!(matches!(err, SupervisorError::Engine(EngineError::Died { .. })), "round {round}: {err:?}");
+        assert!(err.to_string().contains("SIGKILL"), "round {round}: {err}");
+
+        let mut next = sup.submit(&s.model, request(&sup, "The capital of France is", 4)).unwrap();
+        let heard = collect(&mut next).await;
+        assert!(heard.failed.is_none(), "round {round}: next request failed: {:?}", heard.failed);
+        assert_ne!(heard.started.unwrap().pid, Some(pid), "round {round}: a dead engine was reused");
+    }
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_concurrent_requests_complete_with_their_own_outputs() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(8));
+    let mut replies = Vec::new();
+    for i in 0..16u32 {
+        let n = 100 + 10 * i;
+        let prompt = format!("{}, {}, {}, {},", n, n + 1, n + 2, n + 3);
+        replies.push((n + 4, sup.submit(&s.model, request(&sup, &prompt, 6)).unwrap()));
+    }
+    let mut queued = 0;
+    let mut pids = std::collections::HashSet::new();
+    for (expect, reply) in &mut replies {
+        let heard = collect(reply).await;
+        let done = heard.finished.unwrap_or_else(|| panic!("request for {expect} failed: {:?}", heard.failed));
+        assert_eq!(done.finish_reason, FinishReason::Length);
+        assert!(heard.text.contains(&expect.to_string()), "continuation of the {expect} sequence is wrong: {:?}", heard.text);
+        queued += heard.queued.is_some() as usize;
+        pids.insert(heard.started.unwrap().pid);
+    }
+    assert_eq!(pids.len(), 1, "one engine serves all sixteen (batched, not one engine each)");
+    assert_eq!(queued, 8, "eight requests beyond the engine's eight slots should have waited in the queue");
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_queued_and_a_running_request_frees_both_at_once() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(1));
+    let mut running = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
+    until_first_token(&mut running).await;
+    let mut queued = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
+    let mut third = sup.submit(&s.model, request(&sup, "The capital of France is", 3)).unwrap();
+    assert!(matches!(next_event(&mut queued).await, SupervisorEvent::Queued { position: 0 }));
+
+    queued.cancel();
+    let heard = tokio::time::timeout(Duration::from_secs(5), collect(&mut queued)).await.expect("queued cancel was not immediate");
+    assert_eq!(heard.finished.unwrap().finish_reason, FinishReason::Cancelled);
+    assert!(heard.started.is_none(), "a cancelled queued request must never reach the engine");
+
+    running.cancel();
+    let heard = tokio::time::timeout(Duration::from_secs(5), collect(&mut running)).await.expect("running cancel was not prompt");
+    assert_eq!(heard.finished.unwrap().finish_reason, FinishReason::Cancelled);
+
+    // Both slots are free again: the third request runs to completion.
+    let heard = collect(&mut third).await;
+    assert_eq!(heard.finished.expect("third request").finish_reason, FinishReason::Length);
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_refused_at_once() {
+    let s = setup();
+    let mut cfg = config(1);
+    cfg.supervisor.queue_length = 1;
+    let sup = Supervisor::unpublished(cfg);
+    let _a = sup.submit(&s.model, request(&sup, "Once upon a time", 50)).unwrap();
+    let _b = sup.submit(&s.model, request(&sup, "Once upon a time", 50)).unwrap();
+    let started = Instant::now();
+    let err = match sup.submit(&s.model, request(&sup, "Once upon a time", 50)) {
+        Err(e) => e,
+        Ok(_) => panic!("third request accepted beyond slot + queue"),
+    };
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(matches!(err, SupervisorError::QueueFull { .. }), "{err:?}");
+    assert!(err.to_string().contains("queue_length"), "{err}");
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_evicts_least_recently_used_idle_model_and_allows_the_same_file_twice() {
+    let s = setup();
+    let mut cfg = config(1);
+    cfg.supervisor.max_models = 2;
+    let sup = Supervisor::unpublished(cfg);
+    let (a, b, c) = (named(&s.model, "a"), named(&s.model, "b"), named(&s.model, "c"));
+    // The same GGUF under two names: two resident engines.
+    sup.preload(&a, |_| {}).await.unwrap();
+    sup.preload(&b, |_| {}).await.unwrap();
+    let (pa, pb) = (sup.engine_of("a").unwrap().pid, sup.engine_of("b").unwrap().pid);
+    assert_ne!(pa, pb);
+    // Use a, so b is the least recently used.
+    collect(&mut sup.submit(&a, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    sup.preload(&c, |_| {}).await.unwrap();
+    assert!(sup.engine_of("b").is_none(), "b (least recently used) should have been stopped");
+    assert_eq!(sup.engine_of("a").unwrap().pid, pa, "a was used more recently and must stay");
+    assert!(sup.engine_of("c").is_some());
+    let status = sup.status();
+    let b_status = status.engines.iter().find(|e| e.model == "b").unwrap();
+    assert_eq!(b_status.state, "stopped");
+    assert!(b_status.reason.as_deref().unwrap_or("").contains("evicted"), "{b_status:?}");
+
+    // A serving engine is never evicted: with a busy, the pool refuses rather than stop it.
+    let mut busy = sup.submit(&a, request(&sup, "Once upon a time", 2000)).unwrap();
+    until_first_token(&mut busy).await;
+    let mut busy_c = sup.submit(&c, request(&sup, "Once upon a time", 2000)).unwrap();
+    until_first_token(&mut busy_c).await;
+    let err = sup.preload(&b, |_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("all are serving"), "{err}");
+    busy.cancel();
+    busy_c.cancel();
+    collect(&mut busy).await;
+    collect(&mut busy_c).await;
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_engines_stop_after_the_ttl() {
+    let s = setup();
+    let mut cfg = config(1);
+    cfg.supervisor.idle_ttl_secs = 1;
+    let sup = Supervisor::unpublished(cfg);
+    collect(&mut sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    let pid = sup.engine_of(&s.model.name).expect("loaded").pid.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sup.engine_of(&s.model.name).is_some() {
+        assert!(Instant::now() < deadline, "engine still loaded long after its 1 s TTL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid) {
+        assert!(Instant::now() < deadline, "TTL-stopped engine process {pid} still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next request loads it again.
+    let heard = collect(&mut sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    assert!(heard.finished.is_some());
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_refusal_is_clear() {
+    let s = setup();
+    let mut cfg = config(1);
+    cfg.supervisor.memory_budget_mib = 100;
+    let sup = Supervisor::unpublished(cfg);
+    let err = sup.preload(&s.model, |_| {}).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, SupervisorError::Pool(_)), "{err:?}");
+    assert!(text.contains("memory budget of 100 MiB") && text.contains("memory_budget_mib"), "{text}");
+    assert!(sup.engine_of(&s.model.name).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_keeps_failing_to_start_is_marked_failed() {
+    let s = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let broken: PathBuf = dir.path().join("broken.gguf");
+    let bytes = std::fs::read(&s.model.path).unwrap();
+    std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
+    let model = ModelEntry { name: "broken".into(), path: broken, ..s.model.clone() };
+    let mut cfg = config(1);
+    cfg.supervisor.max_start_failures = 3;
+    cfg.supervisor.restart_backoff_ms = 50;
+    let sup = Supervisor::unpublished(cfg);
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        let heard = collect(&mut sup.submit(&model, request(&sup, "hi", 2)).unwrap()).await;
+        errors.push(heard.failed.expect("a broken model cannot serve"));
+    }
+    assert!(errors[0].to_string().contains("truncated"), "{}", errors[0]);
+    assert!(matches!(errors[2], SupervisorError::ModelFailed { attempts: 3, .. }), "{:?}", errors[2]);
+    // No more retries: refused at once, with the reason.
+    let err = match sup.submit(&model, request(&sup, "hi", 2)) {
+        Err(e) => e,
+        Ok(_) => panic!("a failed model was retried"),
+    };
+    assert!(err.to_string().contains("failed to start 3 times") && err.to_string().contains("truncated"), "{err}");
+    let status = sup.status();
+    assert_eq!(status.engines[0].state, "failed");
+}
+
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')).unwrap_or(false)
+}
+
+#[test]
+fn ps_shows_a_running_engine_and_forgets_it_when_gemmactl_is_gone() {
+    let home = common::Home::new();
+    let model = common::default_model();
+    let mut child = home
+        .cmd()
+        .args(["run", "--model", model.to_str().unwrap(), "--max-tokens", "3000", "--temperature", "0", "Once upon a time"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Read;
+    let mut first = [0u8; 1];
+    assert_eq!(child.stdout.as_mut().unwrap().read(&mut first).unwrap(), 1);
+
+    let out = home.run(&["ps", "--json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let process = list.as_array().unwrap().iter().find(|p| p["pid"] == child.id()).unwrap_or_else(|| panic!("run's process not in ps: {list}"));
+    let engine = &process["engines"][0];
+    assert_eq!(engine["state"], "busy", "{engine}");
+    assert_eq!(engine["backend"], "CPU");
+    assert_eq!(engine["engine"], "gemma-engine");
+    assert!(engine["pid"].as_u64().is_some() && engine["rss_bytes"].as_u64().unwrap() > 100 << 20, "{engine}");
+    let table = common::stdout(&home.run(&["ps"]));
+    assert!(table.contains("busy") && table.contains("CPU"), "{table}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = home.run(&["ps", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(list.as_array().unwrap().iter().all(|p| p["pid"] != child.id()), "dead process still listed: {list}");
+    assert!(common::stdout(&home.run(&["ps"])).contains("no engines running"));
+}
