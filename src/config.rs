@@ -333,6 +333,16 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_is_a_valid_config() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("README has a config example") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        let config: Config = toml::from_str(&readme[start..end]).expect("README's config.toml example parses");
+        assert_eq!(config.supervisor, SupervisorSettings::default());
+        assert_eq!(config.engine.context, DEFAULT_CONTEXT);
+    }
+
+    #[test]
     fn malformed_file_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.toml");

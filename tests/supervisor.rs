@@ -337,3 +337,58 @@ fn ps_shows_a_running_engine_and_forgets_it_when_gemmactl_is_gone() {
     assert!(list.as_array().unwrap().iter().all(|p| p["pid"] != child.id()), "dead process still listed: {list}");
     assert!(common::stdout(&home.run(&["ps"])).contains("no engines running"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_loads_the_next_model_while_the_old_one_serves_and_continues_the_conversation() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(1));
+    let (old, new) = (named(&s.model, "old"), named(&s.model, "new"));
+    let mut first = sup.submit(&old, request(&sup, "Here is a list of the planets of the solar system:", 40)).unwrap();
+    until_first_token(&mut first).await;
+    // Load the next model while the old one is still generating; count progress reports.
+    let mut progress = Vec::new();
+    let loaded = sup.preload(&new, |p| progress.push(p)).await.unwrap();
+    assert!(!progress.is_empty() && progress.iter().any(|p| *p >= 1.0), "no load progress reported: {progress:?}");
+    let heard = collect(&mut first).await;
+    assert_eq!(heard.finished.expect("old model kept serving during the load").finish_reason, FinishReason::Length);
+
+    // The conversation moves: the caller sends the whole history to the new model.
+    let conversation = vec![
+        Message { role: Role::User, content: "Here is a list of the planets of the solar system:".into() },
+        Message { role: Role::Assistant, content: heard.text.clone() },
+        Message { role: Role::User, content: " The largest of them is".into() },
+    ];
+    let req = GenerateRequest { messages: conversation, ..request(&sup, "", 6) };
+    let heard = collect(&mut sup.submit(&new, req).unwrap()).await;
+    let done = heard.finished.expect("new model answered");
+    assert_eq!(heard.started.unwrap().pid, loaded.pid, "served by the preloaded engine");
+    assert!(done.usage.prompt_tokens > 20, "the whole conversation was sent: {done:?}");
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_option_change_reloads_with_a_stated_reason() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(1));
+    collect(&mut sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    let before = sup.engine_of(&s.model.name).unwrap();
+    let reason = sup
+        .set_options(&s.model, gemmactl::supervisor::LoadOptions { context: 2048, parallel: 1, threads: None })
+        .expect("a loaded engine with another context needs a reload, and says so");
+    assert!(reason.contains("context 4096 → 2048"), "{reason}");
+    let mut reply = sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap();
+    let mut reloading = None;
+    loop {
+        match next_event(&mut reply).await {
+            SupervisorEvent::Reloading { reason } => reloading = Some(reason),
+            SupervisorEvent::Finished(_) => break,
+            SupervisorEvent::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    assert!(reloading.expect("the reload was announced").contains("context 4096 → 2048"));
+    let after = sup.engine_of(&s.model.name).unwrap();
+    assert_ne!(after.pid, before.pid);
+    assert_eq!(after.context, 2048);
+    sup.shutdown().await;
+}

@@ -44,6 +44,16 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object
     #[arg(long)]
     json: bool,
+    /// `engine`: one model's speed, direct vs through gemmactl; `supervisor`: cold load, warm
+    /// swap, cancel latency, throughput of 1–16 concurrent requests
+    #[arg(long, value_enum, default_value_t = Suite::Engine)]
+    suite: Suite,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Suite {
+    Engine,
+    Supervisor,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -73,6 +83,10 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     }
     config.engine.parallel = 1;
     let model = models::resolve(paths, &args.model.clone().unwrap_or_else(|| config.default_model.clone()))?;
+    if args.suite == Suite::Supervisor {
+        super::bench_supervisor::run(&model, &config, args.runs, args.max_tokens, args.json).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine_bin = config.engine_binary()?;
     let supervisor = Supervisor::unpublished(config.clone());
 
@@ -311,6 +325,10 @@ fn median_sample<'a>(samples: impl Iterator<Item = &'a Sample>) -> Sample {
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
+    median_of(&mut v)
+}
+
+pub fn median_of(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }

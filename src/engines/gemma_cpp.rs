@@ -1,1 +1,602 @@
-//! Placeholder so the crate builds until the gemma.cpp adapter lands (helper overwrites this file).
+//! The adapter for Google's gemma.cpp: drives the stock `gemma` binary through its interactive
+//! terminal protocol (facts in `shared/reference/gemma-cpp-cli.md`) behind the [`Engine`] trait,
+//! so `run` and every later front end use gemma.cpp models unchanged.
+//!
+//! One process holds one conversation and decodes one request at a time, so requests wait in a
+//! FIFO queue served by one driver task that owns the process. The binary is started with
+//! `--verbosity 1 --multiturn 1 --eot_line <random sentinel>`; a turn is over by the two-condition
+//! rule (see `process.rs`), its reply is read as the binary flushes it (`turn.rs`), and what to
+//! type — only the new user turn, or `%c` and a replay of the whole conversation — is decided by
+//! `conversation.rs`, which also keeps the KV cache from wrapping around `seq_len`.
+//!
+//! gemma.cpp cannot be interrupted: stopping a reply kills the process and starts a new one, and
+//! the next request replays its conversation into it. That costs a model load (about a second
+//! for Gemma 3 270M, more for larger files) plus re-reading the conversation. Sampling flags
+//! (token limit, temperature, top-k) are fixed per process, so a request that changes them also
+//! restarts it (logged with the reason). Failures are translated by `failure.rs`.
+
+mod conversation;
+mod failure;
+mod process;
+mod turn;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::child::{self, ExitInfo};
+use super::{
+    Completion, Engine, EngineDescription, EngineError, EngineName, ErrorCode, FinishReason, GenerateRequest, ModelFacts, PromptFormat, ReplyEvent,
+    ReplyStream, Role, Timings, Usage,
+};
+use crate::config::{Config, Spin};
+use conversation::{Conversation, Turn};
+use process::{Launch, NotReady, Process, Sampling, TurnEnd};
+
+/// Sampling flags a process starts with; they match `gemmactl run`'s defaults, so a plain `run`
+/// never restarts the engine.
+pub const DEFAULT_MAX_GENERATED_TOKENS: u32 = 512;
+pub const DEFAULT_TEMPERATURE: f32 = 0.8;
+pub const DEFAULT_TOP_K: u32 = 40;
+/// How long `%c` may take to show the next prompt marker.
+const RESET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to launch gemma.cpp for one model.
+#[derive(Debug, Clone)]
+pub struct GemmaCppSpec {
+    pub binary: PathBuf,
+    pub weights: PathBuf,
+    /// Only for pre-2025 multi-file weights.
+    pub tokenizer: Option<PathBuf>,
+    /// Whether gemma.cpp wraps prompts in the chat template (instruct models). Pre-2025 base
+    /// models are started with `--wrapping 0`.
+    pub chat: bool,
+    /// KV cache length (`--seq_len`).
+    pub seq_len: u32,
+    pub threads: Option<u32>,
+    pub spin: Option<Spin>,
+    /// Initial sampling flags; a request asking for others restarts the process.
+    pub max_generated_tokens: u32,
+    pub temperature: f32,
+    pub top_k: u32,
+    pub load_timeout: Duration,
+}
+
+impl GemmaCppSpec {
+    /// A spec with gemmactl's defaults for everything but the two paths.
+    pub fn new(binary: PathBuf, weights: PathBuf) -> GemmaCppSpec {
+        GemmaCppSpec {
+            binary,
+            weights,
+            tokenizer: None,
+            chat: true,
+            seq_len: crate::config::DEFAULT_CONTEXT,
+            threads: None,
+            spin: None,
+            max_generated_tokens: DEFAULT_MAX_GENERATED_TOKENS,
+            temperature: DEFAULT_TEMPERATURE,
+            top_k: DEFAULT_TOP_K,
+            load_timeout: Duration::from_secs(crate::config::DEFAULT_LOAD_TIMEOUT_SECS),
+        }
+    }
+}
+
+/// Finds the `gemma` binary: `flag`, then `GEMMA_BIN`, then `engines.gemma_cpp.binary`, then
+/// `gemma` on `PATH`. gemmactl never builds gemma.cpp itself.
+pub fn find_binary(flag: Option<&Path>, config: &Config) -> Result<PathBuf, EngineError> {
+    let chosen = |path: PathBuf, source: &str| {
+        if path.is_file() {
+            Ok(path)
+        } else {
+            let reason = format!("no such file (it was set by {source}): fix the path, or build gemma.cpp per its README and point {source} at build/gemma");
+            Err(EngineError::Spawn { binary: path, reason })
+        }
+    };
+    if let Some(path) = flag {
+        return chosen(path.to_path_buf(), "the command line");
+    }
+    if let Some(path) = std::env::var_os("GEMMA_BIN").filter(|v| !v.is_empty()) {
+        return chosen(PathBuf::from(path), "GEMMA_BIN");
+    }
+    if let Some(path) = &config.engines.gemma_cpp.binary {
+        return chosen(path.clone(), "engines.gemma_cpp.binary in config.toml");
+    }
+    if let Some(path) = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("gemma")).find(|f| f.is_file())) {
+        return Ok(path);
+    }
+    Err(EngineError::Spawn {
+        binary: PathBuf::from("gemma"),
+        reason: "gemma.cpp's `gemma` binary was not found (looked at GEMMA_BIN, engines.gemma_cpp.binary in config.toml, and PATH): build it per gemma.cpp's README (`cmake --preset make && cmake --build --preset make`) and set GEMMA_BIN to build/gemma".into(),
+    })
+}
+
+type Cancels = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
+
+struct Job {
+    id: String,
+    conversation: Conversation,
+    max_tokens: Option<u32>,
+    temperature: f32,
+    top_k: u32,
+    events: mpsc::UnboundedSender<ReplyEvent>,
+    cancel: watch::Receiver<bool>,
+    received: Instant,
+}
+
+/// A running gemma.cpp engine (one process at a time, replaced on cancel).
+pub struct GemmaCpp {
+    description: EngineDescription,
+    chat: bool,
+    weights: PathBuf,
+    jobs: mpsc::UnboundedSender<Job>,
+    cancels: Cancels,
+    /// Set once the engine is finished for good: crashed, failed to restart, or stopped.
+    exit: watch::Receiver<Option<ExitInfo>>,
+    stopping: watch::Sender<Option<Duration>>,
+    pid: Arc<AtomicU32>,
+    last_tail: Arc<Mutex<Vec<String>>>,
+}
+
+impl GemmaCpp {
+    /// Starts gemma.cpp and waits for its prompt marker. gemma.cpp reports no load progress, so
+    /// `on_progress` hears 0 at the start and 1 when it is ready.
+    pub async fn start(spec: &GemmaCppSpec, mut on_progress: impl FnMut(f32) + Send) -> Result<GemmaCpp, EngineError> {
+        on_progress(0.0);
+        let started = Instant::now();
+        let launch = Launch {
+            binary: spec.binary.clone(),
+            weights: spec.weights.clone(),
+            tokenizer: spec.tokenizer.clone(),
+            wrapping: (spec.tokenizer.is_some() && !spec.chat).then_some(false),
+            seq_len: spec.seq_len,
+            threads: spec.threads,
+            spin: spec.spin.map(|s| match s {
+                Spin::Auto => -1,
+                Spin::Off => 0,
+                Spin::On => 1,
+            }),
+            sampling: Sampling { max_generated_tokens: spec.max_generated_tokens, temperature: spec.temperature, top_k: spec.top_k },
+            sentinel: sentinel(),
+        };
+        let process = launch_process(launch, spec.load_timeout).await?;
+        on_progress(1.0);
+        let load_ms = started.elapsed().as_millis() as u64;
+        tracing::info!(pid = process.pid, load_ms, model = ?process.model_line, "gemma.cpp ready");
+
+        let info = crate::models::sbs::inspect(&spec.weights).ok();
+        let description = EngineDescription {
+            engine: EngineName::GemmaCpp,
+            pid: Some(process.pid),
+            model: ModelFacts {
+                path: spec.weights.display().to_string(),
+                name: process.model_line.clone().or_else(|| info.as_ref().and_then(|i| i.specifier.clone())),
+                architecture: info.as_ref().and_then(|i| i.family.clone()),
+                train_context: spec.seq_len,
+                parameters: 0,
+                layers: info.as_ref().and_then(|i| i.layers).unwrap_or(0),
+                size_bytes: std::fs::metadata(&spec.weights).map(|m| m.len()).unwrap_or(0),
+                chat_template: spec.chat.then(|| "gemma".to_string()),
+                sliding_window: 0,
+            },
+            backend: "CPU".into(),
+            devices: Vec::new(),
+            gpu_layers: 0,
+            context: spec.seq_len,
+            parallel: 1,
+            threads: spec.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)),
+            load_ms,
+        };
+
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let (exit_tx, exit) = watch::channel(None);
+        let (stopping, stop_rx) = watch::channel(None);
+        let cancels: Cancels = Arc::default();
+        let pid = Arc::new(AtomicU32::new(process.pid));
+        let last_tail = Arc::new(Mutex::new(Vec::new()));
+        let driver = Driver {
+            spec: spec.clone(),
+            process: Some(process),
+            held: Conversation::default(),
+            pos: 0,
+            pid: pid.clone(),
+            exit: exit_tx,
+            cancels: cancels.clone(),
+            last_tail: last_tail.clone(),
+            dead: None,
+        };
+        tokio::spawn(driver.run(queue, stop_rx));
+        Ok(GemmaCpp { description, chat: spec.chat, weights: spec.weights.clone(), jobs, cancels, exit, stopping, pid, last_tail })
+    }
+
+    /// Refuses what gemma.cpp cannot do, with the sentence the caller shows.
+    fn check(&self, request: &GenerateRequest) -> Result<Conversation, String> {
+        let p = &request.params;
+        let w = self.weights.display();
+        if p.seed.is_some() {
+            return Err("gemma.cpp has no seed setting (its only choice is a fixed or a random key): leave the seed out, or use a GGUF model on gemma-engine".into());
+        }
+        if p.top_p.is_some_and(|t| t < 1.0) {
+            return Err("gemma.cpp has no top-p (nucleus) sampling: leave top-p out (or set it to 1) and use top-k instead".into());
+        }
+        if !p.stop.is_empty() {
+            return Err("gemma.cpp cannot stop at a given string: leave the stop strings out".into());
+        }
+        if !(p.temperature.is_finite() && p.temperature >= 0.0) {
+            return Err(format!("temperature {} is not valid: use a number ≥ 0 (0 = greedy)", p.temperature));
+        }
+        if p.top_k == 0 && p.temperature > 0.0 {
+            return Err("gemma.cpp cannot turn top-k off: give a top-k of 1 or more (1 = greedy)".into());
+        }
+        if p.max_tokens == Some(0) {
+            return Err("max tokens 0 asks for nothing: use at least 1".into());
+        }
+        match (&request.prompt, self.chat) {
+            (PromptFormat::Completion, true) => {
+                return Err(format!("{w} is a chat model that gemma.cpp always wraps in its chat template, so a raw (completion) prompt cannot be sent to it: leave out --raw, or use a pretrained (-pt) file"))
+            }
+            (PromptFormat::Chat { template: Some(t) }, true) if t != "gemma" => {
+                return Err(format!("gemma.cpp always uses Gemma's own chat template, not '{t}': leave the template out"))
+            }
+            (PromptFormat::Chat { .. }, false) => {
+                return Err(format!("{w} is a pretrained (-pt) model, which gemma.cpp runs without a chat template: send the prompt as plain text (--raw)"))
+            }
+            _ => {}
+        }
+        Conversation::from_messages(&request.messages)
+    }
+}
+
+/// An `--eot_line` terminator no user line can be: 128 random bits (std's randomly keyed
+/// hasher, seeded per process) mixed with the time and pid.
+fn sentinel() -> String {
+    let mut words = [0u64; 2];
+    for w in &mut words {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u32(std::process::id());
+        *w = h.finish();
+    }
+    format!("<<gemmactl-end-of-prompt-{:016x}{:016x}>>", words[0], words[1])
+}
+
+/// Spawns a process and waits for it to be ready, translating every failure.
+async fn launch_process(launch: Launch, load_timeout: Duration) -> Result<Process, EngineError> {
+    let (binary, weights, tokenizer) = (launch.binary.clone(), launch.weights.clone(), launch.tokenizer.clone());
+    let mut process = Process::spawn(launch)?;
+    match process.wait_ready(load_timeout).await {
+        Ok(()) => Ok(process),
+        Err(NotReady::Exited(exit)) => {
+            // The stderr reader may still be delivering the last lines.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(failure::startup(&binary, &weights, tokenizer.as_deref(), exit, &process.tail.lines()))
+        }
+        Err(NotReady::Timeout) => {
+            process.kill().await;
+            Err(EngineError::LoadTimeout { model: weights.display().to_string(), secs: load_timeout.as_secs() })
+        }
+    }
+}
+
+/// The task that owns the process and serves requests one at a time.
+struct Driver {
+    spec: GemmaCppSpec,
+    process: Option<Process>,
+    /// The caller's conversation the process holds (replies included).
+    held: Conversation,
+    /// KV positions in use (an upper bound: the dots plus the Generate line's tokens).
+    pos: u64,
+    pid: Arc<AtomicU32>,
+    exit: watch::Sender<Option<ExitInfo>>,
+    cancels: Cancels,
+    last_tail: Arc<Mutex<Vec<String>>>,
+    /// Why the engine is finished, once it is.
+    dead: Option<EngineError>,
+}
+
+impl Driver {
+    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>, mut stopping: watch::Receiver<Option<Duration>>) {
+        loop {
+            let job = tokio::select! {
+                job = queue.recv() => job,
+                _ = stopping.wait_for(Option::is_some) => None,
+            };
+            let Some(job) = job else { break };
+            let id = job.id.clone();
+            match &self.dead {
+                Some(e) => {
+                    let _ = job.events.send(ReplyEvent::Failed(e.clone()));
+                }
+                None => self.serve(job, &stopping).await,
+            }
+            self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        }
+        // Stopped (or every handle dropped): end the process and everyone still waiting.
+        let grace = (*stopping.borrow()).unwrap_or(Duration::from_secs(3));
+        let exit = match self.process.take() {
+            Some(mut p) => {
+                p.stop(grace).await;
+                p.wait_exit().await
+            }
+            None => ExitInfo { code: None, signal: None },
+        };
+        queue.close();
+        while let Ok(job) = queue.try_recv() {
+            let _ = job.events.send(ReplyEvent::Failed(EngineError::Stopped));
+        }
+        let _ = self.exit.send(Some(exit));
+    }
+
+    fn sampling_for(&self, job: &Job) -> Sampling {
+        let current = self.process.as_ref().map(|p| p.launch.sampling).unwrap_or(Sampling {
+            max_generated_tokens: self.spec.max_generated_tokens,
+            temperature: self.spec.temperature,
+            top_k: self.spec.top_k,
+        });
+        // Temperature 0 means greedy, which gemma.cpp does with top-k 1 (temperature then has no
+        // effect, so the current one is kept rather than restarting for it).
+        let (temperature, top_k) = if job.temperature == 0.0 { (current.temperature, 1) } else { (job.temperature, job.top_k) };
+        Sampling { max_generated_tokens: job.max_tokens.unwrap_or(current.max_generated_tokens), temperature, top_k }
+    }
+
+    async fn serve(&mut self, mut job: Job, stopping: &watch::Receiver<Option<Duration>>) {
+        let queue_ms = job.received.elapsed().as_secs_f64() * 1000.0;
+        let send = |e: ReplyEvent| {
+            let _ = job.events.send(e);
+        };
+        if *job.cancel.borrow() {
+            send(ReplyEvent::Finished(Completion { finish_reason: FinishReason::Cancelled, usage: Usage::default(), timings: Timings { queue_ms, ..Timings::default() } }));
+            return;
+        }
+        let sampling = self.sampling_for(&job);
+        let current = self.process.as_ref().map(|p| p.launch.sampling);
+        if current != Some(sampling) {
+            let reason = match current {
+                Some(c) => format!(
+                    "request {} needs other sampling flags (max_generated_tokens {} → {}, temperature {} → {}, top_k {} → {}), which gemma.cpp fixes per process",
+                    job.id, c.max_generated_tokens, sampling.max_generated_tokens, c.temperature, sampling.temperature, c.top_k, sampling.top_k
+                ),
+                None => format!("request {} arrived and no gemma.cpp process is running", job.id),
+            };
+            if let Err(e) = self.restart(sampling, &reason).await {
+                send(ReplyEvent::Failed(e));
+                return;
+            }
+        }
+
+        // What to type: the new user turn alone, or a reset and a (possibly trimmed) replay.
+        let chat = self.spec.chat;
+        let conv = job.conversation.clone();
+        let seq_len = self.spec.seq_len as u64;
+        let reserve = sampling.max_generated_tokens as u64;
+        let newest = conv.newest();
+        let (text, reset) = if conv.extends(&self.held) && self.pos + conversation::turn_bound(&newest) + reserve <= seq_len {
+            (newest, false)
+        } else {
+            let room = seq_len.saturating_sub(reserve);
+            let Some(from) = conv.trim_to(room) else {
+                send(ReplyEvent::Failed(EngineError::Request {
+                    code: ErrorCode::ContextOverflow,
+                    message: format!(
+                        "the last message may need up to {} tokens and {reserve} are kept for the reply, more than gemma.cpp's seq_len of {seq_len}: raise engines.gemma_cpp.seq_len, lower the token limit, or shorten the message",
+                        conv.replay_bound(conv.turns.len() - 1)
+                    ),
+                }));
+                return;
+            };
+            if from > 0 {
+                tracing::info!(id = %job.id, dropped_turns = from, seq_len, "conversation trimmed of its oldest turns to fit gemma.cpp's seq_len");
+            }
+            (conv.replay(from, chat), self.pos > 0)
+        };
+        let Some(process) = self.process.as_mut() else { return };
+        if reset {
+            if !process.reset(RESET_TIMEOUT).await {
+                let e = self.crashed().await;
+                send(ReplyEvent::Failed(e));
+                return;
+            }
+            self.pos = 0;
+            self.held = Conversation::default();
+        }
+        let Some(process) = self.process.as_mut() else { return };
+
+        let before = self.pos;
+        let mut pieces = 0u32;
+        let events = job.events.clone();
+        let end = process
+            .turn(&text, &mut job.cancel, |t| {
+                pieces += 1;
+                let _ = events.send(ReplyEvent::Token(t));
+            })
+            .await;
+        let total_ms = || job.received.elapsed().as_secs_f64() * 1000.0;
+        match end {
+            TurnEnd::Done { dots, reply, prefill, generate } => {
+                self.pos = before + dots as u64 + generate.tokens as u64;
+                if self.pos > seq_len {
+                    // The bounds above should make this impossible; never extend a wrapped cache.
+                    tracing::warn!(pos = self.pos, seq_len, "gemma.cpp's KV cache wrapped around; the next request replays");
+                    self.held = Conversation::default();
+                } else {
+                    let mut held = conv;
+                    held.turns.push(Turn { role: Role::Assistant, text: reply });
+                    self.held = held;
+                }
+                let limit = sampling.max_generated_tokens;
+                let usage = Usage { prompt_tokens: (before + dots as u64) as u32, cached_tokens: before as u32, completion_tokens: generate.tokens };
+                let timings = Timings {
+                    queue_ms,
+                    ttft_ms: queue_ms + prefill.map_or(generate.ms, |p| p.ttft_ms),
+                    prefill_tokens_per_s: prefill.map_or(0.0, |p| p.tokens_per_s),
+                    decode_tokens_per_s: generate.tokens_per_s,
+                    total_ms: total_ms(),
+                };
+                let finish_reason = if generate.tokens >= limit { FinishReason::Length } else { FinishReason::Stop };
+                send(ReplyEvent::Finished(Completion { finish_reason, usage, timings }));
+            }
+            TurnEnd::Stopped { dots } => {
+                // The only way to stop gemma.cpp mid-reply is to kill it.
+                let usage = Usage { prompt_tokens: (before + dots as u64) as u32, cached_tokens: before as u32, completion_tokens: pieces };
+                let timings = Timings { queue_ms, total_ms: total_ms(), ..Timings::default() };
+                if let Some(mut p) = self.process.take() {
+                    p.kill().await;
+                }
+                self.held = Conversation::default();
+                self.pos = 0;
+                send(ReplyEvent::Finished(Completion { finish_reason: FinishReason::Cancelled, usage, timings }));
+                if stopping.borrow().is_none() {
+                    let reason = format!("request {} was cancelled, and gemma.cpp can only be stopped by killing it", job.id);
+                    if let Err(e) = self.restart(sampling, &reason).await {
+                        tracing::warn!("gemma.cpp could not be restarted after a cancel: {e}");
+                    }
+                }
+            }
+            TurnEnd::Died { .. } => {
+                let e = self.crashed().await;
+                send(ReplyEvent::Failed(e));
+            }
+        }
+    }
+
+    /// The process died mid-request: a prompt too long for the cache is the request's fault
+    /// (the engine restarts); anything else finishes the engine, so the supervisor replaces it.
+    async fn crashed(&mut self) -> EngineError {
+        let Some(mut p) = self.process.take() else { return EngineError::Stopped };
+        let exit = p.wait_exit().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tail = p.tail.lines();
+        let error = failure::mid_run(exit, tail.clone());
+        self.held = Conversation::default();
+        self.pos = 0;
+        if matches!(error, EngineError::Request { .. }) {
+            let sampling = p.launch.sampling;
+            if let Err(e) = self.restart(sampling, "the previous prompt was too long for gemma.cpp's KV cache").await {
+                tracing::warn!("gemma.cpp could not be restarted: {e}");
+            }
+        } else {
+            *self.last_tail.lock().unwrap_or_else(|p| p.into_inner()) = tail;
+            self.dead = Some(error.clone());
+            let _ = self.exit.send(Some(exit));
+        }
+        error
+    }
+
+    async fn restart(&mut self, sampling: Sampling, reason: &str) -> Result<(), EngineError> {
+        tracing::info!(reason, "restarting gemma.cpp");
+        let launch = match self.process.take() {
+            Some(mut p) => {
+                p.kill().await;
+                Launch { sampling, ..p.launch.clone() }
+            }
+            None => Launch {
+                binary: self.spec.binary.clone(),
+                weights: self.spec.weights.clone(),
+                tokenizer: self.spec.tokenizer.clone(),
+                wrapping: (self.spec.tokenizer.is_some() && !self.spec.chat).then_some(false),
+                seq_len: self.spec.seq_len,
+                threads: self.spec.threads,
+                spin: self.spec.spin.map(|s| match s {
+                    Spin::Auto => -1,
+                    Spin::Off => 0,
+                    Spin::On => 1,
+                }),
+                sampling,
+                sentinel: sentinel(),
+            },
+        };
+        self.held = Conversation::default();
+        self.pos = 0;
+        match launch_process(launch, self.spec.load_timeout).await {
+            Ok(p) => {
+                self.pid.store(p.pid, Ordering::Relaxed);
+                self.process = Some(p);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!("gemma.cpp failed to restart: {e}");
+                self.dead = Some(e.clone());
+                let _ = self.exit.send(Some(ExitInfo { code: None, signal: None }));
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Engine for GemmaCpp {
+    fn describe(&self) -> &EngineDescription {
+        &self.description
+    }
+
+    fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError> {
+        if let Some(exit) = self.exit_status() {
+            let stderr_tail = self.last_tail.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            return Err(EngineError::Died { engine: EngineName::GemmaCpp, exit, stderr_tail });
+        }
+        let conversation = self.check(&request).map_err(|message| EngineError::Request { code: ErrorCode::BadRequest, message })?;
+        let (events, stream) = mpsc::unbounded_channel();
+        let (cancel_tx, cancel) = watch::channel(false);
+        {
+            let mut cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+            if cancels.contains_key(&request.id) {
+                return Err(EngineError::Request { code: ErrorCode::BadRequest, message: format!("request id '{}' is already in use: give each request its own id", request.id) });
+            }
+            cancels.insert(request.id.clone(), cancel_tx);
+        }
+        let job = Job {
+            id: request.id.clone(),
+            conversation,
+            max_tokens: request.params.max_tokens,
+            temperature: request.params.temperature,
+            top_k: request.params.top_k,
+            events,
+            cancel,
+            received: Instant::now(),
+        };
+        if self.jobs.send(job).is_err() {
+            self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&request.id);
+            return Err(EngineError::Stopped);
+        }
+        Ok(stream)
+    }
+
+    fn cancel(&self, id: &str) {
+        if let Some(tx) = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            let _ = tx.send(true);
+        }
+    }
+
+    fn exit_status(&self) -> Option<ExitInfo> {
+        *self.exit.borrow()
+    }
+
+    fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if self.exit_status().is_some() {
+                return;
+            }
+            tracing::info!(pid = self.pid.load(Ordering::Relaxed), "gemma.cpp stopping");
+            let _ = self.stopping.send(Some(grace));
+            for tx in self.cancels.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                let _ = tx.send(true);
+            }
+            let mut exit = self.exit.clone();
+            let _ = tokio::time::timeout(grace + Duration::from_secs(15), exit.wait_for(Option::is_some)).await;
+        })
+    }
+}
+
+impl Drop for GemmaCpp {
+    fn drop(&mut self) {
+        // Never leave gemma.cpp behind, whatever path dropped the engine.
+        if self.exit_status().is_none() {
+            child::signal(self.pid.load(Ordering::Relaxed), libc::SIGKILL);
+        }
+    }
+}

@@ -60,7 +60,8 @@ macro_rules! id_text {
     ($ty:ident, $what:literal) => {
         impl fmt::Display for $ty {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}", self.0)
+                // Through the inner Display, so table widths (`{:<4}`) apply.
+                fmt::Display::fmt(&self.0, f)
             }
         }
 

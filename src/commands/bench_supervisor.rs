@@ -1,0 +1,187 @@
+//! `gemmactl bench --suite supervisor`: what the supervisor adds or enables, measured on real
+//! engines — cold load, warm swap between two resident models, cancel latency, and aggregate
+//! throughput of 1 to 16 concurrent requests on one model (batched by one engine).
+//!
+//! Concurrency levels are run in alternating order over the rounds, so machine noise falls on
+//! all of them; every figure printed is a median.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::engines::{FinishReason, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
+use crate::models::ModelEntry;
+use crate::supervisor::{Reply, Supervisor, SupervisorEvent};
+
+const LEVELS: [usize; 5] = [1, 2, 4, 8, 16];
+
+pub async fn run(model: &ModelEntry, config: &Config, runs: usize, max_tokens: u32, json_out: bool) -> Result<()> {
+    let mut cfg = config.clone();
+    cfg.engine.parallel = 16;
+    cfg.supervisor.max_models = 3;
+    cfg.supervisor.idle_ttl_secs = 0;
+
+    // Cold load: a fresh supervisor each time, request to first token.
+    let mut cold = Vec::new();
+    for _ in 0..runs {
+        let sup = Supervisor::unpublished(cfg.clone());
+        let started = Instant::now();
+        let mut reply = sup.submit(model, request(&sup, "The capital of France is", 2))?;
+        let first = first_token(&mut reply).await?;
+        cold.push(ms(first.duration_since(started)));
+        finish(&mut reply).await?;
+        sup.shutdown().await;
+    }
+
+    let sup = Supervisor::unpublished(cfg.clone());
+    let a = ModelEntry { name: format!("{}#a", model.name), ..model.clone() };
+    let b = ModelEntry { name: format!("{}#b", model.name), ..model.clone() };
+    sup.preload(&a, |_| {}).await?;
+    sup.preload(&b, |_| {}).await?;
+
+    // Warm swap: alternate between two resident models; time from the request to its first token,
+    // against the same request to the model that has just served (no swap).
+    let (mut swap, mut stay) = (Vec::new(), Vec::new());
+    for i in 0..runs * 4 {
+        // The previous request went to the other model, so the first one here is a swap.
+        let target = if i % 2 == 0 { &a } else { &b };
+        swap.push(time_to_first_token(&sup, target).await?);
+        stay.push(time_to_first_token(&sup, target).await?);
+    }
+
+    // Cancel latency: from cancel to the `cancelled` finish, with a reply in full flow.
+    let mut cancel = Vec::new();
+    for _ in 0..runs {
+        let mut reply = sup.submit(&a, request(&sup, "Once upon a time", 2000))?;
+        for _ in 0..5 {
+            first_token(&mut reply).await?;
+        }
+        let asked = Instant::now();
+        reply.cancel();
+        let reason = finish(&mut reply).await?;
+        if reason != FinishReason::Cancelled {
+            bail!("cancelled request finished with {reason:?}");
+        }
+        cancel.push(ms(asked.elapsed()));
+    }
+
+    // Aggregate throughput by concurrency.
+    let mut by_level: Vec<Vec<f64>> = vec![Vec::new(); LEVELS.len()];
+    for round in 0..runs {
+        let order: Vec<usize> = if round % 2 == 0 { (0..LEVELS.len()).collect() } else { (0..LEVELS.len()).rev().collect() };
+        for i in order {
+            by_level[i].push(aggregate_tokens_per_s(&sup, &a, LEVELS[i], max_tokens).await?);
+        }
+    }
+    sup.shutdown().await;
+
+    let curve: Vec<(usize, f64)> = LEVELS.iter().zip(&by_level).map(|(n, v)| (*n, median(v.clone()))).collect();
+    let base = curve[0].1;
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "model": model.name, "runs": runs, "max_tokens": max_tokens,
+                "cold_load_to_first_token_ms": median(cold),
+                "warm_swap_to_first_token_ms": median(swap),
+                "same_model_to_first_token_ms": median(stay),
+                "cancel_latency_ms": median(cancel),
+                "aggregate_tokens_per_s": curve.iter().map(|(n, t)| json!({"concurrent": n, "tokens_per_s": t, "ratio_to_one": t / base})).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(());
+    }
+    println!("supervisor on {} ({} runs, medians; engine with 16 slots)", model.name, runs);
+    println!("  cold load, request → first token      {:>8.0} ms", median(cold));
+    println!("  warm swap to a resident model → first  {:>8.1} ms", median(swap));
+    println!("  same model again → first token         {:>8.1} ms", median(stay));
+    println!("  cancel → cancelled finish              {:>8.1} ms", median(cancel));
+    println!("  aggregate decode by concurrent requests ({max_tokens} tokens each):");
+    for (n, t) in &curve {
+        println!("    {:>2} concurrent  {:>7.1} tok/s  {:>5.2}x one", n, t, t / base);
+    }
+    Ok(())
+}
+
+fn request(sup: &Supervisor, prompt: &str, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        id: sup.new_request_id(),
+        messages: vec![Message { role: Role::User, content: prompt.to_string() }],
+        session: None,
+        prompt: PromptFormat::Completion,
+        params: SamplingParams { max_tokens: Some(max_tokens), temperature: 0.0, ..SamplingParams::default() },
+    }
+}
+
+async fn time_to_first_token(sup: &Supervisor, model: &ModelEntry) -> Result<f64> {
+    let started = Instant::now();
+    let mut reply = sup.submit(model, request(sup, "The capital of France is", 2))?;
+    let first = first_token(&mut reply).await?;
+    finish(&mut reply).await?;
+    Ok(ms(first.duration_since(started)))
+}
+
+/// Sends `n` requests at once and measures generated tokens per second of wall time.
+async fn aggregate_tokens_per_s(sup: &Supervisor, model: &ModelEntry, n: usize, max_tokens: u32) -> Result<f64> {
+    let started = Instant::now();
+    let mut replies = Vec::new();
+    for i in 0..n {
+        // Different prompts, so every sequence does its own work.
+        let prompt = format!("Story number {}: once upon a time, in a village by the sea,", i + 1);
+        replies.push(sup.submit(model, request(sup, &prompt, max_tokens))?);
+    }
+    let mut tokens = 0u64;
+    for reply in &mut replies {
+        loop {
+            match next(reply).await? {
+                SupervisorEvent::Finished(done) => {
+                    tokens += done.usage.completion_tokens as u64;
+                    break;
+                }
+                SupervisorEvent::Failed(e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(tokens as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn next(reply: &mut Reply) -> Result<SupervisorEvent> {
+    match tokio::time::timeout(Duration::from_secs(300), reply.next()).await {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => bail!("the supervisor stopped answering"),
+        Err(_) => bail!("no answer within 300 s"),
+    }
+}
+
+/// Waits for the next token; its arrival time.
+async fn first_token(reply: &mut Reply) -> Result<Instant> {
+    loop {
+        match next(reply).await? {
+            SupervisorEvent::Token(_) => return Ok(Instant::now()),
+            SupervisorEvent::Failed(e) => return Err(e.into()),
+            SupervisorEvent::Finished(_) => bail!("the request finished before its first token"),
+            _ => {}
+        }
+    }
+}
+
+async fn finish(reply: &mut Reply) -> Result<FinishReason> {
+    loop {
+        match next(reply).await? {
+            SupervisorEvent::Finished(done) => return Ok(done.finish_reason),
+            SupervisorEvent::Failed(e) => return Err(e.into()),
+            _ => {}
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    super::bench::median_of(&mut v)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
