@@ -26,6 +26,10 @@ if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_6
   missing+=(libclang-dev)
 fi
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# The Vulkan loader and Mesa's software device (llvmpipe): tests/doctor.rs checks it is never taken for a GPU.
+if ! ls /usr/lib/*/libvulkan.so.1 >/dev/null 2>&1 || ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  missing+=(libvulkan1 mesa-vulkan-drivers)
+fi
 if ! python3 -m pip --version >/dev/null 2>&1; then
   missing+=(python3-pip)
 fi

@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chat with a model in an interactive shell (history saved and searchable).
+    Chat(crate::shell::ChatArgs),
     /// Generate a reply to one prompt and stream it to stdout.
     Run(commands::run::RunArgs),
     /// Manage model files: list, pull, add, show, rm.
@@ -30,6 +32,8 @@ enum Command {
     /// Saved conversations: list, show, search, export, rm.
     #[command(subcommand)]
     History(commands::history::HistoryCommand),
+    /// Hardware, engine builds, and the backend each model would run on, and why.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -39,11 +43,13 @@ pub fn main() -> ExitCode {
         let config = Config::load(&paths)?;
         init_logging(&paths);
         match cli.command {
+            Command::Chat(args) => crate::shell::run(args, &paths, config),
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
             Command::Ps(args) => commands::ps::run(args, &paths).map(|_| ExitCode::SUCCESS),
             Command::Bench(args) => runtime()?.block_on(commands::bench::run(args, &paths, config)),
             Command::Models(cmd) => commands::models::run(cmd, &paths, &config).map(|_| ExitCode::SUCCESS),
             Command::History(cmd) => commands::history::run(cmd, &paths).map(|_| ExitCode::SUCCESS),
+            Command::Doctor(args) => commands::doctor::run(args, &paths, &config),
         }
     })();
     match outcome {

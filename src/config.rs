@@ -105,6 +105,12 @@ pub struct EngineSettings {
     pub parallel: u32,
     /// Seconds an engine may take to load before it is stopped and reported.
     pub load_timeout_secs: u64,
+    /// `auto`, `cpu`, `cuda`, `vulkan` or `openvino` (see `hardware::select`).
+    pub backend: crate::hardware::BackendRequest,
+    /// The order `auto` tries backends in.
+    pub backend_order: Vec<crate::hardware::Backend>,
+    /// `[engine.builds]`: GPU builds of gemma-engine kept elsewhere than next to gemmactl.
+    pub builds: crate::hardware::EngineBuilds,
 }
 
 impl Default for EngineSettings {
@@ -115,6 +121,9 @@ impl Default for EngineSettings {
             threads: None,
             parallel: DEFAULT_PARALLEL,
             load_timeout_secs: DEFAULT_LOAD_TIMEOUT_SECS,
+            backend: Default::default(),
+            backend_order: crate::hardware::backend::default_order(),
+            builds: Default::default(),
         }
     }
 }
@@ -194,6 +203,9 @@ impl Default for GemmaCppSettings {
 pub struct Config {
     /// Model used when a command is given no `--model`.
     pub default_model: String,
+    /// Store every conversation (chat, run) in the history database; `--no-log` turns it off
+    /// for one command.
+    pub history: bool,
     pub engine: EngineSettings,
     pub supervisor: SupervisorSettings,
     /// Settings for engines other than the bundled one (`[engines.gemma_cpp]`).
@@ -205,6 +217,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             default_model: DEFAULT_MODEL.to_string(),
+            history: true,
             engine: EngineSettings::default(),
             supervisor: SupervisorSettings::default(),
             engines: EnginesSettings::default(),
@@ -268,6 +281,7 @@ impl Config {
         if let Some(v) = parse_env::<u32>("GEMMACTL_QUEUE_LENGTH")? {
             self.supervisor.queue_length = v;
         }
+        crate::hardware::backend::apply_env(&mut self.engine)?;
         Ok(())
     }
 

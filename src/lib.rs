@@ -9,6 +9,8 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engines;
+pub mod hardware;
 pub mod models;
 pub mod store;
+pub mod shell;
 pub mod supervisor;

@@ -20,7 +20,9 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `cmd` with no stdin, killing it if it outlives [`DEADLINE`].
 fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn gemmactl");
     let mut out_pipe = child.stdout.take().unwrap();
     let mut err_pipe = child.stderr.take().unwrap();
@@ -46,7 +48,11 @@ fn run_bounded(mut cmd: Command) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }
 
 fn gemmactl(home: &Home, args: &[&str]) -> Output {
@@ -58,14 +64,22 @@ fn gemmactl(home: &Home, args: &[&str]) -> Output {
 /// Runs and expects success; returns stdout.
 fn ok(home: &Home, args: &[&str]) -> String {
     let out = gemmactl(home, args);
-    assert!(out.status.success(), "gemmactl {args:?} failed: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "gemmactl {args:?} failed: {}",
+        stderr(&out)
+    );
     stdout(&out)
 }
 
 /// Runs and expects failure; returns stderr.
 fn fails(home: &Home, args: &[&str]) -> String {
     let out = gemmactl(home, args);
-    assert!(!out.status.success(), "gemmactl {args:?} should fail; stdout: {}", stdout(&out));
+    assert!(
+        !out.status.success(),
+        "gemmactl {args:?} should fail; stdout: {}",
+        stdout(&out)
+    );
     stderr(&out)
 }
 
@@ -94,9 +108,17 @@ fn fixture(title: &str, words: &str) -> String {
 fn import(home: &Home, text: &str) -> Vec<i64> {
     let file = home.path().join(format!("import-{}.jsonl", text.len()));
     std::fs::write(&file, text).unwrap();
-    let out = ok(home, &["history", "import", file.to_str().unwrap(), "--json"]);
+    let out = ok(
+        home,
+        &["history", "import", file.to_str().unwrap(), "--json"],
+    );
     let v = json(&out);
-    v["conversations"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect()
+    v["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_i64().unwrap())
+        .collect()
 }
 
 #[test]
@@ -105,29 +127,56 @@ fn empty_history_lists_nothing_and_explains() {
     let out = gemmactl(&home, &["history", "list"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "");
-    assert!(stderr(&out).contains("no saved conversations"), "{}", stderr(&out));
-    assert_eq!(json(&ok(&home, &["history", "list", "--json"])), Value::Array(vec![]));
+    assert!(
+        stderr(&out).contains("no saved conversations"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        json(&ok(&home, &["history", "list", "--json"])),
+        Value::Array(vec![])
+    );
     let err = fails(&home, &["history", "show"]);
     assert!(err.contains("no saved conversations"), "{err}");
-    assert!(db_path(&home).is_file(), "the database is created in the data folder");
+    assert!(
+        db_path(&home).is_file(),
+        "the database is created in the data folder"
+    );
 }
 
 #[test]
 fn list_filters_by_model_and_limits() {
     let home = Home::new();
     let a = import(&home, &fixture("Alpha", "otters"))[0];
-    let b = import(&home, &fixture("Beta", "badgers").replace("qwen2.5-coder-0.5b", "gemma3-1b"))[0];
+    let b = import(
+        &home,
+        &fixture("Beta", "badgers").replace("qwen2.5-coder-0.5b", "gemma3-1b"),
+    )[0];
     let all = json(&ok(&home, &["history", "list", "--json"]));
-    let ids: Vec<i64> = all.as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&a) && ids.contains(&b));
     assert_eq!(all[0]["messages"], 4);
     assert_eq!(all[0]["model"], "gemma3-270m");
-    let qwen = json(&ok(&home, &["history", "list", "--model", "qwen2.5-coder-0.5b", "--json"]));
+    let qwen = json(&ok(
+        &home,
+        &["history", "list", "--model", "qwen2.5-coder-0.5b", "--json"],
+    ));
     assert_eq!(qwen.as_array().unwrap().len(), 1);
     assert_eq!(qwen[0]["id"], a);
     assert_eq!(qwen[0]["title"], "Alpha");
-    assert_eq!(json(&ok(&home, &["history", "list", "--limit", "1", "--json"])).as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&ok(&home, &["history", "list", "--limit", "1", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let table = ok(&home, &["history", "list"]);
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains("Alpha") && table.contains("Beta"), "{table}");
@@ -152,14 +201,23 @@ fn show_displays_the_tree_with_branches_models_and_finish_reasons() {
 
     let text = ok(&home, &["history", "show", &id]);
     let root_id = root["id"].as_i64().unwrap();
-    assert!(text.contains(&format!("(branch 1 of 2 after #{root_id})")), "{text}");
-    assert!(text.contains(&format!("(branch 2 of 2 after #{root_id})")), "{text}");
+    assert!(
+        text.contains(&format!("(branch 1 of 2 after #{root_id})")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("(branch 2 of 2 after #{root_id})")),
+        "{text}"
+    );
     assert!(text.contains("gemma3-270m · stop · 6 tokens"), "{text}");
     assert!(text.contains("qwen2.5-coder-0.5b · cancelled"), "{text}");
     assert!(text.contains("system: Answer briefly."), "{text}");
     assert!(text.contains("← head"), "{text}");
     // Branch members are indented under the branch point.
-    assert!(text.contains(&format!("\n  [{}] assistant", messages[1]["id"])), "{text}");
+    assert!(
+        text.contains(&format!("\n  [{}] assistant", messages[1]["id"])),
+        "{text}"
+    );
     // Without an id: the most recently used conversation.
     assert_eq!(ok(&home, &["history", "show"]), text);
 
@@ -179,22 +237,66 @@ fn search_finds_snippets_and_survives_hostile_queries() {
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0]["conversation"], a);
     assert_eq!(hits[0]["role"], "user");
-    assert!(hits[0]["snippet"].as_str().unwrap().contains("[otters]"), "{hits:?}");
+    assert!(
+        hits[0]["snippet"].as_str().unwrap().contains("[otters]"),
+        "{hits:?}"
+    );
     // Several words: all must match; they may be given as separate arguments.
-    assert_eq!(json(&ok(&home, &["history", "search", "otters", "rivers", "--json"])).as_array().unwrap().len(), 1);
-    assert_eq!(json(&ok(&home, &["history", "search", "otters badgers", "--json"])).as_array().unwrap().len(), 0);
+    assert_eq!(
+        json(&ok(
+            &home,
+            &["history", "search", "otters", "rivers", "--json"]
+        ))
+        .as_array()
+        .unwrap()
+        .len(),
+        1
+    );
+    assert_eq!(
+        json(&ok(
+            &home,
+            &["history", "search", "otters badgers", "--json"]
+        ))
+        .as_array()
+        .unwrap()
+        .len(),
+        0
+    );
     // Words common to both conversations.
-    assert_eq!(json(&ok(&home, &["history", "search", "subject", "--json"])).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json(&ok(&home, &["history", "search", "subject", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let text = ok(&home, &["history", "search", "otters"]);
-    assert!(text.contains(&format!("conversation {a} · message ")), "{text}");
-    for hostile in ["\"", "AND", "*", "NEAR(", "col:x", "(((", "日本語", "🎉", "-x"] {
+    assert!(
+        text.contains(&format!("conversation {a} · message ")),
+        "{text}"
+    );
+    for hostile in [
+        "\"",
+        "AND",
+        "*",
+        "NEAR(",
+        "col:x",
+        "(((",
+        "日本語",
+        "🎉",
+        "-x",
+    ] {
         let out = gemmactl(&home, &["history", "search", "--json", "--", hostile]);
         assert!(out.status.success(), "query {hostile:?}: {}", stderr(&out));
         assert!(json(&stdout(&out)).is_array());
     }
     let out = gemmactl(&home, &["history", "search", "   "]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("nothing to search for"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to search for"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -203,24 +305,55 @@ fn export_writes_markdown_and_jsonl_that_imports_back() {
     let id = import(&home, &fixture("Exported", "exports"))[0].to_string();
     let md = ok(&home, &["history", "export", &id]);
     assert!(md.starts_with("# Exported\n"), "{md}");
-    assert!(md.contains("Tell me about exports") && md.contains("· cancelled"), "{md}");
+    assert!(
+        md.contains("Tell me about exports") && md.contains("· cancelled"),
+        "{md}"
+    );
     assert!(md.contains("*branch 2 of 2 after #"), "{md}");
 
     let file = home.path().join("out.jsonl");
-    let out = gemmactl(&home, &["history", "export", &id, "--format", "jsonl", "-o", file.to_str().unwrap()]);
+    let out = gemmactl(
+        &home,
+        &[
+            "history",
+            "export",
+            &id,
+            "--format",
+            "jsonl",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "with -o nothing goes to stdout");
     let exported = std::fs::read_to_string(&file).unwrap();
-    assert_eq!(exported, ok(&home, &["history", "export", &id, "--json"]), "--json is --format jsonl");
+    assert_eq!(
+        exported,
+        ok(&home, &["history", "export", &id, "--json"]),
+        "--json is --format jsonl"
+    );
     let lines: Vec<Value> = exported.lines().map(json).collect();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["type"], "conversation");
 
     let copy = import(&home, &exported)[0].to_string();
     assert_ne!(copy, id);
-    let again: Vec<Value> = ok(&home, &["history", "export", &copy, "--format", "jsonl"]).lines().map(json).collect();
+    let again: Vec<Value> = ok(&home, &["history", "export", &copy, "--format", "jsonl"])
+        .lines()
+        .map(json)
+        .collect();
     for (a, b) in lines.iter().zip(&again) {
-        for key in ["content", "role", "model", "finish_reason", "usage", "timings", "created_at", "title", "system"] {
+        for key in [
+            "content",
+            "role",
+            "model",
+            "finish_reason",
+            "usage",
+            "timings",
+            "created_at",
+            "title",
+            "system",
+        ] {
             assert_eq!(a.get(key), b.get(key), "{key}");
         }
     }
@@ -233,14 +366,23 @@ fn rm_asks_unless_yes_and_removes_from_search() {
     let keep = import(&home, &fixture("Kept", "kept things"))[0];
     let err = fails(&home, &["history", "rm", &id]);
     assert!(err.contains("add --yes"), "{err}");
-    assert_eq!(json(&ok(&home, &["history", "list", "--json"])).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json(&ok(&home, &["history", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     let v = json(&ok(&home, &["history", "rm", &id, "--yes", "--json"]));
     assert_eq!(v["deleted"].as_i64().unwrap().to_string(), id);
     assert_eq!(v["messages"], 4);
     let left = json(&ok(&home, &["history", "list", "--json"]));
     assert_eq!(left.as_array().unwrap().len(), 1);
     assert_eq!(left[0]["id"], keep);
-    assert_eq!(json(&ok(&home, &["history", "search", "doomed", "--json"])), Value::Array(vec![]));
+    assert_eq!(
+        json(&ok(&home, &["history", "search", "doomed", "--json"])),
+        Value::Array(vec![])
+    );
     let err = fails(&home, &["history", "rm", &id, "--yes"]);
     assert!(err.contains(&format!("no conversation {id}")), "{err}");
 }
@@ -254,14 +396,20 @@ fn a_newer_or_corrupt_database_is_refused_with_the_fix() {
         conn.execute_batch("PRAGMA user_version = 999").unwrap();
     }
     let err = fails(&home, &["history", "list"]);
-    assert!(err.contains("schema version 999") && err.contains("upgrade gemmactl"), "{err}");
+    assert!(
+        err.contains("schema version 999") && err.contains("upgrade gemmactl"),
+        "{err}"
+    );
     assert!(err.contains("history.db"), "{err}");
 
     let home = Home::new();
     std::fs::create_dir_all(db_path(&home).parent().unwrap()).unwrap();
     std::fs::write(db_path(&home), vec![7u8; 4096]).unwrap();
     let err = fails(&home, &["history", "list"]);
-    assert!(err.contains("is corrupt") && err.contains("move it aside"), "{err}");
+    assert!(
+        err.contains("is corrupt") && err.contains("move it aside"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -273,7 +421,10 @@ fn import_refuses_a_bad_file_and_changes_nothing() {
     std::fs::write(&file, text).unwrap();
     let err = fails(&home, &["history", "import", file.to_str().unwrap()]);
     assert!(err.contains("line 6") && err.contains("parent 42"), "{err}");
-    assert_eq!(json(&ok(&home, &["history", "list", "--json"])), Value::Array(vec![]));
+    assert_eq!(
+        json(&ok(&home, &["history", "list", "--json"])),
+        Value::Array(vec![])
+    );
 }
 
 fn wal_len(db: &Path) -> u64 {
@@ -301,11 +452,17 @@ fn sigkill_during_a_write_transaction_loses_nothing_committed() {
         .expect("spawn gemmactl history import");
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || {
-        let mut data = String::from(r#"{"type":"conversation","format_version":1,"id":1,"title":"Doomed import","created_at":"2025-03-01T10:00:00Z","updated_at":"2025-03-01T10:00:00Z"}"#);
+        let mut data = String::from(
+            r#"{"type":"conversation","format_version":1,"id":1,"title":"Doomed import","created_at":"2025-03-01T10:00:00Z","updated_at":"2025-03-01T10:00:00Z"}"#,
+        );
         data.push('\n');
         let filler = "lorem ipsum dolor sit amet ".repeat(40);
         for i in 1..=8000 {
-            let parent = if i == 1 { "null".to_string() } else { (i - 1).to_string() };
+            let parent = if i == 1 {
+                "null".to_string()
+            } else {
+                (i - 1).to_string()
+            };
             data.push_str(&format!(
                 r#"{{"type":"message","id":{i},"conversation":1,"parent":{parent},"role":"user","content":"crashmarker {i} {filler}","created_at":"2025-03-01T10:00:00Z"}}"#
             ));
@@ -317,16 +474,26 @@ fn sigkill_during_a_write_transaction_loses_nothing_committed() {
     });
     let started = Instant::now();
     while !writer.is_finished() {
-        assert!(started.elapsed() < DEADLINE, "the import did not read its input in time");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the import did not read its input in time"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let stdin = writer.join().unwrap();
     // Everything but the pipe's buffer has been read; wait for the spill into the WAL.
     while wal_len(&db) < 1_000_000 {
-        assert!(started.elapsed() < DEADLINE, "no uncommitted pages reached the WAL ({} bytes)", wal_len(&db));
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no uncommitted pages reached the WAL ({} bytes)",
+            wal_len(&db)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(child.try_wait().unwrap().is_none(), "the import must still be inside its transaction");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the import must still be inside its transaction"
+    );
 
     // Meanwhile another process reads the committed state only.
     let listed = json(&ok(&home, &["history", "list", "--json"]));
@@ -339,21 +506,42 @@ fn sigkill_during_a_write_transaction_loses_nothing_committed() {
     assert_eq!(status.signal(), Some(9), "{status:?}");
 
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
     let (conversations, messages): (i64, i64) = conn
-        .query_row("SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM messages)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
-    assert_eq!((conversations, messages), (1, 4), "only the committed conversation is there");
-    conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')", []).unwrap();
+    assert_eq!(
+        (conversations, messages),
+        (1, 4),
+        "only the committed conversation is there"
+    );
+    conn.execute(
+        "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+        [],
+    )
+    .unwrap();
     drop(conn);
 
     // gemmactl carries on with the same database.
     let hits = json(&ok(&home, &["history", "search", "survivors", "--json"]));
     assert_eq!(hits[0]["conversation"], committed);
-    assert_eq!(json(&ok(&home, &["history", "search", "crashmarker", "--json"])), Value::Array(vec![]));
+    assert_eq!(
+        json(&ok(&home, &["history", "search", "crashmarker", "--json"])),
+        Value::Array(vec![])
+    );
     import(&home, &fixture("After", "afterwards"));
-    assert_eq!(json(&ok(&home, &["history", "list", "--json"])).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json(&ok(&home, &["history", "list", "--json"]))
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }

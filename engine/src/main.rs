@@ -51,6 +51,8 @@ fn main() -> ExitCode {
         }
     };
     llama_log::install(args.verbose);
+    #[cfg(feature = "dynamic-backends")]
+    load_backend_modules();
     let backend = match LlamaBackend::init() {
         Ok(b) => b,
         Err(e) => {
@@ -122,6 +124,19 @@ fn read_commands(tx: mpsc::Sender<Inbox>) {
     // Give the scheduler a moment to end requests cleanly, then make sure we do not linger.
     std::thread::sleep(std::time::Duration::from_secs(5));
     std::process::exit(0);
+}
+
+/// With `dynamic-backends`, ggml's backends are modules: load them from `GEMMA_ENGINE_BACKENDS`,
+/// else from the folder holding this executable (where scripts/gpu-pack.sh puts them).
+#[cfg(feature = "dynamic-backends")]
+fn load_backend_modules() {
+    let dir = std::env::var_os("GEMMA_ENGINE_BACKENDS")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.to_path_buf())));
+    match dir {
+        Some(dir) => llama_cpp_2::llama_backend::load_backends_from_path(&dir),
+        None => llama_cpp_2::llama_backend::load_backends(),
+    }
 }
 
 /// Ask Linux to kill us when the process that started us dies, even by SIGKILL. gemmactl sets

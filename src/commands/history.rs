@@ -110,8 +110,15 @@ pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
     match cmd {
         HistoryCommand::List { limit, model, json } => list(&store, limit, model.as_deref(), json),
         HistoryCommand::Show { id, json } => show(&store, id, json),
-        HistoryCommand::Search { text, limit, json } => search(&store, &text.join(" "), limit, json),
-        HistoryCommand::Export { id, format, json, output } => {
+        HistoryCommand::Search { text, limit, json } => {
+            search(&store, &text.join(" "), limit, json)
+        }
+        HistoryCommand::Export {
+            id,
+            format,
+            json,
+            output,
+        } => {
             let format = if json { ExportFormat::Jsonl } else { format };
             export(&store, id, format, output)
         }
@@ -124,9 +131,9 @@ pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
 fn pick(store: &Store, id: Option<ConversationId>) -> Result<Conversation> {
     match id {
         Some(id) => Ok(store.conversation(id)?),
-        None => store
-            .latest_conversation()?
-            .context("there are no saved conversations yet: `gemmactl chat` or `gemmactl run` saves them"),
+        None => store.latest_conversation()?.context(
+            "there are no saved conversations yet: `gemmactl chat` or `gemmactl run` saves them",
+        ),
     }
 }
 
@@ -147,13 +154,38 @@ fn list(store: &Store, limit: usize, model: Option<&str>, json: bool) -> Result<
     if rows.is_empty() {
         match model {
             Some(m) => eprintln!("no saved conversation used model {m}"),
-            None => eprintln!("no saved conversations yet: `gemmactl chat` or `gemmactl run` saves them"),
+            None => eprintln!(
+                "no saved conversations yet: `gemmactl chat` or `gemmactl run` saves them"
+            ),
         }
         return Ok(());
     }
-    let id_w = rows.iter().map(|r| r.conversation.id.to_string().len()).max().unwrap_or(2).max(2);
-    let model_w = rows.iter().map(|r| r.conversation.model.as_deref().unwrap_or("-").chars().count()).max().unwrap_or(5).max(5);
-    say!("{:<id_w$}  {:<19}  {:>4}  {:<model_w$}  TITLE", "ID", "UPDATED (UTC)", "MSGS", "MODEL");
+    let id_w = rows
+        .iter()
+        .map(|r| r.conversation.id.to_string().len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let model_w = rows
+        .iter()
+        .map(|r| {
+            r.conversation
+                .model
+                .as_deref()
+                .unwrap_or("-")
+                .chars()
+                .count()
+        })
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    say!(
+        "{:<id_w$}  {:<19}  {:>4}  {:<model_w$}  TITLE",
+        "ID",
+        "UPDATED (UTC)",
+        "MSGS",
+        "MODEL"
+    );
     for r in &rows {
         let c = &r.conversation;
         say!(
@@ -172,10 +204,17 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
     let c = pick(store, id)?;
     let messages = store.messages(c.id)?;
     if json {
-        say!("{}", serde_json::to_string_pretty(&json!({ "conversation": c, "messages": messages }))?);
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "conversation": c, "messages": messages }))?
+        );
         return Ok(());
     }
-    say!("conversation {} · {}", c.id, c.title.as_deref().unwrap_or("(untitled)"));
+    say!(
+        "conversation {} · {}",
+        c.id,
+        c.title.as_deref().unwrap_or("(untitled)")
+    );
     let mut facts = format!(
         "created {} UTC · updated {} UTC · {} messages",
         short_time(&c.created_at),
@@ -187,7 +226,10 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
     }
     say!("{facts}");
     if let Some(system) = &c.system {
-        say!("system: {}", system.lines().collect::<Vec<_>>().join("\n        "));
+        say!(
+            "system: {}",
+            system.lines().collect::<Vec<_>>().join("\n        ")
+        );
     }
     for visit in depth_first(&messages) {
         let m = visit.message;
@@ -197,7 +239,12 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
         } else if visit.depth == 0 && m.parent.is_none() {
             say!("");
         }
-        let mut header = format!("{indent}[{}] {} · {}", m.id, role_name(m.role), short_time(&m.created_at));
+        let mut header = format!(
+            "{indent}[{}] {} · {}",
+            m.id,
+            role_name(m.role),
+            short_time(&m.created_at)
+        );
         for fact in message_facts(m) {
             header.push_str(" · ");
             header.push_str(&fact);
@@ -235,7 +282,12 @@ fn search(store: &Store, text: &str, limit: usize, json: bool) -> Result<()> {
         return Ok(());
     }
     for h in &hits {
-        let mut header = format!("conversation {} · message {} · {}", h.conversation, h.message, role_name(h.role));
+        let mut header = format!(
+            "conversation {} · message {} · {}",
+            h.conversation,
+            h.message,
+            role_name(h.role)
+        );
         if let (Role::Assistant, Some(model)) = (h.role, &h.model) {
             header.push_str(&format!(" ({model})"));
         }
@@ -244,12 +296,20 @@ fn search(store: &Store, text: &str, limit: usize, json: bool) -> Result<()> {
             header.push_str(&format!(" · {title}"));
         }
         say!("{header}");
-        say!("    {}", h.snippet.split_whitespace().collect::<Vec<_>>().join(" "));
+        say!(
+            "    {}",
+            h.snippet.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
     }
     Ok(())
 }
 
-fn export(store: &Store, id: Option<ConversationId>, format: ExportFormat, output: Option<PathBuf>) -> Result<()> {
+fn export(
+    store: &Store,
+    id: Option<ConversationId>,
+    format: ExportFormat,
+    output: Option<PathBuf>,
+) -> Result<()> {
     let c = pick(store, id)?;
     let text = match format {
         ExportFormat::Md => store.export_markdown(c.id)?,
@@ -257,7 +317,8 @@ fn export(store: &Store, id: Option<ConversationId>, format: ExportFormat, outpu
     };
     match output {
         Some(path) => {
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote conversation {} to {}", c.id, path.display());
         }
         None => {
@@ -285,7 +346,10 @@ fn rm(store: &mut Store, id: ConversationId, yes: bool, json: bool) -> Result<()
             c.title.as_deref().unwrap_or("untitled")
         );
         let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).context("cannot read the answer")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("cannot read the answer")?;
         if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
             bail!("conversation {id} was not deleted");
         }
@@ -303,13 +367,18 @@ fn import(store: &mut Store, file: &std::path::Path, json: bool) -> Result<()> {
     let summary = if file.as_os_str() == "-" {
         store.import_jsonl(std::io::stdin().lock(), "stdin")?
     } else {
-        let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let f =
+            std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
         store.import_jsonl(std::io::BufReader::new(f), &file.display().to_string())?
     };
     if json {
         say!("{}", serde_json::to_string(&summary)?);
     } else {
-        let ids: Vec<String> = summary.conversations.iter().map(|c| c.to_string()).collect();
+        let ids: Vec<String> = summary
+            .conversations
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
         say!(
             "imported {} conversation(s), {} messages, as {}",
             summary.conversations.len(),
@@ -326,7 +395,10 @@ mod tests {
 
     #[test]
     fn short_time_drops_the_fraction_and_zone() {
-        assert_eq!(short_time("2025-01-31T12:34:56.789Z"), "2025-01-31 12:34:56");
+        assert_eq!(
+            short_time("2025-01-31T12:34:56.789Z"),
+            "2025-01-31 12:34:56"
+        );
         assert_eq!(short_time("odd"), "odd");
         assert_eq!(short_time("2025-01-31T12:34:56"), "2025-01-31T12:34:56");
     }

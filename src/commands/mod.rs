@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_supervisor;
+pub mod doctor;
 pub mod history;
 pub mod models;
 pub mod ps;

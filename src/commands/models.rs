@@ -2,7 +2,8 @@
 //!
 //! Results (tables, JSON, confirmations) go to stdout; progress and notes go to stderr, so
 //! `gemmactl models list --json | jq` always sees clean output. Every file is checked with the
-//! GGUF inspector before it is registered, so a bad file is refused here, not at load time.
+//! GGUF or BlobStore (`.sbs`) inspector before it is registered, so a bad file is refused here,
+//! not at load time; `models check` prints what that pre-flight finds.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use crate::models::{
     catalogue, human_bytes, pull, validate_name, EngineKind, ModelEntry, ModelError, ModelFormat,
     ModelKind,
 };
+use crate::models::sbs::{self, SbsInfo};
 
 /// Prints a line of results. A reader that went away (`| head`) ends the output quietly; other
 /// write errors are reported.
@@ -44,12 +46,15 @@ pub enum ModelsCommand {
         /// Catalogue name [default: the configured default model].
         name: Option<String>,
     },
-    /// Register a GGUF file under a name, after checking that it is a complete GGUF model.
+    /// Register a GGUF file (gemma-engine) or a gemma.cpp .sbs file under a name, after checking it.
     Add {
         /// Name to use with `--model` (letters, digits, '.', '-', '_').
         name: String,
-        /// Path to the .gguf file.
+        /// Path to the .gguf or .sbs file.
         path: PathBuf,
+        /// gemma.cpp's tokenizer.spm, for pre-2025 multi-file .sbs weights.
+        #[arg(long, value_name = "FILE")]
+        tokenizer: Option<PathBuf>,
         /// Base (plain completion) or instruct (chat) [default: instruct if the file has a chat
         /// template, else base].
         #[arg(long, value_enum)]
@@ -69,6 +74,20 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check a GGUF or .sbs file before use: format, counts, model, memory and permissions.
+    Check {
+        /// Path to the .gguf or .sbs file.
+        path: PathBuf,
+        /// gemma.cpp's tokenizer.spm, for pre-2025 multi-file .sbs weights.
+        #[arg(long, value_name = "FILE")]
+        tokenizer: Option<PathBuf>,
+        /// The engine you mean to run it on [default: the one its format needs].
+        #[arg(long, value_enum)]
+        engine: Option<EngineChoice>,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Unregister a model.
     Rm {
         /// Registered name.
@@ -77,6 +96,13 @@ pub enum ModelsCommand {
         #[arg(long)]
         purge: bool,
     },
+}
+
+/// `--engine` for `models check`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    GemmaEngine,
+    GemmaCpp,
 }
 
 pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
@@ -88,10 +114,23 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
         ModelsCommand::Add {
             name,
             path,
+            tokenizer,
             kind,
             template,
             force,
-        } => add(paths, &name, &path, kind, template, force),
+        } => {
+            if is_sbs(&path, tokenizer.as_deref()) {
+                add_sbs(paths, &name, &path, tokenizer.as_deref(), kind, template, force)
+            } else {
+                add(paths, &name, &path, kind, template, force)
+            }
+        }
+        ModelsCommand::Check {
+            path,
+            tokenizer,
+            engine,
+            json,
+        } => check(&path, tokenizer.as_deref(), engine, json),
         ModelsCommand::Show { name, json } => show(paths, &name, json),
         ModelsCommand::Rm { name, purge } => rm(paths, &name, purge),
     }
@@ -297,6 +336,10 @@ fn add(
 
 fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
     let entry = crate::models::lookup(paths, name)?;
+    if entry.engine == EngineKind::GemmaCpp {
+        let info = crate::models::preflight_sbs(&entry)?;
+        return print_sbs(&entry.path, entry.tokenizer.as_deref(), &info, Some(&entry), json);
+    }
     let info = crate::models::preflight(&entry)?;
     if json {
         say!(
@@ -400,6 +443,204 @@ fn show_json(entry: &ModelEntry, info: &GgufInfo) -> Value {
         "tensor_count": info.tensor_count,
         "size_bytes": info.file_size,
     })
+}
+
+/// Whether a file given to `models add` is gemma.cpp weights: its magic, its extension, or a
+/// tokenizer given with it.
+fn is_sbs(path: &Path, tokenizer: Option<&Path>) -> bool {
+    tokenizer.is_some()
+        || matches!(sbs::sniff(path), Ok(sbs::Sniffed::BlobStore))
+        || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs"))
+}
+
+fn add_sbs(
+    paths: &Paths,
+    name: &str,
+    path: &Path,
+    tokenizer: Option<&Path>,
+    kind: Option<ModelKind>,
+    template: Option<String>,
+    force: bool,
+) -> Result<()> {
+    validate_name(name)?;
+    if let Some(t) = template {
+        anyhow::bail!("--template {t} does not apply to {}: gemma.cpp always uses Gemma's own chat template, so leave --template out", path.display());
+    }
+    let mut registry = Registry::load(paths)?;
+    if let (Some(existing), false) = (registry.get(name), force) {
+        return Err(ModelError::AlreadyRegistered { name: name.to_string(), path: existing.path.clone() }.into());
+    }
+    let info = sbs::preflight(path, tokenizer)?;
+    let canonical = std::fs::canonicalize(path).with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    let tokenizer = match tokenizer {
+        Some(t) => Some(std::fs::canonicalize(t).with_context(|| format!("cannot resolve the path {}", t.display()))?),
+        None => None,
+    };
+    let kind = kind.unwrap_or_else(|| crate::models::sbs_kind(&info));
+    let entry = ModelEntry {
+        name: name.to_string(),
+        path: canonical.clone(),
+        engine: EngineKind::GemmaCpp,
+        format: ModelFormat::Sbs,
+        kind,
+        sha256: None,
+        chat_template: None,
+        tokenizer,
+    };
+    let replaced = registry.get(name).is_some();
+    registry.insert(entry);
+    registry.save(paths)?;
+    say!(
+        "{} '{name}': gemma.cpp {}, {} {}, {} → {}",
+        if replaced { "replaced" } else { "registered" },
+        info.specifier.as_deref().or(info.family.as_deref()).unwrap_or("model of unknown family"),
+        info.format.describe(),
+        kind.as_str(),
+        human_bytes(info.file_size),
+        canonical.display()
+    );
+    Ok(())
+}
+
+/// `models check`: the pre-flight every launch runs, with its findings printed.
+fn check(path: &Path, tokenizer: Option<&Path>, engine: Option<EngineChoice>, json: bool) -> Result<()> {
+    if !path.exists() {
+        return Err(ModelError::FileMissing { path: path.display().to_string() }.into());
+    }
+    let sniffed = sbs::sniff(path).map_err(|e| sbs::SbsError::Unreadable { path: path.to_path_buf(), message: e.to_string() })?;
+    let sbs_ext = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs"));
+    let as_sbs = match (sniffed, engine) {
+        (sbs::Sniffed::BlobStore, Some(EngineChoice::GemmaEngine)) => {
+            return Err(ModelError::BadFile(gguf::GgufError::NotGguf { path: path.to_path_buf(), sbs: true }).into())
+        }
+        (sbs::Sniffed::Gguf, Some(EngineChoice::GemmaCpp)) => {
+            return Err(sbs::SbsError::NotBlobStore { path: path.to_path_buf(), gguf: true }.into())
+        }
+        (sbs::Sniffed::BlobStore, _) => true,
+        (sbs::Sniffed::Gguf, _) => false,
+        (sbs::Sniffed::Other, Some(e)) => e == EngineChoice::GemmaCpp,
+        (sbs::Sniffed::Other, None) => sbs_ext || tokenizer.is_some(),
+    };
+    if as_sbs {
+        let info = sbs::preflight(path, tokenizer)?;
+        return print_sbs(path, tokenizer, &info, None, json);
+    }
+    let info = gguf::inspect(path)?;
+    let available = sbs::available_memory();
+    if let Some(available) = available.filter(|a| info.file_size > *a) {
+        anyhow::bail!(
+            "{} is {} but only {} of memory is available: close other programs, or use a smaller or more quantized model",
+            path.display(),
+            human_bytes(info.file_size),
+            human_bytes(available)
+        );
+    }
+    if json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "ok": true,
+                "path": path.display().to_string(),
+                "format": "gguf",
+                "engine": EngineKind::GemmaEngine.as_str(),
+                "gguf_version": info.version,
+                "architecture": info.architecture,
+                "model_name": info.name,
+                "tensor_count": info.tensor_count,
+                "parameters": info.parameter_count,
+                "file_type_name": info.file_type.and_then(gguf::file_type_name),
+                "has_chat_template": info.chat_template.is_some(),
+                "size_bytes": info.file_size,
+                "memory_available_bytes": available,
+                "readable": true,
+            }))?
+        );
+        return Ok(());
+    }
+    let lines = [
+        ("file", path.display().to_string()),
+        ("format", format!("GGUF version {}, for gemma-engine", info.version)),
+        ("model", format!("{} ({} parameters, file type {})", info.architecture.as_deref().unwrap_or("unknown architecture"), human_count(info.parameter_count), file_type(&info))),
+        ("tensors", info.tensor_count.to_string()),
+        ("chat template", if info.chat_template.is_some() { "yes (instruct)".to_string() } else { "none (base)".to_string() }),
+        ("size", memory_line(info.file_size, available)),
+        ("readable", "yes".to_string()),
+        ("verdict", format!("ok: register it with `gemmactl models add NAME {}`", path.display())),
+    ];
+    print_lines(&lines)
+}
+
+fn memory_line(size: u64, available: Option<u64>) -> String {
+    match available {
+        Some(a) => format!("{} ({size} bytes); {} of memory available", human_bytes(size), human_bytes(a)),
+        None => format!("{} ({size} bytes); available memory unknown", human_bytes(size)),
+    }
+}
+
+fn print_lines(lines: &[(&str, String)]) -> Result<()> {
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
+    for (key, value) in lines {
+        say!("{:<width$} {value}", format!("{key}:"));
+    }
+    Ok(())
+}
+
+/// What a checked `.sbs` file is, for `models check` and `models show`.
+fn print_sbs(path: &Path, tokenizer: Option<&Path>, info: &SbsInfo, entry: Option<&ModelEntry>, json: bool) -> Result<()> {
+    let available = sbs::available_memory();
+    let kind = entry.map(|e| e.kind).unwrap_or_else(|| crate::models::sbs_kind(info));
+    if json {
+        let mut value = json!({
+            "ok": true,
+            "path": path.display().to_string(),
+            "format": "sbs",
+            "engine": EngineKind::GemmaCpp.as_str(),
+            "layout": info.layout,
+            "sbs_format": info.format,
+            "blob_count": info.blob_count,
+            "tensor_count": info.tensor_count,
+            "layers": info.layers,
+            "family": info.family,
+            "specifier": info.specifier,
+            "weight_type": info.weight_type,
+            "kind": kind.as_str(),
+            "tokenizer": if info.has_tokenizer { Some("embedded".to_string()) } else { tokenizer.map(|t| t.display().to_string()) },
+            "size_bytes": info.file_size,
+            "memory_available_bytes": available,
+            "readable": true,
+        });
+        if let Some(e) = entry {
+            value["name"] = json!(e.name);
+        }
+        say!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let model = match (&info.specifier, &info.family) {
+        (Some(s), _) => s.clone(),
+        (None, Some(f)) => format!("{f} (from its tensor names)"),
+        (None, None) => "unknown family".to_string(),
+    };
+    let mut lines = Vec::new();
+    if let Some(e) = entry {
+        lines.push(("name", e.name.clone()));
+    }
+    lines.extend([
+        ("file", path.display().to_string()),
+        ("format", format!("gemma.cpp BlobStore {:?}, {}", info.layout, info.format.describe())),
+        ("model", format!("{model}, weight type {}, {}", info.weight_type.as_deref().unwrap_or("unknown"), kind.as_str())),
+        ("blobs", format!("{} ({} tensors, {} layers)", info.blob_count, info.tensor_count, info.layers.map_or("?".to_string(), |l| l.to_string()))),
+        (
+            "tokenizer",
+            if info.has_tokenizer { "embedded".to_string() } else { tokenizer.map_or("none".to_string(), |t| t.display().to_string()) },
+        ),
+        ("size", memory_line(info.file_size, available)),
+        ("readable", "yes".to_string()),
+    ]);
+    if entry.is_none() {
+        let extra = tokenizer.map(|t| format!(" --tokenizer {}", t.display())).unwrap_or_default();
+        lines.push(("verdict", format!("ok: register it with `gemmactl models add NAME {}{extra}`", path.display())));
+    }
+    print_lines(&lines)
 }
 
 fn rm(paths: &Paths, name: &str, purge: bool) -> Result<()> {

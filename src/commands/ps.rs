@@ -19,9 +19,14 @@ pub struct PsArgs {
 }
 
 pub fn run(args: PsArgs, paths: &Paths) -> Result<()> {
+    show(paths, args.json)
+}
+
+/// Prints the table (or JSON); the chat shell's `/ps` calls this too.
+pub fn show(paths: &Paths, json_out: bool) -> Result<()> {
     let processes = status::read_all(&paths.run_dir());
     let now = unix_now();
-    if args.json {
+    if json_out {
         let list: Vec<_> = processes
             .iter()
             .map(|p| {
@@ -76,6 +81,9 @@ pub fn run(args: PsArgs, paths: &Paths) -> Result<()> {
             );
             if let Some(reason) = e.reason.as_ref().filter(|_| e.state == "failed") {
                 println!("         └ {reason}");
+            }
+            if let Some(fallback) = &e.fallback {
+                println!("         └ fallback: {fallback}");
             }
         }
     }

@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Path to the gemma-engine binary [env: GEMMACTL_ENGINE; config: engine.path]
     #[arg(long, value_name = "PATH")]
     engine: Option<PathBuf>,
+    /// Where to run: auto picks the first usable of engine.backend_order [env: GEMMACTL_BACKEND; config: engine.backend; default: auto]
+    #[arg(long, value_name = "BACKEND")]
+    backend: Option<crate::hardware::BackendRequest>,
 }
 
 pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
@@ -75,6 +78,9 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     }
     if let Some(p) = &args.engine {
         config.engine.path = Some(p.clone());
+    }
+    if let Some(b) = args.backend {
+        config.engine.backend = b;
     }
     // One request: no need for more sequence slots than that.
     config.engine.parallel = 1;
@@ -271,6 +277,7 @@ fn engine_summary(d: &EngineDescription) -> serde_json::Value {
         "context": d.context,
         "threads": d.threads,
         "load_ms": d.load_ms,
+        "fallback": d.fallback,
     })
 }
 
@@ -291,5 +298,5 @@ pub fn stats_line(done: &Completion, d: &EngineDescription) -> String {
         d.backend,
         d.threads,
         d.load_ms,
-    )
+    ) + &d.fallback.as_ref().map(|f| format!(" · fallback: {f}")).unwrap_or_default()
 }

@@ -117,7 +117,15 @@ pub fn find_binary(flag: Option<&Path>, config: &Config) -> Result<PathBuf, Engi
     })
 }
 
-type Cancels = Arc<Mutex<HashMap<String, watch::Sender<bool>>>>;
+/// Per request in the queue or in flight: its cancel switch, its event stream (so a request
+/// still queued can be answered at once), and whether the driver has taken it up.
+struct Pending {
+    cancel: watch::Sender<bool>,
+    events: mpsc::UnboundedSender<ReplyEvent>,
+    started: bool,
+}
+
+type Cancels = Arc<Mutex<HashMap<String, Pending>>>;
 
 struct Job {
     id: String,
@@ -192,6 +200,7 @@ impl GemmaCpp {
             parallel: 1,
             threads: spec.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)),
             load_ms,
+            fallback: None,
         };
 
         let (jobs, queue) = mpsc::unbounded_channel();
@@ -309,6 +318,22 @@ impl Driver {
             };
             let Some(job) = job else { break };
             let id = job.id.clone();
+            // A request cancelled while it waited was answered by `cancel` already.
+            let waiting_cancelled = {
+                let mut cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+                match cancels.get_mut(&id) {
+                    Some(p) if *p.cancel.borrow() => true,
+                    Some(p) => {
+                        p.started = true;
+                        false
+                    }
+                    None => true,
+                }
+            };
+            if waiting_cancelled {
+                self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                continue;
+            }
             match &self.dead {
                 Some(e) => {
                     let _ = job.events.send(ReplyEvent::Failed(e.clone()));
@@ -328,7 +353,11 @@ impl Driver {
         };
         queue.close();
         while let Ok(job) = queue.try_recv() {
-            let _ = job.events.send(ReplyEvent::Failed(EngineError::Stopped));
+            // Those flagged were answered by `cancel` or `stop` already.
+            let answered = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id).is_some_and(|p| *p.cancel.borrow());
+            if !answered {
+                let _ = job.events.send(ReplyEvent::Failed(EngineError::Stopped));
+            }
         }
         let _ = self.exit.send(Some(exit));
     }
@@ -350,10 +379,6 @@ impl Driver {
         let send = |e: ReplyEvent| {
             let _ = job.events.send(e);
         };
-        if *job.cancel.borrow() {
-            send(ReplyEvent::Finished(Completion { finish_reason: FinishReason::Cancelled, usage: Usage::default(), timings: Timings { queue_ms, ..Timings::default() } }));
-            return;
-        }
         let sampling = self.sampling_for(&job);
         let current = self.process.as_ref().map(|p| p.launch.sampling);
         if current != Some(sampling) {
@@ -376,7 +401,9 @@ impl Driver {
         let seq_len = self.spec.seq_len as u64;
         let reserve = sampling.max_generated_tokens as u64;
         let newest = conv.newest();
-        let (text, reset) = if conv.extends(&self.held) && self.pos + conversation::turn_bound(&newest) + reserve <= seq_len {
+        // An empty `held` with positions in use (a wrapped cache) is not extendable.
+        let extendable = conv.extends(&self.held) && (self.pos == 0 || !self.held.turns.is_empty());
+        let (text, reset) = if extendable && self.pos + conversation::turn_bound(&newest) + reserve <= seq_len {
             (newest, false)
         } else {
             let room = seq_len.saturating_sub(reserve);
@@ -395,7 +422,10 @@ impl Driver {
             }
             (conv.replay(from, chat), self.pos > 0)
         };
-        let Some(process) = self.process.as_mut() else { return };
+        let Some(process) = self.process.as_mut() else {
+            send(ReplyEvent::Failed(self.dead.clone().unwrap_or(EngineError::Stopped)));
+            return;
+        };
         if reset {
             if !process.reset(RESET_TIMEOUT).await {
                 let e = self.crashed().await;
@@ -405,7 +435,10 @@ impl Driver {
             self.pos = 0;
             self.held = Conversation::default();
         }
-        let Some(process) = self.process.as_mut() else { return };
+        let Some(process) = self.process.as_mut() else {
+            send(ReplyEvent::Failed(self.dead.clone().unwrap_or(EngineError::Stopped)));
+            return;
+        };
 
         let before = self.pos;
         let mut pieces = 0u32;
@@ -458,7 +491,7 @@ impl Driver {
                     }
                 }
             }
-            TurnEnd::Died { .. } => {
+            TurnEnd::Died => {
                 let e = self.crashed().await;
                 send(ReplyEvent::Failed(e));
             }
@@ -468,7 +501,7 @@ impl Driver {
     /// The process died mid-request: a prompt too long for the cache is the request's fault
     /// (the engine restarts); anything else finishes the engine, so the supervisor replaces it.
     async fn crashed(&mut self) -> EngineError {
-        let Some(mut p) = self.process.take() else { return EngineError::Stopped };
+        let Some(p) = self.process.take() else { return EngineError::Stopped };
         let exit = p.wait_exit().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let tail = p.tail.lines();
@@ -547,7 +580,7 @@ impl Engine for GemmaCpp {
             if cancels.contains_key(&request.id) {
                 return Err(EngineError::Request { code: ErrorCode::BadRequest, message: format!("request id '{}' is already in use: give each request its own id", request.id) });
             }
-            cancels.insert(request.id.clone(), cancel_tx);
+            cancels.insert(request.id.clone(), Pending { cancel: cancel_tx, events: events.clone(), started: false });
         }
         let job = Job {
             id: request.id.clone(),
@@ -567,8 +600,13 @@ impl Engine for GemmaCpp {
     }
 
     fn cancel(&self, id: &str) {
-        if let Some(tx) = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-            let _ = tx.send(true);
+        if let Some(p) = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            if !*p.cancel.borrow() && !p.started {
+                // Still queued: it leaves the queue now, without waiting for the request ahead.
+                let done = Completion { finish_reason: FinishReason::Cancelled, usage: Usage::default(), timings: Timings::default() };
+                let _ = p.events.send(ReplyEvent::Finished(done));
+            }
+            let _ = p.cancel.send(true);
         }
     }
 
@@ -583,8 +621,11 @@ impl Engine for GemmaCpp {
             }
             tracing::info!(pid = self.pid.load(Ordering::Relaxed), "gemma.cpp stopping");
             let _ = self.stopping.send(Some(grace));
-            for tx in self.cancels.lock().unwrap_or_else(|p| p.into_inner()).values() {
-                let _ = tx.send(true);
+            for p in self.cancels.lock().unwrap_or_else(|p| p.into_inner()).values() {
+                if !*p.cancel.borrow() && !p.started {
+                    let _ = p.events.send(ReplyEvent::Failed(EngineError::Stopped));
+                }
+                let _ = p.cancel.send(true);
             }
             let mut exit = self.exit.clone();
             let _ = tokio::time::timeout(grace + Duration::from_secs(15), exit.wait_for(Option::is_some)).await;

@@ -150,6 +150,7 @@ impl GemmaEngine {
                 parallel: ready.parallel,
                 threads: ready.threads,
                 load_ms: ready.load_ms,
+                fallback: None,
             },
             pid,
             commands,

@@ -84,6 +84,9 @@ pub struct EngineDescription {
     pub parallel: u32,
     pub threads: u32,
     pub load_ms: u64,
+    /// Why this engine runs on the CPU (or a lesser backend) although a GPU was asked for or is
+    /// present: set by `hardware::launch`, shown by `run --stats`, `--json`, `ps` and `doctor`.
+    pub fallback: Option<String>,
 }
 
 /// Everything that can go wrong with an engine, typed so callers can branch on it.

@@ -132,12 +132,12 @@ impl fmt::Display for SbsError {
             ),
             SbsError::Truncated { path, expected_bytes: 0, actual_bytes } => write!(
                 f,
-                "{} is truncated: it starts like a gemma.cpp V2 BlobStore but its {actual_bytes} bytes end without the directory; {RECOPY}",
+                "{} is a truncated gemma.cpp .sbs file: it starts with a V2 BlobStore header but its {actual_bytes} bytes end without the directory; {RECOPY}",
                 path.display()
             ),
             SbsError::Truncated { path, expected_bytes, actual_bytes } => write!(
                 f,
-                "{} is truncated: its BlobStore directory says the data ends at byte {expected_bytes} but the file has {actual_bytes} bytes; {RECOPY}",
+                "{} is a truncated gemma.cpp .sbs file: its BlobStore directory says the data ends at byte {expected_bytes} but the file has {actual_bytes} bytes; {RECOPY}",
                 path.display()
             ),
             SbsError::Malformed { path, reason } => write!(
@@ -639,7 +639,7 @@ mod tests {
         let v1 = single_file("gemma3-270m-sfp-it", false);
         let err = parse_bytes(&v1[..v1.len() / 2]).unwrap_err();
         assert!(matches!(err, SbsError::Truncated { .. }), "{err}");
-        assert!(err.to_string().contains("is truncated"), "{err}");
+        assert!(err.to_string().contains("is a truncated gemma.cpp .sbs file"), "{err}");
         let v2 = single_file("gemma3-270m-sfp-it", true);
         let err = parse_bytes(&v2[..v2.len() - 4096]).unwrap_err();
         assert!(err.to_string().contains("end without the directory"), "{err}");

@@ -28,16 +28,26 @@ pub enum StoreError {
     ReadOnly { path: PathBuf },
 
     #[error("history database {} has schema version {found}, newer than this gemmactl understands (up to {supported}): upgrade gemmactl, or set GEMMACTL_HOME to use another database", .path.display())]
-    TooNew { path: PathBuf, found: i64, supported: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
 
     #[error("no conversation {0} in the history: `gemmactl history list` shows the ids")]
     ConversationNotFound(ConversationId),
 
-    #[error("no message {0} in the history: `gemmactl history show CONVERSATION` shows the message ids")]
+    #[error(
+        "no message {0} in the history: `gemmactl history show CONVERSATION` shows the message ids"
+    )]
     MessageNotFound(MessageId),
 
     #[error("message {message} belongs to conversation {actual}, not {expected}: pick a message of conversation {expected}")]
-    WrongConversation { message: MessageId, expected: ConversationId, actual: ConversationId },
+    WrongConversation {
+        message: MessageId,
+        expected: ConversationId,
+        actual: ConversationId,
+    },
 
     #[error("message {0} is not a reply in progress: only a reply started with start_reply can be finished")]
     NotAReply(MessageId),
@@ -46,7 +56,11 @@ pub enum StoreError {
     BadQuery { query: String, reason: String },
 
     #[error("line {line} of {source_name} is not a gemmactl history export: {reason}")]
-    Import { source_name: String, line: usize, reason: String },
+    Import {
+        source_name: String,
+        line: usize,
+        reason: String,
+    },
 
     #[error("cannot import {source_name}: {reason}")]
     ImportRead { source_name: String, reason: String },
@@ -61,11 +75,17 @@ impl StoreError {
         let path = path.to_path_buf();
         let reason = err.to_string();
         match err.sqlite_error_code() {
-            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt { path, reason },
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Locked { path },
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt { path, reason }
+            }
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path }
+            }
             Some(ErrorCode::DiskFull) => StoreError::DiskFull { path },
             Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { path },
-            Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => StoreError::Open { path, reason },
+            Some(ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => {
+                StoreError::Open { path, reason }
+            }
             _ => StoreError::Other { path, reason },
         }
     }

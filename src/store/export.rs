@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::tree::{depth_first, Branch};
 use super::{
-    fail, finish_text, role_text, Conversation, ConversationId, MessageId, Result, Role, Store, StoreError,
-    StoredMessage,
+    fail, finish_text, role_text, Conversation, ConversationId, MessageId, Result, Role, Store,
+    StoreError, StoredMessage,
 };
 
 /// Version of the JSONL layout, written on every conversation line.
@@ -52,7 +52,11 @@ pub fn message_facts(m: &StoredMessage) -> Vec<String> {
         if let Some(model) = &m.model {
             facts.push(model.clone());
         }
-        facts.push(m.finish_reason.map_or("unfinished", finish_text).to_string());
+        facts.push(
+            m.finish_reason
+                .map_or("unfinished", finish_text)
+                .to_string(),
+        );
         if let Some(usage) = &m.usage {
             facts.push(format!("{} tokens", usage.completion_tokens));
         }
@@ -80,7 +84,10 @@ impl Store {
         let conversation = self.conversation(id)?;
         let messages = self.messages(id)?;
         let mut out = String::new();
-        let head = Line::Conversation { format_version: FORMAT_VERSION, conversation };
+        let head = Line::Conversation {
+            format_version: FORMAT_VERSION,
+            conversation,
+        };
         push_json(&mut out, &head);
         for m in messages {
             push_json(&mut out, &Line::Message(m));
@@ -93,9 +100,16 @@ impl Store {
         let c = self.conversation(id)?;
         let messages = self.messages(id)?;
         let mut out = String::new();
-        let title = c.title.clone().unwrap_or_else(|| format!("Conversation {}", c.id));
+        let title = c
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("Conversation {}", c.id));
         let _ = writeln!(out, "# {title}\n");
-        let _ = write!(out, "Conversation {} · created {} · updated {}", c.id, c.created_at, c.updated_at);
+        let _ = write!(
+            out,
+            "Conversation {} · created {} · updated {}",
+            c.id, c.created_at, c.updated_at
+        );
         if let Some(model) = &c.model {
             let _ = write!(out, " · last model {model}");
         }
@@ -135,21 +149,44 @@ impl Store {
 
     /// Imports JSONL written by [`Store::export_jsonl`] (one or several exports concatenated),
     /// in one transaction. `source_name` names the input in error messages.
-    pub fn import_jsonl(&mut self, input: impl BufRead, source_name: &str) -> Result<ImportSummary> {
+    pub fn import_jsonl(
+        &mut self,
+        input: impl BufRead,
+        source_name: &str,
+    ) -> Result<ImportSummary> {
         let path = &self.path;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail(path))?;
-        let mut importer = Importer { conn: &tx, path, source_name, current: None, summary: ImportSummary { conversations: Vec::new(), messages: 0 } };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail(path))?;
+        let mut importer = Importer {
+            conn: &tx,
+            path,
+            source_name,
+            current: None,
+            summary: ImportSummary {
+                conversations: Vec::new(),
+                messages: 0,
+            },
+        };
         for (index, line) in input.lines().enumerate() {
-            let line = line.map_err(|e| StoreError::ImportRead { source_name: source_name.to_string(), reason: e.to_string() })?;
+            let line = line.map_err(|e| StoreError::ImportRead {
+                source_name: source_name.to_string(),
+                reason: e.to_string(),
+            })?;
             if line.trim().is_empty() {
                 continue;
             }
-            let record: Line = serde_json::from_str(&line).map_err(|e| importer.bad(index + 1, e.to_string()))?;
+            let record: Line =
+                serde_json::from_str(&line).map_err(|e| importer.bad(index + 1, e.to_string()))?;
             importer.record(index + 1, record)?;
         }
         importer.close_conversation()?;
         if importer.summary.conversations.is_empty() {
-            return Err(StoreError::ImportRead { source_name: source_name.to_string(), reason: "it holds no conversation".into() });
+            return Err(StoreError::ImportRead {
+                source_name: source_name.to_string(),
+                reason: "it holds no conversation".into(),
+            });
         }
         let summary = importer.summary;
         tx.commit().map_err(fail(path))?;
@@ -184,12 +221,19 @@ struct Importer<'a> {
 
 impl Importer<'_> {
     fn bad(&self, line: usize, reason: String) -> StoreError {
-        StoreError::Import { source_name: self.source_name.to_string(), line, reason }
+        StoreError::Import {
+            source_name: self.source_name.to_string(),
+            line,
+            reason,
+        }
     }
 
     fn record(&mut self, line: usize, record: Line) -> Result<()> {
         match record {
-            Line::Conversation { format_version, conversation } => {
+            Line::Conversation {
+                format_version,
+                conversation,
+            } => {
                 if format_version > FORMAT_VERSION {
                     return Err(self.bad(line, format!("its format version {format_version} is newer than this gemmactl reads ({FORMAT_VERSION})")));
                 }
@@ -204,7 +248,12 @@ impl Importer<'_> {
                     .map_err(fail(self.path))?;
                 let id = ConversationId(self.conn.last_insert_rowid());
                 self.summary.conversations.push(id);
-                self.current = Some(Current { id, ids: HashMap::new(), exported_head: conversation.head, last: None });
+                self.current = Some(Current {
+                    id,
+                    ids: HashMap::new(),
+                    exported_head: conversation.head,
+                    last: None,
+                });
                 Ok(())
             }
             Line::Message(m) => self.message(line, m),
@@ -263,7 +312,10 @@ impl Importer<'_> {
         let new = MessageId(self.conn.last_insert_rowid());
         if let Some(current) = &mut self.current {
             if current.ids.insert(m.id, new).is_some() {
-                return Err(self.bad(line, format!("message id {} appears twice in one conversation", m.id)));
+                return Err(self.bad(
+                    line,
+                    format!("message id {} appears twice in one conversation", m.id),
+                ));
             }
             current.last = Some(new);
         }
@@ -273,10 +325,18 @@ impl Importer<'_> {
 
     /// Points the finished conversation's head where the export's pointed (else its newest).
     fn close_conversation(&mut self) -> Result<()> {
-        let Some(current) = self.current.take() else { return Ok(()) };
-        let head = current.exported_head.and_then(|h| current.ids.get(&h).copied()).or(current.last);
+        let Some(current) = self.current.take() else {
+            return Ok(());
+        };
+        let head = current
+            .exported_head
+            .and_then(|h| current.ids.get(&h).copied())
+            .or(current.last);
         self.conn
-            .execute("UPDATE conversations SET head_id = ?2 WHERE id = ?1", params![current.id.0, head.map(|h| h.0)])
+            .execute(
+                "UPDATE conversations SET head_id = ?2 WHERE id = ?1",
+                params![current.id.0, head.map(|h| h.0)],
+            )
             .map_err(fail(self.path))?;
         Ok(())
     }
@@ -285,7 +345,9 @@ impl Importer<'_> {
     fn timestamp(&self, line: usize, text: &str) -> Result<String> {
         let normal: Option<String> = self
             .conn
-            .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1)", [text], |r| r.get(0))
+            .query_row("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?1)", [text], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(fail(self.path))?
             .flatten();
@@ -304,7 +366,10 @@ mod tests {
         let (_dir, mut store) = temp_store();
         let (c, _) = turn(&mut store, None, "hello", "hi there");
         let text = store.export_jsonl(c).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0]["type"], "conversation");
         assert_eq!(lines[0]["format_version"], 1);
@@ -364,7 +429,9 @@ mod tests {
         let (c, _) = turn(&mut store, None, "hello", "hi");
         let mut text = store.export_jsonl(c).unwrap();
         text.push_str("{\"type\":\"message\",\"oops\":1}\n");
-        let err = store.import_jsonl(text.as_bytes(), "broken.jsonl").unwrap_err();
+        let err = store
+            .import_jsonl(text.as_bytes(), "broken.jsonl")
+            .unwrap_err();
         assert!(matches!(err, StoreError::Import { line: 4, .. }), "{err}");
         assert!(err.to_string().contains("broken.jsonl"), "{err}");
         assert_eq!(store.list_conversations(10, None).unwrap().len(), 1);
@@ -381,7 +448,10 @@ mod tests {
             ("{\"type\":\"conversation\",\"format_version\":99,\"id\":1,\"created_at\":\"2025-01-01T00:00:00Z\",\"updated_at\":\"2025-01-01T00:00:00Z\"}\n", "newer"),
         ];
         for (input, expected) in cases {
-            let err = store.import_jsonl(input.as_bytes(), "x.jsonl").unwrap_err().to_string();
+            let err = store
+                .import_jsonl(input.as_bytes(), "x.jsonl")
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{input:?}: {err}");
         }
         assert!(store.list_conversations(10, None).unwrap().is_empty());
@@ -395,7 +465,10 @@ mod tests {
         let summary = store.import_jsonl(input.as_bytes(), "x").unwrap();
         let c = store.conversation(summary.conversations[0]).unwrap();
         assert_eq!(c.created_at, "2025-03-01T08:00:00.000Z");
-        assert_eq!(store.messages(c.id).unwrap()[0].created_at, "2025-03-01T10:00:00.500Z");
+        assert_eq!(
+            store.messages(c.id).unwrap()[0].created_at,
+            "2025-03-01T10:00:00.500Z"
+        );
     }
 
     #[test]
@@ -407,27 +480,44 @@ mod tests {
         turn(&mut store, Some(c), "Branch one", "One.");
         store.fork(reply).unwrap();
         let head = store.head(c).unwrap();
-        let user = store.add_user_message(c, head, "Branch two", "m", &Default::default()).unwrap();
+        let user = store
+            .add_user_message(c, head, "Branch two", "m", &Default::default())
+            .unwrap();
         let cut = store.start_reply(user, "m", &Default::default()).unwrap();
         store
-            .finish_reply(cut, &crate::store::ReplyEnd {
-                text: "Half".into(),
-                finish_reason: FinishReason::Cancelled,
-                usage: None,
-                timings: None,
-                engine: None,
-                backend: None,
-                error: None,
-            })
+            .finish_reply(
+                cut,
+                &crate::store::ReplyEnd {
+                    text: "Half".into(),
+                    finish_reason: FinishReason::Cancelled,
+                    usage: None,
+                    timings: None,
+                    engine: None,
+                    backend: None,
+                    error: None,
+                },
+            )
             .unwrap();
         let md = store.export_markdown(c).unwrap();
         assert!(md.starts_with("# What is Rust?\n"), "{md}");
         assert!(md.contains("> Answer briefly."), "{md}");
-        assert!(md.contains(&format!("*branch 1 of 2 after #{reply}*")), "{md}");
-        assert!(md.contains(&format!("*branch 2 of 2 after #{reply}*")), "{md}");
-        assert!(md.contains("Branch one") && md.contains("Branch two"), "{md}");
+        assert!(
+            md.contains(&format!("*branch 1 of 2 after #{reply}*")),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("*branch 2 of 2 after #{reply}*")),
+            "{md}"
+        );
+        assert!(
+            md.contains("Branch one") && md.contains("Branch two"),
+            "{md}"
+        );
         assert!(md.contains("· cancelled"), "{md}");
         // Reading order: the first branch's reply comes before the second branch starts.
-        assert!(md.find("One.").unwrap() < md.find("Branch two").unwrap(), "{md}");
+        assert!(
+            md.find("One.").unwrap() < md.find("Branch two").unwrap(),
+            "{md}"
+        );
     }
 }

@@ -76,7 +76,11 @@ mod tests {
     fn versions_are_contiguous_and_match_file_names() {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "{}", m.name);
-            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+            assert!(
+                m.name.starts_with(&format!("{:04}_", m.version)),
+                "{}",
+                m.name
+            );
             assert!(!m.sql.trim().is_empty(), "{}", m.name);
         }
     }
@@ -84,7 +88,12 @@ mod tests {
     #[test]
     fn applies_from_empty_then_nothing_more() {
         let mut conn = Connection::open_in_memory().unwrap();
-        assert_eq!(apply(&mut conn).unwrap(), Outcome::Current { applied: MIGRATIONS.len() });
+        assert_eq!(
+            apply(&mut conn).unwrap(),
+            Outcome::Current {
+                applied: MIGRATIONS.len()
+            }
+        );
         assert_eq!(user_version(&conn).unwrap(), latest());
         assert_eq!(apply(&mut conn).unwrap(), Outcome::Current { applied: 0 });
     }
@@ -92,10 +101,20 @@ mod tests {
     #[test]
     fn newer_schema_is_left_untouched() {
         let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(&format!("PRAGMA user_version = {}", latest() + 1)).unwrap();
-        assert_eq!(apply(&mut conn).unwrap(), Outcome::TooNew { found: latest() + 1 });
+        conn.execute_batch(&format!("PRAGMA user_version = {}", latest() + 1))
+            .unwrap();
+        assert_eq!(
+            apply(&mut conn).unwrap(),
+            Outcome::TooNew {
+                found: latest() + 1
+            }
+        );
         let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(tables, 0);
     }

@@ -72,7 +72,10 @@ macro_rules! id_text {
                 let digits = s.trim().trim_start_matches('#');
                 match digits.parse::<i64>() {
                     Ok(n) if n > 0 => Ok($ty(n)),
-                    _ => Err(format!("{s:?} is not a {} id: ids are positive numbers like 12", $what)),
+                    _ => Err(format!(
+                        "{s:?} is not a {} id: ids are positive numbers like 12",
+                        $what
+                    )),
                 }
             }
         }
@@ -131,7 +134,10 @@ pub struct StoredMessage {
 impl StoredMessage {
     /// The message as an engine request carries it.
     pub fn message(&self) -> Message {
-        Message { role: self.role, content: self.content.clone() }
+        Message {
+            role: self.role,
+            content: self.content.clone(),
+        }
     }
 
     /// A reply that never got a finish reason: in progress, or its writer died.
@@ -174,31 +180,50 @@ impl Store {
     /// Opens or creates the database at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags).map_err(fail(path))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(fail(path))?;
-        conn.pragma_update(None, "foreign_keys", true).map_err(fail(path))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .map_err(fail(path))?;
         // Read the version before changing anything: a newer database is left exactly as it is.
         // This is also the first read of the file, where a non-database is detected.
         let found = migrations::user_version(&conn).map_err(fail(path))?;
         let supported = migrations::latest();
         if found > supported {
-            return Err(StoreError::TooNew { path: path.to_path_buf(), found, supported });
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
         }
         // WAL: readers never block the writer, and a killed writer leaves only an uncommitted
         // tail in the log that SQLite discards on the next open.
-        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(fail(path))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(fail(path))?;
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(fail(path))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(fail(path))?;
         match migrations::apply(&mut conn).map_err(fail(path))? {
             migrations::Outcome::Current { .. } => {}
             migrations::Outcome::TooNew { found } => {
-                return Err(StoreError::TooNew { path: path.to_path_buf(), found, supported })
+                return Err(StoreError::TooNew {
+                    path: path.to_path_buf(),
+                    found,
+                    supported,
+                })
             }
         }
-        Ok(Store { conn, path: path.to_path_buf() })
+        Ok(Store {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     /// The database file.
@@ -211,7 +236,10 @@ impl Store {
     /// Starts an empty conversation.
     pub fn create_conversation(&mut self, system: Option<&str>) -> Result<ConversationId> {
         self.conn
-            .execute("INSERT INTO conversations (system) VALUES (?1)", params![system])
+            .execute(
+                "INSERT INTO conversations (system) VALUES (?1)",
+                params![system],
+            )
             .map_err(fail(&self.path))?;
         Ok(ConversationId(self.conn.last_insert_rowid()))
     }
@@ -241,7 +269,11 @@ impl Store {
     }
 
     /// Most recently used first. `model` keeps conversations in which any message used it.
-    pub fn list_conversations(&self, limit: usize, model: Option<&str>) -> Result<Vec<ConversationSummary>> {
+    pub fn list_conversations(
+        &self,
+        limit: usize,
+        model: Option<&str>,
+    ) -> Result<Vec<ConversationSummary>> {
         let sql = format!(
             "SELECT {CONVERSATION_COLUMNS},
                     (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id)
@@ -254,10 +286,14 @@ impl Store {
         let mut stmt = self.conn.prepare(&sql).map_err(fail(&self.path))?;
         let rows = stmt
             .query_map(params![model, limit], |row| {
-                Ok(ConversationSummary { conversation: conversation_from_row(row)?, messages: row.get(7)? })
+                Ok(ConversationSummary {
+                    conversation: conversation_from_row(row)?,
+                    messages: row.get(7)?,
+                })
             })
             .map_err(fail(&self.path))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(fail(&self.path))
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(fail(&self.path))
     }
 
     /// Sets (or with `None` removes) the system prompt; later turns are sent with it.
@@ -267,11 +303,23 @@ impl Store {
     }
 
     pub fn set_title(&mut self, conversation: ConversationId, title: &str) -> Result<()> {
-        self.update_conversation(conversation, "UPDATE conversations SET title = ?2 WHERE id = ?1", Some(title))
+        self.update_conversation(
+            conversation,
+            "UPDATE conversations SET title = ?2 WHERE id = ?1",
+            Some(title),
+        )
     }
 
-    fn update_conversation(&mut self, id: ConversationId, sql: &str, value: Option<&str>) -> Result<()> {
-        let changed = self.conn.execute(sql, params![id.0, value]).map_err(fail(&self.path))?;
+    fn update_conversation(
+        &mut self,
+        id: ConversationId,
+        sql: &str,
+        value: Option<&str>,
+    ) -> Result<()> {
+        let changed = self
+            .conn
+            .execute(sql, params![id.0, value])
+            .map_err(fail(&self.path))?;
         if changed == 0 {
             return Err(StoreError::ConversationNotFound(id));
         }
@@ -304,12 +352,21 @@ impl Store {
         params: &SamplingParams,
     ) -> Result<MessageId> {
         let path = &self.path;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail(path))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail(path))?;
         check_parent(&tx, path, conversation, parent)?;
         tx.execute(
             "INSERT INTO messages (conversation_id, parent_id, role, content, model, parameters)
              VALUES (?1, ?2, 'user', ?3, ?4, ?5)",
-            params![conversation.0, parent.map(|p| p.0), text, model, params_json(params)],
+            params![
+                conversation.0,
+                parent.map(|p| p.0),
+                text,
+                model,
+                params_json(params)
+            ],
         )
         .map_err(fail(path))?;
         let id = MessageId(tx.last_insert_rowid());
@@ -328,9 +385,17 @@ impl Store {
 
     /// Creates the reply to `parent` before its first token, with no finish reason yet, and
     /// commits it; [`Store::finish_reply`] completes it. Returns the reply's id.
-    pub fn start_reply(&mut self, parent: MessageId, model: &str, params: &SamplingParams) -> Result<MessageId> {
+    pub fn start_reply(
+        &mut self,
+        parent: MessageId,
+        model: &str,
+        params: &SamplingParams,
+    ) -> Result<MessageId> {
         let path = &self.path;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail(path))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail(path))?;
         let conversation = conversation_of(&tx, path, parent)?;
         tx.execute(
             "INSERT INTO messages (conversation_id, parent_id, role, content, model, parameters)
@@ -411,7 +476,10 @@ impl Store {
     /// branch beside the existing ones. Returns the message's conversation.
     pub fn fork(&mut self, message: MessageId) -> Result<ConversationId> {
         let path = &self.path;
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail(path))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail(path))?;
         let conversation = conversation_of(&tx, path, message)?;
         tx.execute(
             &format!("UPDATE conversations SET head_id = ?2, updated_at = {NOW} WHERE id = ?1"),
@@ -429,7 +497,11 @@ impl Store {
 
     pub fn message(&self, id: MessageId) -> Result<StoredMessage> {
         self.conn
-            .query_row(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"), [id.0], message_from_row)
+            .query_row(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
+                [id.0],
+                message_from_row,
+            )
             .optional()
             .map_err(fail(&self.path))?
             .ok_or(StoreError::MessageNotFound(id))
@@ -439,7 +511,9 @@ impl Store {
     pub fn messages(&self, conversation: ConversationId) -> Result<Vec<StoredMessage>> {
         self.conversation(conversation)?;
         self.query_messages(
-            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY id"),
+            &format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY id"
+            ),
             conversation.0,
         )
     }
@@ -447,7 +521,10 @@ impl Store {
     /// The replies to (or edits after) `message`, oldest first; more than one means branches.
     pub fn children(&self, message: MessageId) -> Result<Vec<StoredMessage>> {
         self.message(message)?;
-        self.query_messages(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE parent_id = ?1 ORDER BY id"), message.0)
+        self.query_messages(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE parent_id = ?1 ORDER BY id"),
+            message.0,
+        )
     }
 
     /// The branch from the root down to `message`, root first.
@@ -476,7 +553,13 @@ impl Store {
             Some(first) => self.conversation(first.conversation)?.system,
             None => None,
         };
-        let mut out: Vec<Message> = system.map(|s| Message { role: Role::System, content: s }).into_iter().collect();
+        let mut out: Vec<Message> = system
+            .map(|s| Message {
+                role: Role::System,
+                content: s,
+            })
+            .into_iter()
+            .collect();
         out.extend(
             path.iter()
                 .filter(|m| !(m.role == Role::Assistant && m.content.is_empty()))
@@ -487,15 +570,27 @@ impl Store {
 
     fn query_messages(&self, sql: &str, arg: i64) -> Result<Vec<StoredMessage>> {
         let mut stmt = self.conn.prepare(sql).map_err(fail(&self.path))?;
-        let rows = stmt.query_map([arg], message_from_row).map_err(fail(&self.path))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(fail(&self.path))
+        let rows = stmt
+            .query_map([arg], message_from_row)
+            .map_err(fail(&self.path))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(fail(&self.path))
     }
 }
 
 /// Refuses a parent that does not exist or lives in another conversation.
-fn check_parent(conn: &Connection, path: &Path, conversation: ConversationId, parent: Option<MessageId>) -> Result<()> {
+fn check_parent(
+    conn: &Connection,
+    path: &Path,
+    conversation: ConversationId,
+    parent: Option<MessageId>,
+) -> Result<()> {
     let exists: bool = conn
-        .query_row("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = ?1)", [conversation.0], |r| r.get(0))
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = ?1)",
+            [conversation.0],
+            |r| r.get(0),
+        )
         .map_err(fail(path))?;
     if !exists {
         return Err(StoreError::ConversationNotFound(conversation));
@@ -503,18 +598,26 @@ fn check_parent(conn: &Connection, path: &Path, conversation: ConversationId, pa
     if let Some(parent) = parent {
         let actual = conversation_of(conn, path, parent)?;
         if actual != conversation {
-            return Err(StoreError::WrongConversation { message: parent, expected: conversation, actual });
+            return Err(StoreError::WrongConversation {
+                message: parent,
+                expected: conversation,
+                actual,
+            });
         }
     }
     Ok(())
 }
 
 fn conversation_of(conn: &Connection, path: &Path, message: MessageId) -> Result<ConversationId> {
-    conn.query_row("SELECT conversation_id FROM messages WHERE id = ?1", [message.0], |r| r.get(0))
-        .optional()
-        .map_err(fail(path))?
-        .map(ConversationId)
-        .ok_or(StoreError::MessageNotFound(message))
+    conn.query_row(
+        "SELECT conversation_id FROM messages WHERE id = ?1",
+        [message.0],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(fail(path))?
+    .map(ConversationId)
+    .ok_or(StoreError::MessageNotFound(message))
 }
 
 /// The first non-empty line of `text`, cut to [`TITLE_CHARS`] characters.
@@ -581,7 +684,8 @@ fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, parent_id, role, content, model, engine, backend, parameters,
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, parent_id, role, content, model, engine, backend, parameters,
     prompt_tokens, cached_tokens, completion_tokens,
     queue_ms, ttft_ms, prefill_tokens_per_s, decode_tokens_per_s, total_ms,
     finish_reason, error, created_at, completed_at";
@@ -610,7 +714,10 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     };
     let finish: Option<String> = row.get(17)?;
     let finish_reason = match finish {
-        Some(text) => Some(parse_finish(&text).ok_or_else(|| bad_column(17, format!("unknown finish reason {text:?}")))?),
+        Some(text) => Some(
+            parse_finish(&text)
+                .ok_or_else(|| bad_column(17, format!("unknown finish reason {text:?}")))?,
+        ),
         None => None,
     };
     Ok(StoredMessage {

@@ -49,7 +49,10 @@ impl Store {
     /// equals). A query with no words is refused; one with only punctuation finds nothing.
     pub fn search(&self, text: &str, limit: usize) -> Result<Vec<SearchHit>> {
         let Some(query) = fts_query(text) else {
-            return Err(StoreError::BadQuery { query: text.to_string(), reason: "there is nothing to search for".into() });
+            return Err(StoreError::BadQuery {
+                query: text.to_string(),
+                reason: "there is nothing to search for".into(),
+            });
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut stmt = self
@@ -65,23 +68,29 @@ impl Store {
                  LIMIT ?5",
             )
             .map_err(fail(&self.path))?;
-        let rows = stmt.query_map(params![query, MATCH_START, MATCH_END, SNIPPET_WORDS, limit], |row| {
-            let role: String = row.get(2)?;
-            Ok(SearchHit {
-                conversation: ConversationId(row.get(0)?),
-                message: MessageId(row.get(1)?),
-                role: parse_role(&role).unwrap_or(Role::User),
-                model: row.get(3)?,
-                created_at: row.get(4)?,
-                title: row.get(5)?,
-                snippet: row.get(6)?,
-            })
-        });
+        let rows = stmt.query_map(
+            params![query, MATCH_START, MATCH_END, SNIPPET_WORDS, limit],
+            |row| {
+                let role: String = row.get(2)?;
+                Ok(SearchHit {
+                    conversation: ConversationId(row.get(0)?),
+                    message: MessageId(row.get(1)?),
+                    role: parse_role(&role).unwrap_or(Role::User),
+                    model: row.get(3)?,
+                    created_at: row.get(4)?,
+                    title: row.get(5)?,
+                    snippet: row.get(6)?,
+                })
+            },
+        );
         let rows = rows.and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>());
         rows.map_err(|e| match e.sqlite_error_code() {
             // Quoting should make this unreachable; if FTS5 still objects, it is about the
             // query, not the database.
-            Some(rusqlite::ErrorCode::Unknown) => StoreError::BadQuery { query: text.to_string(), reason: e.to_string() },
+            Some(rusqlite::ErrorCode::Unknown) => StoreError::BadQuery {
+                query: text.to_string(),
+                reason: e.to_string(),
+            },
             _ => fail(&self.path)(e),
         })
     }
@@ -94,15 +103,26 @@ mod tests {
 
     #[test]
     fn quoting_turns_syntax_into_words() {
-        assert_eq!(fts_query("rust borrow").as_deref(), Some("\"rust\"* \"borrow\"*"));
-        assert_eq!(fts_query("say \"hi\"").as_deref(), Some("\"say\"* \"\"\"hi\"\"\"*"));
+        assert_eq!(
+            fts_query("rust borrow").as_deref(),
+            Some("\"rust\"* \"borrow\"*")
+        );
+        assert_eq!(
+            fts_query("say \"hi\"").as_deref(),
+            Some("\"say\"* \"\"\"hi\"\"\"*")
+        );
         assert_eq!(fts_query("  \t\n"), None);
     }
 
     #[test]
     fn finds_words_prefixes_any_case_and_diacritics() {
         let (_dir, mut store) = temp_store();
-        let (c, _) = turn(&mut store, None, "Tell me about the Borrow checker", "It prevents data races.");
+        let (c, _) = turn(
+            &mut store,
+            None,
+            "Tell me about the Borrow checker",
+            "It prevents data races.",
+        );
         let (d, _) = turn(&mut store, None, "Un café, s'il vous plaît", "Voilà.");
         let hits = store.search("borrow", 10).unwrap();
         assert_eq!(hits.len(), 1);
@@ -110,23 +130,48 @@ mod tests {
         assert_eq!(hits[0].role, Role::User);
         assert!(hits[0].snippet.contains("[Borrow]"), "{}", hits[0].snippet);
         assert_eq!(store.search("BORR", 10).unwrap().len(), 1, "prefix match");
-        assert_eq!(store.search("cafe", 10).unwrap()[0].conversation, d, "diacritics ignored");
-        assert_eq!(store.search("data races", 10).unwrap()[0].role, Role::Assistant);
-        assert!(store.search("borrow races nowhere", 10).unwrap().is_empty(), "all words must match");
+        assert_eq!(
+            store.search("cafe", 10).unwrap()[0].conversation,
+            d,
+            "diacritics ignored"
+        );
+        assert_eq!(
+            store.search("data races", 10).unwrap()[0].role,
+            Role::Assistant
+        );
+        assert!(
+            store.search("borrow races nowhere", 10).unwrap().is_empty(),
+            "all words must match"
+        );
     }
 
     #[test]
     fn hostile_queries_are_words_not_syntax() {
         let (_dir, mut store) = temp_store();
-        turn(&mut store, None, "AND OR NOT are operators; so is NEAR(a b) and col:umn", "a * b = c \"quoted\"");
-        for q in ["\"", "\"\"", "AND", "OR", "NOT", "*", "NEAR(", "col:umn", "(", ")", "^", "-", "a\"b", "'", "{x}", "🎉", "\\"] {
+        turn(
+            &mut store,
+            None,
+            "AND OR NOT are operators; so is NEAR(a b) and col:umn",
+            "a * b = c \"quoted\"",
+        );
+        for q in [
+            "\"", "\"\"", "AND", "OR", "NOT", "*", "NEAR(", "col:umn", "(", ")", "^", "-", "a\"b",
+            "'", "{x}", "🎉", "\\",
+        ] {
             let result = store.search(q, 10);
             assert!(result.is_ok(), "query {q:?}: {result:?}");
         }
-        assert_eq!(store.search("AND", 10).unwrap().len(), 1, "AND is a word here");
+        assert_eq!(
+            store.search("AND", 10).unwrap().len(),
+            1,
+            "AND is a word here"
+        );
         assert_eq!(store.search("near(a", 10).unwrap().len(), 1);
         assert_eq!(store.search("quoted\"", 10).unwrap().len(), 1);
-        assert!(matches!(store.search("  ", 10), Err(StoreError::BadQuery { .. })));
+        assert!(matches!(
+            store.search("  ", 10),
+            Err(StoreError::BadQuery { .. })
+        ));
     }
 
     #[test]
@@ -134,9 +179,17 @@ mod tests {
         let (_dir, mut store) = temp_store();
         turn(&mut store, None, "Привет, как дела?", "Straße und Größe");
         turn(&mut store, None, "日本語の文章", "ok");
-        assert_eq!(store.search("привет", 10).unwrap().len(), 1, "Cyrillic, any case");
+        assert_eq!(
+            store.search("привет", 10).unwrap().len(),
+            1,
+            "Cyrillic, any case"
+        );
         assert_eq!(store.search("größe", 10).unwrap().len(), 1);
-        assert_eq!(store.search("日本語", 10).unwrap().len(), 1, "the start of a CJK run");
+        assert_eq!(
+            store.search("日本語", 10).unwrap().len(),
+            1,
+            "the start of a CJK run"
+        );
     }
 
     #[test]

@@ -13,17 +13,30 @@ pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
 /// One finished exchange: a user message after the conversation's head (a new conversation when
 /// `conversation` is `None`), then a reply that is saved as a "draft" before it is finished with
 /// `reply`. Returns the conversation and the reply's id.
-pub(crate) fn turn(store: &mut Store, conversation: Option<ConversationId>, user: &str, reply: &str) -> (ConversationId, MessageId) {
+pub(crate) fn turn(
+    store: &mut Store,
+    conversation: Option<ConversationId>,
+    user: &str,
+    reply: &str,
+) -> (ConversationId, MessageId) {
     let c = match conversation {
         Some(c) => c,
         None => store.create_conversation(None).unwrap(),
     };
     let head = store.head(c).unwrap();
-    let params = SamplingParams { temperature: 0.0, seed: Some(7), ..SamplingParams::default() };
-    let u = store.add_user_message(c, head, user, "gemma3-270m", &params).unwrap();
+    let params = SamplingParams {
+        temperature: 0.0,
+        seed: Some(7),
+        ..SamplingParams::default()
+    };
+    let u = store
+        .add_user_message(c, head, user, "gemma3-270m", &params)
+        .unwrap();
     let r = store.start_reply(u, "gemma3-270m", &params).unwrap();
     store.save_partial_reply(r, "draft").unwrap();
-    store.finish_reply(r, &finished(reply, FinishReason::Stop)).unwrap();
+    store
+        .finish_reply(r, &finished(reply, FinishReason::Stop))
+        .unwrap();
     (c, r)
 }
 
@@ -31,8 +44,18 @@ pub(crate) fn finished(text: &str, reason: FinishReason) -> ReplyEnd {
     ReplyEnd {
         text: text.to_string(),
         finish_reason: reason,
-        usage: Some(Usage { prompt_tokens: 10, cached_tokens: 2, completion_tokens: 3 }),
-        timings: Some(Timings { queue_ms: 0.5, ttft_ms: 40.0, prefill_tokens_per_s: 900.0, decode_tokens_per_s: 55.5, total_ms: 95.0 }),
+        usage: Some(Usage {
+            prompt_tokens: 10,
+            cached_tokens: 2,
+            completion_tokens: 3,
+        }),
+        timings: Some(Timings {
+            queue_ms: 0.5,
+            ttft_ms: 40.0,
+            prefill_tokens_per_s: 900.0,
+            decode_tokens_per_s: 55.5,
+            total_ms: 95.0,
+        }),
         engine: Some("gemma-engine".into()),
         backend: Some("CPU".into()),
         error: None,
@@ -59,11 +82,20 @@ fn opens_a_new_database_in_wal_mode_with_the_latest_schema() {
     let path = dir.path().join("sub/folder/history.db");
     let store = Store::open(&path).unwrap();
     assert!(path.is_file());
-    let mode: String = store.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = store
+        .conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal");
-    let fk: bool = store.conn.query_row("PRAGMA foreign_keys", [], |r| r.get(0)).unwrap();
+    let fk: bool = store
+        .conn
+        .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+        .unwrap();
     assert!(fk);
-    assert_eq!(migrations::user_version(&store.conn).unwrap(), migrations::latest());
+    assert_eq!(
+        migrations::user_version(&store.conn).unwrap(),
+        migrations::latest()
+    );
 }
 
 #[test]
@@ -75,9 +107,15 @@ fn reopening_keeps_data_and_applies_nothing() {
         turn(&mut store, None, "remember me", "I will")
     };
     let mut store = Store::open(&path).unwrap();
-    assert_eq!(migrations::apply(&mut store.conn).unwrap(), migrations::Outcome::Current { applied: 0 });
+    assert_eq!(
+        migrations::apply(&mut store.conn).unwrap(),
+        migrations::Outcome::Current { applied: 0 }
+    );
     assert_eq!(store.message(r).unwrap().content, "I will");
-    assert_eq!(store.conversation(c).unwrap().title.as_deref(), Some("remember me"));
+    assert_eq!(
+        store.conversation(c).unwrap().title.as_deref(),
+        Some("remember me")
+    );
 }
 
 #[test]
@@ -88,12 +126,21 @@ fn a_newer_schema_is_refused_and_left_alone() {
     let newer = migrations::latest() + 1;
     {
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch(&format!("PRAGMA user_version = {newer}")).unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {newer}"))
+            .unwrap();
     }
-    let err = Store::open(&path).err().expect("newer schema must be refused");
-    assert!(matches!(err, StoreError::TooNew { found, .. } if found == newer), "{err}");
+    let err = Store::open(&path)
+        .err()
+        .expect("newer schema must be refused");
+    assert!(
+        matches!(err, StoreError::TooNew { found, .. } if found == newer),
+        "{err}"
+    );
     let text = err.to_string();
-    assert!(text.contains(&path.display().to_string()) && text.contains("upgrade gemmactl"), "{text}");
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("upgrade gemmactl"),
+        "{text}"
+    );
     let conn = Connection::open(&path).unwrap();
     assert_eq!(migrations::user_version(&conn).unwrap(), newer);
 }
@@ -113,7 +160,9 @@ fn a_folder_that_cannot_be_created_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "x").unwrap();
-    let err = Store::open(&blocker.join("history.db")).err().expect("cannot create under a file");
+    let err = Store::open(&blocker.join("history.db"))
+        .err()
+        .expect("cannot create under a file");
     assert!(matches!(err, StoreError::Open { .. }), "{err}");
     assert!(err.to_string().contains("history.db"), "{err}");
 }
@@ -124,8 +173,18 @@ fn user_message_is_committed_before_the_reply_exists() {
     let path = dir.path().join("history.db");
     let mut store = Store::open(&path).unwrap();
     let c = store.create_conversation(None).unwrap();
-    let u = store.add_user_message(c, None, "are you there?", "gemma3-270m", &SamplingParams::default()).unwrap();
-    let r = store.start_reply(u, "gemma3-270m", &SamplingParams::default()).unwrap();
+    let u = store
+        .add_user_message(
+            c,
+            None,
+            "are you there?",
+            "gemma3-270m",
+            &SamplingParams::default(),
+        )
+        .unwrap();
+    let r = store
+        .start_reply(u, "gemma3-270m", &SamplingParams::default())
+        .unwrap();
     store.save_partial_reply(r, "I am th").unwrap();
     // A second connection (another process) sees both without any further call: committed.
     let other = Store::open(&path).unwrap();
@@ -144,7 +203,14 @@ fn finished_reply_keeps_everything_about_how_it_was_made() {
     assert_eq!(m.role, Role::Assistant);
     assert_eq!(m.conversation, c);
     assert_eq!(m.finish_reason, Some(FinishReason::Stop));
-    assert_eq!(m.usage, Some(Usage { prompt_tokens: 10, cached_tokens: 2, completion_tokens: 3 }));
+    assert_eq!(
+        m.usage,
+        Some(Usage {
+            prompt_tokens: 10,
+            cached_tokens: 2,
+            completion_tokens: 3
+        })
+    );
     assert_eq!(m.timings.as_ref().unwrap().decode_tokens_per_s, 55.5);
     assert_eq!(m.engine.as_deref(), Some("gemma-engine"));
     assert_eq!(m.backend.as_deref(), Some("CPU"));
@@ -161,21 +227,49 @@ fn finished_reply_keeps_everything_about_how_it_was_made() {
 fn a_reply_cut_short_keeps_its_text_reason_and_error() {
     let (_dir, mut store) = temp_store();
     let c = store.create_conversation(None).unwrap();
-    let u = store.add_user_message(c, None, "long story please", "m", &SamplingParams::default()).unwrap();
-    let r = store.start_reply(u, "m", &SamplingParams::default()).unwrap();
+    let u = store
+        .add_user_message(
+            c,
+            None,
+            "long story please",
+            "m",
+            &SamplingParams::default(),
+        )
+        .unwrap();
+    let r = store
+        .start_reply(u, "m", &SamplingParams::default())
+        .unwrap();
     let mut end = finished("Once upon", FinishReason::Error);
     end.usage = None;
     end.error = Some("gemma-engine was killed by signal 9".into());
     store.finish_reply(r, &end).unwrap();
     let m = store.message(r).unwrap();
-    assert_eq!((m.content.as_str(), m.finish_reason), ("Once upon", Some(FinishReason::Error)));
-    assert_eq!(m.error.as_deref(), Some("gemma-engine was killed by signal 9"));
+    assert_eq!(
+        (m.content.as_str(), m.finish_reason),
+        ("Once upon", Some(FinishReason::Error))
+    );
+    assert_eq!(
+        m.error.as_deref(),
+        Some("gemma-engine was killed by signal 9")
+    );
     assert_eq!(m.usage, None);
     // A finished reply is final.
     assert!(matches!(store.finish_reply(r, &end), Err(StoreError::NotAReply(id)) if id == r));
-    assert!(matches!(store.save_partial_reply(r, "more"), Err(StoreError::NotAReply(_))));
-    assert!(matches!(store.save_partial_reply(u, "x"), Err(StoreError::NotAReply(_))), "user messages are not replies");
-    assert!(matches!(store.save_partial_reply(MessageId(999), "x"), Err(StoreError::MessageNotFound(_))));
+    assert!(matches!(
+        store.save_partial_reply(r, "more"),
+        Err(StoreError::NotAReply(_))
+    ));
+    assert!(
+        matches!(
+            store.save_partial_reply(u, "x"),
+            Err(StoreError::NotAReply(_))
+        ),
+        "user messages are not replies"
+    );
+    assert!(matches!(
+        store.save_partial_reply(MessageId(999), "x"),
+        Err(StoreError::MessageNotFound(_))
+    ));
 }
 
 #[test]
@@ -185,11 +279,26 @@ fn branches_fork_and_paths() {
     let (_, r2) = turn(&mut store, Some(c), "q2", "a2");
     // Retry: a second reply to the same user message is a sibling.
     let q2 = store.message(r2).unwrap().parent.unwrap();
-    let r2b = store.start_reply(q2, "other-model", &SamplingParams::default()).unwrap();
-    store.finish_reply(r2b, &finished("a2 again", FinishReason::Length)).unwrap();
-    assert_eq!(store.children(q2).unwrap().iter().map(|m| m.id).collect::<Vec<_>>(), vec![r2, r2b]);
+    let r2b = store
+        .start_reply(q2, "other-model", &SamplingParams::default())
+        .unwrap();
+    store
+        .finish_reply(r2b, &finished("a2 again", FinishReason::Length))
+        .unwrap();
+    assert_eq!(
+        store
+            .children(q2)
+            .unwrap()
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        vec![r2, r2b]
+    );
     assert_eq!(store.head(c).unwrap(), Some(r2b));
-    assert_eq!(store.conversation(c).unwrap().model.as_deref(), Some("other-model"));
+    assert_eq!(
+        store.conversation(c).unwrap().model.as_deref(),
+        Some("other-model")
+    );
 
     // Fork after the first reply: the next turn is a sibling of q2.
     assert_eq!(store.fork(r1).unwrap(), c);
@@ -199,12 +308,24 @@ fn branches_fork_and_paths() {
 
     let texts = |path: Vec<StoredMessage>| path.into_iter().map(|m| m.content).collect::<Vec<_>>();
     assert_eq!(texts(store.path_to(r3).unwrap()), ["q1", "a1", "q3", "a3"]);
-    assert_eq!(texts(store.path_to(r2b).unwrap()), ["q1", "a1", "q2", "a2 again"]);
+    assert_eq!(
+        texts(store.path_to(r2b).unwrap()),
+        ["q1", "a1", "q2", "a2 again"]
+    );
     assert_eq!(store.messages(c).unwrap().len(), 7);
 
     let all = store.messages(c).unwrap();
     let visits = tree::depth_first(&all);
-    let order: Vec<_> = visits.iter().map(|v| (v.message.content.as_str(), v.depth, v.branch.map(|b| (b.index, b.count)))).collect();
+    let order: Vec<_> = visits
+        .iter()
+        .map(|v| {
+            (
+                v.message.content.as_str(),
+                v.depth,
+                v.branch.map(|b| (b.index, b.count)),
+            )
+        })
+        .collect();
     assert_eq!(
         order,
         [
@@ -224,11 +345,26 @@ fn replay_sends_the_system_prompt_and_skips_empty_replies() {
     let (_dir, mut store) = temp_store();
     let (c, r1) = turn(&mut store, None, "q1", "a1");
     store.set_system(c, Some("You are terse.")).unwrap();
-    let q2 = store.add_user_message(c, Some(r1), "q2", "m", &SamplingParams::default()).unwrap();
-    let dead = store.start_reply(q2, "m", &SamplingParams::default()).unwrap();
+    let q2 = store
+        .add_user_message(c, Some(r1), "q2", "m", &SamplingParams::default())
+        .unwrap();
+    let dead = store
+        .start_reply(q2, "m", &SamplingParams::default())
+        .unwrap();
     let replay = store.replay(dead).unwrap();
-    let got: Vec<(Role, &str)> = replay.iter().map(|m| (m.role, m.content.as_str())).collect();
-    assert_eq!(got, [(Role::System, "You are terse."), (Role::User, "q1"), (Role::Assistant, "a1"), (Role::User, "q2")]);
+    let got: Vec<(Role, &str)> = replay
+        .iter()
+        .map(|m| (m.role, m.content.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Role::System, "You are terse."),
+            (Role::User, "q1"),
+            (Role::Assistant, "a1"),
+            (Role::User, "q2")
+        ]
+    );
     store.set_system(c, None).unwrap();
     assert_eq!(store.replay(r1).unwrap().len(), 2);
 }
@@ -238,24 +374,50 @@ fn parents_must_exist_and_belong_to_the_conversation() {
     let (_dir, mut store) = temp_store();
     let (a, ra) = turn(&mut store, None, "in a", "ok");
     let b = store.create_conversation(None).unwrap();
-    let err = store.add_user_message(b, Some(ra), "x", "m", &SamplingParams::default()).unwrap_err();
-    assert!(matches!(err, StoreError::WrongConversation { expected, actual, .. } if expected == b && actual == a), "{err}");
+    let err = store
+        .add_user_message(b, Some(ra), "x", "m", &SamplingParams::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::WrongConversation { expected, actual, .. } if expected == b && actual == a),
+        "{err}"
+    );
     assert!(matches!(
-        store.add_user_message(b, Some(MessageId(12345)), "x", "m", &SamplingParams::default()),
+        store.add_user_message(
+            b,
+            Some(MessageId(12345)),
+            "x",
+            "m",
+            &SamplingParams::default()
+        ),
         Err(StoreError::MessageNotFound(_))
     ));
     assert!(matches!(
-        store.add_user_message(ConversationId(999), None, "x", "m", &SamplingParams::default()),
+        store.add_user_message(
+            ConversationId(999),
+            None,
+            "x",
+            "m",
+            &SamplingParams::default()
+        ),
         Err(StoreError::ConversationNotFound(_))
     ));
-    assert!(matches!(store.start_reply(MessageId(999), "m", &SamplingParams::default()), Err(StoreError::MessageNotFound(_))));
-    assert!(matches!(store.fork(MessageId(999)), Err(StoreError::MessageNotFound(_))));
+    assert!(matches!(
+        store.start_reply(MessageId(999), "m", &SamplingParams::default()),
+        Err(StoreError::MessageNotFound(_))
+    ));
+    assert!(matches!(
+        store.fork(MessageId(999)),
+        Err(StoreError::MessageNotFound(_))
+    ));
     assert!(store.messages(b).unwrap().is_empty());
 }
 
 #[test]
 fn titles_come_from_the_first_user_line() {
-    assert_eq!(title_from("\n  Hello there \nsecond").as_deref(), Some("Hello there"));
+    assert_eq!(
+        title_from("\n  Hello there \nsecond").as_deref(),
+        Some("Hello there")
+    );
     assert_eq!(title_from("   \n "), None);
     let long = "é".repeat(100);
     let title = title_from(&long).unwrap();
@@ -264,9 +426,15 @@ fn titles_come_from_the_first_user_line() {
     let (_dir, mut store) = temp_store();
     let (c, _) = turn(&mut store, None, "first", "a");
     turn(&mut store, Some(c), "second", "b");
-    assert_eq!(store.conversation(c).unwrap().title.as_deref(), Some("first"));
+    assert_eq!(
+        store.conversation(c).unwrap().title.as_deref(),
+        Some("first")
+    );
     store.set_title(c, "renamed").unwrap();
-    assert_eq!(store.conversation(c).unwrap().title.as_deref(), Some("renamed"));
+    assert_eq!(
+        store.conversation(c).unwrap().title.as_deref(),
+        Some("renamed")
+    );
 }
 
 #[test]
@@ -275,17 +443,30 @@ fn listing_latest_and_model_filter() {
     assert_eq!(store.latest_conversation().unwrap(), None);
     let (a, _) = turn(&mut store, None, "a", "a");
     let b = store.create_conversation(None).unwrap();
-    store.add_user_message(b, None, "b", "qwen", &SamplingParams::default()).unwrap();
+    store
+        .add_user_message(b, None, "b", "qwen", &SamplingParams::default())
+        .unwrap();
     assert_eq!(store.latest_conversation().unwrap().unwrap().id, b);
     // Continuing `a` makes it the latest again.
     turn(&mut store, Some(a), "a again", "ok");
     assert_eq!(store.latest_conversation().unwrap().unwrap().id, a);
     let all = store.list_conversations(10, None).unwrap();
-    assert_eq!(all.iter().map(|s| (s.conversation.id, s.messages)).collect::<Vec<_>>(), [(a, 4), (b, 1)]);
+    assert_eq!(
+        all.iter()
+            .map(|s| (s.conversation.id, s.messages))
+            .collect::<Vec<_>>(),
+        [(a, 4), (b, 1)]
+    );
     assert_eq!(store.list_conversations(1, None).unwrap().len(), 1);
     let qwen = store.list_conversations(10, Some("qwen")).unwrap();
-    assert_eq!(qwen.iter().map(|s| s.conversation.id).collect::<Vec<_>>(), [b]);
-    assert!(store.list_conversations(10, Some("nope")).unwrap().is_empty());
+    assert_eq!(
+        qwen.iter().map(|s| s.conversation.id).collect::<Vec<_>>(),
+        [b]
+    );
+    assert!(store
+        .list_conversations(10, Some("nope"))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -294,9 +475,18 @@ fn delete_removes_the_conversation_and_its_messages_only() {
     let (a, ra) = turn(&mut store, None, "a", "a");
     let (b, rb) = turn(&mut store, None, "b", "b");
     store.delete_conversation(a).unwrap();
-    assert!(matches!(store.conversation(a), Err(StoreError::ConversationNotFound(_))));
-    assert!(matches!(store.message(ra), Err(StoreError::MessageNotFound(_))));
-    assert!(matches!(store.delete_conversation(a), Err(StoreError::ConversationNotFound(_))));
+    assert!(matches!(
+        store.conversation(a),
+        Err(StoreError::ConversationNotFound(_))
+    ));
+    assert!(matches!(
+        store.message(ra),
+        Err(StoreError::MessageNotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_conversation(a),
+        Err(StoreError::ConversationNotFound(_))
+    ));
     assert_eq!(store.message(rb).unwrap().conversation, b);
     // Ids are never reused: the next conversation gets a new number.
     let c = store.create_conversation(None).unwrap();
@@ -326,7 +516,10 @@ fn two_connections_read_and_write_concurrently() {
     let second = Store::open(&path).unwrap();
     let (c, _) = turn(&mut first, None, "from first", "ok");
     // A reader in the middle of a transaction does not block the writer (WAL).
-    second.conn.execute_batch("BEGIN; SELECT count(*) FROM messages;").unwrap();
+    second
+        .conn
+        .execute_batch("BEGIN; SELECT count(*) FROM messages;")
+        .unwrap();
     turn(&mut first, Some(c), "while reading", "ok");
     second.conn.execute_batch("COMMIT").unwrap();
     assert_eq!(second.messages(c).unwrap().len(), 4);
@@ -377,9 +570,18 @@ fn integrity_and_fts_consistency_hold_after_a_workout() {
     for c in convs.iter().step_by(2) {
         store.delete_conversation(*c).unwrap();
     }
-    let ok: String = store.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let ok: String = store
+        .conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(ok, "ok");
     // FTS5's own check compares the index with the content table.
-    store.conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')", []).unwrap();
+    store
+        .conn
+        .execute(
+            "INSERT INTO messages_fts (messages_fts) VALUES ('integrity-check')",
+            [],
+        )
+        .unwrap();
     assert_eq!(store.search("walrus", 100).unwrap().len(), 5);
 }

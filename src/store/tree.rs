@@ -59,9 +59,21 @@ fn push_children<'a>(
     let count = kids.len();
     for (i, kid) in kids.iter().enumerate().rev() {
         let visit = if count == 1 {
-            Visit { message: kid, depth, branch: None }
+            Visit {
+                message: kid,
+                depth,
+                branch: None,
+            }
         } else {
-            Visit { message: kid, depth: depth + 1, branch: Some(Branch { index: i + 1, count, from }) }
+            Visit {
+                message: kid,
+                depth: depth + 1,
+                branch: Some(Branch {
+                    index: i + 1,
+                    count,
+                    from,
+                }),
+            }
         };
         stack.push(visit);
     }

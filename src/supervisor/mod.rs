@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, Paths};
-use crate::engines::gemma_engine::{GemmaEngine, LaunchSpec};
+use crate::engines::gemma_engine::LaunchSpec;
 use crate::engines::{Completion, Engine, EngineDescription, EngineError, FinishReason, GenerateRequest, ReplyEvent, Timings, Usage};
 use crate::models::{EngineKind, ModelEntry};
 pub use lifecycle::EngineState;
@@ -598,13 +598,27 @@ impl Inner {
                     gpu_layers: None,
                     load_timeout: Duration::from_secs(self.config.engine.load_timeout_secs),
                 };
-                Ok(Arc::new(GemmaEngine::start(&spec, progress).await?))
+                // The backend (CPU or a GPU build) is chosen there, with a fall back to the CPU.
+                crate::hardware::launch::start_gemma_engine(&self.config, spec, progress).await
             }
-            EngineKind::GemmaCpp => Err(EngineError::Load {
-                code: crate::engines::ErrorCode::LoadFailed,
-                message: format!("model '{}' runs on gemma.cpp, which this version of gemmactl cannot drive yet: use a GGUF model", model.name),
-                path: Some(model.path.display().to_string()),
-            }),
+            EngineKind::GemmaCpp => {
+                use crate::engines::gemma_cpp::{find_binary, GemmaCpp, GemmaCppSpec};
+                // The .sbs pre-flight runs before every launch, restarts included.
+                crate::models::preflight_sbs(model).map_err(|e| EngineError::Load {
+                    code: crate::engines::ErrorCode::LoadFailed,
+                    message: e.to_string(),
+                    path: Some(model.path.display().to_string()),
+                })?;
+                let settings = &self.config.engines.gemma_cpp;
+                let mut spec = GemmaCppSpec::new(find_binary(None, &self.config)?, model.path.clone());
+                spec.tokenizer = model.tokenizer.clone();
+                spec.chat = model.kind == crate::models::ModelKind::Instruct;
+                spec.seq_len = settings.seq_len;
+                spec.threads = settings.threads.or(options.threads);
+                spec.spin = settings.spin;
+                spec.load_timeout = Duration::from_secs(self.config.engine.load_timeout_secs);
+                Ok(Arc::new(GemmaCpp::start(&spec, progress).await?))
+            }
         }
     }
 
@@ -697,6 +711,7 @@ impl Inner {
                     requests_served: st.served,
                     active: st.active,
                     queued: st.queued,
+                    fallback: d.as_ref().and_then(|d| d.fallback.clone()),
                 }
             })
             .collect();

@@ -38,6 +38,9 @@ pub struct EngineStatus {
     pub requests_served: u64,
     pub active: usize,
     pub queued: usize,
+    /// Why the engine is not on the GPU that was asked for or is present (see `hardware`).
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 pub struct StatusFile {

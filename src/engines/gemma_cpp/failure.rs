@@ -64,7 +64,8 @@ pub fn mid_run(exit: ExitInfo, tail: Vec<String>) -> EngineError {
 
 fn last_abort(tail: &[String]) -> Option<&str> {
     tail.iter().rev().find_map(|l| {
-        let rest = l.trim_start().strip_prefix("Abort at ")?;
+        // A mid-turn abort shares its line with the unterminated "[ Reading prompt ] ".
+        let rest = &l[l.find("Abort at ")? + "Abort at ".len()..];
         Some(rest.split_once(": ").map_or(rest, |(_, m)| m).trim())
     })
 }
@@ -117,7 +118,7 @@ mod tests {
 
     #[test]
     fn an_overlong_prompt_is_the_callers_error() {
-        let tail = vec!["Abort at gemma.cc:412: max_prompt_size = 9000, increase --seq_len to at least that.".to_string()];
+        let tail = vec!["[ Reading prompt ] Abort at gemma.cc:412: max_prompt_size = 9000, increase --seq_len to at least that.".to_string()];
         let e = mid_run(abrt(), tail);
         assert!(matches!(e, EngineError::Request { code: ErrorCode::ContextOverflow, .. }), "{e}");
         let e = mid_run(ExitInfo { code: None, signal: Some(libc::SIGKILL) }, vec![]);

@@ -111,7 +111,7 @@ pub enum TurnEnd {
     /// Asked to stop; the process is still in the middle of the turn.
     Stopped { dots: u32 },
     /// The process died (its exit and stderr are on the [`Process`]).
-    Died { dots: u32 },
+    Died,
 }
 
 /// Why the process did not become ready.
@@ -261,7 +261,7 @@ impl Process {
         let mut parser = TurnParser::new();
         let dots = |p: &TurnParser| p.dots() as u32;
         if !self.write(payload(text, &self.launch.sentinel).as_bytes()).await {
-            return TurnEnd::Died { dots: 0 };
+            return TurnEnd::Died;
         }
         while !(self.generate_lines > before && parser.at_prompt()) {
             tokio::select! {
@@ -273,7 +273,7 @@ impl Process {
                         }
                     }
                     Some(Output::Stderr(line)) => self.note(&line),
-                    Some(Output::StdoutClosed) | None => return TurnEnd::Died { dots: dots(&parser) },
+                    Some(Output::StdoutClosed) | None => return TurnEnd::Died,
                 },
                 _ = stopped(stop) => return TurnEnd::Stopped { dots: dots(&parser) },
             }
@@ -314,10 +314,12 @@ impl Process {
     /// The exit, once reaped (bounded: a process that will not die is reported as unknown).
     pub async fn wait_exit(&self) -> ExitInfo {
         let mut exit = self.exit.clone();
-        match tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await {
-            Ok(Ok(info)) => info.unwrap_or(ExitInfo { code: None, signal: None }),
-            _ => ExitInfo { code: None, signal: None },
-        }
+        let unknown = ExitInfo { code: None, signal: None };
+        let info = match tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await {
+            Ok(Ok(info)) => *info,
+            _ => None,
+        };
+        info.unwrap_or(unknown)
     }
 
     pub async fn kill(&mut self) -> ExitInfo {

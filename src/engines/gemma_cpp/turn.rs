@@ -28,10 +28,6 @@ impl TurnParser {
         self.dots.unwrap_or(self.buf.len())
     }
 
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf
-    }
-
     /// Adds bytes from stdout; returns reply text that can be shown now (possibly empty).
     pub fn feed(&mut self, bytes: &[u8]) -> String {
         self.buf.extend_from_slice(bytes);

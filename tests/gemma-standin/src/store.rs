@@ -60,8 +60,11 @@ pub fn open(weights: &str, tokenizer: Option<&str>, wrapping_flag: Option<bool>)
     Weights { specifier: format!("gemma3-270m-{weight_type}-it"), wrapping: wrapping_flag.unwrap_or(true), weight_type: weight_type.to_string() }
 }
 
+/// A directory entry: key, offset, size.
+type Entry = (String, u64, u64);
+
 /// The directory's keys with offset and size; on failure the two magics that did not match.
-fn read_keys(file: &mut File) -> Result<Vec<(String, u64, u64)>, (u32, u32)> {
+fn read_keys(file: &mut File) -> Result<Vec<Entry>, (u32, u32)> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let head = read_at(file, 0, 16).unwrap_or_default();
     let tail = if len >= 16 { read_at(file, len - 16, 16).unwrap_or_default() } else { Vec::new() };
@@ -87,7 +90,7 @@ fn read_keys(file: &mut File) -> Result<Vec<(String, u64, u64)>, (u32, u32)> {
         let at = n * 16 + i * 16;
         let offset = u64::from_le_bytes(dir[at..at + 8].try_into().unwrap_or_default());
         let size = u64::from_le_bytes(dir[at + 8..at + 16].try_into().unwrap_or_default());
-        if offset.checked_add(size).map_or(true, |e| e > len) {
+        if !matches!(offset.checked_add(size), Some(end) if end <= len) {
             fatal("blob_store.cc:227", "Failed to read BlobStore header or directory.");
         }
         keys.push((String::from_utf8_lossy(&key[..end]).into_owned(), offset, size));

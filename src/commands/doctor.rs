@@ -1,0 +1,152 @@
+//! `gemmactl doctor`: what this machine has, which engines are built, and on which backend each
+//! registered model would run, and why.
+//!
+//! The gathering lives in `hardware::report`; this module prints it (text or `--json`) and hosts
+//! the hidden `--probe-gpu KIND` child that the report runs to ask one driver in isolation.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::config::{Config, Paths};
+use crate::hardware::report::{self, Report};
+use crate::hardware::select::bytes;
+use crate::models::registry::Registry;
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Print the whole report as one JSON object
+    #[arg(long)]
+    json: bool,
+    /// Internal: run one driver probe (nvidia, vulkan, openvino) in this process and print JSON
+    #[arg(long, hide = true, value_name = "KIND")]
+    probe_gpu: Option<String>,
+}
+
+pub fn run(args: DoctorArgs, paths: &Paths, config: &Config) -> Result<ExitCode> {
+    if let Some(kind) = &args.probe_gpu {
+        println!("{}", report::probe_child(kind).map_err(anyhow::Error::msg)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A broken registry is reported, not fatal: the hardware part is still worth having.
+    let (models, registry_note) = match Registry::load(paths) {
+        Ok(r) => (r.entries().into_iter().cloned().collect::<Vec<_>>(), None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    let report = report::gather(config, &models);
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["backend"] = serde_json::to_value(config.engine.backend)?;
+        value["backend_order"] = serde_json::to_value(&config.engine.backend_order)?;
+        value["registry_error"] = serde_json::to_value(&registry_note)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print!("{}", render(&report, config, registry_note.as_deref()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The text report (a pure function of the report, so its wording is easy to check).
+pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    let cores = match r.cpu.physical_cores {
+        Some(p) => format!("{} threads, {p} cores", r.cpu.logical_cores),
+        None => format!("{} threads", r.cpu.logical_cores),
+    };
+    let simd = if r.cpu.simd.is_empty() { "no SIMD extensions reported".to_string() } else { r.cpu.simd.join(" ") };
+    line(format!("CPU       {} · {} · {cores} · {simd}", r.cpu.model, r.cpu.arch));
+    let opt = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "?".into());
+    line(format!("Memory    {} total, {} available", opt(r.memory.total), opt(r.memory.available)));
+
+    match (&r.nvidia.note, r.nvidia.gpus.is_empty()) {
+        (Some(note), true) => line(format!("NVIDIA    none: {note}")),
+        _ => {
+            let versions = format!(
+                "driver {} · CUDA {}",
+                r.nvidia.driver_version.as_deref().unwrap_or("?"),
+                r.nvidia.cuda_version.as_deref().unwrap_or("?")
+            );
+            line(format!("NVIDIA    {} GPU(s) · {versions}", r.nvidia.gpus.len()));
+            for g in &r.nvidia.gpus {
+                line(format!(
+                    "          GPU {}: {} · {} free of {} · compute capability {}",
+                    g.index,
+                    g.name,
+                    bytes(g.memory_free),
+                    bytes(g.memory_total),
+                    g.compute_capability.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    if r.vulkan.devices.is_empty() {
+        line(format!("Vulkan    none: {}", r.vulkan.note.as_deref().unwrap_or("no device")));
+    } else {
+        let gpus = r.vulkan.devices.iter().filter(|d| d.is_gpu).count();
+        line(format!("Vulkan    {} device(s), {gpus} GPU(s)", r.vulkan.devices.len()));
+        for d in &r.vulkan.devices {
+            let what = if d.is_gpu { format!("{} GPU", d.kind) } else { format!("{}, not a GPU", d.kind) };
+            line(format!("          {} · {what} · Vulkan {} · {} device memory", d.name, d.api_version, bytes(d.memory)));
+        }
+    }
+    if r.openvino.devices.is_empty() {
+        line(format!("OpenVINO  none: {}", r.openvino.note.as_deref().unwrap_or("no device")));
+    } else {
+        let list: Vec<String> = r.openvino.devices.iter().map(|d| match &d.full_name {
+            Some(f) => format!("{} ({f})", d.name),
+            None => d.name.clone(),
+        }).collect();
+        line(format!("OpenVINO  {}", list.join(", ")));
+    }
+
+    line("Engines".into());
+    let e = &r.engines;
+    match (&e.gemma_engine.path, &e.gemma_engine.probe) {
+        (Ok(path), Ok(p)) => line(format!("  {:<22} {} · backends: {}", "gemma-engine", path.display(), p.backends.join(", "))),
+        (Ok(path), Err(why)) => line(format!("  {:<22} {} · probe failed: {why}", "gemma-engine", path.display())),
+        (Err(why), _) => line(format!("  {:<22} missing: {why}", "gemma-engine")),
+    }
+    for b in &e.gpu_builds {
+        let name = b.backend.binary_name();
+        match &b.found {
+            Err(why) => line(format!("  {name:<22} {why}")),
+            Ok(found) => match &found.probe {
+                Ok(p) => {
+                    let devices: Vec<String> = p.devices.iter().filter(|d| d.kind != "cpu").map(|d| format!("{} ({} free)", d.description, bytes(d.memory_free))).collect();
+                    let devices = if devices.is_empty() { "no GPU device".to_string() } else { devices.join(", ") };
+                    line(format!("  {name:<22} {} ({}) · backends: {} · {devices}", found.path.display(), found.source, p.backends.join(", ")));
+                }
+                Err(why) => line(format!("  {name:<22} {} ({}) · cannot run: {why}", found.path.display(), found.source)),
+            },
+        }
+    }
+    let g = &e.gemma_cpp;
+    match (&g.path, g.exists) {
+        (Some(p), true) => line(format!("  {:<22} {} (from {}) · CPU only", "gemma.cpp", p.display(), g.source)),
+        (Some(p), false) => line(format!("  {:<22} {} (from {}) does not exist", "gemma.cpp", p.display(), g.source)),
+        (None, _) => line(format!("  {:<22} {}", "gemma.cpp", g.source)),
+    }
+
+    let order: Vec<&str> = config.engine.backend_order.iter().map(|b| b.id()).collect();
+    let asked = serde_json::to_value(config.engine.backend).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    line(format!("Models    (backend = {asked}, backend_order = {})", order.join(", ")));
+    if let Some(note) = registry_note {
+        line(format!("  cannot read the model registry: {note}"));
+    } else if r.models.is_empty() {
+        line("  no models registered: `gemmactl models pull` adds the default one".into());
+    }
+    for m in &r.models {
+        let layers = m.gpu_layers.map(|n| format!(" ({n} GPU layers)")).unwrap_or_default();
+        let needs = m.needs.map(|n| format!(" · needs {}", bytes(n))).unwrap_or_default();
+        line(format!("  {:<22} {}{layers}{needs} · {}", m.model, m.backend.label(), m.reason));
+        if let Some(f) = &m.fallback {
+            line(format!("  {:<22} └ fallback: {f}", ""));
+        }
+    }
+    out
+}

@@ -1,0 +1,39 @@
+//! System memory: what the machine has and what can be had without swapping, from
+//! `/proc/meminfo`. The supervisor's own estimate of what a model needs is in
+//! `supervisor::memory`; this is only the machine's side.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MemoryInfo {
+    pub total: Option<u64>,
+    /// `MemAvailable`: what can be allocated without swapping.
+    pub available: Option<u64>,
+    pub swap_total: Option<u64>,
+}
+
+pub fn detect() -> MemoryInfo {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
+}
+
+pub fn parse_meminfo(text: &str) -> MemoryInfo {
+    let kib = |key: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.split(':').next() == Some(key))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    MemoryInfo { total: kib("MemTotal"), available: kib("MemAvailable"), swap_total: kib("SwapTotal") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meminfo_is_read_in_bytes() {
+        let m = parse_meminfo("MemTotal:       24683904 kB\nMemFree:        1 kB\nMemAvailable:   23000000 kB\nSwapTotal:             0 kB\n");
+        assert_eq!(m.total, Some(24_683_904 * 1024));
+        assert_eq!(m.available, Some(23_000_000 * 1024));
+        assert_eq!(m.swap_total, Some(0));
+        assert_eq!(parse_meminfo("garbage"), MemoryInfo::default());
+    }
+}

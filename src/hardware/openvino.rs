@@ -1,0 +1,51 @@
+//! OpenVINO devices (Intel CPU, GPU, NPU) through the `openvino` crate with runtime linking: the
+//! crate builds without OpenVINO installed and looks for `libopenvino_c` only when asked
+//! (`OPENVINO_INSTALL_DIR`, the library path, `/opt/intel/openvino`). Runs in an isolated child
+//! like the other driver probes, since loading OpenVINO loads its device plugins.
+//!
+//! What this finds is the runtime, not a way to use it: llama.cpp's OpenVINO backend has no cargo
+//! feature, so a `gemma-engine-openvino` build is needed before `auto` can choose OpenVINO.
+
+use openvino::{Core, PropertyKey, SetupError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OpenvinoReport {
+    /// Why no device could be listed (runtime absent, ...), as a fact.
+    pub note: Option<String>,
+    pub devices: Vec<OpenvinoDevice>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenvinoDevice {
+    /// OpenVINO's device name: `CPU`, `GPU`, `GPU.1`, `NPU`, ...
+    pub name: String,
+    pub full_name: Option<String>,
+}
+
+/// Asks OpenVINO. Only call this in the isolated child (`doctor --probe-gpu openvino`).
+pub fn probe() -> OpenvinoReport {
+    let core = match Core::new() {
+        Ok(c) => c,
+        Err(SetupError::Loading(_)) => {
+            return OpenvinoReport {
+                note: Some("OpenVINO runtime (libopenvino_c) not found: install OpenVINO and set OPENVINO_INSTALL_DIR to use Intel GPUs/NPUs".into()),
+                devices: Vec::new(),
+            }
+        }
+        Err(e) => return OpenvinoReport { note: Some(format!("OpenVINO could not start: {e}")), devices: Vec::new() },
+    };
+    let devices = match core.available_devices() {
+        Ok(d) => d,
+        Err(e) => return OpenvinoReport { note: Some(format!("OpenVINO could not list devices: {e}")), devices: Vec::new() },
+    };
+    let devices = devices
+        .iter()
+        .map(|d| OpenvinoDevice {
+            name: d.as_ref().to_string(),
+            full_name: core.get_property(d, &PropertyKey::DeviceFullName).ok(),
+        })
+        .collect::<Vec<_>>();
+    let note = devices.is_empty().then(|| "the OpenVINO runtime is installed but lists no device".to_string());
+    OpenvinoReport { note, devices }
+}

@@ -1,0 +1,213 @@
+//! The shell's slash commands: their names, help, and parsing. Pure, so every bad input has a
+//! tested one-line hint instead of a crash.
+
+use std::path::PathBuf;
+
+use crate::store::{ConversationId, MessageId};
+
+/// Every command with its usage and a one-line description, in `/help` order. Completion uses
+/// the names.
+pub const COMMANDS: &[(&str, &str, &str)] = &[
+    ("/help", "/help", "this list"),
+    ("/model", "/model [NAME]", "show the model, or switch to NAME (the conversation continues)"),
+    ("/models", "/models", "list the models you can switch to"),
+    ("/new", "/new", "start a new conversation"),
+    ("/history", "/history [N]", "list the N most recent conversations (default 10)"),
+    ("/resume", "/resume ID", "continue conversation ID"),
+    ("/search", "/search TEXT", "find TEXT in every stored conversation"),
+    ("/retry", "/retry", "regenerate the last reply (kept as a sibling branch)"),
+    ("/edit", "/edit", "edit your last message in $EDITOR and send it again (as a branch)"),
+    ("/fork", "/fork [MESSAGE_ID]", "continue from an earlier message, starting a branch (default: before your last message)"),
+    ("/system", "/system [TEXT | -]", "show, set, or (with -) clear the system prompt"),
+    ("/set", "/set temperature|top_k|top_p|max_tokens|seed VALUE", "change a sampling parameter"),
+    ("/show", "/show", "model, engine, backend, parameters and conversation"),
+    ("/stats", "/stats", "turn the stats line after each reply on or off"),
+    ("/export", "/export md|jsonl [PATH]", "write the conversation as Markdown or JSON lines (stdout without PATH)"),
+    ("/ps", "/ps", "engines held by running gemmactl processes"),
+    ("/quit", "/quit", "leave the shell (also /exit, Ctrl-D)"),
+];
+
+/// Names `/set` accepts.
+pub const PARAMETERS: &[&str] = &["temperature", "top_k", "top_p", "max_tokens", "seed"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Help,
+    Model(Option<String>),
+    Models,
+    New,
+    History(usize),
+    Resume(ConversationId),
+    Search(String),
+    Retry,
+    Edit,
+    Fork(Option<MessageId>),
+    System(SystemChange),
+    Set(Setting),
+    Show,
+    Stats,
+    Export(ExportFormat, Option<PathBuf>),
+    Ps,
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SystemChange {
+    Show,
+    Set(String),
+    Clear,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Setting {
+    Temperature(f32),
+    TopK(u32),
+    TopP(f32),
+    MaxTokens(u32),
+    /// `None`: a new random seed for every reply.
+    Seed(Option<u32>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Markdown,
+    Jsonl,
+}
+
+/// Parses a line starting with `/`. The error is a one-line hint for the user.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let line = line.trim();
+    let (name, rest) = match line.split_once(char::is_whitespace) {
+        Some((n, r)) => (n, r.trim()),
+        None => (line, ""),
+    };
+    let no_args = |cmd: Command| if rest.is_empty() { Ok(cmd) } else { Err(format!("{name} takes no arguments")) };
+    match name {
+        "/help" | "/?" => no_args(Command::Help),
+        "/model" => Ok(Command::Model((!rest.is_empty()).then(|| rest.to_string()))),
+        "/models" => no_args(Command::Models),
+        "/new" => no_args(Command::New),
+        "/history" => match rest {
+            "" => Ok(Command::History(10)),
+            n => n.parse().ok().filter(|n| *n > 0).map(Command::History).ok_or_else(|| format!("usage: /history [N] — N is a positive number, not {n:?}")),
+        },
+        "/resume" if rest.is_empty() => Err("usage: /resume ID — see /history for ids".into()),
+        "/resume" => rest.parse().map(Command::Resume),
+        "/search" if rest.is_empty() => Err("usage: /search TEXT".into()),
+        "/search" => Ok(Command::Search(rest.to_string())),
+        "/retry" => no_args(Command::Retry),
+        "/edit" => no_args(Command::Edit),
+        "/fork" if rest.is_empty() => Ok(Command::Fork(None)),
+        "/fork" => rest.parse().map(|id| Command::Fork(Some(id))),
+        "/system" => Ok(Command::System(match rest {
+            "" => SystemChange::Show,
+            "-" => SystemChange::Clear,
+            text => SystemChange::Set(text.to_string()),
+        })),
+        "/set" => parse_setting(rest).map(Command::Set),
+        "/show" => no_args(Command::Show),
+        "/stats" => no_args(Command::Stats),
+        "/export" => parse_export(rest),
+        "/ps" => no_args(Command::Ps),
+        "/quit" | "/exit" | "/bye" => no_args(Command::Quit),
+        other => Err(format!("unknown command {other}: type /help for the list")),
+    }
+}
+
+fn parse_setting(rest: &str) -> Result<Setting, String> {
+    let usage = "usage: /set temperature|top_k|top_p|max_tokens|seed VALUE";
+    let (name, value) = rest.split_once(char::is_whitespace).map(|(n, v)| (n, v.trim())).ok_or_else(|| usage.to_string())?;
+    let bad = |want: &str| format!("/set {name}: {value:?} is not {want}");
+    match name {
+        "temperature" => value.parse::<f32>().ok().filter(|t| t.is_finite() && *t >= 0.0).map(Setting::Temperature).ok_or_else(|| bad("a number ≥ 0 (0 = greedy)")),
+        "top_k" => value.parse().map(Setting::TopK).map_err(|_| bad("a whole number ≥ 0 (0 = off)")),
+        "top_p" => value.parse::<f32>().ok().filter(|p| *p > 0.0 && *p <= 1.0).map(Setting::TopP).ok_or_else(|| bad("a number in (0, 1] (1 = off)")),
+        "max_tokens" => value.parse::<u32>().ok().filter(|n| *n > 0).map(Setting::MaxTokens).ok_or_else(|| bad("a whole number ≥ 1")),
+        "seed" => match value {
+            "random" | "none" => Ok(Setting::Seed(None)),
+            v => v.parse().map(|s| Setting::Seed(Some(s))).map_err(|_| bad("a whole number, or `random`")),
+        },
+        other => Err(format!("/set: unknown parameter {other:?}; one of {}", PARAMETERS.join(", "))),
+    }
+}
+
+fn parse_export(rest: &str) -> Result<Command, String> {
+    let mut words = rest.split_whitespace();
+    let format = match words.next() {
+        Some("md") | Some("markdown") => ExportFormat::Markdown,
+        Some("jsonl") | Some("json") => ExportFormat::Jsonl,
+        _ => return Err("usage: /export md|jsonl [PATH]".into()),
+    };
+    let path = words.next().map(PathBuf::from);
+    if words.next().is_some() {
+        return Err("usage: /export md|jsonl [PATH] (a path with spaces is not supported here; use `gemmactl history export`)".into());
+    }
+    Ok(Command::Export(format, path))
+}
+
+pub fn help_text() -> String {
+    let width = COMMANDS.iter().map(|(_, usage, _)| usage.len()).max().unwrap_or(0);
+    let mut text = String::new();
+    for (_, usage, what) in COMMANDS {
+        text.push_str(&format!("  {usage:<width$}  {what}\n"));
+    }
+    text.push_str("\n  \"\"\" starts and ends a multi-line message; pasted text may span lines.\n");
+    text.push_str("  Ctrl-C stops a reply (it is kept, marked cancelled); Ctrl-D or /quit leaves.\n");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse() {
+        assert_eq!(parse("/model"), Ok(Command::Model(None)));
+        assert_eq!(parse("/model  gemma3-270m "), Ok(Command::Model(Some("gemma3-270m".into()))));
+        assert_eq!(parse("/history"), Ok(Command::History(10)));
+        assert_eq!(parse("/history 3"), Ok(Command::History(3)));
+        assert_eq!(parse("/resume #12"), Ok(Command::Resume(ConversationId(12))));
+        assert_eq!(parse("/fork"), Ok(Command::Fork(None)));
+        assert_eq!(parse("/fork 40"), Ok(Command::Fork(Some(MessageId(40)))));
+        assert_eq!(parse("/set temperature 0"), Ok(Command::Set(Setting::Temperature(0.0))));
+        assert_eq!(parse("/set seed random"), Ok(Command::Set(Setting::Seed(None))));
+        assert_eq!(parse("/set max_tokens 64"), Ok(Command::Set(Setting::MaxTokens(64))));
+        assert_eq!(parse("/system Be brief."), Ok(Command::System(SystemChange::Set("Be brief.".into()))));
+        assert_eq!(parse("/system -"), Ok(Command::System(SystemChange::Clear)));
+        assert_eq!(parse("/export md out.md"), Ok(Command::Export(ExportFormat::Markdown, Some("out.md".into()))));
+        assert_eq!(parse("/exit"), Ok(Command::Quit));
+    }
+
+    #[test]
+    fn bad_input_is_a_hint_not_a_crash() {
+        for (line, hint) in [
+            ("/frobnicate", "unknown command /frobnicate"),
+            ("/history zero", "positive number"),
+            ("/history 0", "positive number"),
+            ("/resume", "usage: /resume"),
+            ("/resume abc", "not a conversation id"),
+            ("/fork -3", "not a message id"),
+            ("/set", "usage: /set"),
+            ("/set temperature hot", "not a number"),
+            ("/set temperature -1", "not a number"),
+            ("/set top_p 1.5", "(0, 1]"),
+            ("/set max_tokens 0", "≥ 1"),
+            ("/set colour blue", "unknown parameter"),
+            ("/export pdf", "usage: /export"),
+            ("/quit now", "takes no arguments"),
+            ("/search", "usage: /search"),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(hint), "{line}: {err}");
+            assert!(!err.contains('\n'), "hint must be one line: {err}");
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let help = help_text();
+        for (name, _, _) in COMMANDS {
+            assert!(help.contains(name));
+        }
+    }
+}

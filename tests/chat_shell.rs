@@ -1,0 +1,259 @@
+//! `gemmactl chat` in a real pseudo-terminal, on the real engine and model, with the real history
+//! database inspected afterwards.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use expectrl::{Eof, Regex, Session};
+use rusqlite::Connection;
+
+/// Generous bound on each expected output: a hang fails the test instead of stalling CI.
+const WAIT: Duration = Duration::from_secs(90);
+const PROMPT: &str = ">>> ";
+
+struct Chat {
+    session: Session,
+}
+
+impl Chat {
+    fn start(home: &common::Home, args: &[&str]) -> Chat {
+        let mut cmd = Command::new(common::gemmactl_bin());
+        cmd.arg("chat").args(args);
+        cmd.env("GEMMACTL_HOME", home.path()).env("NO_COLOR", "1").env("TERM", "xterm").env_remove("GEMMACTL_MODEL");
+        let mut session = Session::spawn(cmd).expect("spawn gemmactl chat in a pty");
+        session.set_expect_timeout(Some(WAIT));
+        let mut chat = Chat { session };
+        chat.expect(PROMPT);
+        chat
+    }
+
+    fn expect(&mut self, text: &str) -> String {
+        match self.session.expect(text) {
+            Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
+            Err(e) => panic!("did not see {text:?}: {e}"),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        self.session.send_line(text).unwrap();
+    }
+
+    /// Sends a message and waits for its stats line and the next prompt; returns what was shown.
+    fn turn(&mut self, text: &str) -> String {
+        self.line(text);
+        let shown = self.expect("tok/s");
+        self.expect(PROMPT);
+        shown
+    }
+
+    fn quit(mut self) {
+        self.line("/quit");
+        self.session.expect(Eof).expect("the shell did not exit on /quit");
+    }
+
+    fn pid(&self) -> i32 {
+        self.session.get_process().pid().as_raw()
+    }
+}
+
+fn home_with_models() -> common::Home {
+    let model = common::default_model();
+    let home = common::Home::new();
+    let out = home.run(&["models", "pull", "gemma3-270m"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = home.run(&["models", "add", "second", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // The base model with Gemma's chat template forced on: it rambles on instead of stopping, which
+    // is what the tests of stopping a long reply need.
+    let out = home.run(&["models", "add", "chatty", model.to_str().unwrap(), "--kind", "instruct", "--template", "gemma"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    home
+}
+
+fn db(home: &common::Home) -> Connection {
+    Connection::open(home.path().join("data").join("history.db")).expect("history database exists")
+}
+
+/// (id, parent, role, content, model, finish_reason, prompt_tokens, completion_tokens, conversation)
+type Row = (i64, Option<i64>, String, String, Option<String>, Option<String>, Option<i64>, Option<i64>, i64);
+
+fn messages(home: &common::Home) -> Vec<Row> {
+    let conn = db(home);
+    let mut stmt = conn
+        .prepare("SELECT id, parent_id, role, content, model, finish_reason, prompt_tokens, completion_tokens, conversation_id FROM messages ORDER BY id")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_turn_streams_is_stored_and_branches_show_in_history() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m"]);
+    chat.line("/set temperature 0");
+    chat.expect("temperature 0");
+    chat.line("/set max_tokens 12");
+    chat.expect(PROMPT);
+    let shown = chat.turn("Paris is the capital of which country?");
+    assert!(shown.contains("tokens"), "{shown}");
+
+    chat.line("/retry");
+    chat.expect("tok/s");
+    chat.expect(PROMPT);
+    chat.line("/fork");
+    chat.expect("forked");
+    chat.turn("Tell me about the river Seine.");
+
+    chat.line("/search Seine");
+    let found = chat.expect(PROMPT);
+    assert!(found.contains("#1") && found.contains("Seine"), "{found}");
+    chat.line("/frobnicate");
+    assert!(chat.expect(PROMPT).contains("unknown command /frobnicate"));
+    chat.line("/set temperature hot");
+    assert!(chat.expect(PROMPT).contains("not a number"));
+    chat.quit();
+
+    let rows = messages(&home);
+    let users: Vec<&Row> = rows.iter().filter(|r| r.2 == "user").collect();
+    let replies: Vec<&Row> = rows.iter().filter(|r| r.2 == "assistant").collect();
+    assert_eq!(users.len(), 2, "{rows:?}");
+    assert_eq!(replies.len(), 3, "{rows:?}");
+    // /retry: two replies to the first message (siblings).
+    assert_eq!(replies[0].1, Some(users[0].0));
+    assert_eq!(replies[1].1, Some(users[0].0));
+    // /fork: the second question branches from before the first one (a second root).
+    assert_eq!(users[1].1, None, "{rows:?}");
+    for r in &replies {
+        assert!(matches!(r.5.as_deref(), Some("length") | Some("stop")), "{r:?}");
+        assert_eq!(r.4.as_deref(), Some("gemma3-270m"));
+        assert!(r.7.unwrap() > 0);
+    }
+    // `history show` displays the branches.
+    let out = home.run(&["history", "show", "1"]);
+    let shown = common::stdout(&out);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(shown.contains("branch"), "{shown}");
+    assert!(shown.contains("Seine") && shown.contains("Paris"), "{shown}");
+}
+
+#[test]
+fn ctrl_c_stops_the_reply_keeps_the_shell_and_stores_the_partial_reply() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "chatty"]);
+    chat.line("/set max_tokens 3000");
+    chat.expect(PROMPT);
+    // Two words typed, so only the reply can show four in a row: then it is streaming.
+    chat.line("Once upon");
+    chat.session.expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    chat.session.send([3u8]).unwrap();
+    chat.session.set_expect_timeout(Some(Duration::from_secs(10)));
+    chat.expect("reply stopped");
+    chat.expect(PROMPT);
+    chat.session.set_expect_timeout(Some(WAIT));
+    // Ctrl-C on an empty line explains how to leave, and the shell stays.
+    chat.session.send([3u8]).unwrap();
+    chat.expect("/quit or press Ctrl-D");
+    // The shell still works after a stopped reply.
+    chat.line("/set max_tokens 4");
+    chat.expect(PROMPT);
+    chat.turn("The capital of France is");
+    // Ctrl-D leaves.
+    chat.session.send([4u8]).unwrap();
+    chat.session.expect(Eof).unwrap();
+
+    let rows = messages(&home);
+    let cancelled: Vec<&Row> = rows.iter().filter(|r| r.5.as_deref() == Some("cancelled")).collect();
+    assert_eq!(cancelled.len(), 1, "{rows:?}");
+    assert!(!cancelled[0].3.trim().is_empty(), "the partial reply was not kept");
+    assert!(cancelled[0].7.unwrap() < 3000);
+}
+
+#[test]
+fn model_switch_continues_the_conversation_and_continue_resumes_with_context() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m"]);
+    chat.line("/set max_tokens 8");
+    chat.expect(PROMPT);
+    chat.turn("My name is Alice and I live in Lyon.");
+    chat.line("/model second");
+    chat.expect("now on second");
+    chat.expect(PROMPT);
+    chat.turn("Where do I live?");
+    chat.line("/show");
+    let shown = chat.expect(PROMPT);
+    assert!(shown.contains("second") && shown.contains("CPU"), "{shown}");
+    chat.quit();
+
+    let mut chat = Chat::start(&home, &["--continue"]);
+    chat.line("/set max_tokens 8");
+    chat.expect(PROMPT);
+    chat.turn("What is my name?");
+    chat.quit();
+
+    let rows = messages(&home);
+    let replies: Vec<&Row> = rows.iter().filter(|r| r.2 == "assistant").collect();
+    assert_eq!(replies.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r.8 == rows[0].8), "every turn belongs to one conversation: {rows:?}");
+    assert_eq!(replies[0].4.as_deref(), Some("gemma3-270m"));
+    assert_eq!(replies[1].4.as_deref(), Some("second"), "the reply after /model came from the new model");
+    assert_eq!(replies[2].4.as_deref(), Some("second"), "--continue keeps the conversation's model");
+    // What the engine was sent: each later prompt covers the earlier turns.
+    let (p1, c1) = (replies[0].6.unwrap(), replies[0].7.unwrap());
+    let p2 = replies[1].6.unwrap();
+    let p3 = replies[2].6.unwrap();
+    assert!(p2 > p1 + c1, "turn 2 prompt ({p2}) does not cover turn 1 ({p1} + {c1})");
+    assert!(p3 > p2, "the resumed turn's prompt ({p3}) does not cover the earlier turns ({p2})");
+}
+
+#[test]
+fn sigkill_mid_reply_leaves_an_intact_database_with_the_users_message() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "chatty"]);
+    chat.line("/set max_tokens 3000");
+    chat.expect(PROMPT);
+    chat.line("Lighthouse story");
+    chat.session.expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+")).unwrap();
+    unsafe { libc::kill(chat.pid(), libc::SIGKILL) };
+    let _ = chat.session.expect(Eof);
+
+    let conn = db(&home);
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    let rows = messages(&home);
+    assert!(rows.iter().any(|r| r.2 == "user" && r.3.contains("Lighthouse story")), "{rows:?}");
+    // The reply was in progress: stored without a finish reason (unfinished), not lost or corrupt.
+    assert!(rows.iter().any(|r| r.2 == "assistant" && r.5.is_none()), "{rows:?}");
+}
+
+#[test]
+fn multi_line_input_no_log_and_export() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m", "--no-log"]);
+    chat.line("/set max_tokens 4");
+    chat.expect(PROMPT);
+    chat.line("\"\"\"First line");
+    chat.expect("... ");
+    chat.line("second line\"\"\"");
+    chat.expect("tok/s");
+    chat.expect(PROMPT);
+    chat.line("/export md");
+    assert!(chat.expect(PROMPT).contains("history is off"));
+    chat.quit();
+    assert!(!home.path().join("data").join("history.db").exists(), "--no-log must not create a database");
+
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m", "--system", "Answer briefly."]);
+    chat.line("/set max_tokens 4");
+    chat.expect(PROMPT);
+    chat.turn("Hello there");
+    let out = home.path().join("conversation.md");
+    chat.line(&format!("/export md {}", out.display()));
+    chat.expect("written to");
+    chat.quit();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("Hello there") && text.contains("Answer briefly."), "{text}");
+}
