@@ -187,3 +187,38 @@ fn wait_output(mut child: Child) -> std::process::Output {
     }
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn run_logs_to_history_and_can_continue_a_conversation() {
+    let home = home_with_model();
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--model", "gemma3-270m", "--max-tokens", "6", "--temperature", "0"];
+        all.extend_from_slice(args);
+        let out = home.run(&all);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    };
+    run(&["My name is Alice and I live in Lyon."]);
+    run(&["--continue", "Where do I live?"]);
+    run(&["--conversation", "1", "What is my name?"]);
+    run(&["--no-log", "This is not stored."]);
+
+    let conn = rusqlite::Connection::open(home.path().join("data").join("history.db")).unwrap();
+    let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> = conn
+        .prepare("SELECT conversation_id, role, content, finish_reason, prompt_tokens FROM messages ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 6, "three turns of one conversation, and nothing from --no-log: {rows:?}");
+    assert!(rows.iter().all(|r| r.0 == 1), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.2.contains("not stored")));
+    let prompts: Vec<i64> = rows.iter().filter(|r| r.1 == "assistant").map(|r| r.4.unwrap()).collect();
+    assert!(rows.iter().filter(|r| r.1 == "assistant").all(|r| r.3.as_deref() == Some("length") || r.3.as_deref() == Some("stop")), "{rows:?}");
+    // What the engine was sent: each continued turn's prompt covers the turns before it.
+    assert!(prompts[1] > prompts[0] + 6 && prompts[2] > prompts[1], "{prompts:?}");
+
+    let out = home.run(&["run", "--no-log", "--continue", "hi"]);
+    assert!(!out.status.success());
+    assert!(common::stderr(&out).contains("need the history database"));
+}

@@ -15,8 +15,9 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, Paths};
-use crate::engines::{Completion, EngineDescription, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
+use crate::engines::{Completion, EngineDescription, FinishReason, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
 use crate::models::{self, ModelEntry, ModelKind};
+use crate::store::{ConversationId, MessageId, ReplyEnd, Store};
 use crate::supervisor::{Supervisor, SupervisorEvent};
 
 #[derive(Args, Debug)]
@@ -60,6 +61,15 @@ pub struct RunArgs {
     /// CPU threads for the engine [env: GEMMACTL_THREADS; config: engine.threads; default: all cores]
     #[arg(long, value_name = "N")]
     threads: Option<u32>,
+    /// Do not store this prompt and reply in the history database
+    #[arg(long)]
+    no_log: bool,
+    /// Continue the most recent conversation (the model sees its earlier turns)
+    #[arg(long = "continue", short = 'c', conflicts_with = "conversation")]
+    continue_last: bool,
+    /// Continue conversation ID (see `gemmactl history list`)
+    #[arg(long, value_name = "ID")]
+    conversation: Option<ConversationId>,
     /// Path to the gemma-engine binary [env: GEMMACTL_ENGINE; config: engine.path]
     #[arg(long, value_name = "PATH")]
     engine: Option<PathBuf>,
@@ -89,21 +99,36 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     let model = models::resolve(paths, &model_name)?;
     let prompt = read_prompt(&args.prompt)?;
 
-    let supervisor = Supervisor::new(config, paths);
-    let request = GenerateRequest {
-        id: supervisor.new_request_id(),
-        messages: conversation(args.system.as_deref(), prompt),
-        session: None,
-        prompt: prompt_format(&model, args.raw),
-        params: SamplingParams {
-            max_tokens: Some(args.max_tokens),
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-            stop: Vec::new(),
-        },
+    let params = SamplingParams {
+        max_tokens: Some(args.max_tokens),
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        stop: Vec::new(),
     };
+    let continuing = args.continue_last || args.conversation.is_some();
+    let mut log = if args.no_log || !config.history {
+        if continuing {
+            bail!("--continue and --conversation need the history database: drop --no-log (or turn history on in config.toml)");
+        }
+        None
+    } else {
+        Some(RunLog::begin(paths, &args, &prompt, &model, &params)?)
+    };
+    let earlier = log.as_ref().map(|l| l.earlier.clone()).unwrap_or_default();
+    let system = log.as_ref().and_then(|l| l.system.clone()).or_else(|| args.system.clone());
+    let (messages, format, params) = if earlier.is_empty() {
+        (conversation(system.as_deref(), prompt), prompt_format(&model, args.raw), params)
+    } else {
+        // A continued conversation is put to the model the way the chat shell does.
+        let mut turns = earlier;
+        turns.push(Message { role: Role::User, content: prompt });
+        crate::shell::request_parts(&model, system.as_deref(), &turns, &params)
+    };
+
+    let supervisor = Supervisor::new(config, paths);
+    let request = GenerateRequest { id: supervisor.new_request_id(), messages, session: None, prompt: format, params };
 
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -114,8 +139,8 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     let outcome: Result<Completion> = loop {
         let event = tokio::select! {
             e = reply.next() => e,
-            _ = interrupt.recv() => { reply.cancel(); out.end(); return stop(&supervisor, &bar, 130).await }
-            _ = terminate.recv() => { reply.cancel(); out.end(); return stop(&supervisor, &bar, 143).await }
+            _ = interrupt.recv() => { reply.cancel(); out.end(); log_end(&mut log, &out.text, Ending::Cancelled, description.as_ref()); return stop(&supervisor, &bar, 130).await }
+            _ = terminate.recv() => { reply.cancel(); out.end(); log_end(&mut log, &out.text, Ending::Cancelled, description.as_ref()); return stop(&supervisor, &bar, 143).await }
         };
         match event {
             Some(SupervisorEvent::Queued { .. }) => {}
@@ -129,6 +154,7 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
                 if out.write(&text).is_err() {
                     // stdout closed (e.g. piped into `head`): nobody is listening any more.
                     reply.cancel();
+                    log_end(&mut log, &out.text, Ending::Cancelled, description.as_ref());
                     supervisor.shutdown().await;
                     return Ok(ExitCode::SUCCESS);
                 }
@@ -141,6 +167,11 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     bar.finish_and_clear();
     // The reply is complete for the reader before the engine is stopped.
     out.end();
+    let ending = match &outcome {
+        Ok(done) => Ending::Done(done),
+        Err(e) => Ending::Failed(format!("{e:#}")),
+    };
+    log_end(&mut log, &out.text, ending, description.as_ref());
     supervisor.shutdown().await;
     let done = outcome?;
     let description = description.context("the reply finished before reaching an engine")?;
@@ -299,4 +330,76 @@ pub fn stats_line(done: &Completion, d: &EngineDescription) -> String {
         d.threads,
         d.load_ms,
     ) + &d.fallback.as_ref().map(|f| format!(" · fallback: {f}")).unwrap_or_default()
+}
+
+/// The history record of one `run`: the user's message is committed before generation starts,
+/// the reply row is completed (or marked cancelled or failed) when it ends.
+struct RunLog {
+    store: Store,
+    reply: MessageId,
+    /// The conversation's earlier turns when continuing one.
+    earlier: Vec<Message>,
+    system: Option<String>,
+}
+
+enum Ending<'a> {
+    Done(&'a Completion),
+    Cancelled,
+    Failed(String),
+}
+
+impl RunLog {
+    fn begin(paths: &Paths, args: &RunArgs, prompt: &str, model: &ModelEntry, params: &SamplingParams) -> Result<RunLog> {
+        let mut store = Store::open_default(paths)?;
+        let existing = match (args.conversation, args.continue_last) {
+            (Some(id), _) => Some(store.conversation(id)?),
+            (None, true) => {
+                let latest = store.latest_conversation()?;
+                if latest.is_none() {
+                    eprintln!("no earlier conversation to continue: starting a new one");
+                }
+                latest
+            }
+            _ => None,
+        };
+        let (conversation, head, system, earlier) = match existing {
+            Some(conv) => {
+                let path = match conv.head {
+                    Some(head) => store.path_to(head)?,
+                    None => Vec::new(),
+                };
+                let earlier = path.iter().filter(|m| !(m.role == Role::Assistant && m.content.is_empty())).map(|m| m.message()).collect();
+                let system = args.system.clone().or(conv.system.clone());
+                (conv.id, conv.head, system, earlier)
+            }
+            None => (store.create_conversation(args.system.as_deref())?, None, args.system.clone(), Vec::new()),
+        };
+        let user = store.add_user_message(conversation, head, prompt, &model.name, params)?;
+        let reply = store.start_reply(user, &model.name, params)?;
+        Ok(RunLog { store, reply, earlier, system })
+    }
+}
+
+/// Completes the history record, if there is one. A failure to write it is reported, not fatal:
+/// the reply has already reached the user.
+fn log_end(log: &mut Option<RunLog>, text: &str, ending: Ending, engine: Option<&EngineDescription>) {
+    let Some(log) = log.take() else { return };
+    let RunLog { mut store, reply, .. } = log;
+    let (finish_reason, usage, timings, error) = match ending {
+        Ending::Done(done) => (done.finish_reason, Some(done.usage.clone()), Some(done.timings.clone()), None),
+        Ending::Cancelled => (FinishReason::Cancelled, None, None, None),
+        Ending::Failed(e) => (FinishReason::Error, None, None, Some(e)),
+    };
+    let end = ReplyEnd {
+        text: text.trim_end_matches('\n').to_string(),
+        finish_reason,
+        usage,
+        timings,
+        engine: engine.map(|d| d.engine.to_string()),
+        backend: engine.map(|d| d.backend.clone()),
+        error,
+    };
+    if let Err(e) = store.finish_reply(reply, &end) {
+        eprintln!("warning: the reply could not be saved to history: {e}");
+    }
 }
