@@ -37,8 +37,12 @@ cuda_build="$work/ggml-cuda-build"
 if [ ! -f "$cuda_build/done-$cc" ]; then
   say "building the CUDA backend module for sm_$cc only (ggml-cuda from the pack)"
   b0=$(date +%s)
+  # CUDA's virtual-memory pool links the driver library (libcuda.so); a toolkit without its stub
+  # (e.g. nvcc from the Python index) builds without it, at a negligible cost for this check.
+  vmm=ON
+  if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so ' && [ ! -e "$(dirname "$nvcc")/../lib64/stubs/libcuda.so" ] && [ ! -e "$(dirname "$nvcc")/../lib/stubs/libcuda.so" ]; then vmm=OFF; fi
   cmake -S "$pack/ggml" -B "$cuda_build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-    -DGGML_BACKEND_DL=ON -DGGML_CUDA=ON -DGGML_CPU=OFF -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF \
+    -DGGML_BACKEND_DL=ON -DGGML_CUDA=ON -DGGML_CPU=OFF -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF -DGGML_CUDA_NO_VMM=$([ $vmm = ON ] && echo OFF || echo ON) \
     -DCMAKE_CUDA_ARCHITECTURES="$cc" -DCMAKE_CUDA_COMPILER="$nvcc" -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF >"$work/cmake.log" 2>&1 \
     || { tail -30 "$work/cmake.log"; die "CMake could not configure the CUDA backend (full log: $work/cmake.log)"; }
   cmake --build "$cuda_build" --target ggml-cuda -j "$(nproc)" >"$work/build.log" 2>&1 \

@@ -48,7 +48,10 @@ ls "$pack"/engine/libggml-cpu*.so >/dev/null 2>&1 || die "no CPU backend modules
 src=$(ls -d "$HOME"/.cargo/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp 2>/dev/null | head -1)
 [ -d "$src/ggml" ] || die "the llama.cpp sources of llama-cpp-sys-2 0.1.161 are not in ~/.cargo/registry: run cargo build --workspace once"
 # Only what the CUDA backend module needs: ggml's build files, headers, core sources, ggml-cuda.
-cp -r "$src/ggml/CMakeLists.txt" "$src/ggml/cmake" "$src/ggml/include" "$pack/ggml/"
+find "$src/ggml" -maxdepth 1 -type f -exec cp {} "$pack/ggml/" \;
+cp -r "$src/ggml/cmake" "$src/ggml/include" "$pack/ggml/"
+# The crate leaves out ggml's pkg-config template, which a stand-alone ggml build configures.
+[ -f "$pack/ggml/ggml.pc.in" ] || printf 'prefix=@CMAKE_INSTALL_PREFIX@\nName: ggml\nDescription: ggml (stand-in written by gemmactl scripts/gpu-pack.sh)\nVersion: @GGML_VERSION@\n' > "$pack/ggml/ggml.pc.in"
 cp "$src"/ggml/src/*.c "$src"/ggml/src/*.cpp "$src"/ggml/src/*.h "$src"/ggml/src/*.in "$src/ggml/src/CMakeLists.txt" "$pack/ggml/src/" 2>/dev/null
 # ggml's CMake enters a backend's folder only when that backend is switched on.
 cp -r "$src/ggml/src/ggml-cuda" "$pack/ggml/src/"

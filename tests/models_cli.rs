@@ -8,8 +8,8 @@ mod common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+
 
 use common::{default_model, Home};
 use sha2::{Digest, Sha256};
@@ -17,57 +17,17 @@ use sha2::{Digest, Sha256};
 const MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 const MODEL_SIZE: u64 = 253_113_024;
 const MODEL_SHA256: &str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818";
-const DEADLINE: Duration = Duration::from_secs(300);
-
-/// Runs `cmd`, killing it if it outlives [`DEADLINE`].
-fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn gemmactl");
-    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err_pipe.read_to_end(&mut buf);
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for gemmactl") {
-            break status;
-        }
-        if started.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gemmactl did not finish within {DEADLINE:?}: {cmd:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
 fn gemmactl(home: &Home, args: &[&str]) -> Output {
     let mut cmd = home.cmd();
     cmd.args(args);
-    run_bounded(cmd)
+    common::run_bounded(cmd)
 }
 
 /// Like [`gemmactl`], with the download cache moved to `cache`.
 fn gemmactl_cache(home: &Home, cache: &Path, args: &[&str]) -> Output {
     let mut cmd = home.cmd();
     cmd.env("GEMMACTL_CACHE", cache).args(args);
-    run_bounded(cmd)
+    common::run_bounded(cmd)
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -17,7 +17,6 @@ const WAIT: Duration = Duration::from_secs(120);
 
 struct Setup {
     _dir: tempfile::TempDir,
-    paths: Paths,
     model: ModelEntry,
 }
 
@@ -31,7 +30,7 @@ fn setup() -> Setup {
     };
     let model_path = common::default_model();
     let model = gemmactl::models::resolve(&paths, model_path.to_str().unwrap()).expect("the default model resolves by path");
-    Setup { _dir: dir, paths, model }
+    Setup { _dir: dir, model }
 }
 
 fn config(parallel: u32) -> Config {
@@ -229,6 +228,23 @@ async fn pool_evicts_least_recently_used_idle_model_and_allows_the_same_file_twi
     busy_c.cancel();
     collect(&mut busy).await;
     collect(&mut busy_c).await;
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_unload_stops_an_idle_engine_and_refuses_a_busy_one() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(1));
+    let mut busy = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
+    until_first_token(&mut busy).await;
+    let err = tokio::time::timeout(WAIT, sup.unload(&s.model.name)).await.expect("unload hung").unwrap_err();
+    assert!(matches!(err, SupervisorError::Busy { .. }), "{err:?}");
+    busy.cancel();
+    collect(&mut busy).await;
+    // The reply has ended: its slot is free at once, so unload succeeds right away.
+    assert!(tokio::time::timeout(WAIT, sup.unload(&s.model.name)).await.expect("unload hung").unwrap());
+    assert!(sup.engine_of(&s.model.name).is_none());
+    assert!(!tokio::time::timeout(WAIT, sup.unload("never-loaded")).await.expect("unload hung").unwrap());
     sup.shutdown().await;
 }
 

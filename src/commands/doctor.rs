@@ -125,11 +125,9 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
             },
         }
     }
-    let g = &e.gemma_cpp;
-    match (&g.path, g.exists) {
-        (Some(p), true) => line(format!("  {:<22} {} (from {}) · CPU only", "gemma.cpp", p.display(), g.source)),
-        (Some(p), false) => line(format!("  {:<22} {} (from {}) does not exist", "gemma.cpp", p.display(), g.source)),
-        (None, _) => line(format!("  {:<22} {}", "gemma.cpp", g.source)),
+    match &e.gemma_cpp.path {
+        Ok(p) => line(format!("  {:<22} {} · CPU only", "gemma.cpp", p.display())),
+        Err(why) => line(format!("  {:<22} {why}", "gemma.cpp")),
     }
 
     let order: Vec<&str> = config.engine.backend_order.iter().map(|b| b.id()).collect();

@@ -119,15 +119,22 @@ fn died_message(engine: &EngineName, exit: &ExitInfo, tail: &[String]) -> String
         msg.push_str(": ");
         msg.push_str(cause);
     }
-    let shown: Vec<&String> = tail.iter().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+    msg.push_str(&stderr_excerpt(tail));
+    msg
+}
+
+/// The last few lines an engine wrote to stderr, indented under an error sentence.
+pub fn stderr_excerpt(tail: &[String]) -> String {
+    let shown = &tail[tail.len().saturating_sub(5)..];
+    let mut text = String::new();
     if !shown.is_empty() {
-        msg.push_str("\n  last lines of its stderr:");
+        text.push_str("\n  last lines of its stderr:");
         for line in shown {
-            msg.push_str("\n    ");
-            msg.push_str(line);
+            text.push_str("\n    ");
+            text.push_str(line);
         }
     }
-    msg
+    text
 }
 
 /// An engine process serving one model.

@@ -111,30 +111,20 @@ pub fn cpu_engine(config: &Config, limit: Duration) -> CpuEngine {
     }
 }
 
-/// A configured gemma.cpp binary: presence only (it is CPU-only, there is nothing to probe).
+/// The gemma.cpp binary gemmactl would run (the engine's own lookup), or why there is none:
+/// presence only, since gemma.cpp is CPU-only and has nothing to probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct GemmaCppBinary {
-    pub path: Option<PathBuf>,
-    /// `GEMMA_BIN`, `engines.gemma_cpp.binary`, `PATH`, or why none was found.
-    pub source: String,
-    pub exists: bool,
+    #[serde(serialize_with = "ser_result")]
+    pub path: Result<PathBuf, String>,
 }
 
 pub fn gemma_cpp(config: &Config) -> GemmaCppBinary {
-    let present = |path: PathBuf, source: &str| GemmaCppBinary { exists: path.is_file(), path: Some(path), source: source.into() };
-    if let Some(bin) = std::env::var_os("GEMMA_BIN").filter(|v| !v.is_empty()) {
-        return present(PathBuf::from(bin), "GEMMA_BIN");
-    }
-    if let Some(bin) = &config.engines.gemma_cpp.binary {
-        return present(bin.clone(), "engines.gemma_cpp.binary");
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("gemma")).find(|c| c.is_file()))
-        .unwrap_or(None);
-    match on_path {
-        Some(path) => present(path, "PATH"),
-        None => GemmaCppBinary { path: None, source: "not configured (set GEMMA_BIN or engines.gemma_cpp.binary)".into(), exists: false },
-    }
+    let path = crate::engines::gemma_cpp::find_binary(None, config).map_err(|e| match e {
+        crate::engines::EngineError::Spawn { binary, reason } => format!("{}: {reason}", binary.display()),
+        other => other.to_string(),
+    });
+    GemmaCppBinary { path }
 }
 
 /// `Ok(x)` as `{"ok": x}`, `Err(why)` as `{"error": why}`, so `doctor --json` keeps both.

@@ -60,6 +60,8 @@ pub fn run_json<T: DeserializeOwned>(program: &Path, args: &[&str], limit: Durat
             Err(e) => return Err(format!("{what} could not be waited for: {e}")),
         }
     };
+    // Anything the probe left running in its group would keep the pipes open: end it.
+    kill_group(child.id());
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     let last_err = stderr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string());
@@ -118,6 +120,14 @@ mod tests {
     fn a_crash_is_a_sentence() {
         let e = sh("echo 'driver exploded' >&2; kill -SEGV $$", Duration::from_secs(10)).unwrap_err();
         assert!(e.contains("crashed (signal 11") && e.contains("driver exploded"), "{e}");
+    }
+
+    #[test]
+    fn what_a_probe_leaves_behind_cannot_hold_the_answer_back() {
+        let started = Instant::now();
+        let v = sh("sleep 30 & echo '{\"a\":2}'", Duration::from_secs(20)).unwrap();
+        assert_eq!(v["a"], 2);
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -262,7 +262,7 @@ impl Supervisor {
         if busy > 0 {
             return Err(SupervisorError::Busy { model: model_name.to_string(), active: busy });
         }
-        Ok(self.inner.stop_engine(&slot, "unloaded on request").await)
+        Ok(self.inner.stop_engine_locked(&slot, "unloaded on request").await)
     }
 
     /// Changes the settings a model's engine runs with. If its engine is loaded with others, the
@@ -338,7 +338,7 @@ async fn serve(
         st.queued -= 1;
         st.active += 1;
     }
-    let outcome = run_on_engine(&inner, &slot, request, &tx, &mut cancel).await;
+    let (outcome, last_event) = run_on_engine(&inner, &slot, request, &tx, &mut cancel).await;
     {
         let mut st = slot.state.lock().unwrap();
         st.active -= 1;
@@ -363,6 +363,8 @@ async fn serve(
     }
     drop(permit);
     inner.publish();
+    // Last, so a caller that sees its reply end finds the model's slot already free.
+    let _ = tx.send(last_event);
 }
 
 enum Outcome {
@@ -377,20 +379,16 @@ async fn run_on_engine(
     request: GenerateRequest,
     tx: &mpsc::UnboundedSender<SupervisorEvent>,
     cancel: &mut watch::Receiver<bool>,
-) -> Outcome {
+) -> (Outcome, SupervisorEvent) {
     let engine = tokio::select! {
         e = inner.ensure_engine(slot, tx) => e,
         _ = cancel.wait_for(|c| *c) => {
-            let _ = tx.send(SupervisorEvent::Finished(cancelled_before_start()));
-            return Outcome::Other;
+            return (Outcome::Other, SupervisorEvent::Finished(cancelled_before_start()));
         }
     };
     let engine = match engine {
         Ok(e) => e,
-        Err(e) => {
-            let _ = tx.send(SupervisorEvent::Failed(e));
-            return Outcome::Other;
-        }
+        Err(e) => return (Outcome::Other, SupervisorEvent::Failed(e)),
     };
     {
         let mut st = slot.state.lock().unwrap();
@@ -405,8 +403,7 @@ async fn run_on_engine(
         Ok(s) => s,
         Err(e) => {
             let crashed = matches!(e, EngineError::Died { .. }).then(|| died_summary(&e));
-            let _ = tx.send(SupervisorEvent::Failed(e.into()));
-            return crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other);
+            return (crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other), SupervisorEvent::Failed(e.into()));
         }
     };
     let mut cancel_sent = false;
@@ -423,18 +420,14 @@ async fn run_on_engine(
             Some(ReplyEvent::Token(t)) => {
                 let _ = tx.send(SupervisorEvent::Token(t));
             }
-            Some(ReplyEvent::Finished(done)) => {
-                let _ = tx.send(SupervisorEvent::Finished(done));
-                return Outcome::Completed;
-            }
+            Some(ReplyEvent::Finished(done)) => return (Outcome::Completed, SupervisorEvent::Finished(done)),
             Some(ReplyEvent::Failed(e)) => {
                 let crashed = matches!(e, EngineError::Died { .. }).then(|| died_summary(&e));
-                let _ = tx.send(SupervisorEvent::Failed(e.into()));
-                return crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other);
+                return (crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other), SupervisorEvent::Failed(e.into()));
             }
             None => {
-                let _ = tx.send(SupervisorEvent::Failed(EngineError::Protocol("the engine stopped answering without a reason".into()).into()));
-                return Outcome::Other;
+                let e = EngineError::Protocol("the engine stopped answering without a reason".into());
+                return (Outcome::Other, SupervisorEvent::Failed(e.into()));
             }
         }
     }

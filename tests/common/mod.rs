@@ -2,9 +2,14 @@
 //! test, and the real default model from the shared download cache.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Longest a single gemmactl command may take in a test: a hang fails the test, not CI.
+pub const DEADLINE: Duration = Duration::from_secs(300);
 
 /// The `gemmactl` binary cargo built for these tests.
 pub fn gemmactl_bin() -> PathBuf {
@@ -48,8 +53,11 @@ impl Home {
         cmd
     }
 
+    /// Runs gemmactl with no stdin, killing it if it outlives [`DEADLINE`].
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("spawn gemmactl")
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        run_bounded(cmd)
     }
 }
 
@@ -79,4 +87,36 @@ pub fn stdout(out: &Output) -> String {
 
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `cmd` with no stdin, killing it if it outlives [`DEADLINE`].
+pub fn run_bounded(mut cmd: Command) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn gemmactl");
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for gemmactl") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gemmactl did not finish within {DEADLINE:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }

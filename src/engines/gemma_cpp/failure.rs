@@ -73,14 +73,7 @@ fn last_abort(tail: &[String]) -> Option<&str> {
 fn with_details(sentence: String, exit: ExitInfo, tail: &[String]) -> String {
     let mut msg = sentence;
     msg.push_str(&format!("\n  the process {exit}"));
-    let shown: Vec<&String> = tail.iter().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
-    if !shown.is_empty() {
-        msg.push_str("\n  last lines of its stderr:");
-        for line in shown {
-            msg.push_str("\n    ");
-            msg.push_str(line);
-        }
-    }
+    msg.push_str(&crate::engines::stderr_excerpt(tail));
     msg
 }
 
