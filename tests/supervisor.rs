@@ -188,7 +188,7 @@ async fn a_full_queue_is_refused_at_once() {
         Err(e) => e,
         Ok(_) => panic!("third request accepted beyond slot + queue"),
     };
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(10), "a full queue must be refused, not waited on");
     assert!(matches!(err, SupervisorError::QueueFull { .. }), "{err:?}");
     assert!(err.to_string().contains("queue_length"), "{err}");
     sup.shutdown().await;
