@@ -19,7 +19,12 @@ struct Chat {
 
 impl Chat {
     fn start(home: &common::Home, args: &[&str]) -> Chat {
+        Chat::start_with_env(home, args, &[])
+    }
+
+    fn start_with_env(home: &common::Home, args: &[&str], env: &[(&str, &str)]) -> Chat {
         let mut cmd = Command::new(common::gemmactl_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("chat").args(args);
         cmd.env("GEMMACTL_HOME", home.path()).env("NO_COLOR", "1").env("TERM", "xterm").env_remove("GEMMACTL_MODEL");
         let mut session = Session::spawn(cmd).expect("spawn gemmactl chat in a pty");
@@ -256,4 +261,28 @@ fn multi_line_input_no_log_and_export() {
     chat.quit();
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("Hello there") && text.contains("Answer briefly."), "{text}");
+}
+
+#[test]
+fn a_conversation_longer_than_the_context_drops_its_oldest_turns_with_a_notice() {
+    let home = home_with_models();
+    // A 160-token context: three of these exchanges no longer fit.
+    let mut chat = Chat::start_with_env(&home, &["--model", "gemma3-270m", "--system", "Be brief."], &[("GEMMACTL_CONTEXT", "160")]);
+    chat.line("/set max_tokens 4");
+    chat.expect(PROMPT);
+    let long = "Here is a fairly long message about rivers, mountains, valleys, forests and the sea, written only to fill the context window quickly";
+    let mut noticed = false;
+    for i in 0..6 {
+        let shown = chat.turn(&format!("{long} (part {i})."));
+        noticed |= shown.contains("no longer sent");
+    }
+    assert!(noticed, "no notice that the oldest turns were dropped");
+    chat.line("/show");
+    let shown = chat.expect(PROMPT);
+    assert!(shown.contains("not sent") && shown.contains("Be brief."), "{shown}");
+    chat.quit();
+    // Every turn still got a reply, and everything is stored.
+    let rows = messages(&home);
+    assert_eq!(rows.iter().filter(|r| r.2 == "user").count(), 6);
+    assert!(rows.iter().filter(|r| r.2 == "assistant").all(|r| r.5.as_deref() != Some("error")), "{rows:?}");
 }
