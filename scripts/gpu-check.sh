@@ -62,6 +62,17 @@ cp "$pack"/engine/libggml-cpu*.so "$module" "$work/backends-gpu/"
 model="$work/gemma-3-270m-q4_k_m.filled.gguf"
 [ -f "$model" ] || python3 "$root/scripts/gpu/gguf_skeleton.py" fill "$pack"/model/*.skeleton.gguf "$model" >&2
 
+# llama.cpp picks the CPU variant by what CPUID advertises; inside some VMs an advertised feature
+# (AMX, seen on Sapphire Rapids guests) is not usable and the engine dies with SIGILL. Drop the
+# most demanding variants until a tiny CPU request succeeds.
+smoke() { GEMMA_ENGINE_BACKENDS="$1" timeout 120 python3 "$root/scripts/gpu/bench_engine.py" "$pack/engine/gemma-engine" "$model" 0 1 8 2 >/dev/null 2>&1; }
+for variant in sapphirerapids zen4 cooperlake cannonlake icelake cascadelake skylakex alderlake; do
+  smoke "$work/backends-cpu" && break
+  say "the CPU variant $variant does not run here (illegal instruction?): leaving it out"
+  rm -f "$work/backends-cpu/libggml-cpu-$variant.so" "$work/backends-gpu/libggml-cpu-$variant.so"
+done
+smoke "$work/backends-cpu" || die "the pack's engine cannot run a request on this CPU: run it by hand with --verbose to see why"
+
 say "GPU probe:"
 GEMMA_ENGINE_BACKENDS="$work/backends-gpu" "$pack/engine/gemma-engine" --probe >&2
 runs=${RUNS:-5}
@@ -87,4 +98,7 @@ print(f"GPU: {name} · devices used: {', '.join(gpu['devices'])} · whole check 
 if out:
     with open(f"{out}/gpu-check.json", "w") as f:
         json.dump({"gpu": name, "gpu_run": gpu, "cpu_run": cpu, "seconds": int(secs)}, f, indent=2)
+if not gpu["gpu_layers"]:
+    # Never let a CPU run pass for a GPU figure.
+    sys.exit("error: the GPU run put no layer on the GPU (the CUDA module did not load or found no device: see the GPU probe above); these are not GPU figures")
 PY

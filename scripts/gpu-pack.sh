@@ -36,12 +36,15 @@ RUSTFLAGS='-C link-arg=-Wl,-rpath,$ORIGIN' cargo build --release --locked -p gem
 
 rm -rf "$pack" && mkdir -p "$pack/engine" "$pack/ggml/src" "$pack/model"
 cp "$build/release/gemma-engine" "$pack/engine/"
-# Shared libraries and backend modules: hard-linked into the profile folder, and the modules
-# installed by CMake into the build script's backends folder.
-cp "$build"/release/lib*.so* "$pack/engine/" 2>/dev/null || true
-for dir in "$build"/release/build/llama-cpp-sys-2-*/out/backends "$build"/release/build/llama-cpp-sys-2-*/out/lib "$build"/release/build/llama-cpp-sys-2-*/out/lib64; do
-  [ -d "$dir" ] && find "$dir" -maxdepth 1 -name 'lib*.so*' -exec cp -n {} "$pack/engine/" \;
+# The shared libraries the engine needs, under the names it asks for (its NEEDED sonames; no
+# symlinks, which may not travel), and the CPU-variant modules the build script installed.
+out_dir=$(ls -d "$build"/release/build/llama-cpp-sys-2-*/out | head -1)
+for soname in $(readelf -d "$build/release/gemma-engine" | sed -n 's/.*NEEDED.*\[\(lib\(llama\|ggml\)[^]]*\)\].*/\1/p'); do
+  lib=$(ls "$out_dir"/lib*/"$soname" 2>/dev/null | head -1)
+  [ -n "$lib" ] || die "the engine needs $soname but the build has no such library under $out_dir"
+  cp -L "$lib" "$pack/engine/$soname"
 done
+cp "$out_dir"/backends/libggml-cpu*.so "$pack/engine/"
 strip --strip-unneeded "$pack"/engine/*.so* "$pack/engine/gemma-engine" 2>/dev/null || true
 ls "$pack"/engine/libggml-cpu*.so >/dev/null 2>&1 || die "no CPU backend modules (libggml-cpu-*.so) came out of the build: look in $build/release/build/llama-cpp-sys-2-*/out"
 

@@ -396,7 +396,7 @@ fn log_end(log: &mut Option<RunLog>, text: &str, ending: Ending, engine: Option<
         usage,
         timings,
         engine: engine.map(|d| d.engine.to_string()),
-        backend: engine.map(|d| d.backend.clone()),
+        backend: engine.map(crate::shell::backend_with_fallback),
         error,
     };
     if let Err(e) = store.finish_reply(reply, &end) {

@@ -321,7 +321,7 @@ impl Shell {
                     usage: usage.clone(),
                     timings: timings.clone(),
                     engine: engine.map(|d| d.engine.to_string()),
-                    backend: engine.map(|d| d.backend.clone()),
+                    backend: engine.map(backend_with_fallback),
                     error: error.clone(),
                 },
             )?;
@@ -588,6 +588,9 @@ impl Shell {
             ),
             None => println!("engine:       not loaded yet (it starts with the next message)"),
         }
+        if let Some(reason) = self.supervisor.engine_of(&self.model.name).and_then(|d| d.fallback) {
+            println!("fallback:     {reason}");
+        }
         println!("parameters:   {}", params_line(&self.params));
         println!("system:       {}", self.system.as_deref().unwrap_or("(none)"));
         println!(
@@ -733,5 +736,13 @@ fn ellipsis(text: &str, max: usize) -> String {
     match flat.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &flat[..i]),
         None => flat,
+    }
+}
+
+/// The backend as stored with a reply: where it really ran, and why if that was a fallback.
+pub fn backend_with_fallback(d: &EngineDescription) -> String {
+    match &d.fallback {
+        Some(reason) => format!("{} (fallback: {reason})", d.backend),
+        None => d.backend.clone(),
     }
 }
