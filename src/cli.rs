@@ -10,7 +10,11 @@ use crate::commands;
 use crate::config::{Config, Paths};
 
 #[derive(Parser)]
-#[command(name = "gemmactl", version, about = "Run Google's Gemma models locally: one-shot prompts, model management, supervised engines.")]
+#[command(
+    name = "gemmactl",
+    version,
+    about = "Run Google's Gemma models locally: one-shot prompts, model management, supervised engines."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,7 +51,9 @@ pub fn main() -> ExitCode {
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
             Command::Ps(args) => commands::ps::run(args, &paths).map(|_| ExitCode::SUCCESS),
             Command::Bench(args) => runtime()?.block_on(commands::bench::run(args, &paths, config)),
-            Command::Models(cmd) => commands::models::run(cmd, &paths, &config).map(|_| ExitCode::SUCCESS),
+            Command::Models(cmd) => {
+                commands::models::run(cmd, &paths, &config).map(|_| ExitCode::SUCCESS)
+            }
             Command::History(cmd) => commands::history::run(cmd, &paths).map(|_| ExitCode::SUCCESS),
             Command::Doctor(args) => commands::doctor::run(args, &paths, &config),
         }
@@ -62,15 +68,21 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Logs go to `<state>/logs/gemmactl.log`, never to the terminal, so they cannot mix into a
 /// reply on stdout. `GEMMACTL_LOG` sets the filter (default `info`).
 fn init_logging(paths: &Paths) {
     let dir = paths.log_dir();
-    let file = std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(dir.join("gemmactl.log")));
+    let file = std::fs::create_dir_all(&dir).and_then(|_| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gemmactl.log"))
+    });
     let Ok(file) = file else { return };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GEMMACTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

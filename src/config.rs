@@ -57,7 +57,10 @@ impl Paths {
         Ok(Paths {
             config_dir: dirs.config_dir().to_path_buf(),
             data_dir: dirs.data_dir().to_path_buf(),
-            state_dir: dirs.state_dir().unwrap_or(dirs.data_local_dir()).to_path_buf(),
+            state_dir: dirs
+                .state_dir()
+                .unwrap_or(dirs.data_local_dir())
+                .to_path_buf(),
             cache_dir,
         })
     }
@@ -193,7 +196,12 @@ pub struct GemmaCppSettings {
 
 impl Default for GemmaCppSettings {
     fn default() -> Self {
-        GemmaCppSettings { binary: None, seq_len: DEFAULT_CONTEXT, threads: None, spin: None }
+        GemmaCppSettings {
+            binary: None,
+            seq_len: DEFAULT_CONTEXT,
+            threads: None,
+            spin: None,
+        }
     }
 }
 
@@ -238,7 +246,8 @@ impl Config {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
             Err(e) => {
-                return Err(e).with_context(|| format!("cannot read config file {}", path.display()))
+                return Err(e)
+                    .with_context(|| format!("cannot read config file {}", path.display()))
             }
         };
         toml::from_str(&text).map_err(|e| {
@@ -315,11 +324,9 @@ fn non_empty_env(name: &str) -> Option<String> {
 fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
     match non_empty_env(name) {
         None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| anyhow::anyhow!("environment variable {name}={v:?} is not a valid number")),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!("environment variable {name}={v:?} is not a valid number")
+        }),
     }
 }
 
@@ -338,7 +345,11 @@ mod tests {
     fn file_values_override_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.toml");
-        std::fs::write(&file, "default_model = \"m\"\n[engine]\ncontext = 2048\nparallel = 8\n").unwrap();
+        std::fs::write(
+            &file,
+            "default_model = \"m\"\n[engine]\ncontext = 2048\nparallel = 8\n",
+        )
+        .unwrap();
         let config = Config::read_file(&file).unwrap();
         assert_eq!(config.default_model, "m");
         assert_eq!(config.engine.context, 2048);
@@ -349,9 +360,13 @@ mod tests {
     #[test]
     fn the_readme_example_is_a_valid_config() {
         let readme = include_str!("../README.md");
-        let start = readme.find("```toml\n").expect("README has a config example") + 8;
+        let start = readme
+            .find("```toml\n")
+            .expect("README has a config example")
+            + 8;
         let end = start + readme[start..].find("```").unwrap();
-        let config: Config = toml::from_str(&readme[start..end]).expect("README's config.toml example parses");
+        let config: Config =
+            toml::from_str(&readme[start..end]).expect("README's config.toml example parses");
         assert_eq!(config.supervisor, SupervisorSettings::default());
         assert_eq!(config.engine.context, DEFAULT_CONTEXT);
     }

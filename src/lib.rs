@@ -11,6 +11,6 @@ pub mod config;
 pub mod engines;
 pub mod hardware;
 pub mod models;
-pub mod store;
 pub mod shell;
+pub mod store;
 pub mod supervisor;

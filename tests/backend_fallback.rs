@@ -33,39 +33,84 @@ fn fake_cuda_build(dir: &Path, on_start: &str) -> PathBuf {
     path
 }
 
-fn run_json(home: &Home, cuda: &Path, extra_env: &[(&str, &str)], args: &[&str]) -> (serde_json::Value, String) {
+fn run_json(
+    home: &Home,
+    cuda: &Path,
+    extra_env: &[(&str, &str)],
+    args: &[&str],
+) -> (serde_json::Value, String) {
     let model = common::default_model();
     let mut cmd = home.cmd();
-    cmd.env("GEMMACTL_ENGINE_CUDA", cuda).env_remove("GEMMACTL_BACKEND").env_remove("GEMMACTL_BACKEND_ORDER");
+    cmd.env("GEMMACTL_ENGINE_CUDA", cuda)
+        .env_remove("GEMMACTL_BACKEND")
+        .env_remove("GEMMACTL_BACKEND_ORDER");
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    cmd.args(["run", "--model", model.to_str().unwrap(), "--json", "--stats", "--max-tokens", "4", "--temperature", "0"]).args(args);
+    cmd.args([
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        "--stats",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+    ])
+    .args(args);
     cmd.arg("The capital of France is");
     let out = cmd.output().expect("spawn gemmactl");
-    assert!(out.status.success(), "gemmactl run failed: {}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("run --json prints one JSON object");
+    assert!(
+        out.status.success(),
+        "gemmactl run failed: {}",
+        stderr(&out)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(stdout(&out).trim()).expect("run --json prints one JSON object");
     (v, stderr(&out))
 }
 
 #[test]
 fn a_cuda_engine_that_fails_to_start_falls_back_to_the_cpu_and_says_why() {
     let home = Home::new();
-    let cuda = fake_cuda_build(home.path(), "echo 'CUDA error: out of memory (cudaMalloc failed)' >&2\nexit 1");
+    let cuda = fake_cuda_build(
+        home.path(),
+        "echo 'CUDA error: out of memory (cudaMalloc failed)' >&2\nexit 1",
+    );
     for mode in [&["--backend", "cuda"][..], &[][..]] {
         let (v, err) = run_json(&home, &cuda, &[], mode);
         let engine = &v["engine"];
         assert_eq!(engine["backend"], "CPU", "{mode:?}: {v}");
         assert_eq!(engine["gpu_layers"], 0);
-        let fallback = engine["fallback"].as_str().unwrap_or_else(|| panic!("{mode:?}: no fallback in {v}"));
-        assert!(fallback.contains("CUDA engine") && fallback.contains("failed to start"), "{fallback}");
-        assert!(fallback.contains("CUDA error: out of memory"), "the engine's own words are kept: {fallback}");
-        assert!(err.contains("on CPU") && err.contains("fallback: CUDA engine"), "--stats shows it: {err}");
-        assert!(!v["text"].as_str().unwrap().is_empty(), "the CPU engine answered");
+        let fallback = engine["fallback"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode:?}: no fallback in {v}"));
+        assert!(
+            fallback.contains("CUDA engine") && fallback.contains("failed to start"),
+            "{fallback}"
+        );
+        assert!(
+            fallback.contains("CUDA error: out of memory"),
+            "the engine's own words are kept: {fallback}"
+        );
+        assert!(
+            err.contains("on CPU") && err.contains("fallback: CUDA engine"),
+            "--stats shows it: {err}"
+        );
+        assert!(
+            !v["text"].as_str().unwrap().is_empty(),
+            "the CPU engine answered"
+        );
     }
     // The GPU build really was asked to load the model, with every layer on the GPU.
     let calls = std::fs::read_to_string(home.path().join("calls.log")).unwrap();
-    assert!(calls.lines().any(|l| l.contains("--model") && l.contains("--gpu-layers 19")), "{calls}");
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.contains("--model") && l.contains("--gpu-layers 19")),
+        "{calls}"
+    );
 }
 
 #[test]
@@ -73,7 +118,12 @@ fn a_cuda_engine_that_hangs_is_stopped_and_replaced_by_the_cpu() {
     let home = Home::new();
     let cuda = fake_cuda_build(home.path(), "exec sleep 120");
     let started = std::time::Instant::now();
-    let (v, _) = run_json(&home, &cuda, &[("GEMMACTL_LOAD_TIMEOUT", "8")], &["--backend", "cuda"]);
+    let (v, _) = run_json(
+        &home,
+        &cuda,
+        &[("GEMMACTL_LOAD_TIMEOUT", "8")],
+        &["--backend", "cuda"],
+    );
     assert_eq!(v["engine"]["backend"], "CPU");
     let fallback = v["engine"]["fallback"].as_str().unwrap();
     assert!(fallback.contains("within 8 s"), "{fallback}");
@@ -87,7 +137,10 @@ fn a_cpu_build_configured_as_the_cuda_build_is_recognised_by_its_probe() {
     let (v, _) = run_json(&home, &common::engine_bin(), &[], &["--backend", "cuda"]);
     assert_eq!(v["engine"]["backend"], "CPU");
     let fallback = v["engine"]["fallback"].as_str().unwrap();
-    assert!(fallback.contains("built without the CUDA backend"), "{fallback}");
+    assert!(
+        fallback.contains("built without the CUDA backend"),
+        "{fallback}"
+    );
 }
 
 #[test]
@@ -98,21 +151,37 @@ fn backend_cpu_runs_on_the_cpu_without_probing_any_gpu_build() {
     assert_eq!(v["engine"]["backend"], "CPU");
     assert!(v["engine"]["fallback"].is_null(), "{v}");
     assert!(!err.contains("fallback"), "{err}");
-    assert!(!home.path().join("calls.log").exists(), "the GPU build was run although the CPU was asked for");
+    assert!(
+        !home.path().join("calls.log").exists(),
+        "the GPU build was run although the CPU was asked for"
+    );
 }
 
 #[test]
 fn a_bad_backend_name_is_refused_with_the_choices() {
     let home = Home::new();
-    let out = home.cmd().env("GEMMACTL_BACKEND", "directml").args(["run", "hi"]).output().unwrap();
+    let out = home
+        .cmd()
+        .env("GEMMACTL_BACKEND", "directml")
+        .args(["run", "hi"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("GEMMACTL_BACKEND") && stderr(&out).contains("auto, cpu, cuda, vulkan or openvino"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("GEMMACTL_BACKEND")
+            && stderr(&out).contains("auto, cpu, cuda, vulkan or openvino"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_supervisor_status_that_ps_reads_carries_the_fallback() {
     let dir = tempfile::tempdir().unwrap();
-    let cuda = fake_cuda_build(dir.path(), "echo 'no CUDA-capable device is detected' >&2\nexit 1");
+    let cuda = fake_cuda_build(
+        dir.path(),
+        "echo 'no CUDA-capable device is detected' >&2\nexit 1",
+    );
     let mut config = Config::default();
     config.engine.path = Some(common::engine_bin());
     config.engine.context = 2048;
@@ -125,19 +194,31 @@ async fn the_supervisor_status_that_ps_reads_carries_the_fallback() {
         state_dir: dir.path().join("state"),
         cache_dir: dir.path().join("cache"),
     };
-    let model = gemmactl::models::resolve(&paths, common::default_model().to_str().unwrap()).unwrap();
+    let model =
+        gemmactl::models::resolve(&paths, common::default_model().to_str().unwrap()).unwrap();
     let sup = Supervisor::unpublished(config);
     let request = GenerateRequest {
         id: sup.new_request_id(),
-        messages: vec![Message { role: Role::User, content: "Hello".into() }],
+        messages: vec![Message {
+            role: Role::User,
+            content: "Hello".into(),
+        }],
         session: None,
         prompt: PromptFormat::Completion,
-        params: SamplingParams { max_tokens: Some(2), temperature: 0.0, ..SamplingParams::default() },
+        params: SamplingParams {
+            max_tokens: Some(2),
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
     };
     let mut reply = sup.submit(&model, request).unwrap();
     let mut started = None;
     loop {
-        match tokio::time::timeout(Duration::from_secs(120), reply.next()).await.expect("no hang").expect("a final event") {
+        match tokio::time::timeout(Duration::from_secs(120), reply.next())
+            .await
+            .expect("no hang")
+            .expect("a final event")
+        {
             SupervisorEvent::Started(d) => started = Some(d),
             SupervisorEvent::Finished(_) => break,
             SupervisorEvent::Failed(e) => panic!("the request failed instead of falling back: {e}"),
@@ -146,11 +227,22 @@ async fn the_supervisor_status_that_ps_reads_carries_the_fallback() {
     }
     let started = started.unwrap();
     assert_eq!(started.backend, "CPU");
-    assert!(started.fallback.as_deref().unwrap().contains("no CUDA-capable device"));
+    assert!(started
+        .fallback
+        .as_deref()
+        .unwrap()
+        .contains("no CUDA-capable device"));
     let status = sup.status();
     let engine = &status.engines[0];
     assert_eq!(engine.backend, "CPU");
-    assert!(engine.fallback.as_deref().unwrap_or("").contains("failed to start"), "{engine:?}");
+    assert!(
+        engine
+            .fallback
+            .as_deref()
+            .unwrap_or("")
+            .contains("failed to start"),
+        "{engine:?}"
+    );
     sup.shutdown().await;
 }
 
@@ -162,22 +254,43 @@ async fn the_supervisor_status_that_ps_reads_carries_the_fallback() {
 fn the_gpu_checks_model_skeleton_filled_back_out_loads_and_generates() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::default_model();
-    let tool = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu/gguf_skeleton.py");
+    let tool =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gpu/gguf_skeleton.py");
     let skeleton = dir.path().join("skeleton.gguf");
     let filled = dir.path().join("filled.gguf");
     for (cmd, from, to) in [("cut", &model, &skeleton), ("fill", &skeleton, &filled)] {
-        let out = std::process::Command::new("python3").arg(&tool).arg(cmd).arg(from).arg(to).output().expect("python3 runs");
+        let out = std::process::Command::new("python3")
+            .arg(&tool)
+            .arg(cmd)
+            .arg(from)
+            .arg(to)
+            .output()
+            .expect("python3 runs");
         assert!(out.status.success(), "{cmd}: {}", stderr(&out));
     }
     let original = std::fs::metadata(&model).unwrap().len();
-    assert!(std::fs::metadata(&skeleton).unwrap().len() < 16 << 20, "the skeleton must stay small enough to travel");
+    assert!(
+        std::fs::metadata(&skeleton).unwrap().len() < 16 << 20,
+        "the skeleton must stay small enough to travel"
+    );
     assert_eq!(std::fs::metadata(&filled).unwrap().len(), original);
 
     let home = Home::new();
     let out = home
         .cmd()
         .env("GEMMACTL_BACKEND", "cpu")
-        .args(["run", "--model", filled.to_str().unwrap(), "--json", "--max-tokens", "12", "--temperature", "0", "--raw", "The capital of France is"])
+        .args([
+            "run",
+            "--model",
+            filled.to_str().unwrap(),
+            "--json",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+            "--raw",
+            "The capital of France is",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -26,7 +26,10 @@ impl Chat {
         let mut cmd = Command::new(common::gemmactl_bin());
         cmd.envs(env.iter().copied());
         cmd.arg("chat").args(args);
-        cmd.env("GEMMACTL_HOME", home.path()).env("NO_COLOR", "1").env("TERM", "xterm").env_remove("GEMMACTL_MODEL");
+        cmd.env("GEMMACTL_HOME", home.path())
+            .env("NO_COLOR", "1")
+            .env("TERM", "xterm")
+            .env_remove("GEMMACTL_MODEL");
         let mut session = Session::spawn(cmd).expect("spawn gemmactl chat in a pty");
         session.set_expect_timeout(Some(WAIT));
         let mut chat = Chat { session };
@@ -55,7 +58,9 @@ impl Chat {
 
     fn quit(mut self) {
         self.line("/quit");
-        self.session.expect(Eof).expect("the shell did not exit on /quit");
+        self.session
+            .expect(Eof)
+            .expect("the shell did not exit on /quit");
     }
 
     fn pid(&self) -> i32 {
@@ -72,7 +77,16 @@ fn home_with_models() -> common::Home {
     assert!(out.status.success(), "{}", common::stderr(&out));
     // The base model with Gemma's chat template forced on: it rambles on instead of stopping, which
     // is what the tests of stopping a long reply need.
-    let out = home.run(&["models", "add", "chatty", model.to_str().unwrap(), "--kind", "instruct", "--template", "gemma"]);
+    let out = home.run(&[
+        "models",
+        "add",
+        "chatty",
+        model.to_str().unwrap(),
+        "--kind",
+        "instruct",
+        "--template",
+        "gemma",
+    ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     home
 }
@@ -82,17 +96,39 @@ fn db(home: &common::Home) -> Connection {
 }
 
 /// (id, parent, role, content, model, finish_reason, prompt_tokens, completion_tokens, conversation)
-type Row = (i64, Option<i64>, String, String, Option<String>, Option<String>, Option<i64>, Option<i64>, i64);
+type Row = (
+    i64,
+    Option<i64>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    i64,
+);
 
 fn messages(home: &common::Home) -> Vec<Row> {
     let conn = db(home);
     let mut stmt = conn
         .prepare("SELECT id, parent_id, role, content, model, finish_reason, prompt_tokens, completion_tokens, conversation_id FROM messages ORDER BY id")
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
 }
 
 #[test]
@@ -133,7 +169,10 @@ fn a_turn_streams_is_stored_and_branches_show_in_history() {
     // /fork: the second question branches from before the first one (a second root).
     assert_eq!(users[1].1, None, "{rows:?}");
     for r in &replies {
-        assert!(matches!(r.5.as_deref(), Some("length") | Some("stop")), "{r:?}");
+        assert!(
+            matches!(r.5.as_deref(), Some("length") | Some("stop")),
+            "{r:?}"
+        );
         assert_eq!(r.4.as_deref(), Some("gemma3-270m"));
         assert!(r.7.unwrap() > 0);
     }
@@ -142,7 +181,10 @@ fn a_turn_streams_is_stored_and_branches_show_in_history() {
     let shown = common::stdout(&out);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(shown.contains("branch"), "{shown}");
-    assert!(shown.contains("Seine") && shown.contains("Paris"), "{shown}");
+    assert!(
+        shown.contains("Seine") && shown.contains("Paris"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -153,10 +195,13 @@ fn ctrl_c_stops_the_reply_keeps_the_shell_and_stores_the_partial_reply() {
     chat.expect(PROMPT);
     // Two words typed, so only the reply can show four in a row: then it is streaming.
     chat.line("Once upon");
-    chat.session.expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+")).unwrap();
+    chat.session
+        .expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     chat.session.send([3u8]).unwrap();
-    chat.session.set_expect_timeout(Some(Duration::from_secs(10)));
+    chat.session
+        .set_expect_timeout(Some(Duration::from_secs(10)));
     chat.expect("reply stopped");
     chat.expect(PROMPT);
     chat.session.set_expect_timeout(Some(WAIT));
@@ -172,9 +217,15 @@ fn ctrl_c_stops_the_reply_keeps_the_shell_and_stores_the_partial_reply() {
     chat.session.expect(Eof).unwrap();
 
     let rows = messages(&home);
-    let cancelled: Vec<&Row> = rows.iter().filter(|r| r.5.as_deref() == Some("cancelled")).collect();
+    let cancelled: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.5.as_deref() == Some("cancelled"))
+        .collect();
     assert_eq!(cancelled.len(), 1, "{rows:?}");
-    assert!(!cancelled[0].3.trim().is_empty(), "the partial reply was not kept");
+    assert!(
+        !cancelled[0].3.trim().is_empty(),
+        "the partial reply was not kept"
+    );
     assert!(cancelled[0].7.unwrap() < 3000);
 }
 
@@ -203,16 +254,33 @@ fn model_switch_continues_the_conversation_and_continue_resumes_with_context() {
     let rows = messages(&home);
     let replies: Vec<&Row> = rows.iter().filter(|r| r.2 == "assistant").collect();
     assert_eq!(replies.len(), 3, "{rows:?}");
-    assert!(rows.iter().all(|r| r.8 == rows[0].8), "every turn belongs to one conversation: {rows:?}");
+    assert!(
+        rows.iter().all(|r| r.8 == rows[0].8),
+        "every turn belongs to one conversation: {rows:?}"
+    );
     assert_eq!(replies[0].4.as_deref(), Some("gemma3-270m"));
-    assert_eq!(replies[1].4.as_deref(), Some("second"), "the reply after /model came from the new model");
-    assert_eq!(replies[2].4.as_deref(), Some("second"), "--continue keeps the conversation's model");
+    assert_eq!(
+        replies[1].4.as_deref(),
+        Some("second"),
+        "the reply after /model came from the new model"
+    );
+    assert_eq!(
+        replies[2].4.as_deref(),
+        Some("second"),
+        "--continue keeps the conversation's model"
+    );
     // What the engine was sent: each later prompt covers the earlier turns.
     let (p1, c1) = (replies[0].6.unwrap(), replies[0].7.unwrap());
     let p2 = replies[1].6.unwrap();
     let p3 = replies[2].6.unwrap();
-    assert!(p2 > p1 + c1, "turn 2 prompt ({p2}) does not cover turn 1 ({p1} + {c1})");
-    assert!(p3 > p2, "the resumed turn's prompt ({p3}) does not cover the earlier turns ({p2})");
+    assert!(
+        p2 > p1 + c1,
+        "turn 2 prompt ({p2}) does not cover turn 1 ({p1} + {c1})"
+    );
+    assert!(
+        p3 > p2,
+        "the resumed turn's prompt ({p3}) does not cover the earlier turns ({p2})"
+    );
 }
 
 #[test]
@@ -222,17 +290,28 @@ fn sigkill_mid_reply_leaves_an_intact_database_with_the_users_message() {
     chat.line("/set max_tokens 3000");
     chat.expect(PROMPT);
     chat.line("Lighthouse story");
-    chat.session.expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+")).unwrap();
+    chat.session
+        .expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"))
+        .unwrap();
     unsafe { libc::kill(chat.pid(), libc::SIGKILL) };
     let _ = chat.session.expect(Eof);
 
     let conn = db(&home);
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
     let rows = messages(&home);
-    assert!(rows.iter().any(|r| r.2 == "user" && r.3.contains("Lighthouse story")), "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r.2 == "user" && r.3.contains("Lighthouse story")),
+        "{rows:?}"
+    );
     // The reply was in progress: stored without a finish reason (unfinished), not lost or corrupt.
-    assert!(rows.iter().any(|r| r.2 == "assistant" && r.5.is_none()), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r.2 == "assistant" && r.5.is_none()),
+        "{rows:?}"
+    );
 }
 
 #[test]
@@ -249,9 +328,15 @@ fn multi_line_input_no_log_and_export() {
     chat.line("/export md");
     assert!(chat.expect(PROMPT).contains("history is off"));
     chat.quit();
-    assert!(!home.path().join("data").join("history.db").exists(), "--no-log must not create a database");
+    assert!(
+        !home.path().join("data").join("history.db").exists(),
+        "--no-log must not create a database"
+    );
 
-    let mut chat = Chat::start(&home, &["--model", "gemma3-270m", "--system", "Answer briefly."]);
+    let mut chat = Chat::start(
+        &home,
+        &["--model", "gemma3-270m", "--system", "Answer briefly."],
+    );
     chat.line("/set max_tokens 4");
     chat.expect(PROMPT);
     chat.turn("Hello there");
@@ -260,14 +345,21 @@ fn multi_line_input_no_log_and_export() {
     chat.expect("written to");
     chat.quit();
     let text = std::fs::read_to_string(&out).unwrap();
-    assert!(text.contains("Hello there") && text.contains("Answer briefly."), "{text}");
+    assert!(
+        text.contains("Hello there") && text.contains("Answer briefly."),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_conversation_longer_than_the_context_drops_its_oldest_turns_with_a_notice() {
     let home = home_with_models();
     // A 160-token context: three of these exchanges no longer fit.
-    let mut chat = Chat::start_with_env(&home, &["--model", "gemma3-270m", "--system", "Be brief."], &[("GEMMACTL_CONTEXT", "160")]);
+    let mut chat = Chat::start_with_env(
+        &home,
+        &["--model", "gemma3-270m", "--system", "Be brief."],
+        &[("GEMMACTL_CONTEXT", "160")],
+    );
     chat.line("/set max_tokens 4");
     chat.expect(PROMPT);
     let long = "Here is a fairly long message about rivers, mountains, valleys, forests and the sea, written only to fill the context window quickly";
@@ -279,10 +371,18 @@ fn a_conversation_longer_than_the_context_drops_its_oldest_turns_with_a_notice()
     assert!(noticed, "no notice that the oldest turns were dropped");
     chat.line("/show");
     let shown = chat.expect(PROMPT);
-    assert!(shown.contains("not sent") && shown.contains("Be brief."), "{shown}");
+    assert!(
+        shown.contains("not sent") && shown.contains("Be brief."),
+        "{shown}"
+    );
     chat.quit();
     // Every turn still got a reply, and everything is stored.
     let rows = messages(&home);
     assert_eq!(rows.iter().filter(|r| r.2 == "user").count(), 6);
-    assert!(rows.iter().filter(|r| r.2 == "assistant").all(|r| r.5.as_deref() != Some("error")), "{rows:?}");
+    assert!(
+        rows.iter()
+            .filter(|r| r.2 == "assistant")
+            .all(|r| r.5.as_deref() != Some("error")),
+        "{rows:?}"
+    );
 }

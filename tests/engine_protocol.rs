@@ -37,13 +37,18 @@ impl Engine {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line is not protocol JSON ({e}): {line:?}"));
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not protocol JSON ({e}): {line:?}"));
                 if tx.send(value).is_err() {
                     break;
                 }
             }
         });
-        Engine { child, stdin: Some(stdin), events }
+        Engine {
+            child,
+            stdin: Some(stdin),
+            events,
+        }
     }
 
     fn send(&mut self, command: Value) {
@@ -57,7 +62,9 @@ impl Engine {
     }
 
     fn next(&self) -> Value {
-        self.events.recv_timeout(WAIT).expect("the engine sent no event in time (hang?)")
+        self.events
+            .recv_timeout(WAIT)
+            .expect("the engine sent no event in time (hang?)")
     }
 
     /// Events up to and including the first one matching `last`.
@@ -104,7 +111,10 @@ impl Engine {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "engine did not exit after stdin closed");
+            assert!(
+                Instant::now() < deadline,
+                "engine did not exit after stdin closed"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -135,14 +145,28 @@ fn greedy_completion_is_about_france_and_reports_usage() {
     engine.send(generate("a", "The capital of France is", 16));
     let (text, done) = engine.reply("a");
     assert_eq!(done["event"], "done", "{done}");
-    assert!(text.contains("France") || text.contains("Paris"), "reply not about France: {text:?}");
+    assert!(
+        text.contains("France") || text.contains("Paris"),
+        "reply not about France: {text:?}"
+    );
     assert_eq!(done["finish_reason"], "length");
     assert_eq!(done["usage"]["completion_tokens"], 16);
     assert!(done["usage"]["prompt_tokens"].as_u64().unwrap() >= 5);
-    for key in ["ttft_ms", "prefill_tokens_per_s", "decode_tokens_per_s", "total_ms"] {
-        assert!(done["timings"][key].as_f64().unwrap() > 0.0, "{key} missing in {done}");
+    for key in [
+        "ttft_ms",
+        "prefill_tokens_per_s",
+        "decode_tokens_per_s",
+        "total_ms",
+    ] {
+        assert!(
+            done["timings"][key].as_f64().unwrap() > 0.0,
+            "{key} missing in {done}"
+        );
     }
-    assert!(engine.wait_exit().success(), "engine should exit 0 when stdin closes");
+    assert!(
+        engine.wait_exit().success(),
+        "engine should exit 0 when stdin closes"
+    );
 }
 
 #[test]
@@ -188,7 +212,10 @@ fn concurrent_requests_complete_with_their_own_ids_and_texts() {
                     interleaved = true;
                 }
                 last_id = id.clone();
-                texts.entry(id).or_insert_with(String::new).push_str(e["text"].as_str().unwrap());
+                texts
+                    .entry(id)
+                    .or_insert_with(String::new)
+                    .push_str(e["text"].as_str().unwrap());
             }
             Some("done") => {
                 assert_eq!(e["usage"]["completion_tokens"], 12, "{e}");
@@ -197,16 +224,29 @@ fn concurrent_requests_complete_with_their_own_ids_and_texts() {
             _ => panic!("unexpected event {e}"),
         }
     }
-    assert!(texts["fr"].contains("France") || texts["fr"].contains("Paris"), "{:?}", texts["fr"]);
-    assert!(texts["de"].contains("German") || texts["de"].contains("Berlin"), "{:?}", texts["de"]);
-    assert!(interleaved, "the two requests were decoded one after the other, not batched");
+    assert!(
+        texts["fr"].contains("France") || texts["fr"].contains("Paris"),
+        "{:?}",
+        texts["fr"]
+    );
+    assert!(
+        texts["de"].contains("German") || texts["de"].contains("Berlin"),
+        "{:?}",
+        texts["de"]
+    );
+    assert!(
+        interleaved,
+        "the two requests were decoded one after the other, not batched"
+    );
 }
 
 #[test]
 fn second_turn_of_a_session_reuses_the_first() {
     let mut engine = Engine::start(&common::default_model(), &[]);
     engine.ready();
-    let mut messages = vec![json!({"role": "user", "content": "Here is a list of the planets of the solar system, in order:"})];
+    let mut messages = vec![
+        json!({"role": "user", "content": "Here is a list of the planets of the solar system, in order:"}),
+    ];
     engine.send(json!({"op": "generate", "id": "t1", "session": "s", "messages": messages, "params": {"max_tokens": 24, "temperature": 0}}));
     let (reply, done1) = engine.reply("t1");
     assert_eq!(done1["usage"]["cached_tokens"], 0);
@@ -218,21 +258,35 @@ fn second_turn_of_a_session_reuses_the_first() {
     let prompt = done2["usage"]["prompt_tokens"].as_u64().unwrap();
     let cached = done2["usage"]["cached_tokens"].as_u64().unwrap();
     assert!(prompt > done1["usage"]["prompt_tokens"].as_u64().unwrap());
-    assert!(cached >= done1["usage"]["prompt_tokens"].as_u64().unwrap(), "turn 2 re-read turn 1: {done2}");
-    assert!(prompt - cached < prompt / 2, "turn 2 processed most of the conversation again: {done2}");
+    assert!(
+        cached >= done1["usage"]["prompt_tokens"].as_u64().unwrap(),
+        "turn 2 re-read turn 1: {done2}"
+    );
+    assert!(
+        prompt - cached < prompt / 2,
+        "turn 2 processed most of the conversation again: {done2}"
+    );
 
     // A different conversation in the same session shares only its true common prefix.
     let other = vec![json!({"role": "user", "content": "Completely different text"})];
     engine.send(json!({"op": "generate", "id": "t3", "session": "s", "messages": other, "params": {"max_tokens": 4, "temperature": 0}}));
     let (_, done3) = engine.reply("t3");
-    assert!(done3["usage"]["cached_tokens"].as_u64().unwrap() <= 1, "{done3}");
+    assert!(
+        done3["usage"]["cached_tokens"].as_u64().unwrap() <= 1,
+        "{done3}"
+    );
 }
 
 #[test]
 fn malformed_commands_get_typed_errors_and_the_engine_keeps_serving() {
     let mut engine = Engine::start(&common::default_model(), &[]);
     engine.ready();
-    for bad in ["this is not json", "{\"op\":\"explode\"}", "{\"op\":\"generate\"}", "[1,2,3]"] {
+    for bad in [
+        "this is not json",
+        "{\"op\":\"explode\"}",
+        "{\"op\":\"generate\"}",
+        "[1,2,3]",
+    ] {
         engine.send_raw(bad);
         let e = engine.next();
         assert_eq!(e["event"], "error", "for {bad:?}: {e}");
@@ -247,7 +301,10 @@ fn malformed_commands_get_typed_errors_and_the_engine_keeps_serving() {
     engine.send(json!({"op": "generate", "id": "tmpl", "prompt": {"format": "chat"}, "messages": [{"role": "user", "content": "x"}]}));
     let (_, e) = engine.reply("tmpl");
     assert_eq!(e["code"], "bad_request", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("no chat template"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no chat template"),
+        "{e}"
+    );
 
     engine.send(generate("ok", "The capital of France is", 4));
     let (_, done) = engine.reply("ok");
@@ -264,7 +321,10 @@ fn a_built_in_chat_template_can_be_named() {
     let (_, done) = engine.reply("c");
     assert_eq!(done["event"], "done", "{done}");
     // BOS + the Gemma turn markers around both texts: far more tokens than the bare words.
-    assert!(done["usage"]["prompt_tokens"].as_u64().unwrap() >= 12, "{done}");
+    assert!(
+        done["usage"]["prompt_tokens"].as_u64().unwrap() >= 12,
+        "{done}"
+    );
 }
 
 /// Starts the engine on a bad file and returns its single error event and exit status.
@@ -282,7 +342,10 @@ fn bad_model_files_are_typed_errors_naming_the_path() {
     let missing = dir.path().join("absent.gguf");
     let (e, status) = load_failure(&missing);
     assert_eq!(e["code"], "model_not_found", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("absent.gguf"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("absent.gguf"),
+        "{e}"
+    );
     assert_eq!(e["path"], missing.display().to_string());
     assert_eq!(status.code(), Some(1));
 
@@ -298,21 +361,37 @@ fn bad_model_files_are_typed_errors_naming_the_path() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
     let (e, status) = load_failure(&truncated);
     assert_eq!(e["code"], "model_truncated", "{e}");
-    assert!(e["message"].as_str().unwrap().contains("truncated.gguf"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("truncated.gguf"),
+        "{e}"
+    );
     assert_eq!(status.code(), Some(1));
 }
 
 #[test]
 fn bad_arguments_and_probe() {
-    let out = Command::new(common::engine_bin()).arg("--context").output().unwrap();
+    let out = Command::new(common::engine_bin())
+        .arg("--context")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let e: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(e["code"], "bad_arguments");
 
-    let out = Command::new(common::engine_bin()).arg("--probe").output().unwrap();
+    let out = Command::new(common::engine_bin())
+        .arg("--probe")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let probe: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(probe["event"], "probe");
-    assert!(probe["devices"].as_array().unwrap().iter().any(|d| d["kind"] == "cpu"), "{probe}");
+    assert!(
+        probe["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "cpu"),
+        "{probe}"
+    );
     assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }

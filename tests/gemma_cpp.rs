@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 use common::Home;
 use gemmactl::config::Config;
 use gemmactl::engines::gemma_cpp::{find_binary, GemmaCpp, GemmaCppSpec};
-use gemmactl::engines::{Completion, Engine, EngineError, EngineName, ErrorCode, FinishReason, GenerateRequest, Message, PromptFormat, ReplyEvent, Role, SamplingParams};
+use gemmactl::engines::{
+    Completion, Engine, EngineError, EngineName, ErrorCode, FinishReason, GenerateRequest, Message,
+    PromptFormat, ReplyEvent, Role, SamplingParams,
+};
 use gemmactl::models::sbs::test_writer;
 
 /// Generous bound on any single wait; a real 270M model answers in seconds.
@@ -26,7 +29,8 @@ const WAIT: Duration = Duration::from_secs(120);
 
 /// Real-binary mode: both variables set.
 fn real() -> bool {
-    std::env::var_os("GEMMA_BIN").is_some_and(|v| !v.is_empty()) && std::env::var_os("GEMMA_WEIGHTS").is_some_and(|v| !v.is_empty())
+    std::env::var_os("GEMMA_BIN").is_some_and(|v| !v.is_empty())
+        && std::env::var_os("GEMMA_WEIGHTS").is_some_and(|v| !v.is_empty())
 }
 
 /// Skips the rest of a test that depends on the stand-in's magic.
@@ -41,7 +45,11 @@ macro_rules! standin_only {
 
 fn standin_bin() -> PathBuf {
     let path = common::gemmactl_bin().with_file_name("gemma-standin");
-    assert!(path.is_file(), "{} is missing: run `cargo build --workspace` before the tests", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace` before the tests",
+        path.display()
+    );
     path
 }
 
@@ -57,11 +65,23 @@ fn fixture() -> Fixture {
     if real() {
         let binary = PathBuf::from(std::env::var_os("GEMMA_BIN").unwrap());
         let weights = PathBuf::from(std::env::var_os("GEMMA_WEIGHTS").unwrap());
-        return Fixture { dir, binary, weights };
+        return Fixture {
+            dir,
+            binary,
+            weights,
+        };
     }
     let weights = dir.path().join("gemma3-270m-sfp-it.sbs");
-    std::fs::write(&weights, test_writer::single_file("gemma3-270m-sfp-it", true)).unwrap();
-    Fixture { dir, binary: standin_bin(), weights }
+    std::fs::write(
+        &weights,
+        test_writer::single_file("gemma3-270m-sfp-it", true),
+    )
+    .unwrap();
+    Fixture {
+        dir,
+        binary: standin_bin(),
+        weights,
+    }
 }
 
 impl Fixture {
@@ -77,32 +97,63 @@ impl Fixture {
     /// A wrapper script running the stand-in with extra environment (fault injection).
     fn standin_with(&self, env: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
-        let script = self.dir.path().join(format!("gemma-{}", env.replace(['=', ' '], "-")));
-        std::fs::write(&script, format!("#!/bin/sh\nexec env {env} '{}' \"$@\"\n", standin_bin().display())).unwrap();
+        let script = self
+            .dir
+            .path()
+            .join(format!("gemma-{}", env.replace(['=', ' '], "-")));
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nexec env {env} '{}' \"$@\"\n",
+                standin_bin().display()
+            ),
+        )
+        .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         script
     }
 }
 
 async fn start(spec: &GemmaCppSpec) -> Result<GemmaCpp, EngineError> {
-    tokio::time::timeout(WAIT, GemmaCpp::start(spec, |_| {})).await.expect("gemma.cpp start hung")
+    tokio::time::timeout(WAIT, GemmaCpp::start(spec, |_| {}))
+        .await
+        .expect("gemma.cpp start hung")
 }
 
 /// Greedy sampling, matching the fixture's flags so no request restarts the process.
 fn greedy() -> SamplingParams {
-    SamplingParams { max_tokens: Some(48), temperature: 1.0, top_k: 1, top_p: None, seed: None, stop: Vec::new() }
+    SamplingParams {
+        max_tokens: Some(48),
+        temperature: 1.0,
+        top_k: 1,
+        top_p: None,
+        seed: None,
+        stop: Vec::new(),
+    }
 }
 
 fn user(text: &str) -> Message {
-    Message { role: Role::User, content: text.into() }
+    Message {
+        role: Role::User,
+        content: text.into(),
+    }
 }
 
 fn model(text: &str) -> Message {
-    Message { role: Role::Assistant, content: text.into() }
+    Message {
+        role: Role::Assistant,
+        content: text.into(),
+    }
 }
 
 fn request(id: &str, messages: Vec<Message>) -> GenerateRequest {
-    GenerateRequest { id: id.into(), messages, session: None, prompt: PromptFormat::Auto, params: greedy() }
+    GenerateRequest {
+        id: id.into(),
+        messages,
+        session: None,
+        prompt: PromptFormat::Auto,
+        params: greedy(),
+    }
 }
 
 /// One reply, with the arrival time of each piece.
@@ -133,14 +184,30 @@ async fn read(mut stream: gemmactl::engines::ReplyStream) -> Reply {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, stream.recv()).await.expect("reply hung");
+        let event = tokio::time::timeout(left, stream.recv())
+            .await
+            .expect("reply hung");
         match event {
             Some(ReplyEvent::Token(t)) => {
                 text.push_str(&t);
                 pieces.push(Instant::now());
             }
-            Some(ReplyEvent::Finished(c)) => return Reply { text, pieces, end: Ok(c), ended: Instant::now() },
-            Some(ReplyEvent::Failed(e)) => return Reply { text, pieces, end: Err(e), ended: Instant::now() },
+            Some(ReplyEvent::Finished(c)) => {
+                return Reply {
+                    text,
+                    pieces,
+                    end: Ok(c),
+                    ended: Instant::now(),
+                }
+            }
+            Some(ReplyEvent::Failed(e)) => {
+                return Reply {
+                    text,
+                    pieces,
+                    end: Err(e),
+                    ended: Instant::now(),
+                }
+            }
             None => panic!("the stream ended without Finished or Failed"),
         }
     }
@@ -152,19 +219,41 @@ async fn a_turn_streams_with_stats() {
     let engine = start(&f.spec()).await.unwrap();
     let d = engine.describe();
     assert_eq!(d.engine, EngineName::GemmaCpp);
-    assert!(d.model.name.as_deref().unwrap_or("").starts_with("gemma"), "{:?}", d.model.name);
-    let prompt = if real() { "Count from one to twenty in words, separated by commas." } else { "SLOW Hello" };
+    assert!(
+        d.model.name.as_deref().unwrap_or("").starts_with("gemma"),
+        "{:?}",
+        d.model.name
+    );
+    let prompt = if real() {
+        "Count from one to twenty in words, separated by commas."
+    } else {
+        "SLOW Hello"
+    };
     let reply = collect(&engine, request("r1", vec![user(prompt)])).await;
     let done = reply.done();
     assert!(!reply.text.is_empty());
-    assert!(reply.pieces.len() >= 2, "the reply came in one piece: {:?}", reply.text);
-    assert!(done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0, "{:?}", done.usage);
+    assert!(
+        reply.pieces.len() >= 2,
+        "the reply came in one piece: {:?}",
+        reply.text
+    );
+    assert!(
+        done.usage.prompt_tokens > 0 && done.usage.completion_tokens > 0,
+        "{:?}",
+        done.usage
+    );
     assert!(done.timings.decode_tokens_per_s > 0.0, "{:?}", done.timings);
     assert!(done.timings.total_ms > 0.0);
     assert_eq!(done.usage.cached_tokens, 0);
     standin_only!("exact reply, token counts and streaming gaps");
     assert_eq!(d.model.name.as_deref(), Some("gemma3-270m-sfp-it"));
-    assert_eq!(reply.text, (1..=40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" "));
+    assert_eq!(
+        reply.text,
+        (1..=40)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     // BOS + 3 + "SLOW" " Hello" "\n" (every --eot_line line keeps its newline) + 2 + 3 template
     // tokens; 40 words and the end-of-sequence token.
     assert_eq!(done.usage.prompt_tokens, 12);
@@ -173,7 +262,10 @@ async fn a_turn_streams_with_stats() {
     assert!(done.timings.prefill_tokens_per_s > 0.0);
     // Tokens 50 ms apart: the first must reach us long before the end of the turn.
     let first = reply.pieces[0];
-    assert!(reply.ended.duration_since(first) >= Duration::from_millis(1000), "text was not streamed as it was flushed");
+    assert!(
+        reply.ended.duration_since(first) >= Duration::from_millis(1000),
+        "text was not streamed as it was flushed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,25 +273,56 @@ async fn a_second_turn_keeps_its_context_and_a_moved_conversation_is_replayed() 
     let f = fixture();
     let engine = start(&f.spec()).await.unwrap();
     let first = collect(&engine, request("a", vec![user("My name is Zed.")])).await;
-    let u2 = if real() { "What is my name?" } else { "CONTEXT What is my name?" };
-    let second = collect(&engine, request("b", vec![user("My name is Zed."), model(&first.text), user(u2)])).await;
+    let u2 = if real() {
+        "What is my name?"
+    } else {
+        "CONTEXT What is my name?"
+    };
+    let second = collect(
+        &engine,
+        request(
+            "b",
+            vec![user("My name is Zed."), model(&first.text), user(u2)],
+        ),
+    )
+    .await;
     let done = second.done();
     // Only the new turn was read: the first turn and its reply were in the cache.
-    assert!(done.usage.cached_tokens >= first.done().usage.prompt_tokens, "{:?}", done.usage);
+    assert!(
+        done.usage.cached_tokens >= first.done().usage.prompt_tokens,
+        "{:?}",
+        done.usage
+    );
     if !real() {
-        assert!(second.text.contains("2 user turns, overwritten 0"), "{}", second.text);
+        assert!(
+            second.text.contains("2 user turns, overwritten 0"),
+            "{}",
+            second.text
+        );
         assert!(second.text.contains("My name is Zed."), "{}", second.text);
     }
 
     // A conversation that the process does not hold is replayed in one prompt.
     let other = start(&f.spec()).await.unwrap();
-    let moved = vec![user("Hello"), model("Hi there"), user(if real() { "How are you" } else { "How are you CONTEXT" })];
+    let moved = vec![
+        user("Hello"),
+        model("Hi there"),
+        user(if real() {
+            "How are you"
+        } else {
+            "How are you CONTEXT"
+        }),
+    ];
     let reply = collect(&other, request("c", moved)).await;
     assert_eq!(reply.done().usage.cached_tokens, 0);
     standin_only!("the stand-in's view of the replayed context");
     // The markers written as text became control tokens: two user turns in the cache.
     assert!(reply.text.contains("2 user turns"), "{}", reply.text);
-    assert!(reply.text.contains(r#"["Hello", "How are you CONTEXT\n"]"#), "{}", reply.text);
+    assert!(
+        reply.text.contains(r#"["Hello", "How are you CONTEXT\n"]"#),
+        "{}",
+        reply.text
+    );
     // The facts file's 25 tokens, plus " CONTEXT" and the newline --eot_line keeps.
     assert_eq!(reply.done().usage.prompt_tokens, 27);
 }
@@ -208,10 +331,16 @@ async fn a_second_turn_keeps_its_context_and_a_moved_conversation_is_replayed() 
 async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
     let f = fixture();
     let engine = start(&f.spec()).await.unwrap();
-    let long = if real() { "Write a long story about a lighthouse keeper." } else { "SLOW story" };
+    let long = if real() {
+        "Write a long story about a lighthouse keeper."
+    } else {
+        "SLOW story"
+    };
     let mut stream = engine.generate(request("s1", vec![user(long)])).unwrap();
     let mut partial = String::new();
-    let first = tokio::time::timeout(WAIT, stream.recv()).await.expect("no first token");
+    let first = tokio::time::timeout(WAIT, stream.recv())
+        .await
+        .expect("no first token");
     match first {
         Some(ReplyEvent::Token(t)) => partial.push_str(&t),
         other => panic!("expected a token first, got {other:?}"),
@@ -221,28 +350,54 @@ async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
     partial.push_str(&rest.text);
     let done = rest.done();
     assert_eq!(done.finish_reason, FinishReason::Cancelled);
-    assert!(done.usage.completion_tokens >= 1 && done.usage.prompt_tokens > 0, "{:?}", done.usage);
-    assert!(engine.exit_status().is_none(), "a cancel must not end the engine");
+    assert!(
+        done.usage.completion_tokens >= 1 && done.usage.prompt_tokens > 0,
+        "{:?}",
+        done.usage
+    );
+    assert!(
+        engine.exit_status().is_none(),
+        "a cancel must not end the engine"
+    );
 
     let u2 = if real() { "Say hello." } else { "CONTEXT next" };
-    let next = collect(&engine, request("s2", vec![user(long), model(&partial), user(u2)])).await;
+    let next = collect(
+        &engine,
+        request("s2", vec![user(long), model(&partial), user(u2)]),
+    )
+    .await;
     let done = next.done();
     assert_ne!(done.finish_reason, FinishReason::Cancelled);
     // The restarted process had nothing cached: the conversation was replayed.
     assert_eq!(done.usage.cached_tokens, 0);
     standin_only!("the stand-in's view of the replayed context");
     assert!(next.text.contains("2 user turns"), "{}", next.text);
-    let full = (1..=40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
-    assert!(full.starts_with(&partial) && partial.len() < full.len(), "the cancel came too late to test anything: {partial}");
+    let full = (1..=40)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        full.starts_with(&partial) && partial.len() < full.len(),
+        "the cancel came too late to test anything: {partial}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_wait_their_turn_and_a_queued_cancel_leaves_at_once() {
     let f = fixture();
     let engine = start(&f.spec()).await.unwrap();
-    let long = if real() { "Write a long story about a lighthouse keeper." } else { "SLOW first" };
+    let long = if real() {
+        "Write a long story about a lighthouse keeper."
+    } else {
+        "SLOW first"
+    };
     let first = engine.generate(request("q1", vec![user(long)])).unwrap();
-    let second = engine.generate(request("q2", vec![user(if real() { "Say yes." } else { "COUNT 3" })])).unwrap();
+    let second = engine
+        .generate(request(
+            "q2",
+            vec![user(if real() { "Say yes." } else { "COUNT 3" })],
+        ))
+        .unwrap();
     let third = engine.generate(request("q3", vec![user("never")])).unwrap();
     engine.cancel("q3");
     let third = read(third).await;
@@ -250,8 +405,14 @@ async fn requests_wait_their_turn_and_a_queued_cancel_leaves_at_once() {
     assert!(third.text.is_empty());
     let first = read(first).await;
     let second = read(second).await;
-    assert!(third.ended < first.ended, "the queued cancel waited for the request ahead");
-    assert!(first.ended <= second.pieces.first().copied().unwrap_or(second.ended), "requests overlapped");
+    assert!(
+        third.ended < first.ended,
+        "the queued cancel waited for the request ahead"
+    );
+    assert!(
+        first.ended <= second.pieces.first().copied().unwrap_or(second.ended),
+        "requests overlapped"
+    );
     first.done();
     // The second conversation is not the first's continuation: it was replayed from scratch.
     assert_eq!(second.done().usage.cached_tokens, 0);
@@ -263,13 +424,29 @@ async fn requests_wait_their_turn_and_a_queued_cancel_leaves_at_once() {
 async fn prompts_starting_with_commands_are_answered_not_obeyed() {
     let f = fixture();
     let engine = start(&f.spec()).await.unwrap();
-    let q = if real() { "%q is how you quit. What does %q mean?" } else { "%q ECHO this" };
+    let q = if real() {
+        "%q is how you quit. What does %q mean?"
+    } else {
+        "%q ECHO this"
+    };
     let reply = collect(&engine, request("q", vec![user(q)])).await;
     reply.done();
     assert!(engine.exit_status().is_none(), "%q was taken as a command");
-    let c = if real() { "%c resets. What is 2+2?" } else { "%c CONTEXT" };
-    let second = collect(&engine, request("c", vec![user(q), model(&reply.text), user(c)])).await;
-    assert!(second.done().usage.cached_tokens > 0, "%c was taken as a command: {:?}", second.done().usage);
+    let c = if real() {
+        "%c resets. What is 2+2?"
+    } else {
+        "%c CONTEXT"
+    };
+    let second = collect(
+        &engine,
+        request("c", vec![user(q), model(&reply.text), user(c)]),
+    )
+    .await;
+    assert!(
+        second.done().usage.cached_tokens > 0,
+        "%c was taken as a command: {:?}",
+        second.done().usage
+    );
     standin_only!("the stand-in's echo of what it read");
     assert_eq!(reply.text, r#"echo: "\n%q ECHO this\n""#);
     assert!(second.text.contains("2 user turns"), "{}", second.text);
@@ -279,7 +456,11 @@ async fn prompts_starting_with_commands_are_answered_not_obeyed() {
 async fn multi_line_prompts_arrive_whole() {
     let f = fixture();
     let engine = start(&f.spec()).await.unwrap();
-    let text = if real() { "Line one.\n\nLine three: repeat the first line." } else { "line one\n\nline three ECHO\n%q" };
+    let text = if real() {
+        "Line one.\n\nLine three: repeat the first line."
+    } else {
+        "line one\n\nline three ECHO\n%q"
+    };
     let reply = collect(&engine, request("m", vec![user(text)])).await;
     reply.done();
     assert!(engine.exit_status().is_none());
@@ -295,14 +476,30 @@ async fn awkward_replies_marker_blank_lines_and_empty() {
     let blanks = collect(&engine, request("b", vec![user("BLANKS")])).await;
     assert_eq!(blanks.text, "Quote:\n\n> to be or not\n\n");
     assert_eq!(blanks.done().finish_reason, FinishReason::Stop);
-    let empty = collect(&engine, request("e", vec![user("BLANKS"), model(&blanks.text), user("EMPTY")])).await;
+    let empty = collect(
+        &engine,
+        request(
+            "e",
+            vec![user("BLANKS"), model(&blanks.text), user("EMPTY")],
+        ),
+    )
+    .await;
     assert_eq!(empty.text, "");
     assert!(empty.pieces.is_empty());
     assert_eq!(empty.done().usage.completion_tokens, 1);
     // The turn after both still lines up with the binary.
     let after = collect(
         &engine,
-        request("n", vec![user("BLANKS"), model(&blanks.text), user("EMPTY"), model(""), user("CONTEXT")]),
+        request(
+            "n",
+            vec![
+                user("BLANKS"),
+                model(&blanks.text),
+                user("EMPTY"),
+                model(""),
+                user("CONTEXT"),
+            ],
+        ),
     )
     .await;
     assert!(after.text.contains("3 user turns"), "{}", after.text);
@@ -316,7 +513,10 @@ async fn parameters_gemma_cpp_cannot_honour_are_refused() {
     let refused = |mut req: GenerateRequest, edit: &dyn Fn(&mut GenerateRequest), needle: &str| {
         edit(&mut req);
         match engine.generate(req) {
-            Err(EngineError::Request { code: ErrorCode::BadRequest, message }) => assert!(message.contains(needle), "{message}"),
+            Err(EngineError::Request {
+                code: ErrorCode::BadRequest,
+                message,
+            }) => assert!(message.contains(needle), "{message}"),
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("accepted a request that should be refused ({needle})"),
         }
@@ -324,9 +524,21 @@ async fn parameters_gemma_cpp_cannot_honour_are_refused() {
     let base = request("p", vec![user("Hi")]);
     refused(base.clone(), &|r| r.params.seed = Some(7), "no seed");
     refused(base.clone(), &|r| r.params.top_p = Some(0.9), "no top-p");
-    refused(base.clone(), &|r| r.prompt = PromptFormat::Completion, "raw (completion) prompt");
-    refused(base.clone(), &|r| r.params.top_k = 0, "cannot turn top-k off");
-    refused(base.clone(), &|r| r.messages = vec![user("Hi"), model("Hello")], "ends with a model turn");
+    refused(
+        base.clone(),
+        &|r| r.prompt = PromptFormat::Completion,
+        "raw (completion) prompt",
+    );
+    refused(
+        base.clone(),
+        &|r| r.params.top_k = 0,
+        "cannot turn top-k off",
+    );
+    refused(
+        base.clone(),
+        &|r| r.messages = vec![user("Hi"), model("Hello")],
+        "ends with a model turn",
+    );
     // top-p 1 is "off", which gemma.cpp does anyway.
     let mut ok = base.clone();
     ok.params.top_p = Some(1.0);
@@ -342,13 +554,21 @@ async fn the_kv_cache_never_overruns_seq_len() {
     let engine = start(&spec).await.unwrap();
     let mut messages = Vec::new();
     for i in 0..8 {
-        let ask = if i == 7 && !real() { format!("CONTEXT turn {i}") } else { format!("Turn {i}: please say something short about the number {i}.") };
+        let ask = if i == 7 && !real() {
+            format!("CONTEXT turn {i}")
+        } else {
+            format!("Turn {i}: please say something short about the number {i}.")
+        };
         messages.push(user(&ask));
         let mut req = request(&format!("t{i}"), messages.clone());
         req.params.max_tokens = Some(24);
         let reply = collect(&engine, req).await;
         let done = reply.done();
-        assert!(done.usage.prompt_tokens + done.usage.completion_tokens <= 256, "turn {i}: {:?}", done.usage);
+        assert!(
+            done.usage.prompt_tokens + done.usage.completion_tokens <= 256,
+            "turn {i}: {:?}",
+            done.usage
+        );
         messages.push(model(&reply.text));
         if i == 7 && !real() {
             assert!(reply.text.contains("overwritten 0"), "{}", reply.text);
@@ -360,8 +580,14 @@ async fn the_kv_cache_never_overruns_seq_len() {
     let mut req = request("huge", vec![user(&"word ".repeat(400))]);
     req.params.max_tokens = Some(24);
     match read(engine.generate(req).unwrap()).await.end {
-        Err(EngineError::Request { code: ErrorCode::ContextOverflow, message }) => assert!(message.contains("seq_len"), "{message}"),
-        other => panic!("expected a context overflow, got {:?}", other.map(|c| c.usage)),
+        Err(EngineError::Request {
+            code: ErrorCode::ContextOverflow,
+            message,
+        }) => assert!(message.contains("seq_len"), "{message}"),
+        other => panic!(
+            "expected a context overflow, got {:?}",
+            other.map(|c| c.usage)
+        ),
     }
     assert!(engine.exit_status().is_none());
 }
@@ -382,15 +608,30 @@ async fn load_failures_become_one_sentence_naming_the_file() {
     spec.weights = f.dir.path().join("nonexistent.sbs");
     let (code, msg) = load_error(start(&spec).await);
     assert_eq!(code, ErrorCode::ModelNotFound);
-    assert!(msg.starts_with(&format!("gemma.cpp could not open the weights file {}", spec.weights.display())), "{msg}");
-    assert!(msg.contains("SIGABRT") && msg.contains("Abort at io.cc:199: Failed to open"), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "gemma.cpp could not open the weights file {}",
+            spec.weights.display()
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("SIGABRT") && msg.contains("Abort at io.cc:199: Failed to open"),
+        "{msg}"
+    );
 
     // A text file that is not a BlobStore.
     let text = f.dir.path().join("notes.sbs");
     std::fs::write(&text, "these are my notes, not weights\n".repeat(10)).unwrap();
     spec.weights = text.clone();
     let (_, msg) = load_error(start(&spec).await);
-    assert!(msg.starts_with(&format!("{} is not a gemma.cpp BlobStore weights file", text.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!(
+            "{} is not a gemma.cpp BlobStore weights file",
+            text.display()
+        )),
+        "{msg}"
+    );
     assert!(msg.contains("BlobStore header magic"), "{msg}");
 
     standin_only!("faults only the stand-in can be asked for");
@@ -398,19 +639,29 @@ async fn load_failures_become_one_sentence_naming_the_file() {
     std::fs::write(&multi, test_writer::multi_file(18)).unwrap();
     spec.weights = multi.clone();
     let (_, msg) = load_error(start(&spec).await);
-    assert!(msg.contains("is a pre-2025 multi-file gemma.cpp model and no tokenizer was given"), "{msg}");
+    assert!(
+        msg.contains("is a pre-2025 multi-file gemma.cpp model and no tokenizer was given"),
+        "{msg}"
+    );
 
     let mut spec = f.spec();
     spec.binary = f.standin_with("GEMMA_STANDIN_FAULT=sigill");
     let (_, msg) = load_error(start(&spec).await);
-    assert!(msg.contains("illegal instruction") && msg.contains(&f.weights.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("illegal instruction") && msg.contains(&f.weights.display().to_string()),
+        "{msg}"
+    );
     spec.binary = f.standin_with("GEMMA_STANDIN_FAULT=sigkill");
     let (code, msg) = load_error(start(&spec).await);
     assert_eq!(code, ErrorCode::OutOfMemory, "{msg}");
     assert!(msg.contains("memory ran out"), "{msg}");
     spec.binary = f.standin_with("GEMMA_STANDIN_FAULT=exit3");
     let (_, msg) = load_error(start(&spec).await);
-    assert!(msg.contains("exited with status 3") && msg.contains("exiting with status 3 during startup"), "{msg}");
+    assert!(
+        msg.contains("exited with status 3")
+            && msg.contains("exiting with status 3 during startup"),
+        "{msg}"
+    );
 
     spec.binary = f.standin_with("GEMMA_STANDIN_LOAD_MS=10000");
     spec.load_timeout = Duration::from_secs(1);
@@ -419,7 +670,10 @@ async fn load_failures_become_one_sentence_naming_the_file() {
         Err(EngineError::LoadTimeout { secs: 1, .. }) => {}
         other => panic!("expected a load timeout, got {:?}", other.err()),
     }
-    assert!(started.elapsed() < Duration::from_secs(9), "the timeout did not stop the wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(9),
+        "the timeout did not stop the wait"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -427,31 +681,63 @@ async fn deaths_mid_reply_carry_signal_and_stderr() {
     let f = fixture();
     // Killed from outside (what the OOM killer does).
     let engine = start(&f.spec()).await.unwrap();
-    let long = if real() { "Write a long story about a lighthouse keeper." } else { "SLOW story" };
+    let long = if real() {
+        "Write a long story about a lighthouse keeper."
+    } else {
+        "SLOW story"
+    };
     let mut stream = engine.generate(request("k", vec![user(long)])).unwrap();
-    assert!(matches!(tokio::time::timeout(WAIT, stream.recv()).await.unwrap(), Some(ReplyEvent::Token(_))));
+    assert!(matches!(
+        tokio::time::timeout(WAIT, stream.recv()).await.unwrap(),
+        Some(ReplyEvent::Token(_))
+    ));
     unsafe {
         libc::kill(engine.describe().pid.unwrap() as i32, libc::SIGKILL);
     }
     match read(stream).await.end {
-        Err(EngineError::Died { engine: EngineName::GemmaCpp, exit, .. }) => assert_eq!(exit.signal, Some(libc::SIGKILL)),
+        Err(EngineError::Died {
+            engine: EngineName::GemmaCpp,
+            exit,
+            ..
+        }) => assert_eq!(exit.signal, Some(libc::SIGKILL)),
         other => panic!("expected Died, got {:?}", other.map(|c| c.finish_reason)),
     }
-    assert!(engine.exit_status().is_some(), "a crashed engine must say so, so the supervisor replaces it");
-    assert!(matches!(engine.generate(request("after", vec![user("hi")])), Err(EngineError::Died { .. })));
+    assert!(
+        engine.exit_status().is_some(),
+        "a crashed engine must say so, so the supervisor replaces it"
+    );
+    assert!(matches!(
+        engine.generate(request("after", vec![user("hi")])),
+        Err(EngineError::Died { .. })
+    ));
 
     standin_only!("faults only the stand-in can be asked for");
-    for (word, signal) in [("STANDIN_SIGILL", libc::SIGILL), ("STANDIN_ABORT", libc::SIGABRT)] {
+    for (word, signal) in [
+        ("STANDIN_SIGILL", libc::SIGILL),
+        ("STANDIN_ABORT", libc::SIGABRT),
+    ] {
         let engine = start(&f.spec()).await.unwrap();
         match collect(&engine, request("f", vec![user(word)])).await.end {
             Err(e @ EngineError::Died { .. }) => {
-                let EngineError::Died { exit, ref stderr_tail, .. } = e else { unreachable!() };
+                let EngineError::Died {
+                    exit,
+                    ref stderr_tail,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
                 assert_eq!(exit.signal, Some(signal), "{e}");
                 let text = e.to_string();
                 if signal == libc::SIGILL {
                     assert!(text.contains("illegal instruction"), "{text}");
                 } else {
-                    assert!(stderr_tail.iter().any(|l| l.contains("Abort at gemma.cc:530")), "{text}");
+                    assert!(
+                        stderr_tail
+                            .iter()
+                            .any(|l| l.contains("Abort at gemma.cc:530")),
+                        "{text}"
+                    );
                 }
             }
             other => panic!("expected Died, got {:?}", other.map(|c| c.finish_reason)),
@@ -466,8 +752,13 @@ fn the_binary_is_found_by_flag_then_config() {
     std::fs::write(&fake, "").unwrap();
     let mut config = Config::default();
     assert_eq!(find_binary(Some(&fake), &config).unwrap(), fake);
-    let err = find_binary(Some(&dir.path().join("nope")), &config).unwrap_err().to_string();
-    assert!(err.contains("nope") && err.contains("set by the command line"), "{err}");
+    let err = find_binary(Some(&dir.path().join("nope")), &config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nope") && err.contains("set by the command line"),
+        "{err}"
+    );
     if std::env::var_os("GEMMA_BIN").is_none() {
         config.engines.gemma_cpp.binary = Some(fake.clone());
         assert_eq!(find_binary(None, &config).unwrap(), fake);
@@ -498,13 +789,32 @@ fn models_check_reports_good_files_and_refuses_bad_ones() {
     let home = Home::new();
     let dir = home.path();
     let single = dir.join("gemma3-270m-sfp-it.sbs");
-    std::fs::write(&single, test_writer::single_file("gemma3-270m-sfp-it", true)).unwrap();
+    std::fs::write(
+        &single,
+        test_writer::single_file("gemma3-270m-sfp-it", true),
+    )
+    .unwrap();
     let out = ok(&home.run(&["models", "check", path_str(&single)]));
-    assert!(out.contains("single-file (config and tokenizer embedded)"), "{out}");
-    assert!(out.contains("gemma3-270m-sfp-it, weight type sfp, instruct"), "{out}");
-    assert!(out.contains("185 (182 tensors, 18 layers)") && out.contains("readable:  yes"), "{out}");
+    assert!(
+        out.contains("single-file (config and tokenizer embedded)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("gemma3-270m-sfp-it, weight type sfp, instruct"),
+        "{out}"
+    );
+    assert!(
+        out.contains("185 (182 tensors, 18 layers)") && out.contains("readable:  yes"),
+        "{out}"
+    );
     assert!(out.contains("of memory available"), "{out}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&home.run(&["models", "check", path_str(&single), "--json"]))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&home.run(&[
+        "models",
+        "check",
+        path_str(&single),
+        "--json",
+    ])))
+    .unwrap();
     assert_eq!(json["family"], "gemma3-270m");
     assert_eq!(json["sbs_format"], "single-file");
     assert_eq!(json["layout"], "v2");
@@ -513,31 +823,61 @@ fn models_check_reports_good_files_and_refuses_bad_ones() {
     let multi = dir.join("2b-it-sfp.sbs");
     std::fs::write(&multi, test_writer::multi_file(26)).unwrap();
     let err = fails(&home.run(&["models", "check", path_str(&multi)]));
-    assert!(err.contains("2b-it-sfp.sbs is a pre-2025 multi-file") && err.contains("--tokenizer"), "{err}");
+    assert!(
+        err.contains("2b-it-sfp.sbs is a pre-2025 multi-file") && err.contains("--tokenizer"),
+        "{err}"
+    );
     let spm = dir.join("tokenizer.spm");
     std::fs::write(&spm, b"spm").unwrap();
-    let out = ok(&home.run(&["models", "check", path_str(&multi), "--tokenizer", path_str(&spm)]));
-    assert!(out.contains("pre-2025 multi-file") && out.contains("gemma3-1b (from its tensor names)"), "{out}");
+    let out = ok(&home.run(&[
+        "models",
+        "check",
+        path_str(&multi),
+        "--tokenizer",
+        path_str(&spm),
+    ]));
+    assert!(
+        out.contains("pre-2025 multi-file") && out.contains("gemma3-1b (from its tensor names)"),
+        "{out}"
+    );
 
     let bytes = std::fs::read(&single).unwrap();
     let cut = dir.join("cut.sbs");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
     let err = fails(&home.run(&["models", "check", path_str(&cut)]));
-    assert!(err.contains("cut.sbs is a truncated gemma.cpp .sbs file"), "{err}");
+    assert!(
+        err.contains("cut.sbs is a truncated gemma.cpp .sbs file"),
+        "{err}"
+    );
 
     let renamed = dir.join("notes.sbs");
     std::fs::write(&renamed, "shopping list\n").unwrap();
     let err = fails(&home.run(&["models", "check", path_str(&renamed)]));
-    assert!(err.contains("notes.sbs is not a gemma.cpp weights file"), "{err}");
+    assert!(
+        err.contains("notes.sbs is not a gemma.cpp weights file"),
+        "{err}"
+    );
 
-    let err = fails(&home.run(&["models", "check", path_str(&single), "--engine", "gemma-engine"]));
+    let err = fails(&home.run(&[
+        "models",
+        "check",
+        path_str(&single),
+        "--engine",
+        "gemma-engine",
+    ]));
     assert!(err.contains("gemma3-270m-sfp-it.sbs is a gemma.cpp .sbs weights file, which gemma-engine cannot load"), "{err}");
 
     let gguf = common::default_model();
     let out = ok(&home.run(&["models", "check", path_str(&gguf)]));
-    assert!(out.contains("GGUF version 3, for gemma-engine") && out.contains("gemma3"), "{out}");
+    assert!(
+        out.contains("GGUF version 3, for gemma-engine") && out.contains("gemma3"),
+        "{out}"
+    );
     let err = fails(&home.run(&["models", "check", path_str(&gguf), "--engine", "gemma-cpp"]));
-    assert!(err.contains("is a GGUF model file, which gemma.cpp cannot load"), "{err}");
+    assert!(
+        err.contains("is a GGUF model file, which gemma.cpp cannot load"),
+        "{err}"
+    );
 
     if real() {
         let weights = std::env::var("GEMMA_WEIGHTS").unwrap();
@@ -554,28 +894,46 @@ fn run_streams_a_reply_from_a_registered_gemma_cpp_model() {
     assert!(out.contains("registered 'tiny': gemma.cpp"), "{out}");
     let list = ok(&home.run(&["models", "list", "--json"]));
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
-    let entry = v.as_array().unwrap().iter().find(|m| m["name"] == "tiny").unwrap().clone();
-    assert_eq!((entry["engine"].as_str(), entry["format"].as_str()), (Some("gemma-cpp"), Some("sbs")));
+    let entry = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tiny")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (entry["engine"].as_str(), entry["format"].as_str()),
+        (Some("gemma-cpp"), Some("sbs"))
+    );
     let show = ok(&home.run(&["models", "show", "tiny"]));
     assert!(show.contains("gemma.cpp BlobStore"), "{show}");
 
     let mut cmd = home.cmd();
-    cmd.env("GEMMA_BIN", &f.binary).args(["run", "--model", "tiny", "--stats", "Hello"]);
+    cmd.env("GEMMA_BIN", &f.binary)
+        .args(["run", "--model", "tiny", "--stats", "Hello"]);
     let started = Instant::now();
     let out = cmd.output().unwrap();
     assert!(started.elapsed() < WAIT);
     let text = ok(&out);
     let stats = common::stderr(&out);
-    assert!(stats.contains("tok/s decode") && stats.contains("gemma.cpp on CPU"), "{stats}");
+    assert!(
+        stats.contains("tok/s decode") && stats.contains("gemma.cpp on CPU"),
+        "{stats}"
+    );
     assert!(!text.trim().is_empty());
     if !real() {
-        assert_eq!(text.trim_end(), "Turn 1: I read 11 prompt tokens at position 11.");
+        assert_eq!(
+            text.trim_end(),
+            "Turn 1: I read 11 prompt tokens at position 11."
+        );
         assert!(stats.contains("prompt 11 tokens"), "{stats}");
     }
 
     // The same file registered for the wrong engine by hand is refused before launch.
     let registry = home.path().join("config/models.toml");
-    let edited = std::fs::read_to_string(&registry).unwrap().replace("engine = \"gemma-cpp\"", "engine = \"gemma-engine\"");
+    let edited = std::fs::read_to_string(&registry)
+        .unwrap()
+        .replace("engine = \"gemma-cpp\"", "engine = \"gemma-engine\"");
     std::fs::write(&registry, edited).unwrap();
     let err = fails(&home.run(&["run", "--model", "tiny", "Hello"]));
     assert!(err.contains("gemma-engine cannot load"), "{err}");

@@ -10,7 +10,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-
 use common::{default_model, Home};
 use sha2::{Digest, Sha256};
 

@@ -22,13 +22,28 @@ fn home_with_model() -> common::Home {
 #[test]
 fn greedy_run_continues_about_france() {
     let home = home_with_model();
-    let out = home.run(&["run", "--model", "gemma3-270m", "--max-tokens", "12", "--temperature", "0", "The capital of France is"]);
+    let out = home.run(&[
+        "run",
+        "--model",
+        "gemma3-270m",
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0",
+        "The capital of France is",
+    ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let text = common::stdout(&out);
-    assert!(text.contains("France") || text.contains("Paris"), "{text:?}");
+    assert!(
+        text.contains("France") || text.contains("Paris"),
+        "{text:?}"
+    );
     assert!(text.ends_with('\n'));
     // Nothing but the reply on stdout: no progress, no logs.
-    assert!(!text.contains("loading") && !text.contains("INFO"), "{text:?}");
+    assert!(
+        !text.contains("loading") && !text.contains("INFO"),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -36,14 +51,27 @@ fn default_model_stats_json_and_stdin() {
     let home = home_with_model();
     let mut child = home
         .cmd()
-        .args(["run", "--max-tokens", "6", "--temperature", "0", "--json", "-"])
+        .args([
+            "run",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+            "--json",
+            "-",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"The capital of France is\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"The capital of France is\n")
+        .unwrap();
     let out = wait_output(child);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
@@ -54,18 +82,37 @@ fn default_model_stats_json_and_stdin() {
     assert!(v["text"].as_str().unwrap().len() > 3);
     assert!(v["timings"]["ttft_ms"].as_f64().unwrap() > 0.0);
 
-    let out = home.run(&["run", "--max-tokens", "4", "--temperature", "0", "--stats", "--system", "Be brief.", "Hello"]);
+    let out = home.run(&[
+        "run",
+        "--max-tokens",
+        "4",
+        "--temperature",
+        "0",
+        "--stats",
+        "--system",
+        "Be brief.",
+        "Hello",
+    ]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let err = common::stderr(&out);
-    assert!(err.contains("tok/s decode") && err.contains("first token") && err.contains("on CPU"), "{err}");
+    assert!(
+        err.contains("tok/s decode") && err.contains("first token") && err.contains("on CPU"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_models_and_flags_fail_with_one_clear_sentence() {
     let home = common::Home::new();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--model".into(), "/nonexistent/model.gguf".into()], "/nonexistent/model.gguf"),
-        (vec!["--model".into(), "no-such-model".into()], "known models"),
+        (
+            vec!["--model".into(), "/nonexistent/model.gguf".into()],
+            "/nonexistent/model.gguf",
+        ),
+        (
+            vec!["--model".into(), "no-such-model".into()],
+            "known models",
+        ),
     ];
     for (args, expect) in cases {
         let mut all = vec!["run".to_string()];
@@ -76,7 +123,11 @@ fn bad_models_and_flags_fail_with_one_clear_sentence() {
         assert!(!out.status.success());
         let err = common::stderr(&out);
         assert!(err.starts_with("error: ") && err.contains(expect), "{err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "one sentence expected: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "one sentence expected: {err}"
+        );
         assert!(!err.contains("panicked"));
     }
 
@@ -85,13 +136,32 @@ fn bad_models_and_flags_fail_with_one_clear_sentence() {
     let out = home.run(&["run", "--model", text.to_str().unwrap(), "hi"]);
     assert!(!out.status.success());
     let err = common::stderr(&out);
-    assert!(err.contains("notes.gguf") && err.to_lowercase().contains("gguf"), "{err}");
+    assert!(
+        err.contains("notes.gguf") && err.to_lowercase().contains("gguf"),
+        "{err}"
+    );
 
-    let out = home.run(&["run", "--model", common::default_model().to_str().unwrap(), "--temperature", "-1", "hi"]);
+    let out = home.run(&[
+        "run",
+        "--model",
+        common::default_model().to_str().unwrap(),
+        "--temperature",
+        "-1",
+        "hi",
+    ]);
     assert!(!out.status.success());
-    assert!(common::stderr(&out).contains("--temperature"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("--temperature"),
+        "{}",
+        common::stderr(&out)
+    );
 
-    let out = home.run(&["run", "--model", common::default_model().to_str().unwrap(), ""]);
+    let out = home.run(&[
+        "run",
+        "--model",
+        common::default_model().to_str().unwrap(),
+        "",
+    ]);
     assert!(!out.status.success());
     assert!(common::stderr(&out).contains("prompt is empty"));
 }
@@ -106,22 +176,37 @@ fn engine_killed_mid_reply_is_reported_with_its_signal() {
     let out = wait_output(child);
     assert!(!out.status.success());
     let err = common::stderr(&out);
-    assert!(err.contains("SIGKILL") && err.contains("gemma-engine"), "{err}");
+    assert!(
+        err.contains("SIGKILL") && err.contains("gemma-engine"),
+        "{err}"
+    );
 }
 
 #[test]
 fn no_engine_survives_gemmactl_killed_by_sigterm_sigint_or_sigkill() {
     let home = home_with_model();
-    for (sig, code) in [(libc::SIGTERM, Some(143)), (libc::SIGINT, Some(130)), (libc::SIGKILL, None)] {
+    for (sig, code) in [
+        (libc::SIGTERM, Some(143)),
+        (libc::SIGINT, Some(130)),
+        (libc::SIGKILL, None),
+    ] {
         let mut child = spawn_long_run(&home);
         let engine = engine_of(child.id());
         wait_for_output(&mut child);
         unsafe { libc::kill(child.id() as i32, sig) };
         let out = wait_output(child);
-        assert_eq!(out.status.code(), code, "signal {sig}: {}", common::stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            code,
+            "signal {sig}: {}",
+            common::stderr(&out)
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         while alive(engine) {
-            assert!(Instant::now() < deadline, "gemma-engine {engine} outlived gemmactl killed by signal {sig}");
+            assert!(
+                Instant::now() < deadline,
+                "gemma-engine {engine} outlived gemmactl killed by signal {sig}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -129,7 +214,16 @@ fn no_engine_survives_gemmactl_killed_by_sigterm_sigint_or_sigkill() {
 
 fn spawn_long_run(home: &common::Home) -> Child {
     home.cmd()
-        .args(["run", "--model", "gemma3-270m", "--max-tokens", "3000", "--temperature", "0", "Once upon a time"])
+        .args([
+            "run",
+            "--model",
+            "gemma3-270m",
+            "--max-tokens",
+            "3000",
+            "--temperature",
+            "0",
+            "Once upon a time",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -150,17 +244,30 @@ fn engine_of(parent: u32) -> u32 {
     let deadline = Instant::now() + WAIT;
     loop {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
             // Fields after the parenthesised name: state, ppid, ...
-            let Some(close) = stat.rfind(')') else { continue };
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
             let name = &stat[stat.find('(').unwrap() + 1..close];
-            let ppid: u32 = stat[close + 2..].split(' ').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            let ppid: u32 = stat[close + 2..]
+                .split(' ')
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             if ppid == parent && name == "gemma-engine" {
                 return pid;
             }
         }
-        assert!(Instant::now() < deadline, "no gemma-engine child of {parent} appeared");
+        assert!(
+            Instant::now() < deadline,
+            "no gemma-engine child of {parent} appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -192,7 +299,15 @@ fn wait_output(mut child: Child) -> std::process::Output {
 fn run_logs_to_history_and_can_continue_a_conversation() {
     let home = home_with_model();
     let run = |args: &[&str]| {
-        let mut all = vec!["run", "--model", "gemma3-270m", "--max-tokens", "6", "--temperature", "0"];
+        let mut all = vec![
+            "run",
+            "--model",
+            "gemma3-270m",
+            "--max-tokens",
+            "6",
+            "--temperature",
+            "0",
+        ];
         all.extend_from_slice(args);
         let out = home.run(&all);
         assert!(out.status.success(), "{}", common::stderr(&out));
@@ -210,13 +325,29 @@ fn run_logs_to_history_and_can_continue_a_conversation() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(rows.len(), 6, "three turns of one conversation, and nothing from --no-log: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        6,
+        "three turns of one conversation, and nothing from --no-log: {rows:?}"
+    );
     assert!(rows.iter().all(|r| r.0 == 1), "{rows:?}");
     assert!(!rows.iter().any(|r| r.2.contains("not stored")));
-    let prompts: Vec<i64> = rows.iter().filter(|r| r.1 == "assistant").map(|r| r.4.unwrap()).collect();
-    assert!(rows.iter().filter(|r| r.1 == "assistant").all(|r| r.3.as_deref() == Some("length") || r.3.as_deref() == Some("stop")), "{rows:?}");
+    let prompts: Vec<i64> = rows
+        .iter()
+        .filter(|r| r.1 == "assistant")
+        .map(|r| r.4.unwrap())
+        .collect();
+    assert!(
+        rows.iter()
+            .filter(|r| r.1 == "assistant")
+            .all(|r| r.3.as_deref() == Some("length") || r.3.as_deref() == Some("stop")),
+        "{rows:?}"
+    );
     // What the engine was sent: each continued turn's prompt covers the turns before it.
-    assert!(prompts[1] > prompts[0] + 6 && prompts[2] > prompts[1], "{prompts:?}");
+    assert!(
+        prompts[1] > prompts[0] + 6 && prompts[2] > prompts[1],
+        "{prompts:?}"
+    );
 
     let out = home.run(&["run", "--no-log", "--continue", "hi"]);
     assert!(!out.status.success());

@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gemmactl::config::{Config, Paths};
-use gemmactl::engines::{EngineDescription, EngineError, FinishReason, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
 use gemmactl::engines::Completion;
+use gemmactl::engines::{
+    EngineDescription, EngineError, FinishReason, GenerateRequest, Message, PromptFormat, Role,
+    SamplingParams,
+};
 use gemmactl::models::ModelEntry;
 use gemmactl::supervisor::{Reply, Supervisor, SupervisorError, SupervisorEvent};
 
@@ -29,7 +32,8 @@ fn setup() -> Setup {
         cache_dir: dir.path().join("cache"),
     };
     let model_path = common::default_model();
-    let model = gemmactl::models::resolve(&paths, model_path.to_str().unwrap()).expect("the default model resolves by path");
+    let model = gemmactl::models::resolve(&paths, model_path.to_str().unwrap())
+        .expect("the default model resolves by path");
     Setup { _dir: dir, model }
 }
 
@@ -42,16 +46,26 @@ fn config(parallel: u32) -> Config {
 }
 
 fn named(model: &ModelEntry, name: &str) -> ModelEntry {
-    ModelEntry { name: name.to_string(), ..model.clone() }
+    ModelEntry {
+        name: name.to_string(),
+        ..model.clone()
+    }
 }
 
 fn request(sup: &Supervisor, prompt: &str, max_tokens: u32) -> GenerateRequest {
     GenerateRequest {
         id: sup.new_request_id(),
-        messages: vec![Message { role: Role::User, content: prompt.to_string() }],
+        messages: vec![Message {
+            role: Role::User,
+            content: prompt.to_string(),
+        }],
         session: None,
         prompt: PromptFormat::Completion,
-        params: SamplingParams { max_tokens: Some(max_tokens), temperature: 0.0, ..SamplingParams::default() },
+        params: SamplingParams {
+            max_tokens: Some(max_tokens),
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
     }
 }
 
@@ -66,7 +80,10 @@ struct Heard {
 }
 
 async fn next_event(reply: &mut Reply) -> SupervisorEvent {
-    tokio::time::timeout(WAIT, reply.next()).await.expect("no event in time (hang?)").expect("stream ended without a final event")
+    tokio::time::timeout(WAIT, reply.next())
+        .await
+        .expect("no event in time (hang?)")
+        .expect("stream ended without a final event")
 }
 
 async fn collect(reply: &mut Reply) -> Heard {
@@ -108,19 +125,36 @@ async fn engine_killed_mid_reply_twenty_times_fails_that_request_and_serves_the_
     let s = setup();
     let sup = Supervisor::unpublished(config(1));
     for round in 0..20 {
-        let mut reply = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
+        let mut reply = sup
+            .submit(&s.model, request(&sup, "Once upon a time", 2000))
+            .unwrap();
         let engine = until_first_token(&mut reply).await;
         let pid = engine.pid.expect("engine pid");
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         let heard = collect(&mut reply).await;
-        let err = heard.failed.unwrap_or_else(|| panic!("round {round}: killed request did not fail"));
-        assert!(matches!(err, SupervisorError::Engine(EngineError::Died { .. })), "round {round}: {err:?}");
+        let err = heard
+            .failed
+            .unwrap_or_else(|| panic!("round {round}: killed request did not fail"));
+        assert!(
+            matches!(err, SupervisorError::Engine(EngineError::Died { .. })),
+            "round {round}: {err:?}"
+        );
         assert!(err.to_string().contains("SIGKILL"), "round {round}: {err}");
 
-        let mut next = sup.submit(&s.model, request(&sup, "The capital of France is", 4)).unwrap();
+        let mut next = sup
+            .submit(&s.model, request(&sup, "The capital of France is", 4))
+            .unwrap();
         let heard = collect(&mut next).await;
-        assert!(heard.failed.is_none(), "round {round}: next request failed: {:?}", heard.failed);
-        assert_ne!(heard.started.unwrap().pid, Some(pid), "round {round}: a dead engine was reused");
+        assert!(
+            heard.failed.is_none(),
+            "round {round}: next request failed: {:?}",
+            heard.failed
+        );
+        assert_ne!(
+            heard.started.unwrap().pid,
+            Some(pid),
+            "round {round}: a dead engine was reused"
+        );
     }
     sup.shutdown().await;
 }
@@ -133,20 +167,36 @@ async fn sixteen_concurrent_requests_complete_with_their_own_outputs() {
     for i in 0..16u32 {
         let n = 100 + 10 * i;
         let prompt = format!("{}, {}, {}, {},", n, n + 1, n + 2, n + 3);
-        replies.push((n + 4, sup.submit(&s.model, request(&sup, &prompt, 6)).unwrap()));
+        replies.push((
+            n + 4,
+            sup.submit(&s.model, request(&sup, &prompt, 6)).unwrap(),
+        ));
     }
     let mut queued = 0;
     let mut pids = std::collections::HashSet::new();
     for (expect, reply) in &mut replies {
         let heard = collect(reply).await;
-        let done = heard.finished.unwrap_or_else(|| panic!("request for {expect} failed: {:?}", heard.failed));
+        let done = heard
+            .finished
+            .unwrap_or_else(|| panic!("request for {expect} failed: {:?}", heard.failed));
         assert_eq!(done.finish_reason, FinishReason::Length);
-        assert!(heard.text.contains(&expect.to_string()), "continuation of the {expect} sequence is wrong: {:?}", heard.text);
+        assert!(
+            heard.text.contains(&expect.to_string()),
+            "continuation of the {expect} sequence is wrong: {:?}",
+            heard.text
+        );
         queued += heard.queued.is_some() as usize;
         pids.insert(heard.started.unwrap().pid);
     }
-    assert_eq!(pids.len(), 1, "one engine serves all sixteen (batched, not one engine each)");
-    assert_eq!(queued, 8, "eight requests beyond the engine's eight slots should have waited in the queue");
+    assert_eq!(
+        pids.len(),
+        1,
+        "one engine serves all sixteen (batched, not one engine each)"
+    );
+    assert_eq!(
+        queued, 8,
+        "eight requests beyond the engine's eight slots should have waited in the queue"
+    );
     sup.shutdown().await;
 }
 
@@ -154,24 +204,49 @@ async fn sixteen_concurrent_requests_complete_with_their_own_outputs() {
 async fn cancelling_a_queued_and_a_running_request_frees_both_at_once() {
     let s = setup();
     let sup = Supervisor::unpublished(config(1));
-    let mut running = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
+    let mut running = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 2000))
+        .unwrap();
     until_first_token(&mut running).await;
-    let mut queued = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
-    let mut third = sup.submit(&s.model, request(&sup, "The capital of France is", 3)).unwrap();
-    assert!(matches!(next_event(&mut queued).await, SupervisorEvent::Queued { position: 0 }));
+    let mut queued = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 2000))
+        .unwrap();
+    let mut third = sup
+        .submit(&s.model, request(&sup, "The capital of France is", 3))
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut queued).await,
+        SupervisorEvent::Queued { position: 0 }
+    ));
 
     queued.cancel();
-    let heard = tokio::time::timeout(Duration::from_secs(5), collect(&mut queued)).await.expect("queued cancel was not immediate");
-    assert_eq!(heard.finished.unwrap().finish_reason, FinishReason::Cancelled);
-    assert!(heard.started.is_none(), "a cancelled queued request must never reach the engine");
+    let heard = tokio::time::timeout(Duration::from_secs(5), collect(&mut queued))
+        .await
+        .expect("queued cancel was not immediate");
+    assert_eq!(
+        heard.finished.unwrap().finish_reason,
+        FinishReason::Cancelled
+    );
+    assert!(
+        heard.started.is_none(),
+        "a cancelled queued request must never reach the engine"
+    );
 
     running.cancel();
-    let heard = tokio::time::timeout(Duration::from_secs(5), collect(&mut running)).await.expect("running cancel was not prompt");
-    assert_eq!(heard.finished.unwrap().finish_reason, FinishReason::Cancelled);
+    let heard = tokio::time::timeout(Duration::from_secs(5), collect(&mut running))
+        .await
+        .expect("running cancel was not prompt");
+    assert_eq!(
+        heard.finished.unwrap().finish_reason,
+        FinishReason::Cancelled
+    );
 
     // Both slots are free again: the third request runs to completion.
     let heard = collect(&mut third).await;
-    assert_eq!(heard.finished.expect("third request").finish_reason, FinishReason::Length);
+    assert_eq!(
+        heard.finished.expect("third request").finish_reason,
+        FinishReason::Length
+    );
     sup.shutdown().await;
 }
 
@@ -181,14 +256,21 @@ async fn a_full_queue_is_refused_at_once() {
     let mut cfg = config(1);
     cfg.supervisor.queue_length = 1;
     let sup = Supervisor::unpublished(cfg);
-    let _a = sup.submit(&s.model, request(&sup, "Once upon a time", 50)).unwrap();
-    let _b = sup.submit(&s.model, request(&sup, "Once upon a time", 50)).unwrap();
+    let _a = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 50))
+        .unwrap();
+    let _b = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 50))
+        .unwrap();
     let started = Instant::now();
     let err = match sup.submit(&s.model, request(&sup, "Once upon a time", 50)) {
         Err(e) => e,
         Ok(_) => panic!("third request accepted beyond slot + queue"),
     };
-    assert!(started.elapsed() < Duration::from_secs(10), "a full queue must be refused, not waited on");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a full queue must be refused, not waited on"
+    );
     assert!(matches!(err, SupervisorError::QueueFull { .. }), "{err:?}");
     assert!(err.to_string().contains("queue_length"), "{err}");
     sup.shutdown().await;
@@ -200,27 +282,53 @@ async fn pool_evicts_least_recently_used_idle_model_and_allows_the_same_file_twi
     let mut cfg = config(1);
     cfg.supervisor.max_models = 2;
     let sup = Supervisor::unpublished(cfg);
-    let (a, b, c) = (named(&s.model, "a"), named(&s.model, "b"), named(&s.model, "c"));
+    let (a, b, c) = (
+        named(&s.model, "a"),
+        named(&s.model, "b"),
+        named(&s.model, "c"),
+    );
     // The same GGUF under two names: two resident engines.
     sup.preload(&a, |_| {}).await.unwrap();
     sup.preload(&b, |_| {}).await.unwrap();
-    let (pa, pb) = (sup.engine_of("a").unwrap().pid, sup.engine_of("b").unwrap().pid);
+    let (pa, pb) = (
+        sup.engine_of("a").unwrap().pid,
+        sup.engine_of("b").unwrap().pid,
+    );
     assert_ne!(pa, pb);
     // Use a, so b is the least recently used.
-    collect(&mut sup.submit(&a, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    collect(
+        &mut sup
+            .submit(&a, request(&sup, "The capital of France is", 2))
+            .unwrap(),
+    )
+    .await;
     sup.preload(&c, |_| {}).await.unwrap();
-    assert!(sup.engine_of("b").is_none(), "b (least recently used) should have been stopped");
-    assert_eq!(sup.engine_of("a").unwrap().pid, pa, "a was used more recently and must stay");
+    assert!(
+        sup.engine_of("b").is_none(),
+        "b (least recently used) should have been stopped"
+    );
+    assert_eq!(
+        sup.engine_of("a").unwrap().pid,
+        pa,
+        "a was used more recently and must stay"
+    );
     assert!(sup.engine_of("c").is_some());
     let status = sup.status();
     let b_status = status.engines.iter().find(|e| e.model == "b").unwrap();
     assert_eq!(b_status.state, "stopped");
-    assert!(b_status.reason.as_deref().unwrap_or("").contains("evicted"), "{b_status:?}");
+    assert!(
+        b_status.reason.as_deref().unwrap_or("").contains("evicted"),
+        "{b_status:?}"
+    );
 
     // A serving engine is never evicted: with a busy, the pool refuses rather than stop it.
-    let mut busy = sup.submit(&a, request(&sup, "Once upon a time", 2000)).unwrap();
+    let mut busy = sup
+        .submit(&a, request(&sup, "Once upon a time", 2000))
+        .unwrap();
     until_first_token(&mut busy).await;
-    let mut busy_c = sup.submit(&c, request(&sup, "Once upon a time", 2000)).unwrap();
+    let mut busy_c = sup
+        .submit(&c, request(&sup, "Once upon a time", 2000))
+        .unwrap();
     until_first_token(&mut busy_c).await;
     let err = sup.preload(&b, |_| {}).await.unwrap_err();
     assert!(err.to_string().contains("all are serving"), "{err}");
@@ -235,16 +343,27 @@ async fn pool_evicts_least_recently_used_idle_model_and_allows_the_same_file_twi
 async fn explicit_unload_stops_an_idle_engine_and_refuses_a_busy_one() {
     let s = setup();
     let sup = Supervisor::unpublished(config(1));
-    let mut busy = sup.submit(&s.model, request(&sup, "Once upon a time", 2000)).unwrap();
+    let mut busy = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 2000))
+        .unwrap();
     until_first_token(&mut busy).await;
-    let err = tokio::time::timeout(WAIT, sup.unload(&s.model.name)).await.expect("unload hung").unwrap_err();
+    let err = tokio::time::timeout(WAIT, sup.unload(&s.model.name))
+        .await
+        .expect("unload hung")
+        .unwrap_err();
     assert!(matches!(err, SupervisorError::Busy { .. }), "{err:?}");
     busy.cancel();
     collect(&mut busy).await;
     // The reply has ended: its slot is free at once, so unload succeeds right away.
-    assert!(tokio::time::timeout(WAIT, sup.unload(&s.model.name)).await.expect("unload hung").unwrap());
+    assert!(tokio::time::timeout(WAIT, sup.unload(&s.model.name))
+        .await
+        .expect("unload hung")
+        .unwrap());
     assert!(sup.engine_of(&s.model.name).is_none());
-    assert!(!tokio::time::timeout(WAIT, sup.unload("never-loaded")).await.expect("unload hung").unwrap());
+    assert!(!tokio::time::timeout(WAIT, sup.unload("never-loaded"))
+        .await
+        .expect("unload hung")
+        .unwrap());
     sup.shutdown().await;
 }
 
@@ -254,20 +373,36 @@ async fn idle_engines_stop_after_the_ttl() {
     let mut cfg = config(1);
     cfg.supervisor.idle_ttl_secs = 1;
     let sup = Supervisor::unpublished(cfg);
-    collect(&mut sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    collect(
+        &mut sup
+            .submit(&s.model, request(&sup, "The capital of France is", 2))
+            .unwrap(),
+    )
+    .await;
     let pid = sup.engine_of(&s.model.name).expect("loaded").pid.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while sup.engine_of(&s.model.name).is_some() {
-        assert!(Instant::now() < deadline, "engine still loaded long after its 1 s TTL");
+        assert!(
+            Instant::now() < deadline,
+            "engine still loaded long after its 1 s TTL"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() && !zombie(pid) {
-        assert!(Instant::now() < deadline, "TTL-stopped engine process {pid} still running");
+        assert!(
+            Instant::now() < deadline,
+            "TTL-stopped engine process {pid} still running"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The next request loads it again.
-    let heard = collect(&mut sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    let heard = collect(
+        &mut sup
+            .submit(&s.model, request(&sup, "The capital of France is", 2))
+            .unwrap(),
+    )
+    .await;
     assert!(heard.finished.is_some());
     sup.shutdown().await;
 }
@@ -281,7 +416,10 @@ async fn memory_budget_refusal_is_clear() {
     let err = sup.preload(&s.model, |_| {}).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, SupervisorError::Pool(_)), "{err:?}");
-    assert!(text.contains("memory budget of 100 MiB") && text.contains("memory_budget_mib"), "{text}");
+    assert!(
+        text.contains("memory budget of 100 MiB") && text.contains("memory_budget_mib"),
+        "{text}"
+    );
     assert!(sup.engine_of(&s.model.name).is_none());
 }
 
@@ -292,7 +430,11 @@ async fn a_model_that_keeps_failing_to_start_is_marked_failed() {
     let broken: PathBuf = dir.path().join("broken.gguf");
     let bytes = std::fs::read(&s.model.path).unwrap();
     std::fs::write(&broken, &bytes[..bytes.len() / 2]).unwrap();
-    let model = ModelEntry { name: "broken".into(), path: broken, ..s.model.clone() };
+    let model = ModelEntry {
+        name: "broken".into(),
+        path: broken,
+        ..s.model.clone()
+    };
     let mut cfg = config(1);
     cfg.supervisor.max_start_failures = 3;
     cfg.supervisor.restart_backoff_ms = 50;
@@ -303,19 +445,35 @@ async fn a_model_that_keeps_failing_to_start_is_marked_failed() {
         errors.push(heard.failed.expect("a broken model cannot serve"));
     }
     assert!(errors[0].to_string().contains("truncated"), "{}", errors[0]);
-    assert!(matches!(errors[2], SupervisorError::ModelFailed { attempts: 3, .. }), "{:?}", errors[2]);
+    assert!(
+        matches!(errors[2], SupervisorError::ModelFailed { attempts: 3, .. }),
+        "{:?}",
+        errors[2]
+    );
     // No more retries: refused at once, with the reason.
     let err = match sup.submit(&model, request(&sup, "hi", 2)) {
         Err(e) => e,
         Ok(_) => panic!("a failed model was retried"),
     };
-    assert!(err.to_string().contains("failed to start 3 times") && err.to_string().contains("truncated"), "{err}");
+    assert!(
+        err.to_string().contains("failed to start 3 times")
+            && err.to_string().contains("truncated"),
+        "{err}"
+    );
     let status = sup.status();
     assert_eq!(status.engines[0].state, "failed");
 }
 
 fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')).unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
 }
 
 #[test]
@@ -324,7 +482,16 @@ fn ps_shows_a_running_engine_and_forgets_it_when_gemmactl_is_gone() {
     let model = common::default_model();
     let mut child = home
         .cmd()
-        .args(["run", "--model", model.to_str().unwrap(), "--max-tokens", "3000", "--temperature", "0", "Once upon a time"])
+        .args([
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--max-tokens",
+            "3000",
+            "--temperature",
+            "0",
+            "Once upon a time",
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -337,12 +504,20 @@ fn ps_shows_a_running_engine_and_forgets_it_when_gemmactl_is_gone() {
     let out = home.run(&["ps", "--json"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let process = list.as_array().unwrap().iter().find(|p| p["pid"] == child.id()).unwrap_or_else(|| panic!("run's process not in ps: {list}"));
+    let process = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"] == child.id())
+        .unwrap_or_else(|| panic!("run's process not in ps: {list}"));
     let engine = &process["engines"][0];
     assert_eq!(engine["state"], "busy", "{engine}");
     assert_eq!(engine["backend"], "CPU");
     assert_eq!(engine["engine"], "gemma-engine");
-    assert!(engine["pid"].as_u64().is_some() && engine["rss_bytes"].as_u64().unwrap() > 100 << 20, "{engine}");
+    assert!(
+        engine["pid"].as_u64().is_some() && engine["rss_bytes"].as_u64().unwrap() > 100 << 20,
+        "{engine}"
+    );
     let table = common::stdout(&home.run(&["ps"]));
     assert!(table.contains("busy") && table.contains("CPU"), "{table}");
 
@@ -350,7 +525,13 @@ fn ps_shows_a_running_engine_and_forgets_it_when_gemmactl_is_gone() {
     child.wait().unwrap();
     let out = home.run(&["ps", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(list.as_array().unwrap().iter().all(|p| p["pid"] != child.id()), "dead process still listed: {list}");
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["pid"] != child.id()),
+        "dead process still listed: {list}"
+    );
     assert!(common::stdout(&home.run(&["ps"])).contains("no engines running"));
 }
 
@@ -359,26 +540,63 @@ async fn hot_swap_loads_the_next_model_while_the_old_one_serves_and_continues_th
     let s = setup();
     let sup = Supervisor::unpublished(config(1));
     let (old, new) = (named(&s.model, "old"), named(&s.model, "new"));
-    let mut first = sup.submit(&old, request(&sup, "Here is a list of the planets of the solar system:", 40)).unwrap();
+    let mut first = sup
+        .submit(
+            &old,
+            request(
+                &sup,
+                "Here is a list of the planets of the solar system:",
+                40,
+            ),
+        )
+        .unwrap();
     until_first_token(&mut first).await;
     // Load the next model while the old one is still generating; count progress reports.
     let mut progress = Vec::new();
     let loaded = sup.preload(&new, |p| progress.push(p)).await.unwrap();
-    assert!(!progress.is_empty() && progress.iter().any(|p| *p >= 1.0), "no load progress reported: {progress:?}");
+    assert!(
+        !progress.is_empty() && progress.iter().any(|p| *p >= 1.0),
+        "no load progress reported: {progress:?}"
+    );
     let heard = collect(&mut first).await;
-    assert_eq!(heard.finished.expect("old model kept serving during the load").finish_reason, FinishReason::Length);
+    assert_eq!(
+        heard
+            .finished
+            .expect("old model kept serving during the load")
+            .finish_reason,
+        FinishReason::Length
+    );
 
     // The conversation moves: the caller sends the whole history to the new model.
     let conversation = vec![
-        Message { role: Role::User, content: "Here is a list of the planets of the solar system:".into() },
-        Message { role: Role::Assistant, content: heard.text.clone() },
-        Message { role: Role::User, content: " The largest of them is".into() },
+        Message {
+            role: Role::User,
+            content: "Here is a list of the planets of the solar system:".into(),
+        },
+        Message {
+            role: Role::Assistant,
+            content: heard.text.clone(),
+        },
+        Message {
+            role: Role::User,
+            content: " The largest of them is".into(),
+        },
     ];
-    let req = GenerateRequest { messages: conversation, ..request(&sup, "", 6) };
+    let req = GenerateRequest {
+        messages: conversation,
+        ..request(&sup, "", 6)
+    };
     let heard = collect(&mut sup.submit(&new, req).unwrap()).await;
     let done = heard.finished.expect("new model answered");
-    assert_eq!(heard.started.unwrap().pid, loaded.pid, "served by the preloaded engine");
-    assert!(done.usage.prompt_tokens > 20, "the whole conversation was sent: {done:?}");
+    assert_eq!(
+        heard.started.unwrap().pid,
+        loaded.pid,
+        "served by the preloaded engine"
+    );
+    assert!(
+        done.usage.prompt_tokens > 20,
+        "the whole conversation was sent: {done:?}"
+    );
     sup.shutdown().await;
 }
 
@@ -386,13 +604,27 @@ async fn hot_swap_loads_the_next_model_while_the_old_one_serves_and_continues_th
 async fn an_option_change_reloads_with_a_stated_reason() {
     let s = setup();
     let sup = Supervisor::unpublished(config(1));
-    collect(&mut sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap()).await;
+    collect(
+        &mut sup
+            .submit(&s.model, request(&sup, "The capital of France is", 2))
+            .unwrap(),
+    )
+    .await;
     let before = sup.engine_of(&s.model.name).unwrap();
     let reason = sup
-        .set_options(&s.model, gemmactl::supervisor::LoadOptions { context: 2048, parallel: 1, threads: None })
+        .set_options(
+            &s.model,
+            gemmactl::supervisor::LoadOptions {
+                context: 2048,
+                parallel: 1,
+                threads: None,
+            },
+        )
         .expect("a loaded engine with another context needs a reload, and says so");
     assert!(reason.contains("context 4096 → 2048"), "{reason}");
-    let mut reply = sup.submit(&s.model, request(&sup, "The capital of France is", 2)).unwrap();
+    let mut reply = sup
+        .submit(&s.model, request(&sup, "The capital of France is", 2))
+        .unwrap();
     let mut reloading = None;
     loop {
         match next_event(&mut reply).await {
@@ -402,7 +634,9 @@ async fn an_option_change_reloads_with_a_stated_reason() {
             _ => {}
         }
     }
-    assert!(reloading.expect("the reload was announced").contains("context 4096 → 2048"));
+    assert!(reloading
+        .expect("the reload was announced")
+        .contains("context 4096 → 2048"));
     let after = sup.engine_of(&s.model.name).unwrap();
     assert_ne!(after.pid, before.pid);
     assert_eq!(after.context, 2048);

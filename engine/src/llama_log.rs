@@ -10,7 +10,9 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use llama_cpp_sys_2::{ggml_log_level, GGML_LOG_LEVEL_CONT, GGML_LOG_LEVEL_ERROR, GGML_LOG_LEVEL_WARN};
+use llama_cpp_sys_2::{
+    ggml_log_level, GGML_LOG_LEVEL_CONT, GGML_LOG_LEVEL_ERROR, GGML_LOG_LEVEL_WARN,
+};
 
 const KEPT_LINES: usize = 16;
 
@@ -58,9 +60,9 @@ unsafe extern "C" fn on_log(level: ggml_log_level, text: *const c_char, _user: *
 /// The most telling recent llama.cpp complaint: the last error line, else the last warning.
 pub fn last_complaint() -> Option<String> {
     let recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
-    recent
-        .iter()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(|l| l.trim().trim_start_matches("llama_model_load: error loading model: ").to_string())
+    recent.iter().rev().find(|l| !l.trim().is_empty()).map(|l| {
+        l.trim()
+            .trim_start_matches("llama_model_load: error loading model: ")
+            .to_string()
+    })
 }

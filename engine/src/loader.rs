@@ -51,31 +51,48 @@ pub fn preflight(path: &Path) -> Result<gguf::GgufInfo, LoadError> {
             GgufError::Missing { .. } => ErrorCode::ModelNotFound,
             GgufError::Io { .. } => ErrorCode::ModelUnreadable,
             GgufError::Truncated { .. } => ErrorCode::ModelTruncated,
-            GgufError::NotGguf { .. } | GgufError::UnsupportedVersion { .. } | GgufError::Malformed { .. } => {
-                ErrorCode::NotGguf
-            }
+            GgufError::NotGguf { .. }
+            | GgufError::UnsupportedVersion { .. }
+            | GgufError::Malformed { .. } => ErrorCode::NotGguf,
         };
-        LoadError { code, message: e.to_string() }
+        LoadError {
+            code,
+            message: e.to_string(),
+        }
     })
 }
 
-pub fn load(backend: &LlamaBackend, path: &Path, opts: &EngineOptions) -> Result<Loaded, LoadError> {
+pub fn load(
+    backend: &LlamaBackend,
+    path: &Path,
+    opts: &EngineOptions,
+) -> Result<Loaded, LoadError> {
     let started = Instant::now();
     let info = preflight(path)?;
     let shown = path.display().to_string();
 
     let all_devices = list_devices();
-    let has_gpu = all_devices.iter().any(|d| d.kind == "gpu" || d.kind == "igpu");
-    let requested_gpu_layers = opts.gpu_layers.unwrap_or(if has_gpu { u32::MAX } else { 0 });
+    let has_gpu = all_devices
+        .iter()
+        .any(|d| d.kind == "gpu" || d.kind == "igpu");
+    let requested_gpu_layers = opts
+        .gpu_layers
+        .unwrap_or(if has_gpu { u32::MAX } else { 0 });
 
     let mut last_reported = -1.0f32;
     let params = LlamaModelParams::default()
-        .with_n_gpu_layers(if has_gpu { requested_gpu_layers.min(1000) } else { 0 })
+        .with_n_gpu_layers(if has_gpu {
+            requested_gpu_layers.min(1000)
+        } else {
+            0
+        })
         .with_progress_callback(move |progress| {
             // Throttled: the callback fires for every tensor.
             if progress >= 1.0 || progress - last_reported >= 0.05 {
                 last_reported = progress;
-                emit(&Event::Loading { progress: progress.clamp(0.0, 1.0) });
+                emit(&Event::Loading {
+                    progress: progress.clamp(0.0, 1.0),
+                });
             }
             true
         });
@@ -126,12 +143,25 @@ pub fn load(backend: &LlamaBackend, path: &Path, opts: &EngineOptions) -> Result
         ),
     })?;
 
-    let gpu_layers = if has_gpu { requested_gpu_layers.min(model.n_layer() + 1) } else { 0 };
+    let gpu_layers = if has_gpu {
+        requested_gpu_layers.min(model.n_layer() + 1)
+    } else {
+        0
+    };
     let devices = all_devices
         .into_iter()
-        .filter(|d| if gpu_layers > 0 { true } else { d.kind == "cpu" })
+        .filter(|d| {
+            if gpu_layers > 0 {
+                true
+            } else {
+                d.kind == "cpu"
+            }
+        })
         .collect();
-    let chat_template = model.chat_template(None).ok().and_then(|t| t.to_string().ok());
+    let chat_template = model
+        .chat_template(None)
+        .ok()
+        .and_then(|t| t.to_string().ok());
     let facts = ModelFacts {
         path: shown,
         name: info.name.clone(),

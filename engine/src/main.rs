@@ -46,7 +46,12 @@ fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1).collect()) {
         Ok(args) => args,
         Err(why) => {
-            emit_error(None, ErrorCode::BadArguments, format!("{why}\n{USAGE}"), None);
+            emit_error(
+                None,
+                ErrorCode::BadArguments,
+                format!("{why}\n{USAGE}"),
+                None,
+            );
             return ExitCode::from(2);
         }
     };
@@ -56,7 +61,12 @@ fn main() -> ExitCode {
     let backend = match LlamaBackend::init() {
         Ok(b) => b,
         Err(e) => {
-            emit_error(None, ErrorCode::LoadFailed, format!("llama.cpp failed to start: {e}"), None);
+            emit_error(
+                None,
+                ErrorCode::LoadFailed,
+                format!("llama.cpp failed to start: {e}"),
+                None,
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -70,7 +80,9 @@ fn main() -> ExitCode {
         }));
         return ExitCode::SUCCESS;
     }
-    let path = args.model.expect("parse_args requires --model without --probe");
+    let path = args
+        .model
+        .expect("parse_args requires --model without --probe");
 
     // Commands are read on their own thread from the start, so a `shutdown` or a closed stdin is
     // noticed while the model loads too.
@@ -97,7 +109,14 @@ fn main() -> ExitCode {
         threads: args.options.threads,
         load_ms: loaded.load_ms,
     }));
-    Scheduler::new(loaded.model, loaded.ctx, args.options.parallel, loaded.context, sliding_window).run(rx);
+    Scheduler::new(
+        loaded.model,
+        loaded.ctx,
+        args.options.parallel,
+        loaded.context,
+        sliding_window,
+    )
+    .run(rx);
     ExitCode::SUCCESS
 }
 
@@ -132,7 +151,11 @@ fn read_commands(tx: mpsc::Sender<Inbox>) {
 fn load_backend_modules() {
     let dir = std::env::var_os("GEMMA_ENGINE_BACKENDS")
         .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok().and_then(|e| e.parent().map(|p| p.to_path_buf())));
+        .or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|p| p.to_path_buf()))
+        });
     match dir {
         Some(dir) => llama_cpp_2::llama_backend::load_backends_from_path(&dir),
         None => llama_cpp_2::llama_backend::load_backends(),
@@ -149,12 +172,19 @@ fn die_with_parent() {
 }
 
 fn parse_args(argv: Vec<String>) -> Result<Args, String> {
-    let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2);
     let mut args = Args {
         model: None,
         probe: false,
         verbose: false,
-        options: EngineOptions { context: 8192, parallel: 4, threads: cores, gpu_layers: None },
+        options: EngineOptions {
+            context: 8192,
+            parallel: 4,
+            threads: cores,
+            gpu_layers: None,
+        },
     };
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -162,9 +192,13 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
         match flag.as_str() {
             "--model" => args.model = Some(PathBuf::from(value("--model")?)),
             "--context" => args.options.context = number(&value("--context")?, "--context", 1)?,
-            "--parallel" => args.options.parallel = number(&value("--parallel")?, "--parallel", 1)?.min(256),
+            "--parallel" => {
+                args.options.parallel = number(&value("--parallel")?, "--parallel", 1)?.min(256)
+            }
             "--threads" => args.options.threads = number(&value("--threads")?, "--threads", 1)?,
-            "--gpu-layers" => args.options.gpu_layers = Some(number(&value("--gpu-layers")?, "--gpu-layers", 0)?),
+            "--gpu-layers" => {
+                args.options.gpu_layers = Some(number(&value("--gpu-layers")?, "--gpu-layers", 0)?)
+            }
             "--probe" => args.probe = true,
             "--verbose" => args.verbose = true,
             "--help" | "-h" => return Err("help requested".into()),

@@ -17,7 +17,12 @@ pub fn emit(event: &Event) {
     let _ = out.write_all(&line).and_then(|_| out.flush());
 }
 
-pub fn emit_error(id: Option<&str>, code: ErrorCode, message: impl Into<String>, path: Option<&str>) {
+pub fn emit_error(
+    id: Option<&str>,
+    code: ErrorCode,
+    message: impl Into<String>,
+    path: Option<&str>,
+) {
     emit(&Event::Error(ErrorInfo {
         id: id.map(str::to_string),
         code,

@@ -9,7 +9,11 @@ use llama_cpp_2::token::LlamaToken;
 
 use crate::protocol::{Message, PromptFormat, Role};
 
-pub fn tokens(model: &LlamaModel, messages: &[Message], format: &PromptFormat) -> Result<Vec<LlamaToken>, String> {
+pub fn tokens(
+    model: &LlamaModel,
+    messages: &[Message],
+    format: &PromptFormat,
+) -> Result<Vec<LlamaToken>, String> {
     if messages.is_empty() {
         return Err("the request has no messages: send at least one user message".into());
     }
@@ -35,12 +39,18 @@ pub fn tokens(model: &LlamaModel, messages: &[Message], format: &PromptFormat) -
     Ok(tokens)
 }
 
-fn apply_template(model: &LlamaModel, template: &LlamaChatTemplate, messages: &[Message]) -> Result<String, String> {
+fn apply_template(
+    model: &LlamaModel,
+    template: &LlamaChatTemplate,
+    messages: &[Message],
+) -> Result<String, String> {
     let chat = messages
         .iter()
         .map(|m| LlamaChatMessage::new(role_name(m.role).to_string(), m.content.clone()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "a message contains a NUL byte, which no chat template can carry".to_string())?;
+        .map_err(|_| {
+            "a message contains a NUL byte, which no chat template can carry".to_string()
+        })?;
     let add_assistant_turn = messages.last().map(|m| m.role) != Some(Role::Assistant);
     model.apply_chat_template(template, &chat, add_assistant_turn).map_err(|e| {
         let name = template.to_str().unwrap_or("?");
@@ -74,12 +84,18 @@ mod tests {
     use super::*;
 
     fn msg(role: Role, content: &str) -> Message {
-        Message { role, content: content.into() }
+        Message {
+            role,
+            content: content.into(),
+        }
     }
 
     #[test]
     fn completion_is_plain_text_with_system_set_off() {
-        let text = completion_text(&[msg(Role::System, "Be brief."), msg(Role::User, "The capital of France is")]);
+        let text = completion_text(&[
+            msg(Role::System, "Be brief."),
+            msg(Role::User, "The capital of France is"),
+        ]);
         assert_eq!(text, "Be brief.\n\nThe capital of France is");
         assert_eq!(completion_text(&[msg(Role::User, "abc")]), "abc");
     }

@@ -97,7 +97,14 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { max_tokens: None, temperature: 0.8, top_k: 40, top_p: None, seed: None, stop: Vec::new() }
+        SamplingParams {
+            max_tokens: None,
+            temperature: 0.8,
+            top_k: 40,
+            top_p: None,
+            seed: None,
+            stop: Vec::new(),
+        }
     }
 }
 

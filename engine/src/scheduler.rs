@@ -22,7 +22,8 @@ use crate::loader::BATCH_TOKENS;
 use crate::output::{emit, emit_error};
 use crate::prompt;
 use crate::protocol::{
-    Command, DoneInfo, ErrorCode, Event, FinishReason, GenerateCommand, SamplingParams, Timings, Usage,
+    Command, DoneInfo, ErrorCode, Event, FinishReason, GenerateCommand, SamplingParams, Timings,
+    Usage,
 };
 use crate::text::{Step, TextStream};
 
@@ -89,10 +90,22 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(model: &'static LlamaModel, ctx: LlamaContext<'static>, parallel: u32, context: u32, sliding_window: u32) -> Scheduler {
+    pub fn new(
+        model: &'static LlamaModel,
+        ctx: LlamaContext<'static>,
+        parallel: u32,
+        context: u32,
+        sliding_window: u32,
+    ) -> Scheduler {
         let now = Instant::now();
         let slots = (0..parallel as i32)
-            .map(|seq| Slot { seq, cached: Vec::new(), session: None, busy: false, last_used: now })
+            .map(|seq| Slot {
+                seq,
+                cached: Vec::new(),
+                session: None,
+                busy: false,
+                last_used: now,
+            })
             .collect();
         Scheduler {
             model,
@@ -146,9 +159,14 @@ impl Scheduler {
 
     fn accept(&mut self, command: GenerateCommand) {
         let id = command.id.clone();
-        let in_use = self.active.iter().any(|a| a.id == id) || self.queue.iter().any(|q| q.command.id == id);
+        let in_use =
+            self.active.iter().any(|a| a.id == id) || self.queue.iter().any(|q| q.command.id == id);
         if id.is_empty() || in_use {
-            let why = if id.is_empty() { "a generate command needs a non-empty id".to_string() } else { format!("request id {id:?} is already in flight: use a fresh id") };
+            let why = if id.is_empty() {
+                "a generate command needs a non-empty id".to_string()
+            } else {
+                format!("request id {id:?} is already in flight: use a fresh id")
+            };
             emit_error(Some(&id), ErrorCode::BadRequest, why, None);
             return;
         }
@@ -156,7 +174,10 @@ impl Scheduler {
             emit_error(Some(&id), ErrorCode::BadRequest, why, None);
             return;
         }
-        self.queue.push_back(Queued { command, arrived: Instant::now() });
+        self.queue.push_back(Queued {
+            command,
+            arrived: Instant::now(),
+        });
     }
 
     fn cancel(&mut self, id: &str) {
@@ -167,12 +188,21 @@ impl Scheduler {
                 id: id.to_string(),
                 finish_reason: FinishReason::Cancelled,
                 usage: Usage::default(),
-                timings: Timings { queue_ms: waited, total_ms: waited, ..Timings::default() },
+                timings: Timings {
+                    queue_ms: waited,
+                    total_ms: waited,
+                    ..Timings::default()
+                },
             }));
         } else if let Some(active) = self.active.iter_mut().find(|a| a.id == id) {
             active.cancelled = true;
         } else {
-            emit_error(Some(id), ErrorCode::UnknownRequest, format!("no request {id:?} is in flight (it may have finished already)"), None);
+            emit_error(
+                Some(id),
+                ErrorCode::UnknownRequest,
+                format!("no request {id:?} is in flight (it may have finished already)"),
+                None,
+            );
         }
     }
 
@@ -214,7 +244,9 @@ impl Scheduler {
     fn admit(&mut self) {
         while let Some(next) = self.queue.front() {
             let session = next.command.session.clone();
-            let Some(slot) = self.pick_slot(session.as_deref()) else { return };
+            let Some(slot) = self.pick_slot(session.as_deref()) else {
+                return;
+            };
             let queued = self.queue.pop_front().expect("front exists");
             self.start(queued, slot);
         }
@@ -222,7 +254,11 @@ impl Scheduler {
 
     fn pick_slot(&self, session: Option<&str>) -> Option<usize> {
         if let Some(s) = session {
-            if let Some(i) = self.slots.iter().position(|slot| slot.session.as_deref() == Some(s)) {
+            if let Some(i) = self
+                .slots
+                .iter()
+                .position(|slot| slot.session.as_deref() == Some(s))
+            {
                 // A session's previous request is still running: wait for it rather than
                 // read the conversation twice.
                 return if self.slots[i].busy { None } else { Some(i) };
@@ -230,7 +266,8 @@ impl Scheduler {
         }
         // Otherwise an empty slot, else the least recently used idle one.
         let free = self.slots.iter().enumerate().filter(|(_, s)| !s.busy);
-        free.min_by_key(|(_, s)| (s.session.is_some() || !s.cached.is_empty(), s.last_used)).map(|(i, _)| i)
+        free.min_by_key(|(_, s)| (s.session.is_some() || !s.cached.is_empty(), s.last_used))
+            .map(|(i, _)| i)
     }
 
     fn start(&mut self, queued: Queued, slot: usize) {
@@ -280,7 +317,11 @@ impl Scheduler {
     /// Keeps the longest common prefix of the slot's cache and the new prompt; returns its length.
     fn reuse_prefix(&mut self, slot: usize, prompt: &[LlamaToken]) -> usize {
         let cached = &self.slots[slot].cached;
-        let mut common = cached.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+        let mut common = cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count();
         // The last prompt token must be decoded again to get logits for the first reply token.
         common = common.min(prompt.len() - 1);
         if common == 0 {
@@ -289,12 +330,18 @@ impl Scheduler {
         }
         if common < self.slots[slot].cached.len() {
             let seq = self.slots[slot].seq;
-            let cut = self.ctx.clear_kv_cache_seq(Some(seq as u32), Some(common as u32), None);
+            let cut = self
+                .ctx
+                .clear_kv_cache_seq(Some(seq as u32), Some(common as u32), None);
             // With sliding-window layers the cut always "succeeds" even when it removed keys the
             // window still needs; verify the cache still reaches back far enough, else re-read.
             let pos_min = self.ctx.kv_cache_seq_pos_min(seq);
             let needed_from = common.saturating_sub(self.sliding_window as usize) as i32;
-            let window_ok = if self.sliding_window > 0 { pos_min >= 0 && pos_min <= needed_from } else { pos_min == 0 };
+            let window_ok = if self.sliding_window > 0 {
+                pos_min >= 0 && pos_min <= needed_from
+            } else {
+                pos_min == 0
+            };
             if !matches!(cut, Ok(true)) || !window_ok {
                 self.clear_slot(slot);
                 return 0;
@@ -320,7 +367,9 @@ impl Scheduler {
             if let Some(token) = a.next_token {
                 let slot = &mut self.slots[a.slot];
                 let pos = slot.cached.len() as i32;
-                self.batch.add(token, pos, &[slot.seq], true).expect("batch has room");
+                self.batch
+                    .add(token, pos, &[slot.seq], true)
+                    .expect("batch has room");
                 a.logits_row = Some(self.batch.n_tokens() - 1);
                 slot.cached.push(token);
                 room -= 1;
@@ -330,17 +379,22 @@ impl Scheduler {
             if a.next_token.is_some() || room == 0 {
                 continue;
             }
-            let take = (a.prompt.len() - a.prompt_done).min(PREFILL_CHUNK).min(room);
+            let take = (a.prompt.len() - a.prompt_done)
+                .min(PREFILL_CHUNK)
+                .min(room);
             let slot = &mut self.slots[a.slot];
             for k in 0..take {
                 let index = a.prompt_done + k;
                 let last = index + 1 == a.prompt.len();
-                self.batch.add(a.prompt[index], index as i32, &[slot.seq], last).expect("batch has room");
+                self.batch
+                    .add(a.prompt[index], index as i32, &[slot.seq], last)
+                    .expect("batch has room");
                 if last {
                     a.logits_row = Some(self.batch.n_tokens() - 1);
                 }
             }
-            slot.cached.extend_from_slice(&a.prompt[a.prompt_done..a.prompt_done + take]);
+            slot.cached
+                .extend_from_slice(&a.prompt[a.prompt_done..a.prompt_done + take]);
             a.prompt_done += take;
             room -= take;
         }
@@ -436,15 +490,30 @@ impl Scheduler {
         };
         let timings = Timings {
             queue_ms: ms(a.started.duration_since(a.arrived)),
-            ttft_ms: a.first_token_at.map(|t| ms(t.duration_since(a.arrived))).unwrap_or(0.0),
-            prefill_tokens_per_s: if prefill_secs > 0.0 && a.first_token_at.is_some() { read as f64 / prefill_secs } else { 0.0 },
-            decode_tokens_per_s: if decode_secs > 0.0 { (a.generated.saturating_sub(1)) as f64 / decode_secs } else { 0.0 },
+            ttft_ms: a
+                .first_token_at
+                .map(|t| ms(t.duration_since(a.arrived)))
+                .unwrap_or(0.0),
+            prefill_tokens_per_s: if prefill_secs > 0.0 && a.first_token_at.is_some() {
+                read as f64 / prefill_secs
+            } else {
+                0.0
+            },
+            decode_tokens_per_s: if decode_secs > 0.0 {
+                (a.generated.saturating_sub(1)) as f64 / decode_secs
+            } else {
+                0.0
+            },
             total_ms: ms(end.duration_since(a.arrived)),
         };
         emit(&Event::Done(DoneInfo {
             id: a.id.clone(),
             finish_reason: reason,
-            usage: Usage { prompt_tokens: a.prompt.len() as u32, cached_tokens: a.reused as u32, completion_tokens: a.generated },
+            usage: Usage {
+                prompt_tokens: a.prompt.len() as u32,
+                cached_tokens: a.reused as u32,
+                completion_tokens: a.generated,
+            },
             timings,
         }));
         let keep = self.slots[a.slot].session.is_some();
@@ -463,16 +532,27 @@ impl Scheduler {
 
 fn send_text(id: &str, text: String) {
     if !text.is_empty() {
-        emit(&Event::Token { id: id.to_string(), text });
+        emit(&Event::Token {
+            id: id.to_string(),
+            text,
+        });
     }
 }
 
 fn check_params(p: &SamplingParams) -> Result<(), String> {
     if !(p.temperature.is_finite() && p.temperature >= 0.0) {
-        return Err(format!("temperature {} is not valid: use a number ≥ 0 (0 = greedy)", p.temperature));
+        return Err(format!(
+            "temperature {} is not valid: use a number ≥ 0 (0 = greedy)",
+            p.temperature
+        ));
     }
-    if let Some(top_p) = p.top_p.filter(|t| !(t.is_finite() && *t > 0.0 && *t <= 1.0)) {
-        return Err(format!("top_p {top_p} is not valid: use a number in (0, 1]"));
+    if let Some(top_p) = p
+        .top_p
+        .filter(|t| !(t.is_finite() && *t > 0.0 && *t <= 1.0))
+    {
+        return Err(format!(
+            "top_p {top_p} is not valid: use a number in (0, 1]"
+        ));
     }
     if p.max_tokens == Some(0) {
         return Err("max_tokens 0 asks for nothing: use at least 1".into());
@@ -494,7 +574,10 @@ fn sampler(p: &SamplingParams) -> LlamaSampler {
     }
     chain.push(LlamaSampler::temp(p.temperature));
     let seed = p.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
     });
     chain.push(LlamaSampler::dist(seed));
     LlamaSampler::chain_simple(chain)

@@ -19,7 +19,11 @@ pub enum Step {
 
 impl TextStream {
     pub fn new(stop: Vec<String>) -> TextStream {
-        TextStream { pending_bytes: Vec::new(), held: String::new(), stop: stop.into_iter().filter(|s| !s.is_empty()).collect() }
+        TextStream {
+            pending_bytes: Vec::new(),
+            held: String::new(),
+            stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+        }
     }
 
     pub fn push(&mut self, bytes: &[u8]) -> Step {
@@ -35,7 +39,8 @@ impl TextStream {
             }
             Err(e) => e.valid_up_to(),
         };
-        let text = String::from_utf8(self.pending_bytes.drain(..valid).collect()).expect("checked above");
+        let text =
+            String::from_utf8(self.pending_bytes.drain(..valid).collect()).expect("checked above");
         self.held.push_str(&text);
         self.release()
     }
@@ -43,12 +48,19 @@ impl TextStream {
     /// Everything still held back, at the end of the reply.
     pub fn finish(&mut self) -> String {
         let mut rest = std::mem::take(&mut self.held);
-        rest.push_str(&String::from_utf8_lossy(&std::mem::take(&mut self.pending_bytes)));
+        rest.push_str(&String::from_utf8_lossy(&std::mem::take(
+            &mut self.pending_bytes,
+        )));
         rest
     }
 
     fn release(&mut self) -> Step {
-        if let Some(at) = self.stop.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        if let Some(at) = self
+            .stop
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
             let out = self.held[..at].to_string();
             self.held.clear();
             return Step::Stopped(out);

@@ -82,9 +82,16 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         config.engine.threads = Some(t);
     }
     config.engine.parallel = 1;
-    let model = models::resolve(paths, &args.model.clone().unwrap_or_else(|| config.default_model.clone()))?;
+    let model = models::resolve(
+        paths,
+        &args
+            .model
+            .clone()
+            .unwrap_or_else(|| config.default_model.clone()),
+    )?;
     if args.suite == Suite::Supervisor {
-        super::bench_supervisor::run(&model, &config, args.runs, args.max_tokens, args.json).await?;
+        super::bench_supervisor::run(&model, &config, args.runs, args.max_tokens, args.json)
+            .await?;
         return Ok(ExitCode::SUCCESS);
     }
     let engine_bin = config.engine_binary()?;
@@ -94,7 +101,11 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let mut samples: Vec<(Way, Sample)> = Vec::new();
     for round in 0..args.runs {
         // Alternate the order so that no way always runs first (cold caches) or last.
-        let order: Vec<Way> = if round % 2 == 0 { ways.to_vec() } else { ways.iter().rev().copied().collect() };
+        let order: Vec<Way> = if round % 2 == 0 {
+            ways.to_vec()
+        } else {
+            ways.iter().rev().copied().collect()
+        };
         for way in order {
             let sample = match way {
                 Way::Direct => direct(&engine_bin, &model, &config, args.max_tokens)?,
@@ -115,7 +126,15 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         }
     }
 
-    let medians: Vec<(Way, Sample)> = ways.iter().map(|w| (*w, median_sample(samples.iter().filter(|(x, _)| x == w).map(|(_, s)| s)))).collect();
+    let medians: Vec<(Way, Sample)> = ways
+        .iter()
+        .map(|w| {
+            (
+                *w,
+                median_sample(samples.iter().filter(|(x, _)| x == w).map(|(_, s)| s)),
+            )
+        })
+        .collect();
     let base = &medians[0].1;
     let sup = &medians[1].1;
     let via_run = &medians[2].1;
@@ -135,10 +154,21 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let decode_ratio = |way| paired(way, &|o, d| o.decode_tokens_per_s / d.decode_tokens_per_s);
     let (sup_ratio, run_ratio) = (decode_ratio(Way::Supervisor), decode_ratio(Way::Run));
     let ttft_overhead = paired(Way::Supervisor, &|o, d| o.ttft_ms - d.ttft_ms);
-    let threads = config.engine.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1));
+    let threads = config.engine.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
     if args.json {
-        let figures: serde_json::Map<String, Value> =
-            medians.iter().map(|(w, s)| (format!("{w:?}").to_lowercase(), serde_json::to_value(s).expect("serializable"))).collect();
+        let figures: serde_json::Map<String, Value> = medians
+            .iter()
+            .map(|(w, s)| {
+                (
+                    format!("{w:?}").to_lowercase(),
+                    serde_json::to_value(s).expect("serializable"),
+                )
+            })
+            .collect();
         println!(
             "{}",
             json!({
@@ -155,16 +185,45 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         "{} on gemma-engine, {} runs, {} prompt tokens, {} generated tokens, {} threads (medians)",
         model.name, args.runs, base.prompt_tokens, args.max_tokens, threads
     );
-    println!("{:<24}{:>12}{:>12}{:>14}", "", "direct", "supervisor", "gemmactl run");
+    println!(
+        "{:<24}{:>12}{:>12}{:>14}",
+        "", "direct", "supervisor", "gemmactl run"
+    );
     let row = |name: &str, f: &dyn Fn(&Sample) -> String| {
-        println!("{:<24}{:>12}{:>12}{:>14}", name, f(base), f(sup), f(via_run));
+        println!(
+            "{:<24}{:>12}{:>12}{:>14}",
+            name,
+            f(base),
+            f(sup),
+            f(via_run)
+        );
     };
     row("load (ms)", &|s| format!("{:.0}", s.load_ms));
-    row("time to first token ms", &|s| if s.ttft_ms > 0.0 { format!("{:.1}", s.ttft_ms) } else { "-".into() });
-    row("prefill (tok/s)", &|s| if s.prefill_tokens_per_s > 0.0 { format!("{:.0}", s.prefill_tokens_per_s) } else { "-".into() });
-    row("decode (tok/s)", &|s| format!("{:.1}", s.decode_tokens_per_s));
-    row("engine peak RSS (MiB)", &|s| s.peak_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()));
-    println!("paired by round (median of per-round ratios against the direct run of the same round):");
+    row("time to first token ms", &|s| {
+        if s.ttft_ms > 0.0 {
+            format!("{:.1}", s.ttft_ms)
+        } else {
+            "-".into()
+        }
+    });
+    row("prefill (tok/s)", &|s| {
+        if s.prefill_tokens_per_s > 0.0 {
+            format!("{:.0}", s.prefill_tokens_per_s)
+        } else {
+            "-".into()
+        }
+    });
+    row("decode (tok/s)", &|s| {
+        format!("{:.1}", s.decode_tokens_per_s)
+    });
+    row("engine peak RSS (MiB)", &|s| {
+        s.peak_rss_mib
+            .map(|m| format!("{m:.0}"))
+            .unwrap_or_else(|| "-".into())
+    });
+    println!(
+        "paired by round (median of per-round ratios against the direct run of the same round):"
+    );
     println!("  decode through the supervisor: {sup_ratio:.3}x direct; through `gemmactl run`: {run_ratio:.3}x direct");
     println!("  time to first token through the supervisor: {ttft_overhead:+.1} ms against direct");
     Ok(ExitCode::SUCCESS)
@@ -177,19 +236,36 @@ fn request_json(max_tokens: u32) -> Value {
 }
 
 /// The baseline: this process is the engine's only client, with nothing in between.
-fn direct(engine_bin: &std::path::Path, model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<Sample> {
+fn direct(
+    engine_bin: &std::path::Path,
+    model: &ModelEntry,
+    config: &Config,
+    max_tokens: u32,
+) -> Result<Sample> {
     let mut cmd = Command::new(engine_bin);
-    cmd.arg("--model").arg(&model.path).args(["--parallel", "1", "--context", &config.engine.context.to_string()]);
+    cmd.arg("--model").arg(&model.path).args([
+        "--parallel",
+        "1",
+        "--context",
+        &config.engine.context.to_string(),
+    ]);
     if let Some(t) = config.engine.threads {
         cmd.args(["--threads", &t.to_string()]);
     }
     let started = Instant::now();
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("cannot start gemma-engine")?;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start gemma-engine")?;
     let pid = child.id();
     let mut stdin = child.stdin.take().expect("piped");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut next = || -> Result<Value> {
-        let line = lines.next().ok_or_else(|| anyhow!("gemma-engine ended early"))??;
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow!("gemma-engine ended early"))??;
         Ok(serde_json::from_str(&line)?)
     };
     let load_ms = loop {
@@ -221,11 +297,23 @@ fn direct(engine_bin: &std::path::Path, model: &ModelEntry, config: &Config, max
     drop(stdin);
     let _ = child.wait();
     let done: protocol::DoneInfo = serde_json::from_value(done)?;
-    Ok(sample(load_ms, sent, first, last, &done.usage, done.timings.prefill_tokens_per_s, peak))
+    Ok(sample(
+        load_ms,
+        sent,
+        first,
+        last,
+        &done.usage,
+        done.timings.prefill_tokens_per_s,
+        peak,
+    ))
 }
 
 /// The path every front end takes: supervisor → engine adapter → engine.
-async fn supervised(supervisor: &Supervisor, model: &ModelEntry, max_tokens: u32) -> Result<Sample> {
+async fn supervised(
+    supervisor: &Supervisor,
+    model: &ModelEntry,
+    max_tokens: u32,
+) -> Result<Sample> {
     let started = Instant::now();
     supervisor.preload(model, |_| {}).await?;
     let load_ms = ms(started.elapsed());
@@ -234,7 +322,11 @@ async fn supervised(supervisor: &Supervisor, model: &ModelEntry, max_tokens: u32
         messages: crate::commands::run::conversation(None, PROMPT.to_string()),
         session: None,
         prompt: PromptFormat::Completion,
-        params: SamplingParams { max_tokens: Some(max_tokens), temperature: 0.0, ..SamplingParams::default() },
+        params: SamplingParams {
+            max_tokens: Some(max_tokens),
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
     };
     let sent = Instant::now();
     let mut reply = supervisor.submit(model, request)?;
@@ -257,19 +349,38 @@ async fn supervised(supervisor: &Supervisor, model: &ModelEntry, max_tokens: u32
     };
     let peak = pid.and_then(peak_rss_mib);
     supervisor.unload(&model.name).await?;
-    Ok(sample(load_ms, sent, first, last, &done.usage, done.timings.prefill_tokens_per_s, peak))
+    Ok(sample(
+        load_ms,
+        sent,
+        first,
+        last,
+        &done.usage,
+        done.timings.prefill_tokens_per_s,
+        peak,
+    ))
 }
 
 /// The whole command a user runs, timed where its reader sees the text.
 fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<Sample> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("run").arg("--model").arg(&model.path).args(["--raw", "--temperature", "0", "--stats", "--max-tokens", &max_tokens.to_string()]);
+    cmd.arg("run").arg("--model").arg(&model.path).args([
+        "--raw",
+        "--temperature",
+        "0",
+        "--stats",
+        "--max-tokens",
+        &max_tokens.to_string(),
+    ]);
     if let Some(t) = config.engine.threads {
         cmd.args(["--threads", &t.to_string()]);
     }
     cmd.arg(PROMPT);
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut buf = [0u8; 4096];
     let mut first = None;
@@ -284,7 +395,11 @@ fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<S
         last = now;
     }
     let mut stderr = String::new();
-    child.stderr.take().expect("piped").read_to_string(&mut stderr)?;
+    child
+        .stderr
+        .take()
+        .expect("piped")
+        .read_to_string(&mut stderr)?;
     let status = child.wait()?;
     if !status.success() {
         bail!("gemmactl run failed: {}", stderr.trim());
@@ -292,24 +407,42 @@ fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<S
     // The stats line starts "<N> tokens,"; the final newline `run` adds is not a token.
     let tokens: u32 = stderr
         .lines()
-        .find_map(|l| l.split_once(" tokens,").and_then(|(n, _)| n.trim().parse().ok()))
+        .find_map(|l| {
+            l.split_once(" tokens,")
+                .and_then(|(n, _)| n.trim().parse().ok())
+        })
         .ok_or_else(|| anyhow!("no stats line from gemmactl run: {stderr}"))?;
-    let (Some(first), true) = (first, tokens > 1) else { bail!("gemmactl run printed nothing") };
+    let (Some(first), true) = (first, tokens > 1) else {
+        bail!("gemmactl run printed nothing")
+    };
     Ok(Sample {
-        decode_tokens_per_s: (tokens - 1) as f64 / last.duration_since(first).as_secs_f64().max(1e-9),
+        decode_tokens_per_s: (tokens - 1) as f64
+            / last.duration_since(first).as_secs_f64().max(1e-9),
         completion_tokens: tokens,
         ..Sample::default()
     })
 }
 
-fn sample(load_ms: f64, sent: Instant, first: Option<Instant>, last: Instant, usage: &protocol::Usage, prefill: f64, peak: Option<f64>) -> Sample {
+fn sample(
+    load_ms: f64,
+    sent: Instant,
+    first: Option<Instant>,
+    last: Instant,
+    usage: &protocol::Usage,
+    prefill: f64,
+    peak: Option<f64>,
+) -> Sample {
     let first = first.unwrap_or(last);
     let decode_secs = last.duration_since(first).as_secs_f64();
     Sample {
         load_ms,
         ttft_ms: ms(first.duration_since(sent)),
         prefill_tokens_per_s: prefill,
-        decode_tokens_per_s: if decode_secs > 0.0 { usage.completion_tokens.saturating_sub(1) as f64 / decode_secs } else { 0.0 },
+        decode_tokens_per_s: if decode_secs > 0.0 {
+            usage.completion_tokens.saturating_sub(1) as f64 / decode_secs
+        } else {
+            0.0
+        },
         peak_rss_mib: peak,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
@@ -319,7 +452,13 @@ fn sample(load_ms: f64, sent: Instant, first: Option<Instant>, last: Instant, us
 /// The process's peak resident memory so far (Linux `VmHWM`).
 fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib / 1024.0)
 }
 
@@ -331,7 +470,10 @@ fn median_sample<'a>(samples: impl Iterator<Item = &'a Sample>) -> Sample {
         ttft_ms: med(&|s| s.ttft_ms),
         prefill_tokens_per_s: med(&|s| s.prefill_tokens_per_s),
         decode_tokens_per_s: med(&|s| s.decode_tokens_per_s),
-        peak_rss_mib: all.iter().any(|s| s.peak_rss_mib.is_some()).then(|| med(&|s| s.peak_rss_mib.unwrap_or(0.0))),
+        peak_rss_mib: all
+            .iter()
+            .any(|s| s.peak_rss_mib.is_some())
+            .then(|| med(&|s| s.peak_rss_mib.unwrap_or(0.0))),
         prompt_tokens: all.first().map(|s| s.prompt_tokens).unwrap_or(0),
         completion_tokens: all.first().map(|s| s.completion_tokens).unwrap_or(0),
     }
@@ -347,7 +489,11 @@ pub fn median_of(v: &mut [f64]) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let mid = v.len() / 2;
-    if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 }
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
 }
 
 fn ms(d: Duration) -> f64 {

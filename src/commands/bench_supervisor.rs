@@ -17,7 +17,13 @@ use crate::supervisor::{Reply, Supervisor, SupervisorEvent};
 
 const LEVELS: [usize; 5] = [1, 2, 4, 8, 16];
 
-pub async fn run(model: &ModelEntry, config: &Config, runs: usize, max_tokens: u32, json_out: bool) -> Result<()> {
+pub async fn run(
+    model: &ModelEntry,
+    config: &Config,
+    runs: usize,
+    max_tokens: u32,
+    json_out: bool,
+) -> Result<()> {
     let mut cfg = config.clone();
     cfg.engine.parallel = 16;
     cfg.supervisor.max_models = 3;
@@ -36,8 +42,14 @@ pub async fn run(model: &ModelEntry, config: &Config, runs: usize, max_tokens: u
     }
 
     let sup = Supervisor::unpublished(cfg.clone());
-    let a = ModelEntry { name: format!("{}#a", model.name), ..model.clone() };
-    let b = ModelEntry { name: format!("{}#b", model.name), ..model.clone() };
+    let a = ModelEntry {
+        name: format!("{}#a", model.name),
+        ..model.clone()
+    };
+    let b = ModelEntry {
+        name: format!("{}#b", model.name),
+        ..model.clone()
+    };
     sup.preload(&a, |_| {}).await?;
     sup.preload(&b, |_| {}).await?;
 
@@ -70,14 +82,22 @@ pub async fn run(model: &ModelEntry, config: &Config, runs: usize, max_tokens: u
     // Aggregate throughput by concurrency.
     let mut by_level: Vec<Vec<f64>> = vec![Vec::new(); LEVELS.len()];
     for round in 0..runs {
-        let order: Vec<usize> = if round % 2 == 0 { (0..LEVELS.len()).collect() } else { (0..LEVELS.len()).rev().collect() };
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..LEVELS.len()).collect()
+        } else {
+            (0..LEVELS.len()).rev().collect()
+        };
         for i in order {
             by_level[i].push(aggregate_tokens_per_s(&sup, &a, LEVELS[i], max_tokens).await?);
         }
     }
     sup.shutdown().await;
 
-    let curve: Vec<(usize, f64)> = LEVELS.iter().zip(&by_level).map(|(n, v)| (*n, median(v.clone()))).collect();
+    let curve: Vec<(usize, f64)> = LEVELS
+        .iter()
+        .zip(&by_level)
+        .map(|(n, v)| (*n, median(v.clone())))
+        .collect();
     let base = curve[0].1;
     if json_out {
         println!(
@@ -93,14 +113,34 @@ pub async fn run(model: &ModelEntry, config: &Config, runs: usize, max_tokens: u
         );
         return Ok(());
     }
-    println!("supervisor on {} ({} runs, medians; engine with 16 slots)", model.name, runs);
-    println!("  cold load, request → first token      {:>8.0} ms", median(cold));
-    println!("  warm swap to a resident model → first  {:>8.1} ms", median(swap));
-    println!("  same model again → first token         {:>8.1} ms", median(stay));
-    println!("  cancel → cancelled finish              {:>8.1} ms", median(cancel));
+    println!(
+        "supervisor on {} ({} runs, medians; engine with 16 slots)",
+        model.name, runs
+    );
+    println!(
+        "  cold load, request → first token      {:>8.0} ms",
+        median(cold)
+    );
+    println!(
+        "  warm swap to a resident model → first  {:>8.1} ms",
+        median(swap)
+    );
+    println!(
+        "  same model again → first token         {:>8.1} ms",
+        median(stay)
+    );
+    println!(
+        "  cancel → cancelled finish              {:>8.1} ms",
+        median(cancel)
+    );
     println!("  aggregate decode by concurrent requests ({max_tokens} tokens each):");
     for (n, t) in &curve {
-        println!("    {:>2} concurrent  {:>7.1} tok/s  {:>5.2}x one", n, t, t / base);
+        println!(
+            "    {:>2} concurrent  {:>7.1} tok/s  {:>5.2}x one",
+            n,
+            t,
+            t / base
+        );
     }
     Ok(())
 }
@@ -108,10 +148,17 @@ pub async fn run(model: &ModelEntry, config: &Config, runs: usize, max_tokens: u
 fn request(sup: &Supervisor, prompt: &str, max_tokens: u32) -> GenerateRequest {
     GenerateRequest {
         id: sup.new_request_id(),
-        messages: vec![Message { role: Role::User, content: prompt.to_string() }],
+        messages: vec![Message {
+            role: Role::User,
+            content: prompt.to_string(),
+        }],
         session: None,
         prompt: PromptFormat::Completion,
-        params: SamplingParams { max_tokens: Some(max_tokens), temperature: 0.0, ..SamplingParams::default() },
+        params: SamplingParams {
+            max_tokens: Some(max_tokens),
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
     }
 }
 
@@ -124,12 +171,20 @@ async fn time_to_first_token(sup: &Supervisor, model: &ModelEntry) -> Result<f64
 }
 
 /// Sends `n` requests at once and measures generated tokens per second of wall time.
-async fn aggregate_tokens_per_s(sup: &Supervisor, model: &ModelEntry, n: usize, max_tokens: u32) -> Result<f64> {
+async fn aggregate_tokens_per_s(
+    sup: &Supervisor,
+    model: &ModelEntry,
+    n: usize,
+    max_tokens: u32,
+) -> Result<f64> {
     let started = Instant::now();
     let mut replies = Vec::new();
     for i in 0..n {
         // Different prompts, so every sequence does its own work.
-        let prompt = format!("Story number {}: once upon a time, in a village by the sea,", i + 1);
+        let prompt = format!(
+            "Story number {}: once upon a time, in a village by the sea,",
+            i + 1
+        );
         replies.push(sup.submit(model, request(sup, &prompt, max_tokens))?);
     }
     let mut tokens = 0u64;

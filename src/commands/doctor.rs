@@ -58,10 +58,21 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
         Some(p) => format!("{} threads, {p} cores", r.cpu.logical_cores),
         None => format!("{} threads", r.cpu.logical_cores),
     };
-    let simd = if r.cpu.simd.is_empty() { "no SIMD extensions reported".to_string() } else { r.cpu.simd.join(" ") };
-    line(format!("CPU       {} · {} · {cores} · {simd}", r.cpu.model, r.cpu.arch));
+    let simd = if r.cpu.simd.is_empty() {
+        "no SIMD extensions reported".to_string()
+    } else {
+        r.cpu.simd.join(" ")
+    };
+    line(format!(
+        "CPU       {} · {} · {cores} · {simd}",
+        r.cpu.model, r.cpu.arch
+    ));
     let opt = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "?".into());
-    line(format!("Memory    {} total, {} available", opt(r.memory.total), opt(r.memory.available)));
+    line(format!(
+        "Memory    {} total, {} available",
+        opt(r.memory.total),
+        opt(r.memory.available)
+    ));
 
     match (&r.nvidia.note, r.nvidia.gpus.is_empty()) {
         (Some(note), true) => line(format!("NVIDIA    none: {note}")),
@@ -71,7 +82,10 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
                 r.nvidia.driver_version.as_deref().unwrap_or("?"),
                 r.nvidia.cuda_version.as_deref().unwrap_or("?")
             );
-            line(format!("NVIDIA    {} GPU(s) · {versions}", r.nvidia.gpus.len()));
+            line(format!(
+                "NVIDIA    {} GPU(s) · {versions}",
+                r.nvidia.gpus.len()
+            ));
             for g in &r.nvidia.gpus {
                 line(format!(
                     "          GPU {}: {} · {} free of {} · compute capability {}",
@@ -85,30 +99,62 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
         }
     }
     if r.vulkan.devices.is_empty() {
-        line(format!("Vulkan    none: {}", r.vulkan.note.as_deref().unwrap_or("no device")));
+        line(format!(
+            "Vulkan    none: {}",
+            r.vulkan.note.as_deref().unwrap_or("no device")
+        ));
     } else {
         let gpus = r.vulkan.devices.iter().filter(|d| d.is_gpu).count();
-        line(format!("Vulkan    {} device(s), {gpus} GPU(s)", r.vulkan.devices.len()));
+        line(format!(
+            "Vulkan    {} device(s), {gpus} GPU(s)",
+            r.vulkan.devices.len()
+        ));
         for d in &r.vulkan.devices {
-            let what = if d.is_gpu { format!("{} GPU", d.kind) } else { format!("{}, not a GPU", d.kind) };
-            line(format!("          {} · {what} · Vulkan {} · {} device memory", d.name, d.api_version, bytes(d.memory)));
+            let what = if d.is_gpu {
+                format!("{} GPU", d.kind)
+            } else {
+                format!("{}, not a GPU", d.kind)
+            };
+            line(format!(
+                "          {} · {what} · Vulkan {} · {} device memory",
+                d.name,
+                d.api_version,
+                bytes(d.memory)
+            ));
         }
     }
     if r.openvino.devices.is_empty() {
-        line(format!("OpenVINO  none: {}", r.openvino.note.as_deref().unwrap_or("no device")));
+        line(format!(
+            "OpenVINO  none: {}",
+            r.openvino.note.as_deref().unwrap_or("no device")
+        ));
     } else {
-        let list: Vec<String> = r.openvino.devices.iter().map(|d| match &d.full_name {
-            Some(f) => format!("{} ({f})", d.name),
-            None => d.name.clone(),
-        }).collect();
+        let list: Vec<String> = r
+            .openvino
+            .devices
+            .iter()
+            .map(|d| match &d.full_name {
+                Some(f) => format!("{} ({f})", d.name),
+                None => d.name.clone(),
+            })
+            .collect();
         line(format!("OpenVINO  {}", list.join(", ")));
     }
 
     line("Engines".into());
     let e = &r.engines;
     match (&e.gemma_engine.path, &e.gemma_engine.probe) {
-        (Ok(path), Ok(p)) => line(format!("  {:<22} {} · backends: {}", "gemma-engine", path.display(), p.backends.join(", "))),
-        (Ok(path), Err(why)) => line(format!("  {:<22} {} · probe failed: {why}", "gemma-engine", path.display())),
+        (Ok(path), Ok(p)) => line(format!(
+            "  {:<22} {} · backends: {}",
+            "gemma-engine",
+            path.display(),
+            p.backends.join(", ")
+        )),
+        (Ok(path), Err(why)) => line(format!(
+            "  {:<22} {} · probe failed: {why}",
+            "gemma-engine",
+            path.display()
+        )),
         (Err(why), _) => line(format!("  {:<22} missing: {why}", "gemma-engine")),
     }
     for b in &e.gpu_builds {
@@ -117,11 +163,29 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
             Err(why) => line(format!("  {name:<22} {why}")),
             Ok(found) => match &found.probe {
                 Ok(p) => {
-                    let devices: Vec<String> = p.devices.iter().filter(|d| d.kind != "cpu").map(|d| format!("{} ({} free)", d.description, bytes(d.memory_free))).collect();
-                    let devices = if devices.is_empty() { "no GPU device".to_string() } else { devices.join(", ") };
-                    line(format!("  {name:<22} {} ({}) · backends: {} · {devices}", found.path.display(), found.source, p.backends.join(", ")));
+                    let devices: Vec<String> = p
+                        .devices
+                        .iter()
+                        .filter(|d| d.kind != "cpu")
+                        .map(|d| format!("{} ({} free)", d.description, bytes(d.memory_free)))
+                        .collect();
+                    let devices = if devices.is_empty() {
+                        "no GPU device".to_string()
+                    } else {
+                        devices.join(", ")
+                    };
+                    line(format!(
+                        "  {name:<22} {} ({}) · backends: {} · {devices}",
+                        found.path.display(),
+                        found.source,
+                        p.backends.join(", ")
+                    ));
                 }
-                Err(why) => line(format!("  {name:<22} {} ({}) · cannot run: {why}", found.path.display(), found.source)),
+                Err(why) => line(format!(
+                    "  {name:<22} {} ({}) · cannot run: {why}",
+                    found.path.display(),
+                    found.source
+                )),
             },
         }
     }
@@ -131,17 +195,34 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
     }
 
     let order: Vec<&str> = config.engine.backend_order.iter().map(|b| b.id()).collect();
-    let asked = serde_json::to_value(config.engine.backend).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    line(format!("Models    (backend = {asked}, backend_order = {})", order.join(", ")));
+    let asked = serde_json::to_value(config.engine.backend)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    line(format!(
+        "Models    (backend = {asked}, backend_order = {})",
+        order.join(", ")
+    ));
     if let Some(note) = registry_note {
         line(format!("  cannot read the model registry: {note}"));
     } else if r.models.is_empty() {
         line("  no models registered: `gemmactl models pull` adds the default one".into());
     }
     for m in &r.models {
-        let layers = m.gpu_layers.map(|n| format!(" ({n} GPU layers)")).unwrap_or_default();
-        let needs = m.needs.map(|n| format!(" · needs {}", bytes(n))).unwrap_or_default();
-        line(format!("  {:<22} {}{layers}{needs} · {}", m.model, m.backend.label(), m.reason));
+        let layers = m
+            .gpu_layers
+            .map(|n| format!(" ({n} GPU layers)"))
+            .unwrap_or_default();
+        let needs = m
+            .needs
+            .map(|n| format!(" · needs {}", bytes(n)))
+            .unwrap_or_default();
+        line(format!(
+            "  {:<22} {}{layers}{needs} · {}",
+            m.model,
+            m.backend.label(),
+            m.reason
+        ));
         if let Some(f) = &m.fallback {
             line(format!("  {:<22} └ fallback: {f}", ""));
         }

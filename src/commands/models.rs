@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 use crate::config::{Config, Paths};
 use crate::models::gguf::{self, GgufInfo};
 use crate::models::registry::Registry;
+use crate::models::sbs::{self, SbsInfo};
 use crate::models::{
     catalogue, human_bytes, pull, validate_name, EngineKind, ModelEntry, ModelError, ModelFormat,
     ModelKind,
 };
-use crate::models::sbs::{self, SbsInfo};
 
 /// Prints a line of results. A reader that went away (`| head`) ends the output quietly; other
 /// write errors are reported.
@@ -120,7 +120,15 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
             force,
         } => {
             if is_sbs(&path, tokenizer.as_deref()) {
-                add_sbs(paths, &name, &path, tokenizer.as_deref(), kind, template, force)
+                add_sbs(
+                    paths,
+                    &name,
+                    &path,
+                    tokenizer.as_deref(),
+                    kind,
+                    template,
+                    force,
+                )
             } else {
                 add(paths, &name, &path, kind, template, force)
             }
@@ -338,7 +346,13 @@ fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
     let entry = crate::models::lookup(paths, name)?;
     if entry.engine == EngineKind::GemmaCpp {
         let info = crate::models::preflight_sbs(&entry)?;
-        return print_sbs(&entry.path, entry.tokenizer.as_deref(), &info, Some(&entry), json);
+        return print_sbs(
+            &entry.path,
+            entry.tokenizer.as_deref(),
+            &info,
+            Some(&entry),
+            json,
+        );
     }
     let info = crate::models::preflight(&entry)?;
     if json {
@@ -450,7 +464,9 @@ fn show_json(entry: &ModelEntry, info: &GgufInfo) -> Value {
 fn is_sbs(path: &Path, tokenizer: Option<&Path>) -> bool {
     tokenizer.is_some()
         || matches!(sbs::sniff(path), Ok(sbs::Sniffed::BlobStore))
-        || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs"))
+        || path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("sbs"))
 }
 
 fn add_sbs(
@@ -468,12 +484,20 @@ fn add_sbs(
     }
     let mut registry = Registry::load(paths)?;
     if let (Some(existing), false) = (registry.get(name), force) {
-        return Err(ModelError::AlreadyRegistered { name: name.to_string(), path: existing.path.clone() }.into());
+        return Err(ModelError::AlreadyRegistered {
+            name: name.to_string(),
+            path: existing.path.clone(),
+        }
+        .into());
     }
     let info = sbs::preflight(path, tokenizer)?;
-    let canonical = std::fs::canonicalize(path).with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    let canonical = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve the path {}", path.display()))?;
     let tokenizer = match tokenizer {
-        Some(t) => Some(std::fs::canonicalize(t).with_context(|| format!("cannot resolve the path {}", t.display()))?),
+        Some(t) => Some(
+            std::fs::canonicalize(t)
+                .with_context(|| format!("cannot resolve the path {}", t.display()))?,
+        ),
         None => None,
     };
     let kind = kind.unwrap_or_else(|| crate::models::sbs_kind(&info));
@@ -493,7 +517,10 @@ fn add_sbs(
     say!(
         "{} '{name}': gemma.cpp {}, {} {}, {} → {}",
         if replaced { "replaced" } else { "registered" },
-        info.specifier.as_deref().or(info.family.as_deref()).unwrap_or("model of unknown family"),
+        info.specifier
+            .as_deref()
+            .or(info.family.as_deref())
+            .unwrap_or("model of unknown family"),
         info.format.describe(),
         kind.as_str(),
         human_bytes(info.file_size),
@@ -503,18 +530,39 @@ fn add_sbs(
 }
 
 /// `models check`: the pre-flight every launch runs, with its findings printed.
-fn check(path: &Path, tokenizer: Option<&Path>, engine: Option<EngineChoice>, json: bool) -> Result<()> {
+fn check(
+    path: &Path,
+    tokenizer: Option<&Path>,
+    engine: Option<EngineChoice>,
+    json: bool,
+) -> Result<()> {
     if !path.exists() {
-        return Err(ModelError::FileMissing { path: path.display().to_string() }.into());
+        return Err(ModelError::FileMissing {
+            path: path.display().to_string(),
+        }
+        .into());
     }
-    let sniffed = sbs::sniff(path).map_err(|e| sbs::SbsError::Unreadable { path: path.to_path_buf(), message: e.to_string() })?;
-    let sbs_ext = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs"));
+    let sniffed = sbs::sniff(path).map_err(|e| sbs::SbsError::Unreadable {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let sbs_ext = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("sbs"));
     let as_sbs = match (sniffed, engine) {
         (sbs::Sniffed::BlobStore, Some(EngineChoice::GemmaEngine)) => {
-            return Err(ModelError::BadFile(gguf::GgufError::NotGguf { path: path.to_path_buf(), sbs: true }).into())
+            return Err(ModelError::BadFile(gguf::GgufError::NotGguf {
+                path: path.to_path_buf(),
+                sbs: true,
+            })
+            .into())
         }
         (sbs::Sniffed::Gguf, Some(EngineChoice::GemmaCpp)) => {
-            return Err(sbs::SbsError::NotBlobStore { path: path.to_path_buf(), gguf: true }.into())
+            return Err(sbs::SbsError::NotBlobStore {
+                path: path.to_path_buf(),
+                gguf: true,
+            }
+            .into())
         }
         (sbs::Sniffed::BlobStore, _) => true,
         (sbs::Sniffed::Gguf, _) => false,
@@ -559,21 +607,54 @@ fn check(path: &Path, tokenizer: Option<&Path>, engine: Option<EngineChoice>, js
     }
     let lines = [
         ("file", path.display().to_string()),
-        ("format", format!("GGUF version {}, for gemma-engine", info.version)),
-        ("model", format!("{} ({} parameters, file type {})", info.architecture.as_deref().unwrap_or("unknown architecture"), human_count(info.parameter_count), file_type(&info))),
+        (
+            "format",
+            format!("GGUF version {}, for gemma-engine", info.version),
+        ),
+        (
+            "model",
+            format!(
+                "{} ({} parameters, file type {})",
+                info.architecture
+                    .as_deref()
+                    .unwrap_or("unknown architecture"),
+                human_count(info.parameter_count),
+                file_type(&info)
+            ),
+        ),
         ("tensors", info.tensor_count.to_string()),
-        ("chat template", if info.chat_template.is_some() { "yes (instruct)".to_string() } else { "none (base)".to_string() }),
+        (
+            "chat template",
+            if info.chat_template.is_some() {
+                "yes (instruct)".to_string()
+            } else {
+                "none (base)".to_string()
+            },
+        ),
         ("size", memory_line(info.file_size, available)),
         ("readable", "yes".to_string()),
-        ("verdict", format!("ok: register it with `gemmactl models add NAME {}`", path.display())),
+        (
+            "verdict",
+            format!(
+                "ok: register it with `gemmactl models add NAME {}`",
+                path.display()
+            ),
+        ),
     ];
     print_lines(&lines)
 }
 
 fn memory_line(size: u64, available: Option<u64>) -> String {
     match available {
-        Some(a) => format!("{} ({size} bytes); {} of memory available", human_bytes(size), human_bytes(a)),
-        None => format!("{} ({size} bytes); available memory unknown", human_bytes(size)),
+        Some(a) => format!(
+            "{} ({size} bytes); {} of memory available",
+            human_bytes(size),
+            human_bytes(a)
+        ),
+        None => format!(
+            "{} ({size} bytes); available memory unknown",
+            human_bytes(size)
+        ),
     }
 }
 
@@ -586,9 +667,17 @@ fn print_lines(lines: &[(&str, String)]) -> Result<()> {
 }
 
 /// What a checked `.sbs` file is, for `models check` and `models show`.
-fn print_sbs(path: &Path, tokenizer: Option<&Path>, info: &SbsInfo, entry: Option<&ModelEntry>, json: bool) -> Result<()> {
+fn print_sbs(
+    path: &Path,
+    tokenizer: Option<&Path>,
+    info: &SbsInfo,
+    entry: Option<&ModelEntry>,
+    json: bool,
+) -> Result<()> {
     let available = sbs::available_memory();
-    let kind = entry.map(|e| e.kind).unwrap_or_else(|| crate::models::sbs_kind(info));
+    let kind = entry
+        .map(|e| e.kind)
+        .unwrap_or_else(|| crate::models::sbs_kind(info));
     if json {
         let mut value = json!({
             "ok": true,
@@ -626,19 +715,53 @@ fn print_sbs(path: &Path, tokenizer: Option<&Path>, info: &SbsInfo, entry: Optio
     }
     lines.extend([
         ("file", path.display().to_string()),
-        ("format", format!("gemma.cpp BlobStore {:?}, {}", info.layout, info.format.describe())),
-        ("model", format!("{model}, weight type {}, {}", info.weight_type.as_deref().unwrap_or("unknown"), kind.as_str())),
-        ("blobs", format!("{} ({} tensors, {} layers)", info.blob_count, info.tensor_count, info.layers.map_or("?".to_string(), |l| l.to_string()))),
+        (
+            "format",
+            format!(
+                "gemma.cpp BlobStore {:?}, {}",
+                info.layout,
+                info.format.describe()
+            ),
+        ),
+        (
+            "model",
+            format!(
+                "{model}, weight type {}, {}",
+                info.weight_type.as_deref().unwrap_or("unknown"),
+                kind.as_str()
+            ),
+        ),
+        (
+            "blobs",
+            format!(
+                "{} ({} tensors, {} layers)",
+                info.blob_count,
+                info.tensor_count,
+                info.layers.map_or("?".to_string(), |l| l.to_string())
+            ),
+        ),
         (
             "tokenizer",
-            if info.has_tokenizer { "embedded".to_string() } else { tokenizer.map_or("none".to_string(), |t| t.display().to_string()) },
+            if info.has_tokenizer {
+                "embedded".to_string()
+            } else {
+                tokenizer.map_or("none".to_string(), |t| t.display().to_string())
+            },
         ),
         ("size", memory_line(info.file_size, available)),
         ("readable", "yes".to_string()),
     ]);
     if entry.is_none() {
-        let extra = tokenizer.map(|t| format!(" --tokenizer {}", t.display())).unwrap_or_default();
-        lines.push(("verdict", format!("ok: register it with `gemmactl models add NAME {}{extra}`", path.display())));
+        let extra = tokenizer
+            .map(|t| format!(" --tokenizer {}", t.display()))
+            .unwrap_or_default();
+        lines.push((
+            "verdict",
+            format!(
+                "ok: register it with `gemmactl models add NAME {}{extra}`",
+                path.display()
+            ),
+        ));
     }
     print_lines(&lines)
 }

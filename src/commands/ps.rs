@@ -54,12 +54,30 @@ pub fn show(paths: &Paths, json_out: bool) -> Result<()> {
     }
     println!(
         "{:<8} {:<20} {:<13} {:<8} {:<9} {:<8} {:>8} {:>8} {:>7} {:>7} {:>6}",
-        "GEMMACTL", "MODEL", "ENGINE", "BACKEND", "STATE", "PID", "RSS", "UPTIME", "IDLE", "SERVED", "QUEUE"
+        "GEMMACTL",
+        "MODEL",
+        "ENGINE",
+        "BACKEND",
+        "STATE",
+        "PID",
+        "RSS",
+        "UPTIME",
+        "IDLE",
+        "SERVED",
+        "QUEUE"
     );
     for p in &processes {
         for e in &p.engines {
-            let rss = e.pid.and_then(rss_bytes).map(|b| format!("{} MiB", b >> 20)).unwrap_or_else(|| "-".into());
-            let up = e.started_at.filter(|_| e.pid.is_some()).map(|t| duration(now.saturating_sub(t))).unwrap_or_else(|| "-".into());
+            let rss = e
+                .pid
+                .and_then(rss_bytes)
+                .map(|b| format!("{} MiB", b >> 20))
+                .unwrap_or_else(|| "-".into());
+            let up = e
+                .started_at
+                .filter(|_| e.pid.is_some())
+                .map(|t| duration(now.saturating_sub(t)))
+                .unwrap_or_else(|| "-".into());
             let idle = match (e.active, e.last_used_at) {
                 (0, Some(t)) => duration(now.saturating_sub(t)),
                 (0, None) => "-".into(),

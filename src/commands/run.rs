@@ -15,7 +15,10 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Config, Paths};
-use crate::engines::{Completion, EngineDescription, FinishReason, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
+use crate::engines::{
+    Completion, EngineDescription, FinishReason, GenerateRequest, Message, PromptFormat, Role,
+    SamplingParams,
+};
 use crate::models::{self, ModelEntry, ModelKind};
 use crate::store::{ConversationId, MessageId, ReplyEnd, Store};
 use crate::supervisor::{Supervisor, SupervisorEvent};
@@ -32,7 +35,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 512, value_name = "N")]
     max_tokens: u32,
     /// Sampling temperature; 0 = greedy (deterministic)
-    #[arg(long, default_value_t = 0.8, value_name = "T", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 0.8,
+        value_name = "T",
+        allow_negative_numbers = true
+    )]
     temperature: f32,
     /// Sample from the K most likely tokens only; 0 = off
     #[arg(long, default_value_t = 40, value_name = "K")]
@@ -95,7 +103,10 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     // One request: no need for more sequence slots than that.
     config.engine.parallel = 1;
     check_params(&args)?;
-    let model_name = args.model.clone().unwrap_or_else(|| config.default_model.clone());
+    let model_name = args
+        .model
+        .clone()
+        .unwrap_or_else(|| config.default_model.clone());
     let model = models::resolve(paths, &model_name)?;
     let prompt = read_prompt(&args.prompt)?;
 
@@ -117,18 +128,34 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
         Some(RunLog::begin(paths, &args, &prompt, &model, &params)?)
     };
     let earlier = log.as_ref().map(|l| l.earlier.clone()).unwrap_or_default();
-    let system = log.as_ref().and_then(|l| l.system.clone()).or_else(|| args.system.clone());
+    let system = log
+        .as_ref()
+        .and_then(|l| l.system.clone())
+        .or_else(|| args.system.clone());
     let (messages, format, params) = if earlier.is_empty() {
-        (conversation(system.as_deref(), prompt), prompt_format(&model, args.raw), params)
+        (
+            conversation(system.as_deref(), prompt),
+            prompt_format(&model, args.raw),
+            params,
+        )
     } else {
         // A continued conversation is put to the model the way the chat shell does.
         let mut turns = earlier;
-        turns.push(Message { role: Role::User, content: prompt });
+        turns.push(Message {
+            role: Role::User,
+            content: prompt,
+        });
         crate::shell::request_parts(&model, system.as_deref(), &turns, &params)
     };
 
     let supervisor = Supervisor::new(config, paths);
-    let request = GenerateRequest { id: supervisor.new_request_id(), messages, session: None, prompt: format, params };
+    let request = GenerateRequest {
+        id: supervisor.new_request_id(),
+        messages,
+        session: None,
+        prompt: format,
+        params,
+    };
 
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -144,7 +171,9 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
         };
         match event {
             Some(SupervisorEvent::Queued { .. }) => {}
-            Some(SupervisorEvent::Loading { progress }) => bar.set_position((progress * 100.0) as u64),
+            Some(SupervisorEvent::Loading { progress }) => {
+                bar.set_position((progress * 100.0) as u64)
+            }
             Some(SupervisorEvent::Reloading { reason }) => bar.set_message(reason),
             Some(SupervisorEvent::Started(d)) => {
                 bar.finish_and_clear();
@@ -161,7 +190,11 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
             }
             Some(SupervisorEvent::Finished(done)) => break Ok(done),
             Some(SupervisorEvent::Failed(e)) => break Err(e.into()),
-            None => break Err(anyhow::anyhow!("the supervisor stopped answering without saying why")),
+            None => {
+                break Err(anyhow::anyhow!(
+                    "the supervisor stopped answering without saying why"
+                ))
+            }
         }
     };
     bar.finish_and_clear();
@@ -194,7 +227,10 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
 
 fn check_params(args: &RunArgs) -> Result<()> {
     if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        bail!("--temperature {} is not valid: use a number ≥ 0 (0 = greedy)", args.temperature);
+        bail!(
+            "--temperature {} is not valid: use a number ≥ 0 (0 = greedy)",
+            args.temperature
+        );
     }
     if let Some(p) = args.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
         bail!("--top-p {p} is not valid: use a number greater than 0 and at most 1");
@@ -226,7 +262,9 @@ fn read_prompt(words: &[String]) -> Result<String> {
     };
     let prompt = if from_stdin {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read the prompt from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the prompt from stdin")?;
         // `echo text | gemmactl run` should not make the model continue after a line break.
         let kept = text.trim_end_matches(['\n', '\r']).len();
         text.truncate(kept);
@@ -243,9 +281,15 @@ fn read_prompt(words: &[String]) -> Result<String> {
 pub fn conversation(system: Option<&str>, prompt: String) -> Vec<Message> {
     let mut messages = Vec::new();
     if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
-        messages.push(Message { role: Role::System, content: system.to_string() });
+        messages.push(Message {
+            role: Role::System,
+            content: system.to_string(),
+        });
     }
-    messages.push(Message { role: Role::User, content: prompt });
+    messages.push(Message {
+        role: Role::User,
+        content: prompt,
+    });
     messages
 }
 
@@ -253,7 +297,9 @@ pub fn conversation(system: Option<&str>, prompt: String) -> Vec<Message> {
 pub fn prompt_format(model: &ModelEntry, raw: bool) -> PromptFormat {
     match (raw, model.kind) {
         (true, _) | (false, ModelKind::Base) => PromptFormat::Completion,
-        (false, ModelKind::Instruct) => PromptFormat::Chat { template: model.chat_template.clone() },
+        (false, ModelKind::Instruct) => PromptFormat::Chat {
+            template: model.chat_template.clone(),
+        },
     }
 }
 
@@ -263,7 +309,9 @@ fn load_bar(model: &ModelEntry) -> ProgressBar {
     }
     let bar = ProgressBar::new(100);
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {percent:>3}%").expect("valid template").progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:30}] {percent:>3}%")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_message(format!("loading {}", model.name));
     bar
@@ -277,7 +325,10 @@ struct Output {
 
 impl Output {
     fn new(json: bool) -> Output {
-        Output { json, text: String::new() }
+        Output {
+            json,
+            text: String::new(),
+        }
     }
 
     fn write(&mut self, piece: &str) -> std::io::Result<()> {
@@ -349,7 +400,13 @@ enum Ending<'a> {
 }
 
 impl RunLog {
-    fn begin(paths: &Paths, args: &RunArgs, prompt: &str, model: &ModelEntry, params: &SamplingParams) -> Result<RunLog> {
+    fn begin(
+        paths: &Paths,
+        args: &RunArgs,
+        prompt: &str,
+        model: &ModelEntry,
+        params: &SamplingParams,
+    ) -> Result<RunLog> {
         let mut store = Store::open_default(paths)?;
         let existing = match (args.conversation, args.continue_last) {
             (Some(id), _) => Some(store.conversation(id)?),
@@ -368,25 +425,51 @@ impl RunLog {
                     Some(head) => store.path_to(head)?,
                     None => Vec::new(),
                 };
-                let earlier = path.iter().filter(|m| !(m.role == Role::Assistant && m.content.is_empty())).map(|m| m.message()).collect();
+                let earlier = path
+                    .iter()
+                    .filter(|m| !(m.role == Role::Assistant && m.content.is_empty()))
+                    .map(|m| m.message())
+                    .collect();
                 let system = args.system.clone().or(conv.system.clone());
                 (conv.id, conv.head, system, earlier)
             }
-            None => (store.create_conversation(args.system.as_deref())?, None, args.system.clone(), Vec::new()),
+            None => (
+                store.create_conversation(args.system.as_deref())?,
+                None,
+                args.system.clone(),
+                Vec::new(),
+            ),
         };
         let user = store.add_user_message(conversation, head, prompt, &model.name, params)?;
         let reply = store.start_reply(user, &model.name, params)?;
-        Ok(RunLog { store, reply, earlier, system })
+        Ok(RunLog {
+            store,
+            reply,
+            earlier,
+            system,
+        })
     }
 }
 
 /// Completes the history record, if there is one. A failure to write it is reported, not fatal:
 /// the reply has already reached the user.
-fn log_end(log: &mut Option<RunLog>, text: &str, ending: Ending, engine: Option<&EngineDescription>) {
+fn log_end(
+    log: &mut Option<RunLog>,
+    text: &str,
+    ending: Ending,
+    engine: Option<&EngineDescription>,
+) {
     let Some(log) = log.take() else { return };
-    let RunLog { mut store, reply, .. } = log;
+    let RunLog {
+        mut store, reply, ..
+    } = log;
     let (finish_reason, usage, timings, error) = match ending {
-        Ending::Done(done) => (done.finish_reason, Some(done.usage.clone()), Some(done.timings.clone()), None),
+        Ending::Done(done) => (
+            done.finish_reason,
+            Some(done.usage.clone()),
+            Some(done.timings.clone()),
+            None,
+        ),
         Ending::Cancelled => (FinishReason::Cancelled, None, None, None),
         Ending::Failed(e) => (FinishReason::Error, None, None, Some(e)),
     };

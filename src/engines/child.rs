@@ -44,7 +44,10 @@ pub struct ExitInfo {
 impl ExitInfo {
     pub fn from_status(status: std::process::ExitStatus) -> ExitInfo {
         use std::os::unix::process::ExitStatusExt;
-        ExitInfo { code: status.code(), signal: status.signal() }
+        ExitInfo {
+            code: status.code(),
+            signal: status.signal(),
+        }
     }
 
     /// A likely cause, where the way it ended tells one.
@@ -109,7 +112,12 @@ impl StderrTail {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 }
 
@@ -126,12 +134,21 @@ mod tests {
 
     #[test]
     fn describes_signals_and_codes() {
-        let killed = ExitInfo { code: None, signal: Some(libc::SIGKILL) };
+        let killed = ExitInfo {
+            code: None,
+            signal: Some(libc::SIGKILL),
+        };
         assert_eq!(killed.to_string(), "was killed by signal 9 (SIGKILL)");
         assert!(killed.cause().unwrap().contains("out of memory"));
-        let ill = ExitInfo { code: None, signal: Some(libc::SIGILL) };
+        let ill = ExitInfo {
+            code: None,
+            signal: Some(libc::SIGILL),
+        };
         assert!(ill.cause().unwrap().contains("illegal instruction"));
-        let exited = ExitInfo { code: Some(3), signal: None };
+        let exited = ExitInfo {
+            code: Some(3),
+            signal: None,
+        };
         assert_eq!(exited.to_string(), "exited with status 3");
         assert_eq!(exited.cause(), None);
     }

@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::child::{self, ExitInfo};
 use super::{
-    Completion, Engine, EngineDescription, EngineError, EngineName, ErrorCode, FinishReason, GenerateRequest, ModelFacts, PromptFormat, ReplyEvent,
-    ReplyStream, Role, Timings, Usage,
+    Completion, Engine, EngineDescription, EngineError, EngineName, ErrorCode, FinishReason,
+    GenerateRequest, ModelFacts, PromptFormat, ReplyEvent, ReplyStream, Role, Timings, Usage,
 };
 use crate::config::{Config, Spin};
 use conversation::{Conversation, Turn};
@@ -96,7 +96,10 @@ pub fn find_binary(flag: Option<&Path>, config: &Config) -> Result<PathBuf, Engi
             Ok(path)
         } else {
             let reason = format!("no such file (it was set by {source}): fix the path, or build gemma.cpp per its README and point {source} at build/gemma");
-            Err(EngineError::Spawn { binary: path, reason })
+            Err(EngineError::Spawn {
+                binary: path,
+                reason,
+            })
         }
     };
     if let Some(path) = flag {
@@ -108,7 +111,11 @@ pub fn find_binary(flag: Option<&Path>, config: &Config) -> Result<PathBuf, Engi
     if let Some(path) = &config.engines.gemma_cpp.binary {
         return chosen(path.clone(), "engines.gemma_cpp.binary in config.toml");
     }
-    if let Some(path) = std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("gemma")).find(|f| f.is_file())) {
+    if let Some(path) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("gemma"))
+            .find(|f| f.is_file())
+    }) {
         return Ok(path);
     }
     Err(EngineError::Spawn {
@@ -155,7 +162,10 @@ pub struct GemmaCpp {
 impl GemmaCpp {
     /// Starts gemma.cpp and waits for its prompt marker. gemma.cpp reports no load progress, so
     /// `on_progress` hears 0 at the start and 1 when it is ready.
-    pub async fn start(spec: &GemmaCppSpec, mut on_progress: impl FnMut(f32) + Send) -> Result<GemmaCpp, EngineError> {
+    pub async fn start(
+        spec: &GemmaCppSpec,
+        mut on_progress: impl FnMut(f32) + Send,
+    ) -> Result<GemmaCpp, EngineError> {
         on_progress(0.0);
         let started = Instant::now();
         let launch = Launch {
@@ -170,7 +180,11 @@ impl GemmaCpp {
                 Spin::Off => 0,
                 Spin::On => 1,
             }),
-            sampling: Sampling { max_generated_tokens: spec.max_generated_tokens, temperature: spec.temperature, top_k: spec.top_k },
+            sampling: Sampling {
+                max_generated_tokens: spec.max_generated_tokens,
+                temperature: spec.temperature,
+                top_k: spec.top_k,
+            },
             sentinel: sentinel(),
         };
         let process = launch_process(launch, spec.load_timeout).await?;
@@ -184,12 +198,17 @@ impl GemmaCpp {
             pid: Some(process.pid),
             model: ModelFacts {
                 path: spec.weights.display().to_string(),
-                name: process.model_line.clone().or_else(|| info.as_ref().and_then(|i| i.specifier.clone())),
+                name: process
+                    .model_line
+                    .clone()
+                    .or_else(|| info.as_ref().and_then(|i| i.specifier.clone())),
                 architecture: info.as_ref().and_then(|i| i.family.clone()),
                 train_context: spec.seq_len,
                 parameters: 0,
                 layers: info.as_ref().and_then(|i| i.layers).unwrap_or(0),
-                size_bytes: std::fs::metadata(&spec.weights).map(|m| m.len()).unwrap_or(0),
+                size_bytes: std::fs::metadata(&spec.weights)
+                    .map(|m| m.len())
+                    .unwrap_or(0),
                 chat_template: spec.chat.then(|| "gemma".to_string()),
                 sliding_window: 0,
             },
@@ -198,7 +217,11 @@ impl GemmaCpp {
             gpu_layers: 0,
             context: spec.seq_len,
             parallel: 1,
-            threads: spec.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)),
+            threads: spec.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(1)
+            }),
             load_ms,
             fallback: None,
         };
@@ -221,7 +244,17 @@ impl GemmaCpp {
             dead: None,
         };
         tokio::spawn(driver.run(queue, stop_rx));
-        Ok(GemmaCpp { description, chat: spec.chat, weights: spec.weights.clone(), jobs, cancels, exit, stopping, pid, last_tail })
+        Ok(GemmaCpp {
+            description,
+            chat: spec.chat,
+            weights: spec.weights.clone(),
+            jobs,
+            cancels,
+            exit,
+            stopping,
+            pid,
+            last_tail,
+        })
     }
 
     /// Refuses what gemma.cpp cannot do, with the sentence the caller shows.
@@ -235,13 +268,20 @@ impl GemmaCpp {
             return Err("gemma.cpp has no top-p (nucleus) sampling: leave top-p out (or set it to 1) and use top-k instead".into());
         }
         if !p.stop.is_empty() {
-            return Err("gemma.cpp cannot stop at a given string: leave the stop strings out".into());
+            return Err(
+                "gemma.cpp cannot stop at a given string: leave the stop strings out".into(),
+            );
         }
         if !(p.temperature.is_finite() && p.temperature >= 0.0) {
-            return Err(format!("temperature {} is not valid: use a number ≥ 0 (0 = greedy)", p.temperature));
+            return Err(format!(
+                "temperature {} is not valid: use a number ≥ 0 (0 = greedy)",
+                p.temperature
+            ));
         }
         if p.top_k == 0 && p.temperature > 0.0 {
-            return Err("gemma.cpp cannot turn top-k off: give a top-k of 1 or more (1 = greedy)".into());
+            return Err(
+                "gemma.cpp cannot turn top-k off: give a top-k of 1 or more (1 = greedy)".into(),
+            );
         }
         if p.max_tokens == Some(0) {
             return Err("max tokens 0 asks for nothing: use at least 1".into());
@@ -268,27 +308,48 @@ fn sentinel() -> String {
     let mut words = [0u64; 2];
     for w in &mut words {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         h.write_u32(std::process::id());
         *w = h.finish();
     }
-    format!("<<gemmactl-end-of-prompt-{:016x}{:016x}>>", words[0], words[1])
+    format!(
+        "<<gemmactl-end-of-prompt-{:016x}{:016x}>>",
+        words[0], words[1]
+    )
 }
 
 /// Spawns a process and waits for it to be ready, translating every failure.
 async fn launch_process(launch: Launch, load_timeout: Duration) -> Result<Process, EngineError> {
-    let (binary, weights, tokenizer) = (launch.binary.clone(), launch.weights.clone(), launch.tokenizer.clone());
+    let (binary, weights, tokenizer) = (
+        launch.binary.clone(),
+        launch.weights.clone(),
+        launch.tokenizer.clone(),
+    );
     let mut process = Process::spawn(launch)?;
     match process.wait_ready(load_timeout).await {
         Ok(()) => Ok(process),
         Err(NotReady::Exited(exit)) => {
             // The stderr reader may still be delivering the last lines.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Err(failure::startup(&binary, &weights, tokenizer.as_deref(), exit, &process.tail.lines()))
+            Err(failure::startup(
+                &binary,
+                &weights,
+                tokenizer.as_deref(),
+                exit,
+                &process.tail.lines(),
+            ))
         }
         Err(NotReady::Timeout) => {
             process.kill().await;
-            Err(EngineError::LoadTimeout { model: weights.display().to_string(), secs: load_timeout.as_secs() })
+            Err(EngineError::LoadTimeout {
+                model: weights.display().to_string(),
+                secs: load_timeout.as_secs(),
+            })
         }
     }
 }
@@ -310,7 +371,11 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut queue: mpsc::UnboundedReceiver<Job>, mut stopping: watch::Receiver<Option<Duration>>) {
+    async fn run(
+        mut self,
+        mut queue: mpsc::UnboundedReceiver<Job>,
+        mut stopping: watch::Receiver<Option<Duration>>,
+    ) {
         loop {
             let job = tokio::select! {
                 job = queue.recv() => job,
@@ -331,7 +396,10 @@ impl Driver {
                 }
             };
             if waiting_cancelled {
-                self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                self.cancels
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
                 continue;
             }
             match &self.dead {
@@ -340,7 +408,10 @@ impl Driver {
                 }
                 None => self.serve(job, &stopping).await,
             }
-            self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            self.cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
         // Stopped (or every handle dropped): end the process and everyone still waiting.
         let grace = (*stopping.borrow()).unwrap_or(Duration::from_secs(3));
@@ -349,12 +420,20 @@ impl Driver {
                 p.stop(grace).await;
                 p.wait_exit().await
             }
-            None => ExitInfo { code: None, signal: None },
+            None => ExitInfo {
+                code: None,
+                signal: None,
+            },
         };
         queue.close();
         while let Ok(job) = queue.try_recv() {
             // Those flagged were answered by `cancel` or `stop` already.
-            let answered = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id).is_some_and(|p| *p.cancel.borrow());
+            let answered = self
+                .cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&job.id)
+                .is_some_and(|p| *p.cancel.borrow());
             if !answered {
                 let _ = job.events.send(ReplyEvent::Failed(EngineError::Stopped));
             }
@@ -363,15 +442,27 @@ impl Driver {
     }
 
     fn sampling_for(&self, job: &Job) -> Sampling {
-        let current = self.process.as_ref().map(|p| p.launch.sampling).unwrap_or(Sampling {
-            max_generated_tokens: self.spec.max_generated_tokens,
-            temperature: self.spec.temperature,
-            top_k: self.spec.top_k,
-        });
+        let current = self
+            .process
+            .as_ref()
+            .map(|p| p.launch.sampling)
+            .unwrap_or(Sampling {
+                max_generated_tokens: self.spec.max_generated_tokens,
+                temperature: self.spec.temperature,
+                top_k: self.spec.top_k,
+            });
         // Temperature 0 means greedy, which gemma.cpp does with top-k 1 (temperature then has no
         // effect, so the current one is kept rather than restarting for it).
-        let (temperature, top_k) = if job.temperature == 0.0 { (current.temperature, 1) } else { (job.temperature, job.top_k) };
-        Sampling { max_generated_tokens: job.max_tokens.unwrap_or(current.max_generated_tokens), temperature, top_k }
+        let (temperature, top_k) = if job.temperature == 0.0 {
+            (current.temperature, 1)
+        } else {
+            (job.temperature, job.top_k)
+        };
+        Sampling {
+            max_generated_tokens: job.max_tokens.unwrap_or(current.max_generated_tokens),
+            temperature,
+            top_k,
+        }
     }
 
     async fn serve(&mut self, mut job: Job, stopping: &watch::Receiver<Option<Duration>>) {
@@ -403,7 +494,9 @@ impl Driver {
         let newest = conv.newest();
         // An empty `held` with positions in use (a wrapped cache) is not extendable.
         let extendable = conv.extends(&self.held) && (self.pos == 0 || !self.held.turns.is_empty());
-        let (text, reset) = if extendable && self.pos + conversation::turn_bound(&newest) + reserve <= seq_len {
+        let (text, reset) = if extendable
+            && self.pos + conversation::turn_bound(&newest) + reserve <= seq_len
+        {
             (newest, false)
         } else {
             let room = seq_len.saturating_sub(reserve);
@@ -423,7 +516,9 @@ impl Driver {
             (conv.replay(from, chat), self.pos > 0)
         };
         let Some(process) = self.process.as_mut() else {
-            send(ReplyEvent::Failed(self.dead.clone().unwrap_or(EngineError::Stopped)));
+            send(ReplyEvent::Failed(
+                self.dead.clone().unwrap_or(EngineError::Stopped),
+            ));
             return;
         };
         if reset {
@@ -436,7 +531,9 @@ impl Driver {
             self.held = Conversation::default();
         }
         let Some(process) = self.process.as_mut() else {
-            send(ReplyEvent::Failed(self.dead.clone().unwrap_or(EngineError::Stopped)));
+            send(ReplyEvent::Failed(
+                self.dead.clone().unwrap_or(EngineError::Stopped),
+            ));
             return;
         };
 
@@ -451,19 +548,35 @@ impl Driver {
             .await;
         let total_ms = || job.received.elapsed().as_secs_f64() * 1000.0;
         match end {
-            TurnEnd::Done { dots, reply, prefill, generate } => {
+            TurnEnd::Done {
+                dots,
+                reply,
+                prefill,
+                generate,
+            } => {
                 self.pos = before + dots as u64 + generate.tokens as u64;
                 if self.pos > seq_len {
                     // The bounds above should make this impossible; never extend a wrapped cache.
-                    tracing::warn!(pos = self.pos, seq_len, "gemma.cpp's KV cache wrapped around; the next request replays");
+                    tracing::warn!(
+                        pos = self.pos,
+                        seq_len,
+                        "gemma.cpp's KV cache wrapped around; the next request replays"
+                    );
                     self.held = Conversation::default();
                 } else {
                     let mut held = conv;
-                    held.turns.push(Turn { role: Role::Assistant, text: reply });
+                    held.turns.push(Turn {
+                        role: Role::Assistant,
+                        text: reply,
+                    });
                     self.held = held;
                 }
                 let limit = sampling.max_generated_tokens;
-                let usage = Usage { prompt_tokens: (before + dots as u64) as u32, cached_tokens: before as u32, completion_tokens: generate.tokens };
+                let usage = Usage {
+                    prompt_tokens: (before + dots as u64) as u32,
+                    cached_tokens: before as u32,
+                    completion_tokens: generate.tokens,
+                };
                 let timings = Timings {
                     queue_ms,
                     ttft_ms: queue_ms + prefill.map_or(generate.ms, |p| p.ttft_ms),
@@ -471,21 +584,44 @@ impl Driver {
                     decode_tokens_per_s: generate.tokens_per_s,
                     total_ms: total_ms(),
                 };
-                let finish_reason = if generate.tokens >= limit { FinishReason::Length } else { FinishReason::Stop };
-                send(ReplyEvent::Finished(Completion { finish_reason, usage, timings }));
+                let finish_reason = if generate.tokens >= limit {
+                    FinishReason::Length
+                } else {
+                    FinishReason::Stop
+                };
+                send(ReplyEvent::Finished(Completion {
+                    finish_reason,
+                    usage,
+                    timings,
+                }));
             }
             TurnEnd::Stopped { dots } => {
                 // The only way to stop gemma.cpp mid-reply is to kill it.
-                let usage = Usage { prompt_tokens: (before + dots as u64) as u32, cached_tokens: before as u32, completion_tokens: pieces };
-                let timings = Timings { queue_ms, total_ms: total_ms(), ..Timings::default() };
+                let usage = Usage {
+                    prompt_tokens: (before + dots as u64) as u32,
+                    cached_tokens: before as u32,
+                    completion_tokens: pieces,
+                };
+                let timings = Timings {
+                    queue_ms,
+                    total_ms: total_ms(),
+                    ..Timings::default()
+                };
                 if let Some(mut p) = self.process.take() {
                     p.kill().await;
                 }
                 self.held = Conversation::default();
                 self.pos = 0;
-                send(ReplyEvent::Finished(Completion { finish_reason: FinishReason::Cancelled, usage, timings }));
+                send(ReplyEvent::Finished(Completion {
+                    finish_reason: FinishReason::Cancelled,
+                    usage,
+                    timings,
+                }));
                 if stopping.borrow().is_none() {
-                    let reason = format!("request {} was cancelled, and gemma.cpp can only be stopped by killing it", job.id);
+                    let reason = format!(
+                        "request {} was cancelled, and gemma.cpp can only be stopped by killing it",
+                        job.id
+                    );
                     if let Err(e) = self.restart(sampling, &reason).await {
                         tracing::warn!("gemma.cpp could not be restarted after a cancel: {e}");
                     }
@@ -501,7 +637,9 @@ impl Driver {
     /// The process died mid-request: a prompt too long for the cache is the request's fault
     /// (the engine restarts); anything else finishes the engine, so the supervisor replaces it.
     async fn crashed(&mut self) -> EngineError {
-        let Some(p) = self.process.take() else { return EngineError::Stopped };
+        let Some(p) = self.process.take() else {
+            return EngineError::Stopped;
+        };
         let exit = p.wait_exit().await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let tail = p.tail.lines();
@@ -510,7 +648,13 @@ impl Driver {
         self.pos = 0;
         if matches!(error, EngineError::Request { .. }) {
             let sampling = p.launch.sampling;
-            if let Err(e) = self.restart(sampling, "the previous prompt was too long for gemma.cpp's KV cache").await {
+            if let Err(e) = self
+                .restart(
+                    sampling,
+                    "the previous prompt was too long for gemma.cpp's KV cache",
+                )
+                .await
+            {
                 tracing::warn!("gemma.cpp could not be restarted: {e}");
             }
         } else {
@@ -526,7 +670,10 @@ impl Driver {
         let launch = match self.process.take() {
             Some(mut p) => {
                 p.kill().await;
-                Launch { sampling, ..p.launch.clone() }
+                Launch {
+                    sampling,
+                    ..p.launch.clone()
+                }
             }
             None => Launch {
                 binary: self.spec.binary.clone(),
@@ -555,7 +702,10 @@ impl Driver {
             Err(e) => {
                 tracing::warn!("gemma.cpp failed to restart: {e}");
                 self.dead = Some(e.clone());
-                let _ = self.exit.send(Some(ExitInfo { code: None, signal: None }));
+                let _ = self.exit.send(Some(ExitInfo {
+                    code: None,
+                    signal: None,
+                }));
                 Err(e)
             }
         }
@@ -569,18 +719,44 @@ impl Engine for GemmaCpp {
 
     fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError> {
         if let Some(exit) = self.exit_status() {
-            let stderr_tail = self.last_tail.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            return Err(EngineError::Died { engine: EngineName::GemmaCpp, exit, stderr_tail });
+            let stderr_tail = self
+                .last_tail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(EngineError::Died {
+                engine: EngineName::GemmaCpp,
+                exit,
+                stderr_tail,
+            });
         }
-        let conversation = self.check(&request).map_err(|message| EngineError::Request { code: ErrorCode::BadRequest, message })?;
+        let conversation = self
+            .check(&request)
+            .map_err(|message| EngineError::Request {
+                code: ErrorCode::BadRequest,
+                message,
+            })?;
         let (events, stream) = mpsc::unbounded_channel();
         let (cancel_tx, cancel) = watch::channel(false);
         {
             let mut cancels = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
             if cancels.contains_key(&request.id) {
-                return Err(EngineError::Request { code: ErrorCode::BadRequest, message: format!("request id '{}' is already in use: give each request its own id", request.id) });
+                return Err(EngineError::Request {
+                    code: ErrorCode::BadRequest,
+                    message: format!(
+                        "request id '{}' is already in use: give each request its own id",
+                        request.id
+                    ),
+                });
             }
-            cancels.insert(request.id.clone(), Pending { cancel: cancel_tx, events: events.clone(), started: false });
+            cancels.insert(
+                request.id.clone(),
+                Pending {
+                    cancel: cancel_tx,
+                    events: events.clone(),
+                    started: false,
+                },
+            );
         }
         let job = Job {
             id: request.id.clone(),
@@ -593,17 +769,29 @@ impl Engine for GemmaCpp {
             received: Instant::now(),
         };
         if self.jobs.send(job).is_err() {
-            self.cancels.lock().unwrap_or_else(|p| p.into_inner()).remove(&request.id);
+            self.cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&request.id);
             return Err(EngineError::Stopped);
         }
         Ok(stream)
     }
 
     fn cancel(&self, id: &str) {
-        if let Some(p) = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        if let Some(p) = self
+            .cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             if !*p.cancel.borrow() && !p.started {
                 // Still queued: it leaves the queue now, without waiting for the request ahead.
-                let done = Completion { finish_reason: FinishReason::Cancelled, usage: Usage::default(), timings: Timings::default() };
+                let done = Completion {
+                    finish_reason: FinishReason::Cancelled,
+                    usage: Usage::default(),
+                    timings: Timings::default(),
+                };
                 let _ = p.events.send(ReplyEvent::Finished(done));
             }
             let _ = p.cancel.send(true);
@@ -621,14 +809,23 @@ impl Engine for GemmaCpp {
             }
             tracing::info!(pid = self.pid.load(Ordering::Relaxed), "gemma.cpp stopping");
             let _ = self.stopping.send(Some(grace));
-            for p in self.cancels.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            for p in self
+                .cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+            {
                 if !*p.cancel.borrow() && !p.started {
                     let _ = p.events.send(ReplyEvent::Failed(EngineError::Stopped));
                 }
                 let _ = p.cancel.send(true);
             }
             let mut exit = self.exit.clone();
-            let _ = tokio::time::timeout(grace + Duration::from_secs(15), exit.wait_for(Option::is_some)).await;
+            let _ = tokio::time::timeout(
+                grace + Duration::from_secs(15),
+                exit.wait_for(Option::is_some),
+            )
+            .await;
         })
     }
 }

@@ -18,7 +18,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::child::{self, ExitInfo, StderrTail};
 use super::protocol::{self, Event};
-use super::{Completion, Engine, EngineDescription, EngineError, EngineName, GenerateRequest, ReplyEvent, ReplyStream};
+use super::{
+    Completion, Engine, EngineDescription, EngineError, EngineName, GenerateRequest, ReplyEvent,
+    ReplyStream,
+};
 
 /// How to launch one gemma-engine.
 #[derive(Debug, Clone)]
@@ -44,7 +47,10 @@ pub struct GemmaEngine {
 
 impl GemmaEngine {
     /// Starts the engine and waits for its `ready` event, reporting load progress (0..1).
-    pub async fn start(spec: &LaunchSpec, mut on_progress: impl FnMut(f32) + Send) -> Result<GemmaEngine, EngineError> {
+    pub async fn start(
+        spec: &LaunchSpec,
+        mut on_progress: impl FnMut(f32) + Send,
+    ) -> Result<GemmaEngine, EngineError> {
         let mut cmd = Command::new(&spec.binary);
         cmd.arg("--model")
             .arg(&spec.model_path)
@@ -56,13 +62,21 @@ impl GemmaEngine {
         if let Some(n) = spec.gpu_layers {
             cmd.args(["--gpu-layers", &n.to_string()]);
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         child::isolate(&mut cmd);
-        let mut proc = cmd.spawn().map_err(|e| EngineError::Spawn { binary: spec.binary.clone(), reason: e.to_string() })?;
+        let mut proc = cmd.spawn().map_err(|e| EngineError::Spawn {
+            binary: spec.binary.clone(),
+            reason: e.to_string(),
+        })?;
         let pid = proc.id().unwrap_or(0);
         tracing::info!(pid, model = %spec.model_path.display(), "engine starting");
 
-        let stderr_tail = StderrTail::collect(proc.stderr.take().expect("piped"), format!("gemma-engine[{pid}]"));
+        let stderr_tail = StderrTail::collect(
+            proc.stderr.take().expect("piped"),
+            format!("gemma-engine[{pid}]"),
+        );
         let mut stdin = proc.stdin.take().expect("piped");
         let mut events = BufReader::new(proc.stdout.take().expect("piped")).lines();
 
@@ -70,13 +84,20 @@ impl GemmaEngine {
         tokio::spawn(async move {
             let info = match proc.wait().await {
                 Ok(status) => ExitInfo::from_status(status),
-                Err(_) => ExitInfo { code: None, signal: None },
+                Err(_) => ExitInfo {
+                    code: None,
+                    signal: None,
+                },
             };
             tracing::info!(pid, exit = %info, "engine process ended");
             let _ = exit_tx.send(Some(info));
         });
 
-        let died = |exit: ExitInfo, tail: &StderrTail| EngineError::Died { engine: EngineName::GemmaEngine, exit, stderr_tail: tail.lines() };
+        let died = |exit: ExitInfo, tail: &StderrTail| EngineError::Died {
+            engine: EngineName::GemmaEngine,
+            exit,
+            stderr_tail: tail.lines(),
+        };
         let model = spec.model_path.display().to_string();
         let waiting = async {
             loop {
@@ -84,9 +105,17 @@ impl GemmaEngine {
                     Some(Ok(Event::Loading { progress })) => on_progress(progress),
                     Some(Ok(Event::Ready(ready))) => return Ok(ready),
                     Some(Ok(Event::Error(e))) => {
-                        return Err(EngineError::Load { code: e.code, message: e.message, path: e.path });
+                        return Err(EngineError::Load {
+                            code: e.code,
+                            message: e.message,
+                            path: e.path,
+                        });
                     }
-                    Some(Ok(other)) => return Err(EngineError::Protocol(format!("unexpected event before ready: {other:?}"))),
+                    Some(Ok(other)) => {
+                        return Err(EngineError::Protocol(format!(
+                            "unexpected event before ready: {other:?}"
+                        )))
+                    }
                     Some(Err(e)) => return Err(e),
                     None => {
                         let exit = wait_exit(exit_rx.clone()).await;
@@ -103,7 +132,10 @@ impl GemmaEngine {
             }
             Err(_) => {
                 child::signal(pid, libc::SIGKILL);
-                return Err(EngineError::LoadTimeout { model, secs: spec.load_timeout.as_secs() });
+                return Err(EngineError::LoadTimeout {
+                    model,
+                    secs: spec.load_timeout.as_secs(),
+                });
             }
         };
         if ready.protocol != protocol::PROTOCOL_VERSION {
@@ -129,7 +161,12 @@ impl GemmaEngine {
         });
 
         let inflight: Inflight = Arc::default();
-        tokio::spawn(route_events(events, inflight.clone(), exit_rx.clone(), stderr_tail));
+        tokio::spawn(route_events(
+            events,
+            inflight.clone(),
+            exit_rx.clone(),
+            stderr_tail,
+        ));
 
         let backend = ready
             .devices
@@ -166,7 +203,12 @@ impl GemmaEngine {
 }
 
 /// Reads events after `ready` and hands each to the request it names.
-async fn route_events(mut events: Lines<BufReader<ChildStdout>>, inflight: Inflight, exit: watch::Receiver<Option<ExitInfo>>, tail: StderrTail) {
+async fn route_events(
+    mut events: Lines<BufReader<ChildStdout>>,
+    inflight: Inflight,
+    exit: watch::Receiver<Option<ExitInfo>>,
+    tail: StderrTail,
+) {
     while let Some(event) = next_event(&mut events).await {
         let event = match event {
             Ok(e) => e,
@@ -179,11 +221,22 @@ async fn route_events(mut events: Lines<BufReader<ChildStdout>>, inflight: Infli
             Event::Token { id, text } => (id, ReplyEvent::Token(text), false),
             Event::Done(done) => (
                 done.id,
-                ReplyEvent::Finished(Completion { finish_reason: done.finish_reason, usage: done.usage, timings: done.timings }),
+                ReplyEvent::Finished(Completion {
+                    finish_reason: done.finish_reason,
+                    usage: done.usage,
+                    timings: done.timings,
+                }),
                 true,
             ),
             Event::Error(e) => match e.id {
-                Some(id) => (id, ReplyEvent::Failed(EngineError::Request { code: e.code, message: e.message }), true),
+                Some(id) => (
+                    id,
+                    ReplyEvent::Failed(EngineError::Request {
+                        code: e.code,
+                        message: e.message,
+                    }),
+                    true,
+                ),
                 None => {
                     tracing::warn!(code = ?e.code, "engine error: {}", e.message);
                     continue;
@@ -195,32 +248,50 @@ async fn route_events(mut events: Lines<BufReader<ChildStdout>>, inflight: Infli
             }
         };
         let mut map = inflight.lock().unwrap_or_else(|p| p.into_inner());
-        let sender = if last { map.remove(&id) } else { map.get(&id).cloned() };
+        let sender = if last {
+            map.remove(&id)
+        } else {
+            map.get(&id).cloned()
+        };
         if let Some(sender) = sender {
             let _ = sender.send(reply);
         }
     }
     // stdout closed: the process is gone or going. Everyone still waiting learns why.
     let exit = wait_exit(exit).await;
-    let error = EngineError::Died { engine: EngineName::GemmaEngine, exit, stderr_tail: tail.lines() };
-    let waiting: Vec<_> = inflight.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+    let error = EngineError::Died {
+        engine: EngineName::GemmaEngine,
+        exit,
+        stderr_tail: tail.lines(),
+    };
+    let waiting: Vec<_> = inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .collect();
     for (_, sender) in waiting {
         let _ = sender.send(ReplyEvent::Failed(error.clone()));
     }
 }
 
-async fn next_event(events: &mut Lines<BufReader<ChildStdout>>) -> Option<Result<Event, EngineError>> {
+async fn next_event(
+    events: &mut Lines<BufReader<ChildStdout>>,
+) -> Option<Result<Event, EngineError>> {
     match events.next_line().await {
-        Ok(Some(line)) => Some(
-            serde_json::from_str(&line)
-                .map_err(|e| EngineError::Protocol(format!("cannot read engine event {line:?}: {e}"))),
-        ),
+        Ok(Some(line)) => {
+            Some(serde_json::from_str(&line).map_err(|e| {
+                EngineError::Protocol(format!("cannot read engine event {line:?}: {e}"))
+            }))
+        }
         Ok(None) | Err(_) => None,
     }
 }
 
 async fn exited_within(mut exit: watch::Receiver<Option<ExitInfo>>, limit: Duration) -> bool {
-    matches!(tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// The process's exit, once the waiter task has reaped it.
@@ -230,7 +301,10 @@ async fn wait_exit(mut exit: watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
             return info;
         }
     }
-    ExitInfo { code: None, signal: None }
+    ExitInfo {
+        code: None,
+        signal: None,
+    }
 }
 
 impl Engine for GemmaEngine {
@@ -240,11 +314,18 @@ impl Engine for GemmaEngine {
 
     fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError> {
         if let Some(exit) = self.exit_status() {
-            return Err(EngineError::Died { engine: EngineName::GemmaEngine, exit, stderr_tail: Vec::new() });
+            return Err(EngineError::Died {
+                engine: EngineName::GemmaEngine,
+                exit,
+                stderr_tail: Vec::new(),
+            });
         }
         let (tx, rx) = mpsc::unbounded_channel();
         // Registered before sending, so no event can arrive for an unknown id.
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).insert(request.id.clone(), tx);
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request.id.clone(), tx);
         let command = protocol::Command::Generate(protocol::GenerateCommand {
             id: request.id.clone(),
             messages: request.messages,
@@ -253,7 +334,10 @@ impl Engine for GemmaEngine {
             params: request.params,
         });
         if !self.send(&command) {
-            self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(&request.id);
+            self.inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&request.id);
             return Err(EngineError::Stopped);
         }
         Ok(rx)
@@ -275,7 +359,11 @@ impl Engine for GemmaEngine {
             tracing::info!(pid = self.pid, "engine stopping");
             self.send(&protocol::Command::Shutdown);
             if !exited_within(self.exit.clone(), grace).await {
-                tracing::warn!(pid = self.pid, "engine did not stop within {:?}; killing it", grace);
+                tracing::warn!(
+                    pid = self.pid,
+                    "engine did not stop within {:?}; killing it",
+                    grace
+                );
                 child::signal(self.pid, libc::SIGKILL);
                 exited_within(self.exit.clone(), Duration::from_secs(5)).await;
             }

@@ -20,7 +20,10 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use child::ExitInfo;
-pub use protocol::{Device, ErrorCode, FinishReason, Message, ModelFacts, PromptFormat, Role, SamplingParams, Timings, Usage};
+pub use protocol::{
+    Device, ErrorCode, FinishReason, Message, ModelFacts, PromptFormat, Role, SamplingParams,
+    Timings, Usage,
+};
 
 /// What a caller asks an engine for.
 #[derive(Debug, Clone)]
@@ -94,15 +97,26 @@ pub struct EngineDescription {
 pub enum EngineError {
     /// The engine could not load the model.
     #[error("{message}")]
-    Load { code: ErrorCode, message: String, path: Option<String> },
+    Load {
+        code: ErrorCode,
+        message: String,
+        path: Option<String>,
+    },
     /// The engine refused or failed one request; it keeps serving others.
     #[error("{message}")]
     Request { code: ErrorCode, message: String },
     /// The engine process ended while it was needed.
     #[error("{}", died_message(.engine, .exit, .stderr_tail))]
-    Died { engine: EngineName, exit: ExitInfo, stderr_tail: Vec<String> },
+    Died {
+        engine: EngineName,
+        exit: ExitInfo,
+        stderr_tail: Vec<String>,
+    },
     #[error("cannot start {}: {reason}", .binary.display())]
-    Spawn { binary: std::path::PathBuf, reason: String },
+    Spawn {
+        binary: std::path::PathBuf,
+        reason: String,
+    },
     #[error("the engine did not finish loading {model} within {secs} s: raise the load timeout (GEMMACTL_LOAD_TIMEOUT or engine.load_timeout_secs) or check the machine's load")]
     LoadTimeout { model: String, secs: u64 },
     /// The engine wrote something that is not the protocol.

@@ -23,7 +23,12 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub const ALL: [Backend; 4] = [Backend::Cpu, Backend::Cuda, Backend::Vulkan, Backend::Openvino];
+    pub const ALL: [Backend; 4] = [
+        Backend::Cpu,
+        Backend::Cuda,
+        Backend::Vulkan,
+        Backend::Openvino,
+    ];
     pub const GPU: [Backend; 3] = [Backend::Cuda, Backend::Vulkan, Backend::Openvino];
 
     /// The lower-case name used in config, flags and file names.
@@ -61,7 +66,9 @@ impl Backend {
     }
 
     pub fn parse(text: &str) -> Option<Backend> {
-        Backend::ALL.into_iter().find(|b| b.id().eq_ignore_ascii_case(text.trim()))
+        Backend::ALL
+            .into_iter()
+            .find(|b| b.id().eq_ignore_ascii_case(text.trim()))
     }
 }
 
@@ -116,7 +123,12 @@ impl From<Backend> for BackendRequest {
 
 /// The default preference order of `backend = "auto"`: the fastest first, the CPU last.
 pub fn default_order() -> Vec<Backend> {
-    vec![Backend::Cuda, Backend::Vulkan, Backend::Openvino, Backend::Cpu]
+    vec![
+        Backend::Cuda,
+        Backend::Vulkan,
+        Backend::Openvino,
+        Backend::Cpu,
+    ]
 }
 
 /// `[engine.builds]`: paths of GPU builds of gemma-engine that are not next to gemmactl.
@@ -166,7 +178,11 @@ pub fn apply_env(engine: &mut EngineSettings) -> Result<()> {
 
 /// `cuda, vulkan ,cpu` → the backends in that order; `None` if a name is unknown or the list empty.
 pub fn parse_order(text: &str) -> Option<Vec<Backend>> {
-    let order: Option<Vec<Backend>> = text.split(',').filter(|s| !s.trim().is_empty()).map(Backend::parse).collect();
+    let order: Option<Vec<Backend>> = text
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(Backend::parse)
+        .collect();
     order.filter(|o| !o.is_empty())
 }
 
@@ -192,7 +208,10 @@ mod tests {
 
     #[test]
     fn order_lists_parse_and_bad_names_are_refused() {
-        assert_eq!(parse_order("vulkan, cpu"), Some(vec![Backend::Vulkan, Backend::Cpu]));
+        assert_eq!(
+            parse_order("vulkan, cpu"),
+            Some(vec![Backend::Vulkan, Backend::Cpu])
+        );
         assert_eq!(parse_order("cuda,directml"), None);
         assert_eq!(parse_order(" , "), None);
     }

@@ -33,12 +33,20 @@ const X86_FLAGS: &[(&str, &str)] = &[
     ("AVX-512BF16", "avx512_bf16"),
     ("AMX", "amx_tile"),
 ];
-const ARM_FLAGS: &[(&str, &str)] = &[("NEON", "asimd"), ("DOTPROD", "asimddp"), ("I8MM", "i8mm"), ("SVE", "sve"), ("SVE2", "sve2")];
+const ARM_FLAGS: &[(&str, &str)] = &[
+    ("NEON", "asimd"),
+    ("DOTPROD", "asimddp"),
+    ("I8MM", "i8mm"),
+    ("SVE", "sve"),
+    ("SVE2", "sve2"),
+];
 
 pub fn detect() -> CpuInfo {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut info = parse_cpuinfo(&text, std::env::consts::ARCH);
-    info.logical_cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(info.logical_cores.max(1));
+    info.logical_cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(info.logical_cores.max(1));
     if info.simd.is_empty() {
         info.simd = detected_by_std();
     }
@@ -47,7 +55,10 @@ pub fn detect() -> CpuInfo {
 
 /// The facts in a `/proc/cpuinfo` text (pure, so it is tested with other machines' files).
 pub fn parse_cpuinfo(text: &str, arch: &'static str) -> CpuInfo {
-    let field = |line: &str| line.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()));
+    let field = |line: &str| {
+        line.split_once(':')
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+    };
     let mut model = None;
     let mut flags: Vec<String> = Vec::new();
     let mut processors = 0;
@@ -61,12 +72,22 @@ pub fn parse_cpuinfo(text: &str, arch: &'static str) -> CpuInfo {
             "core id" => {
                 cores.insert((physical_id.clone(), value));
             }
-            "flags" | "Features" if flags.is_empty() => flags = value.split_whitespace().map(str::to_string).collect(),
+            "flags" | "Features" if flags.is_empty() => {
+                flags = value.split_whitespace().map(str::to_string).collect()
+            }
             _ => {}
         }
     }
-    let table = if arch == "aarch64" || arch == "arm" { ARM_FLAGS } else { X86_FLAGS };
-    let mut simd: Vec<String> = table.iter().filter(|(_, flag)| flags.iter().any(|f| f == flag)).map(|(name, _)| name.to_string()).collect();
+    let table = if arch == "aarch64" || arch == "arm" {
+        ARM_FLAGS
+    } else {
+        X86_FLAGS
+    };
+    let mut simd: Vec<String> = table
+        .iter()
+        .filter(|(_, flag)| flags.iter().any(|f| f == flag))
+        .map(|(name, _)| name.to_string())
+        .collect();
     // NEON is part of the 64-bit Arm baseline, whatever the kernel lists.
     if arch == "aarch64" && !simd.iter().any(|s| s == "NEON") {
         simd.insert(0, "NEON".into());

@@ -36,13 +36,20 @@ pub struct FoundBuild {
 
 /// Looks for every GPU build and probes the ones found.
 pub fn find_gpu_builds(config: &Config, limit: Duration) -> Vec<BuildFinding> {
-    Backend::GPU.into_iter().map(|b| find_build(config, b, limit)).collect()
+    Backend::GPU
+        .into_iter()
+        .map(|b| find_build(config, b, limit))
+        .collect()
 }
 
 pub fn find_build(config: &Config, backend: Backend, limit: Duration) -> BuildFinding {
     let found = locate(config, backend).map(|(path, source)| {
         let probe = probe_engine(&path, limit);
-        FoundBuild { path, source, probe }
+        FoundBuild {
+            path,
+            source,
+            probe,
+        }
     });
     BuildFinding { backend, found }
 }
@@ -67,7 +74,10 @@ pub fn locate(config: &Config, backend: Backend) -> Result<(PathBuf, String), St
     if let Some(dir) = config.engine.path.as_ref().and_then(|p| p.parent()) {
         dirs.push(dir.to_path_buf());
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }
@@ -79,7 +89,11 @@ pub fn locate(config: &Config, backend: Backend) -> Result<(PathBuf, String), St
         }
     }
     let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    Err(format!("no {name} build found (looked in {}): build one with scripts/build-gpu.sh {}", looked.join(", "), backend.id()))
+    Err(format!(
+        "no {name} build found (looked in {}): build one with scripts/build-gpu.sh {}",
+        looked.join(", "),
+        backend.id()
+    ))
 }
 
 /// Runs `ENGINE --probe` in a bounded child.
@@ -88,7 +102,9 @@ pub fn probe_engine(path: &Path, limit: Duration) -> Result<ProbeInfo, String> {
     match isolate::run_json::<Event>(path, &["--probe"], limit, &what)? {
         Event::Probe(info) => Ok(info),
         Event::Error(e) => Err(format!("{what} failed: {}", e.message)),
-        other => Err(format!("{what} answered with an unexpected event: {other:?}")),
+        other => Err(format!(
+            "{what} answered with an unexpected event: {other:?}"
+        )),
     }
 }
 
@@ -105,9 +121,15 @@ pub fn cpu_engine(config: &Config, limit: Duration) -> CpuEngine {
     match config.engine_binary() {
         Ok(path) => {
             let probe = probe_engine(&path, limit);
-            CpuEngine { path: Ok(path), probe }
+            CpuEngine {
+                path: Ok(path),
+                probe,
+            }
         }
-        Err(e) => CpuEngine { path: Err(format!("{e:#}")), probe: Err("not probed: no binary".into()) },
+        Err(e) => CpuEngine {
+            path: Err(format!("{e:#}")),
+            probe: Err("not probed: no binary".into()),
+        },
     }
 }
 
@@ -121,14 +143,19 @@ pub struct GemmaCppBinary {
 
 pub fn gemma_cpp(config: &Config) -> GemmaCppBinary {
     let path = crate::engines::gemma_cpp::find_binary(None, config).map_err(|e| match e {
-        crate::engines::EngineError::Spawn { binary, reason } => format!("{}: {reason}", binary.display()),
+        crate::engines::EngineError::Spawn { binary, reason } => {
+            format!("{}: {reason}", binary.display())
+        }
         other => other.to_string(),
     });
     GemmaCppBinary { path }
 }
 
 /// `Ok(x)` as `{"ok": x}`, `Err(why)` as `{"error": why}`, so `doctor --json` keeps both.
-fn ser_result<T: Serialize, S: serde::Serializer>(value: &Result<T, String>, s: S) -> Result<S::Ok, S::Error> {
+fn ser_result<T: Serialize, S: serde::Serializer>(
+    value: &Result<T, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
     let mut map = s.serialize_map(Some(1))?;
     match value {
@@ -147,7 +174,11 @@ mod tests {
         let mut config = Config::default();
         config.engine.builds.cuda = Some("/nonexistent/gemma-engine-cuda".into());
         let why = locate(&config, Backend::Cuda).unwrap_err();
-        assert!(why.contains("/nonexistent/gemma-engine-cuda") && why.contains("scripts/build-gpu.sh cuda"), "{why}");
+        assert!(
+            why.contains("/nonexistent/gemma-engine-cuda")
+                && why.contains("scripts/build-gpu.sh cuda"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -28,11 +28,21 @@ pub fn timeout() -> Duration {
 
 /// Runs `program args`, waits at most `limit`, and reads the last stdout line that parses as `T`.
 /// Every failure is a sentence naming `what` (e.g. "the NVIDIA probe").
-pub fn run_json<T: DeserializeOwned>(program: &Path, args: &[&str], limit: Duration, what: &str) -> Result<T, String> {
+pub fn run_json<T: DeserializeOwned>(
+    program: &Path,
+    args: &[&str],
+    limit: Duration,
+    what: &str,
+) -> Result<T, String> {
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     own_group(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| format!("{what} could not be started ({}: {e})", program.display()))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{what} could not be started ({}: {e})", program.display()))?;
     // Read both pipes on threads so a chatty child cannot block on a full pipe.
     let mut out = child.stdout.take().expect("piped");
     let mut err = child.stderr.take().expect("piped");
@@ -54,7 +64,10 @@ pub fn run_json<T: DeserializeOwned>(program: &Path, args: &[&str], limit: Durat
                 kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{what} did not answer within {:.0} s and was stopped (a hung driver?)", limit.as_secs_f64()));
+                return Err(format!(
+                    "{what} did not answer within {:.0} s and was stopped (a hung driver?)",
+                    limit.as_secs_f64()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(format!("{what} could not be waited for: {e}")),
@@ -64,12 +77,24 @@ pub fn run_json<T: DeserializeOwned>(program: &Path, args: &[&str], limit: Durat
     kill_group(child.id());
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    let last_err = stderr.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string());
+    let last_err = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string());
     use std::os::unix::process::ExitStatusExt;
     if let Some(signal) = status.signal() {
-        return Err(format!("{what} crashed (signal {signal}{})", last_err.map(|l| format!("; it last said: {l}")).unwrap_or_default()));
+        return Err(format!(
+            "{what} crashed (signal {signal}{})",
+            last_err
+                .map(|l| format!("; it last said: {l}"))
+                .unwrap_or_default()
+        ));
     }
-    let parsed = stdout.lines().rev().find_map(|l| serde_json::from_str::<T>(l).ok());
+    let parsed = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<T>(l).ok());
     match (parsed, status.success()) {
         (Some(v), true) => Ok(v),
         (_, false) => Err(format!(
@@ -107,7 +132,12 @@ mod tests {
     use super::*;
 
     fn sh(script: &str, limit: Duration) -> Result<serde_json::Value, String> {
-        run_json(Path::new("/bin/sh"), &["-c", script], limit, "the test probe")
+        run_json(
+            Path::new("/bin/sh"),
+            &["-c", script],
+            limit,
+            "the test probe",
+        )
     }
 
     #[test]
@@ -118,8 +148,15 @@ mod tests {
 
     #[test]
     fn a_crash_is_a_sentence() {
-        let e = sh("echo 'driver exploded' >&2; kill -SEGV $$", Duration::from_secs(10)).unwrap_err();
-        assert!(e.contains("crashed (signal 11") && e.contains("driver exploded"), "{e}");
+        let e = sh(
+            "echo 'driver exploded' >&2; kill -SEGV $$",
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("crashed (signal 11") && e.contains("driver exploded"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -127,7 +164,11 @@ mod tests {
         let started = Instant::now();
         let v = sh("sleep 30 & echo '{\"a\":2}'", Duration::from_secs(20)).unwrap();
         assert_eq!(v["a"], 2);
-        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
@@ -140,9 +181,22 @@ mod tests {
 
     #[test]
     fn a_failure_carries_its_last_words() {
-        let e = sh("echo 'libcuda.so.1: cannot open shared object file' >&2; exit 127", Duration::from_secs(10)).unwrap_err();
-        assert!(e.contains("exit status 127") && e.contains("libcuda.so.1"), "{e}");
-        let missing = run_json::<serde_json::Value>(Path::new("/nonexistent/probe"), &[], Duration::from_secs(1), "x").unwrap_err();
+        let e = sh(
+            "echo 'libcuda.so.1: cannot open shared object file' >&2; exit 127",
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("exit status 127") && e.contains("libcuda.so.1"),
+            "{e}"
+        );
+        let missing = run_json::<serde_json::Value>(
+            Path::new("/nonexistent/probe"),
+            &[],
+            Duration::from_secs(1),
+            "x",
+        )
+        .unwrap_err();
         assert!(missing.contains("could not be started"), "{missing}");
     }
 }

@@ -17,24 +17,40 @@ use super::select::{self, Inventory, ModelNeeds, Plan};
 use super::{engines, isolate, nvidia};
 use crate::config::Config;
 use crate::engines::gemma_engine::{GemmaEngine, LaunchSpec};
-use crate::engines::{Engine, EngineDescription, EngineError, ExitInfo, GenerateRequest, ReplyStream};
+use crate::engines::{
+    Engine, EngineDescription, EngineError, ExitInfo, GenerateRequest, ReplyStream,
+};
 use crate::supervisor::memory;
 
 /// Starts the model's engine: on a GPU build when the policy picks one, else (or after a failed
 /// GPU start) on the CPU engine of `cpu`.
-pub async fn start_gemma_engine(config: &Config, cpu: LaunchSpec, mut progress: impl FnMut(f32) + Send) -> Result<Arc<dyn Engine>, EngineError> {
+pub async fn start_gemma_engine(
+    config: &Config,
+    cpu: LaunchSpec,
+    mut progress: impl FnMut(f32) + Send,
+) -> Result<Arc<dyn Engine>, EngineError> {
     let plan = if config.engine.backend == BackendRequest::Cpu {
         None
     } else {
         let (config, spec) = (config.clone(), cpu.clone());
-        tokio::task::spawn_blocking(move || plan_for(&config, &spec)).await.ok()
+        tokio::task::spawn_blocking(move || plan_for(&config, &spec))
+            .await
+            .ok()
     };
-    let Some(plan) = plan else { return Ok(Arc::new(GemmaEngine::start(&cpu, progress).await?)) };
+    let Some(plan) = plan else {
+        return Ok(Arc::new(GemmaEngine::start(&cpu, progress).await?));
+    };
     tracing::info!(backend = %plan.backend, "backend chosen: {}", plan.reason);
 
     let mut fallback = plan.fallback.clone();
-    if let (Some(binary), Backend::Cuda | Backend::Vulkan | Backend::Openvino) = (plan.binary.clone(), plan.backend) {
-        let gpu = LaunchSpec { binary: binary.clone(), gpu_layers: plan.gpu_layers, ..cpu.clone() };
+    if let (Some(binary), Backend::Cuda | Backend::Vulkan | Backend::Openvino) =
+        (plan.binary.clone(), plan.backend)
+    {
+        let gpu = LaunchSpec {
+            binary: binary.clone(),
+            gpu_layers: plan.gpu_layers,
+            ..cpu.clone()
+        };
         match GemmaEngine::start(&gpu, &mut progress).await {
             Ok(engine) => {
                 let mut description = engine.describe().clone();
@@ -47,19 +63,32 @@ pub async fn start_gemma_engine(config: &Config, cpu: LaunchSpec, mut progress: 
                 } else {
                     description.fallback = fallback;
                 }
-                return Ok(Arc::new(Annotated { inner: engine, description }));
+                return Ok(Arc::new(Annotated {
+                    inner: engine,
+                    description,
+                }));
             }
             Err(e) => {
                 let why = one_line(&e.to_string());
                 tracing::warn!(backend = %plan.backend, "GPU engine failed, falling back to the CPU: {why}");
-                fallback = Some(join(fallback, format!("{} engine {} failed to start ({why}); running on the CPU instead", plan.backend.label(), binary.display())));
+                fallback = Some(join(
+                    fallback,
+                    format!(
+                        "{} engine {} failed to start ({why}); running on the CPU instead",
+                        plan.backend.label(),
+                        binary.display()
+                    ),
+                ));
             }
         }
     }
     let engine = GemmaEngine::start(&cpu, progress).await?;
     let mut description = engine.describe().clone();
     description.fallback = fallback;
-    Ok(Arc::new(Annotated { inner: engine, description }))
+    Ok(Arc::new(Annotated {
+        inner: engine,
+        description,
+    }))
 }
 
 /// The plan for one launch: finds and probes GPU builds (bounded children), reads the model's
@@ -68,22 +97,54 @@ pub fn plan_for(config: &Config, spec: &LaunchSpec) -> Plan {
     let limit = isolate::timeout();
     let wanted: Vec<Backend> = match config.engine.backend.backend() {
         Some(b) => vec![b],
-        None => config.engine.backend_order.iter().copied().filter(|b| *b != Backend::Cpu).collect(),
+        None => config
+            .engine
+            .backend_order
+            .iter()
+            .copied()
+            .filter(|b| *b != Backend::Cpu)
+            .collect(),
     };
-    let builds = wanted.iter().map(|b| engines::find_build(config, *b, limit)).collect();
+    let builds = wanted
+        .iter()
+        .map(|b| engines::find_build(config, *b, limit))
+        .collect();
     let mut hardware = Vec::new();
     if let Some(driver) = nvidia::driver_present() {
-        hardware.push((Backend::Cuda, format!("an NVIDIA GPU ({})", driver.split_whitespace().take(8).collect::<Vec<_>>().join(" "))));
+        hardware.push((
+            Backend::Cuda,
+            format!(
+                "an NVIDIA GPU ({})",
+                driver
+                    .split_whitespace()
+                    .take(8)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        ));
     }
     let inventory = Inventory { builds, hardware };
-    select::choose(config.engine.backend, &config.engine.backend_order, &inventory, &needs_of(&spec.model_path, spec.context, spec.parallel))
+    select::choose(
+        config.engine.backend,
+        &config.engine.backend_order,
+        &inventory,
+        &needs_of(&spec.model_path, spec.context, spec.parallel),
+    )
 }
 
 /// What a model file needs at this context and slot count.
 pub fn needs_of(path: &std::path::Path, context: u32, parallel: u32) -> ModelNeeds {
     match crate::models::gguf::inspect(path) {
-        Ok(info) => ModelNeeds { layers: info.block_count.unwrap_or(0) as u32, estimate: memory::estimate_gguf(&info, context, parallel) },
-        Err(_) => ModelNeeds { layers: 0, estimate: memory::estimate_opaque(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)) },
+        Ok(info) => ModelNeeds {
+            layers: info.block_count.unwrap_or(0) as u32,
+            estimate: memory::estimate_gguf(&info, context, parallel),
+        },
+        Err(_) => ModelNeeds {
+            layers: 0,
+            estimate: memory::estimate_opaque(
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            ),
+        },
     }
 }
 
@@ -96,7 +157,12 @@ fn join(first: Option<String>, then: String) -> String {
 
 /// An engine error on one line (stderr tails come on several), kept short enough for a status line.
 fn one_line(text: &str) -> String {
-    let mut line = text.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "last lines of its stderr:").collect::<Vec<_>>().join(" | ");
+    let mut line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "last lines of its stderr:")
+        .collect::<Vec<_>>()
+        .join(" | ");
     if line.chars().count() > 400 {
         line = line.chars().take(400).collect::<String>() + "…";
     }
@@ -134,7 +200,10 @@ mod tests {
     #[test]
     fn engine_errors_become_one_short_line() {
         let text = "gemma-engine exited with status 1\n  last lines of its stderr:\n    CUDA error: out of memory\n";
-        assert_eq!(one_line(text), "gemma-engine exited with status 1 | CUDA error: out of memory");
+        assert_eq!(
+            one_line(text),
+            "gemma-engine exited with status 1 | CUDA error: out of memory"
+        );
         assert!(one_line(&"x".repeat(1000)).chars().count() <= 401);
     }
 }

@@ -19,9 +19,17 @@ pub fn detect() -> MemoryInfo {
 pub fn parse_meminfo(text: &str) -> MemoryInfo {
     let kib = |key: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.split(':').next() == Some(key))?;
-        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+        line.split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|k| k * 1024)
     };
-    MemoryInfo { total: kib("MemTotal"), available: kib("MemAvailable"), swap_total: kib("SwapTotal") }
+    MemoryInfo {
+        total: kib("MemTotal"),
+        available: kib("MemAvailable"),
+        swap_total: kib("SwapTotal"),
+    }
 }
 
 #[cfg(test)]

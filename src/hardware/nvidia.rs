@@ -32,14 +32,22 @@ pub struct NvidiaGpu {
 pub fn probe() -> NvidiaReport {
     let nvml = match Nvml::init() {
         Ok(n) => n,
-        Err(e) => return NvidiaReport { note: Some(init_failure(&e)), ..Default::default() },
+        Err(e) => {
+            return NvidiaReport {
+                note: Some(init_failure(&e)),
+                ..Default::default()
+            }
+        }
     };
     let mut report = NvidiaReport {
         driver_version: nvml.sys_driver_version().ok(),
-        cuda_version: nvml
-            .sys_cuda_driver_version()
-            .ok()
-            .map(|v| format!("{}.{}", nvml_wrapper::cuda_driver_version_major(v), nvml_wrapper::cuda_driver_version_minor(v))),
+        cuda_version: nvml.sys_cuda_driver_version().ok().map(|v| {
+            format!(
+                "{}.{}",
+                nvml_wrapper::cuda_driver_version_major(v),
+                nvml_wrapper::cuda_driver_version_minor(v)
+            )
+        }),
         ..Default::default()
     };
     let count = match nvml.device_count() {
@@ -51,16 +59,23 @@ pub fn probe() -> NvidiaReport {
     };
     for index in 0..count {
         let Ok(device) = nvml.device_by_index(index) else {
-            report.note = Some(format!("NVML could not open GPU {index} (permissions, or the GPU fell off the bus)"));
+            report.note = Some(format!(
+                "NVML could not open GPU {index} (permissions, or the GPU fell off the bus)"
+            ));
             continue;
         };
         let memory = device.memory_info().ok();
         report.gpus.push(NvidiaGpu {
             index,
-            name: device.name().unwrap_or_else(|_| "unknown NVIDIA GPU".into()),
+            name: device
+                .name()
+                .unwrap_or_else(|_| "unknown NVIDIA GPU".into()),
             memory_total: memory.as_ref().map(|m| m.total).unwrap_or(0),
             memory_free: memory.as_ref().map(|m| m.free).unwrap_or(0),
-            compute_capability: device.cuda_compute_capability().ok().map(|c| format!("{}.{}", c.major, c.minor)),
+            compute_capability: device
+                .cuda_compute_capability()
+                .ok()
+                .map(|c| format!("{}.{}", c.major, c.minor)),
         });
     }
     if count == 0 {
@@ -75,8 +90,12 @@ fn init_failure(e: &NvmlError) -> String {
         NvmlError::LibloadingError(_) | NvmlError::LibraryNotFound => {
             "NVML library (libnvidia-ml.so.1) not found: no NVIDIA driver is installed".into()
         }
-        NvmlError::DriverNotLoaded => "NVML is installed but the NVIDIA kernel driver is not loaded".into(),
-        NvmlError::NoPermission => "NVML refused access: this user may not query the NVIDIA driver".into(),
+        NvmlError::DriverNotLoaded => {
+            "NVML is installed but the NVIDIA kernel driver is not loaded".into()
+        }
+        NvmlError::NoPermission => {
+            "NVML refused access: this user may not query the NVIDIA driver".into()
+        }
         other => format!("NVML could not start: {other}"),
     }
 }
@@ -96,7 +115,10 @@ mod tests {
     #[test]
     fn a_missing_library_is_a_fact_not_an_error() {
         let why = init_failure(&NvmlError::LibraryNotFound);
-        assert!(why.contains("libnvidia-ml.so.1") && why.contains("no NVIDIA driver"), "{why}");
+        assert!(
+            why.contains("libnvidia-ml.so.1") && why.contains("no NVIDIA driver"),
+            "{why}"
+        );
         assert!(init_failure(&NvmlError::DriverNotLoaded).contains("kernel driver is not loaded"));
     }
 }

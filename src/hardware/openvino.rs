@@ -37,7 +37,12 @@ pub fn probe() -> OpenvinoReport {
     };
     let devices = match core.available_devices() {
         Ok(d) => d,
-        Err(e) => return OpenvinoReport { note: Some(format!("OpenVINO could not list devices: {e}")), devices: Vec::new() },
+        Err(e) => {
+            return OpenvinoReport {
+                note: Some(format!("OpenVINO could not list devices: {e}")),
+                devices: Vec::new(),
+            }
+        }
     };
     let devices = devices
         .iter()
@@ -46,6 +51,8 @@ pub fn probe() -> OpenvinoReport {
             full_name: core.get_property(d, &PropertyKey::DeviceFullName).ok(),
         })
         .collect::<Vec<_>>();
-    let note = devices.is_empty().then(|| "the OpenVINO runtime is installed but lists no device".to_string());
+    let note = devices
+        .is_empty()
+        .then(|| "the OpenVINO runtime is installed but lists no device".to_string());
     OpenvinoReport { note, devices }
 }

@@ -60,7 +60,10 @@ pub struct ModelChoice {
 /// command. `GEMMACTL_TEST_PROBE_FAULT=KIND:crash|hang` makes that probe misbehave, so tests can
 /// prove a broken driver cannot take gemmactl down.
 pub fn probe_child(kind: &str) -> Result<String, String> {
-    if let Some(fault) = std::env::var("GEMMACTL_TEST_PROBE_FAULT").ok().and_then(|f| f.strip_prefix(&format!("{kind}:")).map(str::to_string)) {
+    if let Some(fault) = std::env::var("GEMMACTL_TEST_PROBE_FAULT")
+        .ok()
+        .and_then(|f| f.strip_prefix(&format!("{kind}:")).map(str::to_string))
+    {
         match fault.as_str() {
             "crash" => std::process::abort(),
             "hang" => std::thread::sleep(Duration::from_secs(3600)),
@@ -71,7 +74,12 @@ pub fn probe_child(kind: &str) -> Result<String, String> {
         "nvidia" => serde_json::to_string(&nvidia::probe()),
         "vulkan" => serde_json::to_string(&vulkan::probe()),
         "openvino" => serde_json::to_string(&openvino::probe()),
-        other => return Err(format!("unknown probe {other:?}: use one of {}", GPU_PROBES.join(", "))),
+        other => {
+            return Err(format!(
+                "unknown probe {other:?}: use one of {}",
+                GPU_PROBES.join(", ")
+            ))
+        }
     };
     Ok(json.expect("reports serialize"))
 }
@@ -93,33 +101,83 @@ pub fn gather(config: &Config, models: &[ModelEntry]) -> Report {
             gpu_builds: engines::find_gpu_builds(config, limit),
             gemma_cpp: engines::gemma_cpp(config),
         });
-        let join = |h: std::thread::ScopedJoinHandle<'_, Result<String, String>>| h.join().unwrap_or_else(|_| Err("the probe thread panicked".into()));
-        (join(n), join(v), join(o), e.join().expect("engine probes do not panic"))
+        let join = |h: std::thread::ScopedJoinHandle<'_, Result<String, String>>| {
+            h.join()
+                .unwrap_or_else(|_| Err("the probe thread panicked".into()))
+        };
+        (
+            join(n),
+            join(v),
+            join(o),
+            e.join().expect("engine probes do not panic"),
+        )
     });
-    let nvidia: NvidiaReport = decode(nvidia, "NVIDIA", |note| NvidiaReport { note: Some(note), ..Default::default() });
-    let vulkan: VulkanReport = decode(vulkan, "Vulkan", |note| VulkanReport { note: Some(note), devices: Vec::new() });
-    let openvino: OpenvinoReport = decode(openvino, "OpenVINO", |note| OpenvinoReport { note: Some(note), devices: Vec::new() });
+    let nvidia: NvidiaReport = decode(nvidia, "NVIDIA", |note| NvidiaReport {
+        note: Some(note),
+        ..Default::default()
+    });
+    let vulkan: VulkanReport = decode(vulkan, "Vulkan", |note| VulkanReport {
+        note: Some(note),
+        devices: Vec::new(),
+    });
+    let openvino: OpenvinoReport = decode(openvino, "OpenVINO", |note| OpenvinoReport {
+        note: Some(note),
+        devices: Vec::new(),
+    });
 
-    let inventory = Inventory { builds: engines.gpu_builds.clone(), hardware: hardware_seen(&nvidia, &vulkan, &openvino) };
-    let models = models.iter().map(|m| choice_for(config, &inventory, m)).collect();
-    Report { cpu: cpu::detect(), memory: memory::detect(), nvidia, vulkan, openvino, engines, models }
+    let inventory = Inventory {
+        builds: engines.gpu_builds.clone(),
+        hardware: hardware_seen(&nvidia, &vulkan, &openvino),
+    };
+    let models = models
+        .iter()
+        .map(|m| choice_for(config, &inventory, m))
+        .collect();
+    Report {
+        cpu: cpu::detect(),
+        memory: memory::detect(),
+        nvidia,
+        vulkan,
+        openvino,
+        engines,
+        models,
+    }
 }
 
 fn isolated_probe(exe: Option<&Path>, kind: &str, limit: Duration) -> Result<String, String> {
-    let exe = exe.ok_or_else(|| "gemmactl cannot find its own executable to run the probe".to_string())?;
-    isolate::run_json::<serde_json::Value>(exe, &["doctor", "--probe-gpu", kind], limit, &format!("the {kind} probe")).map(|v| v.to_string())
+    let exe =
+        exe.ok_or_else(|| "gemmactl cannot find its own executable to run the probe".to_string())?;
+    isolate::run_json::<serde_json::Value>(
+        exe,
+        &["doctor", "--probe-gpu", kind],
+        limit,
+        &format!("the {kind} probe"),
+    )
+    .map(|v| v.to_string())
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(answer: Result<String, String>, what: &str, failed: impl Fn(String) -> T) -> T {
+fn decode<T: for<'de> Deserialize<'de>>(
+    answer: Result<String, String>,
+    what: &str,
+    failed: impl Fn(String) -> T,
+) -> T {
     match answer {
-        Ok(json) => serde_json::from_str(&json).unwrap_or_else(|e| failed(format!("the {what} probe answered in a form gemmactl does not understand ({e})"))),
+        Ok(json) => serde_json::from_str(&json).unwrap_or_else(|e| {
+            failed(format!(
+                "the {what} probe answered in a form gemmactl does not understand ({e})"
+            ))
+        }),
         // A crash or hang is a fact about this machine's driver, reported like any other.
         Err(why) => failed(why),
     }
 }
 
 /// Real GPUs the drivers report, as hints for the policy ("a GPU is here but not used").
-pub fn hardware_seen(nvidia: &NvidiaReport, vulkan: &VulkanReport, openvino: &OpenvinoReport) -> Vec<(Backend, String)> {
+pub fn hardware_seen(
+    nvidia: &NvidiaReport,
+    vulkan: &VulkanReport,
+    openvino: &OpenvinoReport,
+) -> Vec<(Backend, String)> {
     let mut seen = Vec::new();
     if let Some(gpu) = nvidia.gpus.first() {
         seen.push((Backend::Cuda, format!("an NVIDIA GPU ({})", gpu.name)));
@@ -127,7 +185,11 @@ pub fn hardware_seen(nvidia: &NvidiaReport, vulkan: &VulkanReport, openvino: &Op
     if let Some(d) = vulkan.devices.iter().find(|d| d.is_gpu) {
         seen.push((Backend::Vulkan, format!("a Vulkan GPU ({})", d.name)));
     }
-    if let Some(d) = openvino.devices.iter().find(|d| d.name.starts_with("GPU") || d.name.starts_with("NPU")) {
+    if let Some(d) = openvino
+        .devices
+        .iter()
+        .find(|d| d.name.starts_with("GPU") || d.name.starts_with("NPU"))
+    {
         seen.push((Backend::Openvino, format!("an OpenVINO {} device", d.name)));
     }
     seen
@@ -145,8 +207,17 @@ fn choice_for(config: &Config, inventory: &Inventory, model: &ModelEntry) -> Mod
             fallback: None,
         };
     }
-    let needs = launch::needs_of(&model.path, config.engine.context, config.engine.parallel.max(1));
-    let plan: Plan = select::choose(config.engine.backend, &config.engine.backend_order, inventory, &needs);
+    let needs = launch::needs_of(
+        &model.path,
+        config.engine.context,
+        config.engine.parallel.max(1),
+    );
+    let plan: Plan = select::choose(
+        config.engine.backend,
+        &config.engine.backend_order,
+        inventory,
+        &needs,
+    );
     ModelChoice {
         model: model.name.clone(),
         engine: "gemma-engine".into(),

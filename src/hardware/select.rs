@@ -64,7 +64,12 @@ pub struct Rejection {
     pub expected: bool,
 }
 
-pub fn choose(request: BackendRequest, order: &[Backend], inventory: &Inventory, needs: &ModelNeeds) -> Plan {
+pub fn choose(
+    request: BackendRequest,
+    order: &[Backend],
+    inventory: &Inventory,
+    needs: &ModelNeeds,
+) -> Plan {
     let explicit = request.backend();
     if explicit == Some(Backend::Cpu) {
         return cpu_plan("CPU: asked for (backend = cpu)".into(), None, Vec::new());
@@ -95,15 +100,32 @@ pub fn choose(request: BackendRequest, order: &[Backend], inventory: &Inventory,
             }
             Err((why, build_found)) => {
                 let hardware = inventory.hardware.iter().any(|(b, _)| *b == backend);
-                rejected.push(Rejection { backend, why, expected: explicit.is_some() || build_found || hardware });
+                rejected.push(Rejection {
+                    backend,
+                    why,
+                    expected: explicit.is_some() || build_found || hardware,
+                });
             }
         }
     }
     let reason = match (&explicit, rejected.as_slice()) {
-        (Some(b), [r, ..]) => format!("CPU: {} was asked for but cannot be used: {}", b.label(), r.why),
+        (Some(b), [r, ..]) => format!(
+            "CPU: {} was asked for but cannot be used: {}",
+            b.label(),
+            r.why
+        ),
         (None, []) => "CPU: first in backend_order".to_string(),
-        (None, list) if list.iter().all(|r| !r.expected) => "CPU: no GPU build of gemma-engine and no GPU found".to_string(),
-        (None, list) => format!("CPU: {}", list.iter().filter(|r| r.expected).map(|r| format!("{}: {}", r.backend.label(), r.why)).collect::<Vec<_>>().join("; ")),
+        (None, list) if list.iter().all(|r| !r.expected) => {
+            "CPU: no GPU build of gemma-engine and no GPU found".to_string()
+        }
+        (None, list) => format!(
+            "CPU: {}",
+            list.iter()
+                .filter(|r| r.expected)
+                .map(|r| format!("{}: {}", r.backend.label(), r.why))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         (Some(_), []) => "CPU".to_string(),
     };
     let fallback = fallback_sentence(&rejected);
@@ -111,40 +133,104 @@ pub fn choose(request: BackendRequest, order: &[Backend], inventory: &Inventory,
 }
 
 fn cpu_plan(reason: String, fallback: Option<String>, rejected: Vec<Rejection>) -> Plan {
-    Plan { backend: Backend::Cpu, binary: None, gpu_layers: None, reason, fallback, rejected }
+    Plan {
+        backend: Backend::Cpu,
+        binary: None,
+        gpu_layers: None,
+        reason,
+        fallback,
+        rejected,
+    }
 }
 
 fn fallback_sentence(rejected: &[Rejection]) -> Option<String> {
-    let expected: Vec<String> = rejected.iter().filter(|r| r.expected).map(|r| format!("{} not used: {}", r.backend.label(), r.why)).collect();
+    let expected: Vec<String> = rejected
+        .iter()
+        .filter(|r| r.expected)
+        .map(|r| format!("{} not used: {}", r.backend.label(), r.why))
+        .collect();
     (!expected.is_empty()).then(|| expected.join("; "))
 }
 
 /// A plan on `backend`, or why not (and whether a build of it exists).
-fn evaluate(backend: Backend, inventory: &Inventory, needs: &ModelNeeds) -> Result<Plan, (String, bool)> {
+fn evaluate(
+    backend: Backend,
+    inventory: &Inventory,
+    needs: &ModelNeeds,
+) -> Result<Plan, (String, bool)> {
     let name = backend.binary_name();
     let finding = inventory.builds.iter().find(|f| f.backend == backend);
     let build = match finding.map(|f| &f.found) {
         Some(Ok(build)) => build,
         Some(Err(why)) => return Err((with_hardware(why.clone(), backend, inventory), false)),
-        None => return Err((with_hardware(format!("no {name} build found: build one with scripts/build-gpu.sh {}", backend.id()), backend, inventory), false)),
+        None => {
+            return Err((
+                with_hardware(
+                    format!(
+                        "no {name} build found: build one with scripts/build-gpu.sh {}",
+                        backend.id()
+                    ),
+                    backend,
+                    inventory,
+                ),
+                false,
+            ))
+        }
     };
-    let probe = build.probe.as_ref().map_err(|e| (format!("{name} cannot run here: {e}"), true))?;
+    let probe = build
+        .probe
+        .as_ref()
+        .map_err(|e| (format!("{name} cannot run here: {e}"), true))?;
     if !probe.backends.iter().any(|b| backend.matches(b)) {
-        return Err((format!("{name} ({}) was built without the {} backend (it reports {})", build.path.display(), backend.label(), probe.backends.join(", ")), true));
+        return Err((
+            format!(
+                "{name} ({}) was built without the {} backend (it reports {})",
+                build.path.display(),
+                backend.label(),
+                probe.backends.join(", ")
+            ),
+            true,
+        ));
     }
-    let devices: Vec<&Device> = probe.devices.iter().filter(|d| backend.matches(&d.backend) && is_real_device(d)).collect();
+    let devices: Vec<&Device> = probe
+        .devices
+        .iter()
+        .filter(|d| backend.matches(&d.backend) && is_real_device(d))
+        .collect();
     let Some(device) = devices.iter().max_by_key(|d| d.memory_free).copied() else {
-        return Err((format!("{name} finds no {} device on this machine (no GPU, or its driver is not loaded)", backend.label()), true));
+        return Err((
+            format!(
+                "{name} finds no {} device on this machine (no GPU, or its driver is not loaded)",
+                backend.label()
+            ),
+            true,
+        ));
     };
     let need = needs.estimate.total();
     let reserve = DEVICE_RESERVE.max(device.memory_free / 20);
     let usable = device.memory_free.saturating_sub(reserve);
     let shown = device_name(device);
-    let base = Plan { backend, binary: Some(build.path.clone()), gpu_layers: None, reason: String::new(), fallback: None, rejected: Vec::new() };
+    let base = Plan {
+        backend,
+        binary: Some(build.path.clone()),
+        gpu_layers: None,
+        reason: String::new(),
+        fallback: None,
+        rejected: Vec::new(),
+    };
     if need <= usable {
         return Ok(Plan {
-            gpu_layers: Some(if needs.layers > 0 { needs.layers + 1 } else { 999 }),
-            reason: format!("{}: {shown} has {} free ≥ {} needed; all layers on the GPU", backend.label(), bytes(device.memory_free), bytes(need)),
+            gpu_layers: Some(if needs.layers > 0 {
+                needs.layers + 1
+            } else {
+                999
+            }),
+            reason: format!(
+                "{}: {shown} has {} free ≥ {} needed; all layers on the GPU",
+                backend.label(),
+                bytes(device.memory_free),
+                bytes(need)
+            ),
             ..base
         });
     }
@@ -166,7 +252,14 @@ fn evaluate(backend: Backend, inventory: &Inventory, needs: &ModelNeeds) -> Resu
             });
         }
     }
-    Err((format!("{shown}: {} free < {} needed", bytes(device.memory_free), bytes(need)), true))
+    Err((
+        format!(
+            "{shown}: {} free < {} needed",
+            bytes(device.memory_free),
+            bytes(need)
+        ),
+        true,
+    ))
 }
 
 /// A device of a GPU backend that is really a GPU: not the CPU, not a software rasteriser.
@@ -208,11 +301,25 @@ mod tests {
 
     fn needs(total_gib: f64) -> ModelNeeds {
         let total = (total_gib * GIB as f64) as u64;
-        ModelNeeds { layers: 26, estimate: MemoryEstimate { weights: total * 8 / 10, kv_cache: total / 10, compute: total - total * 8 / 10 - total / 10 } }
+        ModelNeeds {
+            layers: 26,
+            estimate: MemoryEstimate {
+                weights: total * 8 / 10,
+                kv_cache: total / 10,
+                compute: total - total * 8 / 10 - total / 10,
+            },
+        }
     }
 
     fn device(backend: &str, name: &str, kind: &str, free: u64) -> Device {
-        Device { name: name.into(), description: name.into(), backend: backend.into(), kind: kind.into(), memory_total: free * 2, memory_free: free }
+        Device {
+            name: name.into(),
+            description: name.into(),
+            backend: backend.into(),
+            kind: kind.into(),
+            memory_total: free * 2,
+            memory_free: free,
+        }
     }
 
     fn build(backend: Backend, backends: &[&str], devices: Vec<Device>) -> BuildFinding {
@@ -221,21 +328,44 @@ mod tests {
             found: Ok(FoundBuild {
                 path: format!("/opt/{}", backend.binary_name()).into(),
                 source: "configured".into(),
-                probe: Ok(ProbeInfo { protocol: 1, backends: backends.iter().map(|s| s.to_string()).collect(), devices, features: vec![] }),
+                probe: Ok(ProbeInfo {
+                    protocol: 1,
+                    backends: backends.iter().map(|s| s.to_string()).collect(),
+                    devices,
+                    features: vec![],
+                }),
             }),
         }
     }
 
     fn missing(backend: Backend) -> BuildFinding {
-        BuildFinding { backend, found: Err(format!("no {} build found", backend.binary_name())) }
+        BuildFinding {
+            backend,
+            found: Err(format!("no {} build found", backend.binary_name())),
+        }
     }
 
     fn cuda_with_free(free: u64) -> Inventory {
-        Inventory { builds: vec![build(Backend::Cuda, &["CUDA", "CPU"], vec![device("CUDA", "NVIDIA H100", "gpu", free), device("CPU", "CPU", "cpu", 64 * GIB)])], hardware: vec![] }
+        Inventory {
+            builds: vec![build(
+                Backend::Cuda,
+                &["CUDA", "CPU"],
+                vec![
+                    device("CUDA", "NVIDIA H100", "gpu", free),
+                    device("CPU", "CPU", "cpu", 64 * GIB),
+                ],
+            )],
+            hardware: vec![],
+        }
     }
 
     fn auto(inv: &Inventory, n: &ModelNeeds) -> Plan {
-        choose(BackendRequest::Auto, &crate::hardware::backend::default_order(), inv, n)
+        choose(
+            BackendRequest::Auto,
+            &crate::hardware::backend::default_order(),
+            inv,
+            n,
+        )
     }
 
     #[test]
@@ -243,8 +373,15 @@ mod tests {
         let plan = auto(&cuda_with_free(70 * GIB), &needs(5.1));
         assert_eq!(plan.backend, Backend::Cuda);
         assert_eq!(plan.gpu_layers, Some(27));
-        assert_eq!(plan.binary.as_deref(), Some(std::path::Path::new("/opt/gemma-engine-cuda")));
-        assert!(plan.reason.contains("NVIDIA H100") && plan.reason.contains("all layers"), "{}", plan.reason);
+        assert_eq!(
+            plan.binary.as_deref(),
+            Some(std::path::Path::new("/opt/gemma-engine-cuda"))
+        );
+        assert!(
+            plan.reason.contains("NVIDIA H100") && plan.reason.contains("all layers"),
+            "{}",
+            plan.reason
+        );
         assert_eq!(plan.fallback, None);
     }
 
@@ -253,9 +390,18 @@ mod tests {
         let plan = auto(&cuda_with_free(GIB + GIB / 5), &needs(5.1));
         assert_eq!(plan.backend, Backend::Cpu);
         assert_eq!(plan.gpu_layers, None);
-        let fallback = plan.fallback.expect("a GPU build was there: the user must be told");
-        assert!(fallback.contains("CUDA") && fallback.contains("1.2 GiB free < 5.1 GiB needed"), "{fallback}");
-        assert!(plan.reason.contains("1.2 GiB free < 5.1 GiB needed"), "{}", plan.reason);
+        let fallback = plan
+            .fallback
+            .expect("a GPU build was there: the user must be told");
+        assert!(
+            fallback.contains("CUDA") && fallback.contains("1.2 GiB free < 5.1 GiB needed"),
+            "{fallback}"
+        );
+        assert!(
+            plan.reason.contains("1.2 GiB free < 5.1 GiB needed"),
+            "{}",
+            plan.reason
+        );
     }
 
     #[test]
@@ -264,45 +410,94 @@ mod tests {
         assert_eq!(plan.backend, Backend::Cuda);
         let layers = plan.gpu_layers.unwrap();
         assert!((7..26).contains(&layers), "{layers}");
-        assert!(plan.reason.contains(&format!("{layers} of 26 layers")), "{}", plan.reason);
+        assert!(
+            plan.reason.contains(&format!("{layers} of 26 layers")),
+            "{}",
+            plan.reason
+        );
     }
 
     #[test]
     fn no_builds_and_no_gpu_is_a_quiet_cpu_choice() {
-        let inv = Inventory { builds: Backend::GPU.into_iter().map(missing).collect(), hardware: vec![] };
+        let inv = Inventory {
+            builds: Backend::GPU.into_iter().map(missing).collect(),
+            hardware: vec![],
+        };
         let plan = auto(&inv, &needs(0.4));
         assert_eq!(plan.backend, Backend::Cpu);
-        assert_eq!(plan.reason, "CPU: no GPU build of gemma-engine and no GPU found");
+        assert_eq!(
+            plan.reason,
+            "CPU: no GPU build of gemma-engine and no GPU found"
+        );
         assert_eq!(plan.fallback, None);
         assert_eq!(plan.rejected.len(), 3);
     }
 
     #[test]
     fn a_gpu_without_its_build_is_a_fallback_with_the_fix() {
-        let inv = Inventory { builds: Backend::GPU.into_iter().map(missing).collect(), hardware: vec![(Backend::Cuda, "an NVIDIA GPU".into())] };
+        let inv = Inventory {
+            builds: Backend::GPU.into_iter().map(missing).collect(),
+            hardware: vec![(Backend::Cuda, "an NVIDIA GPU".into())],
+        };
         let plan = auto(&inv, &needs(0.4));
         assert_eq!(plan.backend, Backend::Cpu);
         let fallback = plan.fallback.unwrap();
-        assert!(fallback.contains("an NVIDIA GPU is present, but no gemma-engine-cuda build found"), "{fallback}");
+        assert!(
+            fallback.contains("an NVIDIA GPU is present, but no gemma-engine-cuda build found"),
+            "{fallback}"
+        );
     }
 
     #[test]
     fn a_build_without_its_backend_or_device_is_not_used() {
         // A CPU build configured as the CUDA one, e.g. by mistake.
-        let inv = Inventory { builds: vec![build(Backend::Cuda, &["CPU"], vec![device("CPU", "CPU", "cpu", 64 * GIB)])], hardware: vec![] };
+        let inv = Inventory {
+            builds: vec![build(
+                Backend::Cuda,
+                &["CPU"],
+                vec![device("CPU", "CPU", "cpu", 64 * GIB)],
+            )],
+            hardware: vec![],
+        };
         let plan = choose(BackendRequest::Cuda, &[], &inv, &needs(0.4));
         assert_eq!(plan.backend, Backend::Cpu);
-        assert!(plan.reason.contains("built without the CUDA backend"), "{}", plan.reason);
+        assert!(
+            plan.reason.contains("built without the CUDA backend"),
+            "{}",
+            plan.reason
+        );
         assert!(plan.fallback.unwrap().contains("CUDA not used"));
         // A CUDA build on a machine without an NVIDIA GPU.
-        let inv = Inventory { builds: vec![build(Backend::Cuda, &["CUDA", "CPU"], vec![device("CPU", "CPU", "cpu", 64 * GIB)])], hardware: vec![] };
-        assert!(auto(&inv, &needs(0.4)).fallback.unwrap().contains("finds no CUDA device"));
+        let inv = Inventory {
+            builds: vec![build(
+                Backend::Cuda,
+                &["CUDA", "CPU"],
+                vec![device("CPU", "CPU", "cpu", 64 * GIB)],
+            )],
+            hardware: vec![],
+        };
+        assert!(auto(&inv, &needs(0.4))
+            .fallback
+            .unwrap()
+            .contains("finds no CUDA device"));
     }
 
     #[test]
     fn llvmpipe_in_a_vulkan_build_is_never_the_gpu() {
         let inv = Inventory {
-            builds: vec![missing(Backend::Cuda), build(Backend::Vulkan, &["Vulkan", "CPU"], vec![device("Vulkan", "llvmpipe (LLVM 15.0.6, 256 bits)", "gpu", 20 * GIB)])],
+            builds: vec![
+                missing(Backend::Cuda),
+                build(
+                    Backend::Vulkan,
+                    &["Vulkan", "CPU"],
+                    vec![device(
+                        "Vulkan",
+                        "llvmpipe (LLVM 15.0.6, 256 bits)",
+                        "gpu",
+                        20 * GIB,
+                    )],
+                ),
+            ],
             hardware: vec![],
         };
         let plan = auto(&inv, &needs(0.4));
@@ -314,29 +509,70 @@ mod tests {
     fn order_is_respected_and_later_backends_are_tried() {
         let inv = Inventory {
             builds: vec![
-                build(Backend::Cuda, &["CUDA", "CPU"], vec![device("CUDA", "NVIDIA T4", "gpu", GIB / 2)]),
-                build(Backend::Vulkan, &["Vulkan", "CPU"], vec![device("Vulkan", "AMD Radeon", "gpu", 16 * GIB)]),
+                build(
+                    Backend::Cuda,
+                    &["CUDA", "CPU"],
+                    vec![device("CUDA", "NVIDIA T4", "gpu", GIB / 2)],
+                ),
+                build(
+                    Backend::Vulkan,
+                    &["Vulkan", "CPU"],
+                    vec![device("Vulkan", "AMD Radeon", "gpu", 16 * GIB)],
+                ),
             ],
             hardware: vec![],
         };
         let plan = auto(&inv, &needs(2.0));
         assert_eq!(plan.backend, Backend::Vulkan);
-        assert!(plan.fallback.unwrap().contains("CUDA not used"), "the skipped CUDA build is reported");
-        let cpu_first = choose(BackendRequest::Auto, &[Backend::Cpu, Backend::Cuda], &inv, &needs(2.0));
+        assert!(
+            plan.fallback.unwrap().contains("CUDA not used"),
+            "the skipped CUDA build is reported"
+        );
+        let cpu_first = choose(
+            BackendRequest::Auto,
+            &[Backend::Cpu, Backend::Cuda],
+            &inv,
+            &needs(2.0),
+        );
         assert_eq!(cpu_first.backend, Backend::Cpu);
         assert_eq!(cpu_first.fallback, None);
-        let vulkan_first = choose(BackendRequest::Auto, &[Backend::Vulkan, Backend::Cuda], &inv, &needs(2.0));
-        assert_eq!((vulkan_first.backend, vulkan_first.fallback), (Backend::Vulkan, None));
+        let vulkan_first = choose(
+            BackendRequest::Auto,
+            &[Backend::Vulkan, Backend::Cuda],
+            &inv,
+            &needs(2.0),
+        );
+        assert_eq!(
+            (vulkan_first.backend, vulkan_first.fallback),
+            (Backend::Vulkan, None)
+        );
     }
 
     #[test]
     fn asking_for_cpu_probes_nothing_and_asking_for_a_missing_build_says_so() {
-        let plan = choose(BackendRequest::Cpu, &[], &cuda_with_free(70 * GIB), &needs(0.4));
+        let plan = choose(
+            BackendRequest::Cpu,
+            &[],
+            &cuda_with_free(70 * GIB),
+            &needs(0.4),
+        );
         assert_eq!((plan.backend, plan.fallback), (Backend::Cpu, None));
-        let plan = choose(BackendRequest::Vulkan, &[], &cuda_with_free(70 * GIB), &needs(0.4));
+        let plan = choose(
+            BackendRequest::Vulkan,
+            &[],
+            &cuda_with_free(70 * GIB),
+            &needs(0.4),
+        );
         assert_eq!(plan.backend, Backend::Cpu);
-        assert!(plan.reason.contains("Vulkan was asked for"), "{}", plan.reason);
-        assert!(plan.fallback.unwrap().contains("no gemma-engine-vulkan build found"));
+        assert!(
+            plan.reason.contains("Vulkan was asked for"),
+            "{}",
+            plan.reason
+        );
+        assert!(plan
+            .fallback
+            .unwrap()
+            .contains("no gemma-engine-vulkan build found"));
     }
 
     #[test]
@@ -344,7 +580,11 @@ mod tests {
         let inv = Inventory {
             builds: vec![BuildFinding {
                 backend: Backend::Cuda,
-                found: Ok(FoundBuild { path: "/opt/gemma-engine-cuda".into(), source: "configured".into(), probe: Err("exit status 127: libcuda.so.1: cannot open".into()) }),
+                found: Ok(FoundBuild {
+                    path: "/opt/gemma-engine-cuda".into(),
+                    source: "configured".into(),
+                    probe: Err("exit status 127: libcuda.so.1: cannot open".into()),
+                }),
             }],
             hardware: vec![],
         };

@@ -74,7 +74,10 @@ pub fn probe() -> VulkanReport {
     let instance = match unsafe { entry.create_instance(&create, None) } {
         Ok(i) => i,
         Err(e) => {
-            return VulkanReport { note: Some(format!("the Vulkan loader found no usable driver ({e})")), devices: Vec::new() }
+            return VulkanReport {
+                note: Some(format!("the Vulkan loader found no usable driver ({e})")),
+                devices: Vec::new(),
+            }
         }
     };
     let mut report = VulkanReport::default();
@@ -84,7 +87,11 @@ pub fn probe() -> VulkanReport {
             Ok(list) => {
                 for pd in list {
                     let props = instance.get_physical_device_properties(pd);
-                    let name = props.device_name_as_c_str().map(CStr::to_string_lossy).unwrap_or_default().into_owned();
+                    let name = props
+                        .device_name_as_c_str()
+                        .map(CStr::to_string_lossy)
+                        .unwrap_or_default()
+                        .into_owned();
                     let memory = instance.get_physical_device_memory_properties(pd);
                     let local: u64 = memory
                         .memory_heaps_as_slice()
@@ -97,7 +104,12 @@ pub fn probe() -> VulkanReport {
                     report.devices.push(VulkanDevice {
                         name,
                         kind: kind.to_string(),
-                        api_version: format!("{}.{}.{}", vk::api_version_major(v), vk::api_version_minor(v), vk::api_version_patch(v)),
+                        api_version: format!(
+                            "{}.{}.{}",
+                            vk::api_version_major(v),
+                            vk::api_version_minor(v),
+                            vk::api_version_patch(v)
+                        ),
                         memory: local,
                         is_gpu: counts_as_gpu(kind),
                     });
@@ -119,17 +131,35 @@ mod tests {
 
     #[test]
     fn llvmpipe_is_software_and_not_a_gpu() {
-        let kind = classify(vk::PhysicalDeviceType::CPU, "llvmpipe (LLVM 15.0.6, 256 bits)");
+        let kind = classify(
+            vk::PhysicalDeviceType::CPU,
+            "llvmpipe (LLVM 15.0.6, 256 bits)",
+        );
         assert_eq!(kind, "software");
         assert!(!counts_as_gpu(kind));
         // Even if a driver mislabels it, the name gives it away.
-        assert_eq!(classify(vk::PhysicalDeviceType::INTEGRATED_GPU, "SwiftShader Device"), "software");
+        assert_eq!(
+            classify(vk::PhysicalDeviceType::INTEGRATED_GPU, "SwiftShader Device"),
+            "software"
+        );
     }
 
     #[test]
     fn real_gpus_count() {
-        assert_eq!(classify(vk::PhysicalDeviceType::DISCRETE_GPU, "NVIDIA H100 80GB HBM3"), "discrete");
-        assert_eq!(classify(vk::PhysicalDeviceType::INTEGRATED_GPU, "Intel(R) UHD Graphics 770"), "integrated");
+        assert_eq!(
+            classify(
+                vk::PhysicalDeviceType::DISCRETE_GPU,
+                "NVIDIA H100 80GB HBM3"
+            ),
+            "discrete"
+        );
+        assert_eq!(
+            classify(
+                vk::PhysicalDeviceType::INTEGRATED_GPU,
+                "Intel(R) UHD Graphics 770"
+            ),
+            "integrated"
+        );
         assert!(counts_as_gpu("discrete") && counts_as_gpu("integrated"));
     }
 }

@@ -298,9 +298,15 @@ pub fn preflight_sbs(entry: &ModelEntry) -> Result<sbs::SbsInfo, ModelError> {
         sbs::SbsError::Missing { path } => ModelError::RegisteredFileMissing {
             name: entry.name.clone(),
             path,
-            fix: format!("register it again with `gemmactl models add {} PATH --force`", entry.name),
+            fix: format!(
+                "register it again with `gemmactl models add {} PATH --force`",
+                entry.name
+            ),
         },
-        e => ModelError::RegisteredSbsBad { name: entry.name.clone(), source: e },
+        e => ModelError::RegisteredSbsBad {
+            name: entry.name.clone(),
+            source: e,
+        },
     })
 }
 
@@ -376,7 +382,11 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
     }
     let path = std::fs::canonicalize(given).map_err(|e| ModelError::io("read", given, e))?;
     let blob_store = matches!(sbs::sniff(&path), Ok(sbs::Sniffed::BlobStore));
-    if blob_store || path.extension().is_some_and(|e| e.eq_ignore_ascii_case("sbs")) {
+    if blob_store
+        || path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("sbs"))
+    {
         return sbs_entry_for_path(given, path);
     }
     let info = gguf::inspect(&path).map_err(|e| ModelError::BadFile(rename_path(e, given)))?;
@@ -405,10 +415,15 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
 /// A `.sbs` given by path runs on gemma.cpp; a pre-2025 file needs a registered tokenizer.
 fn sbs_entry_for_path(given: &Path, path: PathBuf) -> Result<Found, ModelError> {
     let info = sbs::preflight(&path, None).map_err(|e| match e {
-        sbs::SbsError::NeedsTokenizer { .. } => sbs::SbsError::NeedsTokenizer { path: given.to_path_buf() },
+        sbs::SbsError::NeedsTokenizer { .. } => sbs::SbsError::NeedsTokenizer {
+            path: given.to_path_buf(),
+        },
         e => e,
     })?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let entry = ModelEntry {
         name,
         path,
@@ -552,10 +567,20 @@ mod tests {
         let sbs = dir.path().join("w.sbs");
         std::fs::write(&sbs, b"SBS\n\0\0\0\0").unwrap();
         let err = resolve(&paths, &arg(&sbs)).unwrap_err().to_string();
-        assert!(err.contains("w.sbs is not a gemma.cpp weights file"), "{err}");
-        std::fs::write(&sbs, sbs::test_writer::single_file("gemma3-270m-sfp-it", true)).unwrap();
+        assert!(
+            err.contains("w.sbs is not a gemma.cpp weights file"),
+            "{err}"
+        );
+        std::fs::write(
+            &sbs,
+            sbs::test_writer::single_file("gemma3-270m-sfp-it", true),
+        )
+        .unwrap();
         let entry = resolve(&paths, &arg(&sbs)).unwrap();
-        assert_eq!((entry.engine, entry.format, entry.kind), (EngineKind::GemmaCpp, ModelFormat::Sbs, ModelKind::Instruct));
+        assert_eq!(
+            (entry.engine, entry.format, entry.kind),
+            (EngineKind::GemmaCpp, ModelFormat::Sbs, ModelKind::Instruct)
+        );
 
         let bytes = Writer::sample().build();
         let cut = dir.path().join("cut.gguf");
@@ -662,7 +687,11 @@ mod tests {
         entry.engine = EngineKind::GemmaCpp;
         let err = preflight(&entry).unwrap_err().to_string();
         assert!(err.contains("no longer exists"), "{err}");
-        std::fs::write(&file, sbs::test_writer::single_file("gemma3-270m-bf16-pt", false)).unwrap();
+        std::fs::write(
+            &file,
+            sbs::test_writer::single_file("gemma3-270m-bf16-pt", false),
+        )
+        .unwrap();
         let info = preflight(&entry).unwrap();
         assert_eq!(info.name.as_deref(), Some("gemma3-270m-bf16-pt"));
         // The same file handed to gemma-engine is refused.

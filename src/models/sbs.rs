@@ -77,19 +77,43 @@ pub struct SbsInfo {
 /// the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SbsError {
-    Missing { path: PathBuf },
-    Unreadable { path: PathBuf, message: String },
+    Missing {
+        path: PathBuf,
+    },
+    Unreadable {
+        path: PathBuf,
+        message: String,
+    },
     /// No BlobStore magic at either end; `gguf` says the file is a GGUF model instead.
-    NotBlobStore { path: PathBuf, gguf: bool },
+    NotBlobStore {
+        path: PathBuf,
+        gguf: bool,
+    },
     /// The file is shorter than its directory says; `expected_bytes` is 0 when only the missing
     /// end-of-file directory of a V2 file shows it.
-    Truncated { path: PathBuf, expected_bytes: u64, actual_bytes: u64 },
-    Malformed { path: PathBuf, reason: String },
+    Truncated {
+        path: PathBuf,
+        expected_bytes: u64,
+        actual_bytes: u64,
+    },
+    Malformed {
+        path: PathBuf,
+        reason: String,
+    },
     /// A pre-2025 file was given without its tokenizer.
-    NeedsTokenizer { path: PathBuf },
-    TokenizerMissing { path: PathBuf, tokenizer: PathBuf },
+    NeedsTokenizer {
+        path: PathBuf,
+    },
+    TokenizerMissing {
+        path: PathBuf,
+        tokenizer: PathBuf,
+    },
     /// The weights alone need more memory than the machine has available.
-    TooLarge { path: PathBuf, file_size: u64, available: u64 },
+    TooLarge {
+        path: PathBuf,
+        file_size: u64,
+        available: u64,
+    },
 }
 
 impl SbsError {
@@ -199,13 +223,28 @@ pub fn sniff(path: &Path) -> std::io::Result<Sniffed> {
 pub fn inspect(path: &Path) -> Result<SbsInfo, SbsError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(SbsError::Missing { path: path.to_path_buf() }),
-        Err(e) => return Err(SbsError::Unreadable { path: path.to_path_buf(), message: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SbsError::Missing {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(e) => {
+            return Err(SbsError::Unreadable {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })
+        }
     };
     if !meta.is_file() {
-        return Err(SbsError::Unreadable { path: path.to_path_buf(), message: "not a regular file".into() });
+        return Err(SbsError::Unreadable {
+            path: path.to_path_buf(),
+            message: "not a regular file".into(),
+        });
     }
-    let file = std::fs::File::open(path).map_err(|e| SbsError::Unreadable { path: path.to_path_buf(), message: e.to_string() })?;
+    let file = std::fs::File::open(path).map_err(|e| SbsError::Unreadable {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     parse(std::io::BufReader::new(file), meta.len(), path)
 }
 
@@ -216,15 +255,26 @@ pub fn preflight(path: &Path, tokenizer: Option<&Path>) -> Result<SbsInfo, SbsEr
     match (info.format, tokenizer) {
         (_, Some(t)) => {
             if std::fs::File::open(t).is_err() || !t.is_file() {
-                return Err(SbsError::TokenizerMissing { path: path.to_path_buf(), tokenizer: t.to_path_buf() });
+                return Err(SbsError::TokenizerMissing {
+                    path: path.to_path_buf(),
+                    tokenizer: t.to_path_buf(),
+                });
             }
         }
-        (SbsFormat::MultiFile, None) => return Err(SbsError::NeedsTokenizer { path: path.to_path_buf() }),
+        (SbsFormat::MultiFile, None) => {
+            return Err(SbsError::NeedsTokenizer {
+                path: path.to_path_buf(),
+            })
+        }
         (SbsFormat::SingleFile, None) => {}
     }
     if let Some(available) = available_memory() {
         if info.file_size > available {
-            return Err(SbsError::TooLarge { path: path.to_path_buf(), file_size: info.file_size, available });
+            return Err(SbsError::TooLarge {
+                path: path.to_path_buf(),
+                file_size: info.file_size,
+                available,
+            });
         }
     }
     Ok(info)
@@ -233,7 +283,13 @@ pub fn preflight(path: &Path, tokenizer: Option<&Path>) -> Result<SbsInfo, SbsEr
 /// Memory the kernel says can be had without swapping (`MemAvailable`), in bytes.
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: u64 = text
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     kib.checked_mul(1024)
 }
 
@@ -246,50 +302,91 @@ struct Blob {
 }
 
 /// Parses a BlobStore of `file_size` bytes from `reader`; `path` only names the file in errors.
-pub fn parse<R: Read + Seek>(mut reader: R, file_size: u64, path: &Path) -> Result<SbsInfo, SbsError> {
+pub fn parse<R: Read + Seek>(
+    mut reader: R,
+    file_size: u64,
+    path: &Path,
+) -> Result<SbsInfo, SbsError> {
     let p = || path.to_path_buf();
-    let io = |e: std::io::Error| SbsError::Unreadable { path: path.to_path_buf(), message: e.to_string() };
+    let io = |e: std::io::Error| SbsError::Unreadable {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     if file_size < HEADER_BYTES {
-        return Err(if file_size >= 4 && read_at(&mut reader, 0, 4).map_err(io)? == b"GGUF" {
-            SbsError::NotBlobStore { path: p(), gguf: true }
-        } else {
-            SbsError::NotBlobStore { path: p(), gguf: false }
-        });
+        return Err(
+            if file_size >= 4 && read_at(&mut reader, 0, 4).map_err(io)? == b"GGUF" {
+                SbsError::NotBlobStore {
+                    path: p(),
+                    gguf: true,
+                }
+            } else {
+                SbsError::NotBlobStore {
+                    path: p(),
+                    gguf: false,
+                }
+            },
+        );
     }
     let head = read_at(&mut reader, 0, HEADER_BYTES as usize).map_err(io)?;
     let (magic, count, bytes) = header(&head);
     let (layout, count, dir_start, data_limit) = if magic == MAGIC && count != 0 {
         // V1: directory right after the header, blobs anywhere after it.
         if bytes > file_size {
-            return Err(SbsError::Truncated { path: p(), expected_bytes: bytes, actual_bytes: file_size });
+            return Err(SbsError::Truncated {
+                path: p(),
+                expected_bytes: bytes,
+                actual_bytes: file_size,
+            });
         }
         (Layout::V1, count, HEADER_BYTES, file_size)
     } else {
-        let tail = read_at(&mut reader, file_size - HEADER_BYTES, HEADER_BYTES as usize).map_err(io)?;
+        let tail =
+            read_at(&mut reader, file_size - HEADER_BYTES, HEADER_BYTES as usize).map_err(io)?;
         let (tail_magic, tail_count, tail_bytes) = header(&tail);
         if tail_magic != MAGIC {
             return Err(if magic == MAGIC {
                 // The placeholder header of a V2 file, whose end is missing.
-                SbsError::Truncated { path: p(), expected_bytes: 0, actual_bytes: file_size }
+                SbsError::Truncated {
+                    path: p(),
+                    expected_bytes: 0,
+                    actual_bytes: file_size,
+                }
             } else {
-                SbsError::NotBlobStore { path: p(), gguf: &head[..4] == b"GGUF" }
+                SbsError::NotBlobStore {
+                    path: p(),
+                    gguf: &head[..4] == b"GGUF",
+                }
             });
         }
         if tail_bytes != file_size {
-            return Err(SbsError::Truncated { path: p(), expected_bytes: tail_bytes.max(file_size + 1), actual_bytes: file_size });
+            return Err(SbsError::Truncated {
+                path: p(),
+                expected_bytes: tail_bytes.max(file_size + 1),
+                actual_bytes: file_size,
+            });
         }
         if tail_count == 0 {
-            return Err(SbsError::Malformed { path: p(), reason: "its directory lists no blobs".into() });
+            return Err(SbsError::Malformed {
+                path: p(),
+                reason: "its directory lists no blobs".into(),
+            });
         }
         let dir_bytes = directory_bytes(tail_count, path)?;
         let Some(start) = (file_size - HEADER_BYTES).checked_sub(dir_bytes) else {
-            return Err(SbsError::Malformed { path: p(), reason: format!("a directory of {tail_count} blobs does not fit in the file") });
+            return Err(SbsError::Malformed {
+                path: p(),
+                reason: format!("a directory of {tail_count} blobs does not fit in the file"),
+            });
         };
         (Layout::V2, tail_count, start, start)
     };
     let dir_bytes = directory_bytes(count, path)?;
     if layout == Layout::V1 && dir_start + dir_bytes > file_size {
-        return Err(SbsError::Truncated { path: p(), expected_bytes: dir_start + dir_bytes, actual_bytes: file_size });
+        return Err(SbsError::Truncated {
+            path: p(),
+            expected_bytes: dir_start + dir_bytes,
+            actual_bytes: file_size,
+        });
     }
     // Bounded by MAX_BLOBS × 32 bytes (512 KiB).
     let dir = read_at(&mut reader, dir_start, dir_bytes as usize).map_err(io)?;
@@ -301,21 +398,41 @@ pub fn parse<R: Read + Seek>(mut reader: R, file_size: u64, path: &Path) -> Resu
         let len = key_bytes.iter().position(|b| *b == 0).unwrap_or(16);
         let key = &key_bytes[..len];
         if key.is_empty() || !key.iter().all(|b| b.is_ascii_graphic()) {
-            return Err(SbsError::Malformed { path: p(), reason: format!("blob {i} has no readable key") });
+            return Err(SbsError::Malformed {
+                path: p(),
+                reason: format!("blob {i} has no readable key"),
+            });
         }
         let pair = n * 16 + i * 16;
         let offset = u64::from_le_bytes(dir[pair..pair + 8].try_into().unwrap_or_default());
         let size = u64::from_le_bytes(dir[pair + 8..pair + 16].try_into().unwrap_or_default());
         let Some(blob_end) = offset.checked_add(size) else {
-            return Err(SbsError::Malformed { path: p(), reason: format!("blob {} has an impossible size", String::from_utf8_lossy(key)) });
+            return Err(SbsError::Malformed {
+                path: p(),
+                reason: format!(
+                    "blob {} has an impossible size",
+                    String::from_utf8_lossy(key)
+                ),
+            });
         };
         end = end.max(blob_end);
-        blobs.push(Blob { key: String::from_utf8_lossy(key).into_owned(), offset, size });
+        blobs.push(Blob {
+            key: String::from_utf8_lossy(key).into_owned(),
+            offset,
+            size,
+        });
     }
     if end > data_limit {
         return Err(match layout {
-            Layout::V1 => SbsError::Truncated { path: p(), expected_bytes: end, actual_bytes: file_size },
-            Layout::V2 => SbsError::Malformed { path: p(), reason: "a blob overlaps the directory at the end of the file".into() },
+            Layout::V1 => SbsError::Truncated {
+                path: p(),
+                expected_bytes: end,
+                actual_bytes: file_size,
+            },
+            Layout::V2 => SbsError::Malformed {
+                path: p(),
+                reason: "a blob overlaps the directory at the end of the file".into(),
+            },
         });
     }
     let mut info = describe(&blobs, layout, file_size);
@@ -337,7 +454,9 @@ fn directory_bytes(count: u32, path: &Path) -> Result<u64, SbsError> {
     if count > MAX_BLOBS {
         return Err(SbsError::Malformed {
             path: path.to_path_buf(),
-            reason: format!("its header claims {count} blobs, more than gemma.cpp's limit of {MAX_BLOBS}"),
+            reason: format!(
+                "its header claims {count} blobs, more than gemma.cpp's limit of {MAX_BLOBS}"
+            ),
         });
     }
     Ok(count as u64 * 32)
@@ -356,7 +475,10 @@ const META_KEYS: [&str; 4] = ["config", "tokenizer", "toc", "scales"];
 /// Format, tensor count, layers, family and weight type from the keys alone.
 fn describe(blobs: &[Blob], layout: Layout, file_size: u64) -> SbsInfo {
     let single = blobs.iter().any(|b| b.key == "config");
-    let tensors: Vec<&Blob> = blobs.iter().filter(|b| !META_KEYS.contains(&b.key.as_str())).collect();
+    let tensors: Vec<&Blob> = blobs
+        .iter()
+        .filter(|b| !META_KEYS.contains(&b.key.as_str()))
+        .collect();
     // Pre-2025 keys carry a one-character type prefix.
     let name = |b: &Blob| -> String {
         if single {
@@ -367,7 +489,11 @@ fn describe(blobs: &[Blob], layout: Layout, file_size: u64) -> SbsInfo {
     };
     let layers = tensors
         .iter()
-        .filter_map(|b| name(b).rsplit_once('_').and_then(|(_, i)| i.parse::<u32>().ok()))
+        .filter_map(|b| {
+            name(b)
+                .rsplit_once('_')
+                .and_then(|(_, i)| i.parse::<u32>().ok())
+        })
         .max()
         .map(|i| i.saturating_add(1));
     let has = |base: &str| tensors.iter().any(|b| name(b).starts_with(base));
@@ -393,18 +519,25 @@ fn describe(blobs: &[Blob], layout: Layout, file_size: u64) -> SbsInfo {
         None
     } else {
         // The type of the largest tensor (the embedding) is the file's weight type.
-        tensors.iter().max_by_key(|b| b.size).and_then(|b| match b.key.chars().next() {
-            Some('F') => Some("f32"),
-            Some('B') => Some("bf16"),
-            Some('$') => Some("sfp"),
-            Some('2') => Some("nuq"),
-            Some('I') => Some("i8"),
-            _ => None,
-        })
+        tensors
+            .iter()
+            .max_by_key(|b| b.size)
+            .and_then(|b| match b.key.chars().next() {
+                Some('F') => Some("f32"),
+                Some('B') => Some("bf16"),
+                Some('$') => Some("sfp"),
+                Some('2') => Some("nuq"),
+                Some('I') => Some("i8"),
+                _ => None,
+            })
     };
     SbsInfo {
         layout,
-        format: if single { SbsFormat::SingleFile } else { SbsFormat::MultiFile },
+        format: if single {
+            SbsFormat::SingleFile
+        } else {
+            SbsFormat::MultiFile
+        },
         blob_count: blobs.len() as u32,
         tensor_count: tensors.len() as u32,
         family,
@@ -444,7 +577,9 @@ fn apply_config(info: &mut SbsInfo, config: &[u8]) {
         while let Some(at) = find(&config[from..], prefix.as_bytes()).map(|i| i + from) {
             from = at + 1;
             let rest = &config[at + prefix.len()..];
-            let ty = TYPES.iter().copied().find(|t| rest.len() > t.len() && rest[0] == b'-' && rest[1..].starts_with(t.as_bytes()));
+            let ty = TYPES.iter().copied().find(|t| {
+                rest.len() > t.len() && rest[0] == b'-' && rest[1..].starts_with(t.as_bytes())
+            });
             let instruct = ty.and_then(|t| {
                 let after = &rest[1 + t.len()..];
                 if after.starts_with(b"-it") {
@@ -457,13 +592,18 @@ fn apply_config(info: &mut SbsInfo, config: &[u8]) {
             });
             let better = match &best {
                 None => true,
-                Some((_, bt, bi)) => (ty.is_some() && bt.is_none()) || (instruct.is_some() && bi.is_none()),
+                Some((_, bt, bi)) => {
+                    (ty.is_some() && bt.is_none()) || (instruct.is_some() && bi.is_none())
+                }
             };
             if better {
                 best = Some((prefix.to_string(), ty, instruct));
             }
         }
-        if best.as_ref().is_some_and(|(_, t, i)| t.is_some() && i.is_some()) {
+        if best
+            .as_ref()
+            .is_some_and(|(_, t, i)| t.is_some() && i.is_some())
+        {
             break;
         }
     }
@@ -513,7 +653,11 @@ pub mod test_writer {
                 out.extend_from_slice(&(data.len() as u64).to_le_bytes());
             }
         };
-        let total = if v2 { (data_end + dir_bytes + 16).div_ceil(65536) * 65536 } else { data_end };
+        let total = if v2 {
+            (data_end + dir_bytes + 16).div_ceil(65536) * 65536
+        } else {
+            data_end
+        };
         out.extend_from_slice(&MAGIC.to_le_bytes());
         if v2 {
             out.extend_from_slice(&0u32.to_le_bytes());
@@ -540,9 +684,23 @@ pub mod test_writer {
 
     /// The tensor keys of an `layers`-layer Gemma 3, with `prefix` before each (pre-2025 type).
     pub fn gemma3_keys(layers: u32, prefix: &str) -> Vec<String> {
-        let mut keys = vec![format!("{prefix}c_embedding"), format!("{prefix}c_final_norm")];
+        let mut keys = vec![
+            format!("{prefix}c_embedding"),
+            format!("{prefix}c_final_norm"),
+        ];
         for i in 0..layers {
-            for base in ["qkv_ein", "att_ein", "gating_ein", "linear_w", "pre_att_ns", "post_att_ns", "pre_ff_ns", "post_ff_ns", "query_norm", "key_norm"] {
+            for base in [
+                "qkv_ein",
+                "att_ein",
+                "gating_ein",
+                "linear_w",
+                "pre_att_ns",
+                "post_att_ns",
+                "pre_ff_ns",
+                "post_ff_ns",
+                "query_norm",
+                "key_norm",
+            ] {
                 keys.push(format!("{prefix}{base}_{i}"));
             }
         }
@@ -567,21 +725,36 @@ pub mod test_writer {
     pub fn single_file(specifier: &str, v2: bool) -> Vec<u8> {
         let mut blobs: Vec<(String, Vec<u8>)> = vec![
             ("config".into(), config(specifier)),
-            ("tokenizer".into(), b"\x0a\x05stand-in sentencepiece".to_vec()),
+            (
+                "tokenizer".into(),
+                b"\x0a\x05stand-in sentencepiece".to_vec(),
+            ),
             ("toc".into(), vec![7u8; 64]),
         ];
         for key in gemma3_keys(18, "") {
             blobs.push((key, vec![1u8; 40]));
         }
-        let refs: Vec<(&str, Vec<u8>)> = blobs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let refs: Vec<(&str, Vec<u8>)> =
+            blobs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         build(&refs, v2)
     }
 
     /// A pre-2025 multi-file model with sfp (`$`) tensors.
     pub fn multi_file(layers: u32) -> Vec<u8> {
         let keys = gemma3_keys(layers, "$");
-        let blobs: Vec<(&str, Vec<u8>)> =
-            keys.iter().map(|k| (k.as_str(), if k.ends_with("c_embedding") { vec![2u8; 300] } else { vec![3u8; 20] })).collect();
+        let blobs: Vec<(&str, Vec<u8>)> = keys
+            .iter()
+            .map(|k| {
+                (
+                    k.as_str(),
+                    if k.ends_with("c_embedding") {
+                        vec![2u8; 300]
+                    } else {
+                        vec![3u8; 20]
+                    },
+                )
+            })
+            .collect();
         build(&blobs, false)
     }
 }
@@ -593,7 +766,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn parse_bytes(bytes: &[u8]) -> Result<SbsInfo, SbsError> {
-        parse(std::io::Cursor::new(bytes), bytes.len() as u64, Path::new("w.sbs"))
+        parse(
+            std::io::Cursor::new(bytes),
+            bytes.len() as u64,
+            Path::new("w.sbs"),
+        )
     }
 
     #[test]
@@ -631,22 +808,41 @@ mod tests {
     #[test]
     fn bad_files_get_one_sentence_each() {
         let err = parse_bytes(b"hello, this is only text\n").unwrap_err();
-        assert!(matches!(err, SbsError::NotBlobStore { gguf: false, .. }), "{err}");
-        assert!(err.to_string().contains("w.sbs is not a gemma.cpp weights file"));
+        assert!(
+            matches!(err, SbsError::NotBlobStore { gguf: false, .. }),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .contains("w.sbs is not a gemma.cpp weights file"));
         let err = parse_bytes(b"GGUF\x03\0\0\0 and then some more bytes").unwrap_err();
-        assert!(err.to_string().contains("is a GGUF model file, which gemma.cpp cannot load"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is a GGUF model file, which gemma.cpp cannot load"),
+            "{err}"
+        );
 
         let v1 = single_file("gemma3-270m-sfp-it", false);
         let err = parse_bytes(&v1[..v1.len() / 2]).unwrap_err();
         assert!(matches!(err, SbsError::Truncated { .. }), "{err}");
-        assert!(err.to_string().contains("is a truncated gemma.cpp .sbs file"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("is a truncated gemma.cpp .sbs file"),
+            "{err}"
+        );
         let v2 = single_file("gemma3-270m-sfp-it", true);
         let err = parse_bytes(&v2[..v2.len() - 4096]).unwrap_err();
-        assert!(err.to_string().contains("end without the directory"), "{err}");
+        assert!(
+            err.to_string().contains("end without the directory"),
+            "{err}"
+        );
 
         let mut huge = v1.clone();
         huge[4..8].copy_from_slice(&(MAX_BLOBS + 1).to_le_bytes());
-        assert!(parse_bytes(&huge).unwrap_err().to_string().contains("more than gemma.cpp's limit"));
+        assert!(parse_bytes(&huge)
+            .unwrap_err()
+            .to_string()
+            .contains("more than gemma.cpp's limit"));
     }
 
     #[test]
@@ -655,12 +851,23 @@ mod tests {
         let file = dir.path().join("2b-it-sfp.sbs");
         std::fs::write(&file, multi_file(18)).unwrap();
         let err = preflight(&file, None).unwrap_err().to_string();
-        assert!(err.contains("2b-it-sfp.sbs is a pre-2025") && err.contains("--tokenizer"), "{err}");
-        let err = preflight(&file, Some(&dir.path().join("nope.spm"))).unwrap_err().to_string();
-        assert!(err.contains("nope.spm") && err.contains("does not exist"), "{err}");
+        assert!(
+            err.contains("2b-it-sfp.sbs is a pre-2025") && err.contains("--tokenizer"),
+            "{err}"
+        );
+        let err = preflight(&file, Some(&dir.path().join("nope.spm")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nope.spm") && err.contains("does not exist"),
+            "{err}"
+        );
         let spm = dir.path().join("tokenizer.spm");
         std::fs::write(&spm, b"spm").unwrap();
-        assert_eq!(preflight(&file, Some(&spm)).unwrap().family.as_deref(), Some("gemma3-270m"));
+        assert_eq!(
+            preflight(&file, Some(&spm)).unwrap().family.as_deref(),
+            Some("gemma3-270m")
+        );
         assert!(available_memory().is_some_and(|m| m > 0));
     }
 

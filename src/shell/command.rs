@@ -9,20 +9,64 @@ use crate::store::{ConversationId, MessageId};
 /// the names.
 pub const COMMANDS: &[(&str, &str, &str)] = &[
     ("/help", "/help", "this list"),
-    ("/model", "/model [NAME]", "show the model, or switch to NAME (the conversation continues)"),
+    (
+        "/model",
+        "/model [NAME]",
+        "show the model, or switch to NAME (the conversation continues)",
+    ),
     ("/models", "/models", "list the models you can switch to"),
     ("/new", "/new", "start a new conversation"),
-    ("/history", "/history [N]", "list the N most recent conversations (default 10)"),
+    (
+        "/history",
+        "/history [N]",
+        "list the N most recent conversations (default 10)",
+    ),
     ("/resume", "/resume ID", "continue conversation ID"),
-    ("/search", "/search TEXT", "find TEXT in every stored conversation"),
-    ("/retry", "/retry", "regenerate the last reply (kept as a sibling branch)"),
-    ("/edit", "/edit", "edit your last message in $EDITOR and send it again (as a branch)"),
-    ("/fork", "/fork [MESSAGE_ID]", "continue from an earlier message, starting a branch (default: before your last message)"),
-    ("/system", "/system [TEXT | -]", "show, set, or (with -) clear the system prompt"),
-    ("/set", "/set temperature|top_k|top_p|max_tokens|seed VALUE", "change a sampling parameter"),
-    ("/show", "/show", "model, engine, backend, parameters and conversation"),
-    ("/stats", "/stats", "turn the stats line after each reply on or off"),
-    ("/export", "/export md|jsonl [PATH]", "write the conversation as Markdown or JSON lines (stdout without PATH)"),
+    (
+        "/search",
+        "/search TEXT",
+        "find TEXT in every stored conversation",
+    ),
+    (
+        "/retry",
+        "/retry",
+        "regenerate the last reply (kept as a sibling branch)",
+    ),
+    (
+        "/edit",
+        "/edit",
+        "edit your last message in $EDITOR and send it again (as a branch)",
+    ),
+    (
+        "/fork",
+        "/fork [MESSAGE_ID]",
+        "continue from an earlier message, starting a branch (default: before your last message)",
+    ),
+    (
+        "/system",
+        "/system [TEXT | -]",
+        "show, set, or (with -) clear the system prompt",
+    ),
+    (
+        "/set",
+        "/set temperature|top_k|top_p|max_tokens|seed VALUE",
+        "change a sampling parameter",
+    ),
+    (
+        "/show",
+        "/show",
+        "model, engine, backend, parameters and conversation",
+    ),
+    (
+        "/stats",
+        "/stats",
+        "turn the stats line after each reply on or off",
+    ),
+    (
+        "/export",
+        "/export md|jsonl [PATH]",
+        "write the conversation as Markdown or JSON lines (stdout without PATH)",
+    ),
     ("/ps", "/ps", "engines held by running gemmactl processes"),
     ("/quit", "/quit", "leave the shell (also /exit, Ctrl-D)"),
 ];
@@ -81,7 +125,13 @@ pub fn parse(line: &str) -> Result<Command, String> {
         Some((n, r)) => (n, r.trim()),
         None => (line, ""),
     };
-    let no_args = |cmd: Command| if rest.is_empty() { Ok(cmd) } else { Err(format!("{name} takes no arguments")) };
+    let no_args = |cmd: Command| {
+        if rest.is_empty() {
+            Ok(cmd)
+        } else {
+            Err(format!("{name} takes no arguments"))
+        }
+    };
     match name {
         "/help" | "/?" => no_args(Command::Help),
         "/model" => Ok(Command::Model((!rest.is_empty()).then(|| rest.to_string()))),
@@ -89,7 +139,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/new" => no_args(Command::New),
         "/history" => match rest {
             "" => Ok(Command::History(10)),
-            n => n.parse().ok().filter(|n| *n > 0).map(Command::History).ok_or_else(|| format!("usage: /history [N] — N is a positive number, not {n:?}")),
+            n => n
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Command::History)
+                .ok_or_else(|| format!("usage: /history [N] — N is a positive number, not {n:?}")),
         },
         "/resume" if rest.is_empty() => Err("usage: /resume ID — see /history for ids".into()),
         "/resume" => rest.parse().map(Command::Resume),
@@ -116,18 +171,45 @@ pub fn parse(line: &str) -> Result<Command, String> {
 
 fn parse_setting(rest: &str) -> Result<Setting, String> {
     let usage = "usage: /set temperature|top_k|top_p|max_tokens|seed VALUE";
-    let (name, value) = rest.split_once(char::is_whitespace).map(|(n, v)| (n, v.trim())).ok_or_else(|| usage.to_string())?;
+    let (name, value) = rest
+        .split_once(char::is_whitespace)
+        .map(|(n, v)| (n, v.trim()))
+        .ok_or_else(|| usage.to_string())?;
     let bad = |want: &str| format!("/set {name}: {value:?} is not {want}");
     match name {
-        "temperature" => value.parse::<f32>().ok().filter(|t| t.is_finite() && *t >= 0.0).map(Setting::Temperature).ok_or_else(|| bad("a number ≥ 0 (0 = greedy)")),
-        "top_k" => value.parse().map(Setting::TopK).map_err(|_| bad("a whole number ≥ 0 (0 = off)")),
-        "top_p" => value.parse::<f32>().ok().filter(|p| *p > 0.0 && *p <= 1.0).map(Setting::TopP).ok_or_else(|| bad("a number in (0, 1] (1 = off)")),
-        "max_tokens" => value.parse::<u32>().ok().filter(|n| *n > 0).map(Setting::MaxTokens).ok_or_else(|| bad("a whole number ≥ 1")),
+        "temperature" => value
+            .parse::<f32>()
+            .ok()
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .map(Setting::Temperature)
+            .ok_or_else(|| bad("a number ≥ 0 (0 = greedy)")),
+        "top_k" => value
+            .parse()
+            .map(Setting::TopK)
+            .map_err(|_| bad("a whole number ≥ 0 (0 = off)")),
+        "top_p" => value
+            .parse::<f32>()
+            .ok()
+            .filter(|p| *p > 0.0 && *p <= 1.0)
+            .map(Setting::TopP)
+            .ok_or_else(|| bad("a number in (0, 1] (1 = off)")),
+        "max_tokens" => value
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Setting::MaxTokens)
+            .ok_or_else(|| bad("a whole number ≥ 1")),
         "seed" => match value {
             "random" | "none" => Ok(Setting::Seed(None)),
-            v => v.parse().map(|s| Setting::Seed(Some(s))).map_err(|_| bad("a whole number, or `random`")),
+            v => v
+                .parse()
+                .map(|s| Setting::Seed(Some(s)))
+                .map_err(|_| bad("a whole number, or `random`")),
         },
-        other => Err(format!("/set: unknown parameter {other:?}; one of {}", PARAMETERS.join(", "))),
+        other => Err(format!(
+            "/set: unknown parameter {other:?}; one of {}",
+            PARAMETERS.join(", ")
+        )),
     }
 }
 
@@ -146,13 +228,19 @@ fn parse_export(rest: &str) -> Result<Command, String> {
 }
 
 pub fn help_text() -> String {
-    let width = COMMANDS.iter().map(|(_, usage, _)| usage.len()).max().unwrap_or(0);
+    let width = COMMANDS
+        .iter()
+        .map(|(_, usage, _)| usage.len())
+        .max()
+        .unwrap_or(0);
     let mut text = String::new();
     for (_, usage, what) in COMMANDS {
         text.push_str(&format!("  {usage:<width$}  {what}\n"));
     }
     text.push_str("\n  \"\"\" starts and ends a multi-line message; pasted text may span lines.\n");
-    text.push_str("  Ctrl-C stops a reply (it is kept, marked cancelled); Ctrl-D or /quit leaves.\n");
+    text.push_str(
+        "  Ctrl-C stops a reply (it is kept, marked cancelled); Ctrl-D or /quit leaves.\n",
+    );
     text
 }
 
@@ -163,18 +251,42 @@ mod tests {
     #[test]
     fn commands_parse() {
         assert_eq!(parse("/model"), Ok(Command::Model(None)));
-        assert_eq!(parse("/model  gemma3-270m "), Ok(Command::Model(Some("gemma3-270m".into()))));
+        assert_eq!(
+            parse("/model  gemma3-270m "),
+            Ok(Command::Model(Some("gemma3-270m".into())))
+        );
         assert_eq!(parse("/history"), Ok(Command::History(10)));
         assert_eq!(parse("/history 3"), Ok(Command::History(3)));
-        assert_eq!(parse("/resume #12"), Ok(Command::Resume(ConversationId(12))));
+        assert_eq!(
+            parse("/resume #12"),
+            Ok(Command::Resume(ConversationId(12)))
+        );
         assert_eq!(parse("/fork"), Ok(Command::Fork(None)));
         assert_eq!(parse("/fork 40"), Ok(Command::Fork(Some(MessageId(40)))));
-        assert_eq!(parse("/set temperature 0"), Ok(Command::Set(Setting::Temperature(0.0))));
-        assert_eq!(parse("/set seed random"), Ok(Command::Set(Setting::Seed(None))));
-        assert_eq!(parse("/set max_tokens 64"), Ok(Command::Set(Setting::MaxTokens(64))));
-        assert_eq!(parse("/system Be brief."), Ok(Command::System(SystemChange::Set("Be brief.".into()))));
+        assert_eq!(
+            parse("/set temperature 0"),
+            Ok(Command::Set(Setting::Temperature(0.0)))
+        );
+        assert_eq!(
+            parse("/set seed random"),
+            Ok(Command::Set(Setting::Seed(None)))
+        );
+        assert_eq!(
+            parse("/set max_tokens 64"),
+            Ok(Command::Set(Setting::MaxTokens(64)))
+        );
+        assert_eq!(
+            parse("/system Be brief."),
+            Ok(Command::System(SystemChange::Set("Be brief.".into())))
+        );
         assert_eq!(parse("/system -"), Ok(Command::System(SystemChange::Clear)));
-        assert_eq!(parse("/export md out.md"), Ok(Command::Export(ExportFormat::Markdown, Some("out.md".into()))));
+        assert_eq!(
+            parse("/export md out.md"),
+            Ok(Command::Export(
+                ExportFormat::Markdown,
+                Some("out.md".into())
+            ))
+        );
         assert_eq!(parse("/exit"), Ok(Command::Quit));
     }
 

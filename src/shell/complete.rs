@@ -23,25 +23,50 @@ impl ShellHelper {
         let start = before.rfind(' ').map(|i| i + 1).unwrap_or(0);
         let word = &before[start..];
         let options: Vec<String> = if start == 0 {
-            COMMANDS.iter().map(|(name, _, _)| name.to_string()).collect()
+            COMMANDS
+                .iter()
+                .map(|(name, _, _)| name.to_string())
+                .collect()
         } else {
             match before.split_whitespace().next() {
                 Some("/model") => self.models.clone(),
-                Some("/set") if start == "/set ".len() => PARAMETERS.iter().map(|p| p.to_string()).collect(),
+                Some("/set") if start == "/set ".len() => {
+                    PARAMETERS.iter().map(|p| p.to_string()).collect()
+                }
                 Some("/export") if start == "/export ".len() => vec!["md".into(), "jsonl".into()],
                 _ => Vec::new(),
             }
         };
-        (start, options.into_iter().filter(|o| o.starts_with(word)).collect())
+        (
+            start,
+            options
+                .into_iter()
+                .filter(|o| o.starts_with(word))
+                .collect(),
+        )
     }
 }
 
 impl Completer for ShellHelper {
     type Candidate = Pair;
 
-    fn complete(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _ctx: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
         let (start, words) = self.candidates(line, pos);
-        Ok((start, words.into_iter().map(|w| Pair { display: w.clone(), replacement: w }).collect()))
+        Ok((
+            start,
+            words
+                .into_iter()
+                .map(|w| Pair {
+                    display: w.clone(),
+                    replacement: w,
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -58,10 +83,21 @@ mod tests {
 
     #[test]
     fn completes_commands_models_and_parameters() {
-        let h = ShellHelper { models: vec!["gemma3-270m".into(), "qwen2.5-coder-0.5b".into()] };
-        assert_eq!(h.candidates("/mo", 3), (0, vec!["/model".to_string(), "/models".to_string()]));
-        assert_eq!(h.candidates("/model g", 8), (7, vec!["gemma3-270m".to_string()]));
-        assert_eq!(h.candidates("/set top", 8), (5, vec!["top_k".to_string(), "top_p".to_string()]));
+        let h = ShellHelper {
+            models: vec!["gemma3-270m".into(), "qwen2.5-coder-0.5b".into()],
+        };
+        assert_eq!(
+            h.candidates("/mo", 3),
+            (0, vec!["/model".to_string(), "/models".to_string()])
+        );
+        assert_eq!(
+            h.candidates("/model g", 8),
+            (7, vec!["gemma3-270m".to_string()])
+        );
+        assert_eq!(
+            h.candidates("/set top", 8),
+            (5, vec!["top_k".to_string(), "top_p".to_string()])
+        );
         assert_eq!(h.candidates("hello", 5).1, Vec::<String>::new());
     }
 }

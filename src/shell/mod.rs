@@ -23,7 +23,10 @@ use rustyline::history::DefaultHistory;
 use rustyline::{Config as EditorConfig, Editor};
 
 use crate::config::{Config, Paths};
-use crate::engines::{Completion, EngineDescription, EngineError, ErrorCode, FinishReason, GenerateRequest, Message, Role, SamplingParams};
+use crate::engines::{
+    Completion, EngineDescription, EngineError, ErrorCode, FinishReason, GenerateRequest, Message,
+    Role, SamplingParams,
+};
 use crate::models::{self, ModelEntry};
 use crate::store::{ConversationId, MessageId, ReplyEnd, Store};
 use crate::supervisor::{Supervisor, SupervisorError, SupervisorEvent};
@@ -108,13 +111,24 @@ enum Flow {
 }
 
 pub fn run(args: ChatArgs, paths: &Paths, config: Config) -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let (supervisor, interrupt) = {
         let _guard = rt.enter();
-        (Supervisor::new(config.clone(), paths), tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?)
+        (
+            Supervisor::new(config.clone(), paths),
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
+        )
     };
-    let store = if args.no_log || !config.history { None } else { Some(Store::open_default(paths)?) };
-    let style = Style { color: std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal() };
+    let store = if args.no_log || !config.history {
+        None
+    } else {
+        Some(Store::open_default(paths)?)
+    };
+    let style = Style {
+        color: std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+    };
 
     let resumed = match (&store, args.resume, args.continue_last) {
         (None, Some(_), _) | (None, _, true) => bail!("--resume and --continue need the history database: drop --no-log (or turn history on in config.toml)"),
@@ -143,7 +157,10 @@ pub fn run(args: ChatArgs, paths: &Paths, config: Config) -> Result<ExitCode> {
         config,
         store,
         model,
-        params: SamplingParams { max_tokens: Some(512), ..SamplingParams::default() },
+        params: SamplingParams {
+            max_tokens: Some(512),
+            ..SamplingParams::default()
+        },
         system: args.system.clone(),
         conversation: None,
         branch: Vec::new(),
@@ -165,9 +182,14 @@ pub fn run(args: ChatArgs, paths: &Paths, config: Config) -> Result<ExitCode> {
 
 impl Shell {
     fn repl(&mut self) -> Result<()> {
-        let config = EditorConfig::builder().auto_add_history(false).bracketed_paste(true).build();
+        let config = EditorConfig::builder()
+            .auto_add_history(false)
+            .bracketed_paste(true)
+            .build();
         let mut editor: Editor<ShellHelper, DefaultHistory> = Editor::with_config(config)?;
-        editor.set_helper(Some(ShellHelper { models: model_names(&self.paths) }));
+        editor.set_helper(Some(ShellHelper {
+            models: model_names(&self.paths),
+        }));
         let history_file = self.paths.state_dir.join("chat_history");
         let _ = std::fs::create_dir_all(&self.paths.state_dir);
         let _ = editor.load_history(&history_file);
@@ -184,7 +206,11 @@ impl Shell {
             let line = match editor.readline(&self.style.prompt()) {
                 Ok(line) => line,
                 Err(ReadlineError::Interrupted) => {
-                    println!("{}", self.style.dim("(nothing to stop: type /quit or press Ctrl-D to leave)"));
+                    println!(
+                        "{}",
+                        self.style
+                            .dim("(nothing to stop: type /quit or press Ctrl-D to leave)")
+                    );
                     continue;
                 }
                 Err(ReadlineError::Eof) => break,
@@ -230,7 +256,10 @@ impl Shell {
     }
 
     fn open_conversation(&mut self, id: ConversationId) -> Result<()> {
-        let store = self.store.as_ref().context("history is off in this shell")?;
+        let store = self
+            .store
+            .as_ref()
+            .context("history is off in this shell")?;
         let conv = store.conversation(id)?;
         let path = match conv.head {
             Some(head) => store.path_to(head)?,
@@ -239,7 +268,10 @@ impl Shell {
         self.branch = path
             .into_iter()
             .filter(|m| !(m.role == Role::Assistant && m.content.is_empty()))
-            .map(|m| Turn { id: Some(m.id), message: m.message() })
+            .map(|m| Turn {
+                id: Some(m.id),
+                message: m.message(),
+            })
             .collect();
         self.conversation = Some(conv.id);
         self.system = conv.system.clone();
@@ -254,8 +286,19 @@ impl Shell {
                 self.branch.len()
             ))
         );
-        if let Some(last) = self.branch.iter().rev().find(|t| t.message.role == Role::Assistant) {
-            println!("{}", self.style.dim(&format!("last reply: {}", ellipsis(&last.message.content, 200))));
+        if let Some(last) = self
+            .branch
+            .iter()
+            .rev()
+            .find(|t| t.message.role == Role::Assistant)
+        {
+            println!(
+                "{}",
+                self.style.dim(&format!(
+                    "last reply: {}",
+                    ellipsis(&last.message.content, 200)
+                ))
+            );
         }
         Ok(())
     }
@@ -264,12 +307,24 @@ impl Shell {
     fn send(&mut self, text: &str) -> Result<()> {
         let parent = self.branch.last().and_then(|t| t.id);
         let id = self.store_user_message(parent, text)?;
-        self.branch.push(Turn { id, message: Message { role: Role::User, content: text.to_string() } });
+        self.branch.push(Turn {
+            id,
+            message: Message {
+                role: Role::User,
+                content: text.to_string(),
+            },
+        });
         self.reply()
     }
 
-    fn store_user_message(&mut self, parent: Option<MessageId>, text: &str) -> Result<Option<MessageId>> {
-        let Some(store) = self.store.as_mut() else { return Ok(None) };
+    fn store_user_message(
+        &mut self,
+        parent: Option<MessageId>,
+        text: &str,
+    ) -> Result<Option<MessageId>> {
+        let Some(store) = self.store.as_mut() else {
+            return Ok(None);
+        };
         let conv = match self.conversation {
             Some(c) => c,
             None => {
@@ -278,22 +333,46 @@ impl Shell {
                 c
             }
         };
-        Ok(Some(store.add_user_message(conv, parent, text, &self.model.name, &self.params)?))
+        Ok(Some(store.add_user_message(
+            conv,
+            parent,
+            text,
+            &self.model.name,
+            &self.params,
+        )?))
     }
 
     /// Generates the reply to the branch's last (user) message.
     fn reply(&mut self) -> Result<()> {
         let parent = self.branch.last().and_then(|t| t.id);
         let reply_id = match (self.store.as_mut(), parent) {
-            (Some(store), Some(parent)) => Some(store.start_reply(parent, &self.model.name, &self.params)?),
+            (Some(store), Some(parent)) => {
+                Some(store.start_reply(parent, &self.model.name, &self.params)?)
+            }
             _ => None,
         };
         loop {
-            let turns: Vec<Message> = self.branch[self.dropped..].iter().map(|t| t.message.clone()).collect();
-            let (messages, prompt, params) = request_parts(&self.model, self.system.as_deref(), &turns, &self.params);
-            let request = GenerateRequest { id: self.supervisor.new_request_id(), messages, session: Some(self.session.clone()), prompt, params };
+            let turns: Vec<Message> = self.branch[self.dropped..]
+                .iter()
+                .map(|t| t.message.clone())
+                .collect();
+            let (messages, prompt, params) =
+                request_parts(&self.model, self.system.as_deref(), &turns, &self.params);
+            let request = GenerateRequest {
+                id: self.supervisor.new_request_id(),
+                messages,
+                session: Some(self.session.clone()),
+                prompt,
+                params,
+            };
             let streamed = self.stream(request, reply_id);
-            let overflow = matches!(&streamed.result, Err(SupervisorError::Engine(EngineError::Request { code: ErrorCode::ContextOverflow, .. })));
+            let overflow = matches!(
+                &streamed.result,
+                Err(SupervisorError::Engine(EngineError::Request {
+                    code: ErrorCode::ContextOverflow,
+                    ..
+                }))
+            );
             // Keep at least the message being answered; drop the oldest exchange and try again.
             if overflow && streamed.text.is_empty() && self.branch.len() - self.dropped > 2 {
                 self.dropped += 2;
@@ -309,7 +388,12 @@ impl Shell {
         let text = tidy_reply(&self.model, &streamed.text);
         let engine = streamed.engine.as_ref();
         let (finish, usage, timings, error) = match &streamed.result {
-            Ok(done) => (done.finish_reason, Some(done.usage.clone()), Some(done.timings.clone()), None),
+            Ok(done) => (
+                done.finish_reason,
+                Some(done.usage.clone()),
+                Some(done.timings.clone()),
+                None,
+            ),
             Err(e) => (FinishReason::Error, None, None, Some(e.to_string())),
         };
         if let (Some(store), Some(id)) = (self.store.as_mut(), reply_id) {
@@ -327,12 +411,21 @@ impl Shell {
             )?;
         }
         if !text.is_empty() || finish != FinishReason::Error {
-            self.branch.push(Turn { id: reply_id, message: Message { role: Role::Assistant, content: text } });
+            self.branch.push(Turn {
+                id: reply_id,
+                message: Message {
+                    role: Role::Assistant,
+                    content: text,
+                },
+            });
         }
         match streamed.result {
             Ok(done) => {
                 if done.finish_reason == FinishReason::Cancelled {
-                    println!("{}", self.style.dim("(reply stopped; what was written is kept)"));
+                    println!(
+                        "{}",
+                        self.style.dim("(reply stopped; what was written is kept)")
+                    );
                 }
                 if self.show_stats {
                     println!("{}", self.style.dim(&stats_line(&done, engine)));
@@ -353,7 +446,11 @@ impl Shell {
         let interrupt = &mut self.interrupt;
         self.rt.block_on(async {
             drain(interrupt).await;
-            let mut out = Streamed { text: String::new(), engine: None, result: Err(SupervisorError::ShuttingDown) };
+            let mut out = Streamed {
+                text: String::new(),
+                engine: None,
+                result: Err(SupervisorError::ShuttingDown),
+            };
             let mut reply = match supervisor.submit(model, request) {
                 Ok(r) => r,
                 Err(e) => {
@@ -375,8 +472,14 @@ impl Shell {
                     }
                 };
                 match event {
-                    Some(SupervisorEvent::Queued { position }) => spinner.set_message(format!("waiting in the queue ({position} ahead)")),
-                    Some(SupervisorEvent::Loading { progress }) => spinner.set_message(format!("loading {} {:.0}%", model.name, progress * 100.0)),
+                    Some(SupervisorEvent::Queued { position }) => {
+                        spinner.set_message(format!("waiting in the queue ({position} ahead)"))
+                    }
+                    Some(SupervisorEvent::Loading { progress }) => spinner.set_message(format!(
+                        "loading {} {:.0}%",
+                        model.name,
+                        progress * 100.0
+                    )),
                     Some(SupervisorEvent::Reloading { reason }) => spinner.set_message(reason),
                     Some(SupervisorEvent::Started(d)) => {
                         spinner.finish_and_clear();
@@ -384,7 +487,11 @@ impl Shell {
                     }
                     Some(SupervisorEvent::Token(t)) => {
                         // A base model's reply follows "Assistant:" and starts with a space.
-                        let shown = if base && out.text.trim().is_empty() { t.trim_start().to_string() } else { t.clone() };
+                        let shown = if base && out.text.trim().is_empty() {
+                            t.trim_start().to_string()
+                        } else {
+                            t.clone()
+                        };
                         out.text.push_str(&t);
                         let _ = stdout.write_all(shown.as_bytes());
                         let _ = stdout.flush();
@@ -414,14 +521,27 @@ impl Shell {
         })
     }
 
-    fn command(&mut self, cmd: Command, editor: &mut Editor<ShellHelper, DefaultHistory>) -> Result<Flow> {
+    fn command(
+        &mut self,
+        cmd: Command,
+        editor: &mut Editor<ShellHelper, DefaultHistory>,
+    ) -> Result<Flow> {
         match cmd {
             Command::Help => print!("{}", command::help_text()),
             Command::Quit => return Ok(Flow::Quit),
-            Command::Model(None) => println!("{} ({}, {})", self.model.name, self.model.kind.as_str(), self.model.path.display()),
+            Command::Model(None) => println!(
+                "{} ({}, {})",
+                self.model.name,
+                self.model.kind.as_str(),
+                self.model.path.display()
+            ),
             Command::Model(Some(name)) => self.switch_model(&name)?,
             Command::Models => {
-                crate::commands::models::run(crate::commands::models::ModelsCommand::List { json: false }, &self.paths, &self.config)?;
+                crate::commands::models::run(
+                    crate::commands::models::ModelsCommand::List { json: false },
+                    &self.paths,
+                    &self.config,
+                )?;
                 if let Some(h) = editor.helper_mut() {
                     h.models = model_names(&self.paths);
                 }
@@ -434,7 +554,10 @@ impl Shell {
                 println!("{}", self.style.dim("new conversation"));
             }
             Command::History(n) => {
-                let store = self.store.as_ref().context("history is off in this shell (--no-log)")?;
+                let store = self
+                    .store
+                    .as_ref()
+                    .context("history is off in this shell (--no-log)")?;
                 let list = store.list_conversations(n, None)?;
                 if list.is_empty() {
                     println!("no conversations yet");
@@ -444,7 +567,10 @@ impl Shell {
                     println!(
                         "#{:<5} {:<24} {:>4} messages  {:<18} {}",
                         conv.id,
-                        conv.updated_at.get(..16).unwrap_or(&conv.updated_at).replace('T', " "),
+                        conv.updated_at
+                            .get(..16)
+                            .unwrap_or(&conv.updated_at)
+                            .replace('T', " "),
                         c.messages,
                         conv.model.as_deref().unwrap_or("-"),
                         conv.title.as_deref().unwrap_or("untitled")
@@ -453,13 +579,22 @@ impl Shell {
             }
             Command::Resume(id) => self.open_conversation(id)?,
             Command::Search(text) => {
-                let store = self.store.as_ref().context("history is off in this shell (--no-log)")?;
+                let store = self
+                    .store
+                    .as_ref()
+                    .context("history is off in this shell (--no-log)")?;
                 let hits = store.search(&text, 20)?;
                 if hits.is_empty() {
                     println!("nothing found for {text:?}");
                 }
                 for h in hits {
-                    println!("#{} message {} ({}): {}", h.conversation, h.message, role_name(h.role), h.snippet.replace('\n', " "));
+                    println!(
+                        "#{} message {} ({}): {}",
+                        h.conversation,
+                        h.message,
+                        role_name(h.role),
+                        h.snippet.replace('\n', " ")
+                    );
                 }
             }
             Command::Retry => {
@@ -474,7 +609,9 @@ impl Shell {
             }
             Command::Edit => self.edit_last()?,
             Command::Fork(at) => self.fork(at)?,
-            Command::System(SystemChange::Show) => println!("{}", self.system.as_deref().unwrap_or("(no system prompt)")),
+            Command::System(SystemChange::Show) => {
+                println!("{}", self.system.as_deref().unwrap_or("(no system prompt)"))
+            }
             Command::System(change) => {
                 self.system = match change {
                     SystemChange::Set(text) => Some(text),
@@ -483,7 +620,14 @@ impl Shell {
                 if let (Some(store), Some(conv)) = (self.store.as_mut(), self.conversation) {
                     store.set_system(conv, self.system.as_deref())?;
                 }
-                println!("{}", self.style.dim(if self.system.is_some() { "system prompt set" } else { "system prompt cleared" }));
+                println!(
+                    "{}",
+                    self.style.dim(if self.system.is_some() {
+                        "system prompt set"
+                    } else {
+                        "system prompt cleared"
+                    })
+                );
             }
             Command::Set(setting) => {
                 match setting {
@@ -498,7 +642,14 @@ impl Shell {
             Command::Show => self.show(),
             Command::Stats => {
                 self.show_stats = !self.show_stats;
-                println!("{}", self.style.dim(if self.show_stats { "stats on" } else { "stats off" }));
+                println!(
+                    "{}",
+                    self.style.dim(if self.show_stats {
+                        "stats on"
+                    } else {
+                        "stats off"
+                    })
+                );
             }
             Command::Export(format, path) => self.export(format, path)?,
             Command::Ps => crate::commands::ps::show(&self.paths, false)?,
@@ -520,7 +671,11 @@ impl Shell {
         });
         spinner.finish_and_clear();
         let Some(loaded) = loaded else {
-            println!("{}", self.style.dim(&format!("switch cancelled; still on {}", self.model.name)));
+            println!(
+                "{}",
+                self.style
+                    .dim(&format!("switch cancelled; still on {}", self.model.name))
+            );
             return Ok(());
         };
         let d = loaded?;
@@ -529,13 +684,23 @@ impl Shell {
         self.new_session();
         println!(
             "{}",
-            self.style.dim(&format!("now on {} ({}, {} on {}); the conversation continues", self.model.name, self.model.kind.as_str(), d.engine, d.backend))
+            self.style.dim(&format!(
+                "now on {} ({}, {} on {}); the conversation continues",
+                self.model.name,
+                self.model.kind.as_str(),
+                d.engine,
+                d.backend
+            ))
         );
         Ok(())
     }
 
     fn edit_last(&mut self) -> Result<()> {
-        let Some(at) = self.branch.iter().rposition(|t| t.message.role == Role::User) else {
+        let Some(at) = self
+            .branch
+            .iter()
+            .rposition(|t| t.message.role == Role::User)
+        else {
             bail!("nothing to edit yet: send a message first");
         };
         let old = self.branch[at].message.content.clone();
@@ -553,28 +718,52 @@ impl Shell {
     fn fork(&mut self, at: Option<MessageId>) -> Result<()> {
         match at {
             Some(id) => {
-                let store = self.store.as_mut().context("history is off in this shell (--no-log)")?;
+                let store = self
+                    .store
+                    .as_mut()
+                    .context("history is off in this shell (--no-log)")?;
                 let conv = store.fork(id)?;
                 self.open_conversation(conv)?;
-                println!("{}", self.style.dim(&format!("forked at message {id}: your next message starts a new branch")));
+                println!(
+                    "{}",
+                    self.style.dim(&format!(
+                        "forked at message {id}: your next message starts a new branch"
+                    ))
+                );
             }
             None => {
-                let Some(at) = self.branch.iter().rposition(|t| t.message.role == Role::User) else {
+                let Some(at) = self
+                    .branch
+                    .iter()
+                    .rposition(|t| t.message.role == Role::User)
+                else {
                     bail!("nothing to fork from yet");
                 };
                 self.branch.truncate(at);
-                if let (Some(store), Some(parent)) = (self.store.as_mut(), self.branch.last().and_then(|t| t.id)) {
+                if let (Some(store), Some(parent)) =
+                    (self.store.as_mut(), self.branch.last().and_then(|t| t.id))
+                {
                     store.fork(parent)?;
                 }
                 self.dropped = self.dropped.min(self.branch.len());
-                println!("{}", self.style.dim("forked before your last message: your next message starts a new branch"));
+                println!(
+                    "{}",
+                    self.style.dim(
+                        "forked before your last message: your next message starts a new branch"
+                    )
+                );
             }
         }
         Ok(())
     }
 
     fn show(&self) {
-        println!("model:        {} ({}, {})", self.model.name, self.model.kind.as_str(), self.model.path.display());
+        println!(
+            "model:        {} ({}, {})",
+            self.model.name,
+            self.model.kind.as_str(),
+            self.model.path.display()
+        );
         match self.supervisor.engine_of(&self.model.name) {
             Some(d) => println!(
                 "engine:       {} pid {} on {} ({} threads, context {}, {} slots), loaded in {} ms",
@@ -588,31 +777,62 @@ impl Shell {
             ),
             None => println!("engine:       not loaded yet (it starts with the next message)"),
         }
-        if let Some(reason) = self.supervisor.engine_of(&self.model.name).and_then(|d| d.fallback) {
+        if let Some(reason) = self
+            .supervisor
+            .engine_of(&self.model.name)
+            .and_then(|d| d.fallback)
+        {
             println!("fallback:     {reason}");
         }
         println!("parameters:   {}", params_line(&self.params));
-        println!("system:       {}", self.system.as_deref().unwrap_or("(none)"));
+        println!(
+            "system:       {}",
+            self.system.as_deref().unwrap_or("(none)")
+        );
         println!(
             "conversation: {} ({} messages on this branch{})",
-            self.conversation.map(|c| format!("#{c}")).unwrap_or_else(|| "new".into()),
+            self.conversation
+                .map(|c| format!("#{c}"))
+                .unwrap_or_else(|| "new".into()),
             self.branch.len(),
-            if self.dropped > 0 { format!(", oldest {} not sent", self.dropped) } else { String::new() }
+            if self.dropped > 0 {
+                format!(", oldest {} not sent", self.dropped)
+            } else {
+                String::new()
+            }
         );
-        println!("history:      {}", self.store.as_ref().map(|s| s.path().display().to_string()).unwrap_or_else(|| "off".into()));
+        println!(
+            "history:      {}",
+            self.store
+                .as_ref()
+                .map(|s| s.path().display().to_string())
+                .unwrap_or_else(|| "off".into())
+        );
     }
 
     fn export(&self, format: ExportFormat, path: Option<PathBuf>) -> Result<()> {
-        let store = self.store.as_ref().context("history is off in this shell (--no-log): nothing is stored to export")?;
-        let conv = self.conversation.context("nothing to export yet: send a message first")?;
+        let store = self
+            .store
+            .as_ref()
+            .context("history is off in this shell (--no-log): nothing is stored to export")?;
+        let conv = self
+            .conversation
+            .context("nothing to export yet: send a message first")?;
         let text = match format {
             ExportFormat::Markdown => store.export_markdown(conv)?,
             ExportFormat::Jsonl => store.export_jsonl(conv)?,
         };
         match path {
             Some(path) => {
-                std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-                println!("{}", self.style.dim(&format!("conversation #{conv} written to {}", path.display())));
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!(
+                    "{}",
+                    self.style.dim(&format!(
+                        "conversation #{conv} written to {}",
+                        path.display()
+                    ))
+                );
             }
             None => print!("{text}"),
         }
@@ -654,7 +874,9 @@ fn read_block(editor: &mut Editor<ShellHelper, DefaultHistory>, first: &str) -> 
 }
 
 fn edit_in_editor(text: &str) -> Result<String> {
-    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
     let file = tempfile_path();
     std::fs::write(&file, text)?;
     let status = std::process::Command::new("sh")
@@ -673,7 +895,11 @@ fn edit_in_editor(text: &str) -> Result<String> {
 }
 
 fn tempfile_path() -> PathBuf {
-    std::env::temp_dir().join(format!("gemmactl-edit-{}-{}.txt", std::process::id(), crate::supervisor::status::unix_now()))
+    std::env::temp_dir().join(format!(
+        "gemmactl-edit-{}-{}.txt",
+        std::process::id(),
+        crate::supervisor::status::unix_now()
+    ))
 }
 
 fn spinner(model: &str) -> ProgressBar {
@@ -689,7 +915,9 @@ fn spinner(model: &str) -> ProgressBar {
 
 /// Registered and catalogue model names, for completion.
 fn model_names(paths: &Paths) -> Vec<String> {
-    let mut names = models::registry::Registry::load(paths).map(|r| r.names()).unwrap_or_default();
+    let mut names = models::registry::Registry::load(paths)
+        .map(|r| r.names())
+        .unwrap_or_default();
     for entry in models::catalogue::all() {
         if !names.iter().any(|n| n == entry.name) {
             names.push(entry.name.to_string());
@@ -703,14 +931,23 @@ fn params_line(p: &SamplingParams) -> String {
         "temperature {} · top_k {} · top_p {} · max_tokens {} · seed {}",
         p.temperature,
         p.top_k,
-        p.top_p.map(|v| v.to_string()).unwrap_or_else(|| "0.95".into()),
-        p.max_tokens.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
-        p.seed.map(|v| v.to_string()).unwrap_or_else(|| "random".into())
+        p.top_p
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "0.95".into()),
+        p.max_tokens
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "none".into()),
+        p.seed
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "random".into())
     )
 }
 
 fn stats_line(done: &Completion, engine: Option<&EngineDescription>) -> String {
-    let finish = serde_json::to_value(done.finish_reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let finish = serde_json::to_value(done.finish_reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     format!(
         "[{} tokens · {:.1} tok/s · first token {:.0} ms · prompt {} tokens ({} cached) · {}{}]",
         done.usage.completion_tokens,
@@ -719,7 +956,9 @@ fn stats_line(done: &Completion, engine: Option<&EngineDescription>) -> String {
         done.usage.prompt_tokens,
         done.usage.cached_tokens,
         finish,
-        engine.map(|d| format!(" · {} on {}", d.engine, d.backend)).unwrap_or_default()
+        engine
+            .map(|d| format!(" · {} on {}", d.engine, d.backend))
+            .unwrap_or_default()
     )
 }
 

@@ -18,21 +18,42 @@ use crate::engines::{Message, PromptFormat, Role, SamplingParams};
 use crate::models::{ModelEntry, ModelKind};
 
 /// The messages and format of a request for `model`, given the conversation so far.
-pub fn request_parts(model: &ModelEntry, system: Option<&str>, turns: &[Message], params: &SamplingParams) -> (Vec<Message>, PromptFormat, SamplingParams) {
+pub fn request_parts(
+    model: &ModelEntry,
+    system: Option<&str>,
+    turns: &[Message],
+    params: &SamplingParams,
+) -> (Vec<Message>, PromptFormat, SamplingParams) {
     match model.kind {
         ModelKind::Instruct => {
             let mut messages = Vec::with_capacity(turns.len() + 1);
             if let Some(system) = system {
-                messages.push(Message { role: Role::System, content: system.to_string() });
+                messages.push(Message {
+                    role: Role::System,
+                    content: system.to_string(),
+                });
             }
             messages.extend_from_slice(turns);
-            (messages, PromptFormat::Chat { template: model.chat_template.clone() }, params.clone())
+            (
+                messages,
+                PromptFormat::Chat {
+                    template: model.chat_template.clone(),
+                },
+                params.clone(),
+            )
         }
         ModelKind::Base => {
             let mut params = params.clone();
             params.stop = vec!["\nUser:".into(), "\nAssistant:".into()];
             let text = transcript(system, turns);
-            (vec![Message { role: Role::User, content: text }], PromptFormat::Completion, params)
+            (
+                vec![Message {
+                    role: Role::User,
+                    content: text,
+                }],
+                PromptFormat::Completion,
+                params,
+            )
         }
     }
 }
@@ -72,12 +93,19 @@ mod tests {
     use super::*;
 
     fn m(role: Role, content: &str) -> Message {
-        Message { role, content: content.into() }
+        Message {
+            role,
+            content: content.into(),
+        }
     }
 
     #[test]
     fn transcript_has_the_documented_shape() {
-        let turns = [m(Role::User, "Hi"), m(Role::Assistant, " Hello! "), m(Role::User, "Capital of France?")];
+        let turns = [
+            m(Role::User, "Hi"),
+            m(Role::Assistant, " Hello! "),
+            m(Role::User, "Capital of France?"),
+        ];
         assert_eq!(
             transcript(Some("Be brief."), &turns),
             "Be brief.\n\nUser: Hi\nAssistant: Hello!\nUser: Capital of France?\nAssistant:"

@@ -34,7 +34,9 @@ pub fn estimate_gguf(info: &GgufInfo, context: u32, parallel: u32) -> MemoryEsti
     let heads = info.head_count.unwrap_or(1).max(1);
     let kv_heads = info.head_count_kv.unwrap_or(heads);
     let head_size = info.embedding_length.unwrap_or(0) / heads;
-    let per_cell_per_layer = kv_heads * (info.key_length.unwrap_or(head_size) + info.value_length.unwrap_or(head_size)) * 2;
+    let per_cell_per_layer = kv_heads
+        * (info.key_length.unwrap_or(head_size) + info.value_length.unwrap_or(head_size))
+        * 2;
     let (swa_layers, window) = match info.sliding_window {
         Some(w) if w > 0 => (sliding_layers(info.architecture.as_deref(), layers), w),
         _ => (0, 0),
@@ -50,7 +52,11 @@ pub fn estimate_gguf(info: &GgufInfo, context: u32, parallel: u32) -> MemoryEsti
 
 /// For a model file whose layout we cannot read (e.g. gemma.cpp's `.sbs`): the file plus a third.
 pub fn estimate_opaque(file_size: u64) -> MemoryEstimate {
-    MemoryEstimate { weights: file_size, kv_cache: file_size / 3, compute: COMPUTE_MARGIN }
+    MemoryEstimate {
+        weights: file_size,
+        kv_cache: file_size / 3,
+        compute: COMPUTE_MARGIN,
+    }
 }
 
 /// How many of a model's layers use the sliding window.
@@ -68,7 +74,13 @@ fn sliding_layers(architecture: Option<&str>, layers: u64) -> u64 {
 /// Memory the kernel says can be had without swapping (`MemAvailable`), in bytes.
 pub fn available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text.lines().find(|l| l.starts_with("MemAvailable:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: u64 = text
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 

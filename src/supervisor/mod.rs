@@ -23,7 +23,10 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, Paths};
 use crate::engines::gemma_engine::LaunchSpec;
-use crate::engines::{Completion, Engine, EngineDescription, EngineError, FinishReason, GenerateRequest, ReplyEvent, Timings, Usage};
+use crate::engines::{
+    Completion, Engine, EngineDescription, EngineError, FinishReason, GenerateRequest, ReplyEvent,
+    Timings, Usage,
+};
 use crate::models::{EngineKind, ModelEntry};
 pub use lifecycle::EngineState;
 use memory::MemoryEstimate;
@@ -39,11 +42,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub enum SupervisorEvent {
     /// Waiting for a free decode slot; `position` requests are ahead.
-    Queued { position: usize },
+    Queued {
+        position: usize,
+    },
     /// The model's engine is loading (fraction 0..1).
-    Loading { progress: f32 },
+    Loading {
+        progress: f32,
+    },
     /// The engine is being restarted or reloaded, and why.
-    Reloading { reason: String },
+    Reloading {
+        reason: String,
+    },
     /// The request reached this engine.
     Started(EngineDescription),
     Token(String),
@@ -58,9 +67,17 @@ pub enum SupervisorError {
     #[error(transparent)]
     Pool(#[from] pool::Refusal),
     #[error("model {model} has {queued} requests waiting already (supervisor.queue_length = {limit}); try again when some have finished, or raise the queue length")]
-    QueueFull { model: String, queued: usize, limit: u32 },
+    QueueFull {
+        model: String,
+        queued: usize,
+        limit: u32,
+    },
     #[error("model {model} failed to start {attempts} times in a row, so gemmactl stopped trying: {reason}")]
-    ModelFailed { model: String, attempts: u32, reason: String },
+    ModelFailed {
+        model: String,
+        attempts: u32,
+        reason: String,
+    },
     #[error("model {model} is serving {active} request(s); unload it when they have finished")]
     Busy { model: String, active: usize },
     #[error("gemmactl is shutting down")]
@@ -197,12 +214,19 @@ impl Supervisor {
 
     /// A request id unique within this gemmactl process.
     pub fn new_request_id(&self) -> String {
-        format!("r{}", self.inner.next_request.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "r{}",
+            self.inner.next_request.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Queues a request for `model`'s engine (starting it if needed) and returns its reply.
     /// A full queue is refused at once, never a hang.
-    pub fn submit(&self, model: &ModelEntry, request: GenerateRequest) -> Result<Reply, SupervisorError> {
+    pub fn submit(
+        &self,
+        model: &ModelEntry,
+        request: GenerateRequest,
+    ) -> Result<Reply, SupervisorError> {
         if *self.inner.shutting_down.borrow() {
             return Err(SupervisorError::ShuttingDown);
         }
@@ -211,28 +235,46 @@ impl Supervisor {
         {
             let mut st = slot.state.lock().unwrap();
             if let Some(reason) = &st.failed {
-                return Err(SupervisorError::ModelFailed { model: model.name.clone(), attempts: st.start_failures, reason: reason.clone() });
+                return Err(SupervisorError::ModelFailed {
+                    model: model.name.clone(),
+                    attempts: st.start_failures,
+                    reason: reason.clone(),
+                });
             }
             // Counted here, synchronously, so the bound holds however fast requests arrive.
             let limit = self.inner.config.supervisor.queue_length;
             let ahead = st.active + st.queued;
             let slots = st.options.parallel as usize;
             if ahead >= slots + limit as usize {
-                return Err(SupervisorError::QueueFull { model: model.name.clone(), queued: ahead.saturating_sub(slots), limit });
+                return Err(SupervisorError::QueueFull {
+                    model: model.name.clone(),
+                    queued: ahead.saturating_sub(slots),
+                    limit,
+                });
             }
             if ahead >= slots {
-                let _ = tx.send(SupervisorEvent::Queued { position: ahead - slots });
+                let _ = tx.send(SupervisorEvent::Queued {
+                    position: ahead - slots,
+                });
             }
             st.queued += 1;
         }
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let id = request.id.clone();
         tokio::spawn(serve(self.inner.clone(), slot, request, tx, cancel_rx));
-        Ok(Reply { id, events, cancel: Canceller(Arc::new(cancel_tx)) })
+        Ok(Reply {
+            id,
+            events,
+            cancel: Canceller(Arc::new(cancel_tx)),
+        })
     }
 
     /// Loads a model ahead of use (e.g. while another model keeps serving), reporting progress.
-    pub async fn preload(&self, model: &ModelEntry, mut progress: impl FnMut(f32) + Send) -> Result<EngineDescription, SupervisorError> {
+    pub async fn preload(
+        &self,
+        model: &ModelEntry,
+        mut progress: impl FnMut(f32) + Send,
+    ) -> Result<EngineDescription, SupervisorError> {
         let slot = self.inner.slot(model);
         {
             // An explicit preload is the user's way to try a failed model again.
@@ -253,16 +295,24 @@ impl Supervisor {
 
     /// Stops a model's engine now; refused while it serves requests.
     pub async fn unload(&self, model_name: &str) -> Result<bool, SupervisorError> {
-        let Some(slot) = self.inner.models.lock().unwrap().get(model_name).cloned() else { return Ok(false) };
+        let Some(slot) = self.inner.models.lock().unwrap().get(model_name).cloned() else {
+            return Ok(false);
+        };
         let _guard = slot.load_lock.lock().await;
         let busy = {
             let st = slot.state.lock().unwrap();
             st.active + st.queued
         };
         if busy > 0 {
-            return Err(SupervisorError::Busy { model: model_name.to_string(), active: busy });
+            return Err(SupervisorError::Busy {
+                model: model_name.to_string(),
+                active: busy,
+            });
         }
-        Ok(self.inner.stop_engine_locked(&slot, "unloaded on request").await)
+        Ok(self
+            .inner
+            .stop_engine_locked(&slot, "unloaded on request")
+            .await)
     }
 
     /// Changes the settings a model's engine runs with. If its engine is loaded with others, the
@@ -272,7 +322,8 @@ impl Supervisor {
         let mut st = slot.state.lock().unwrap();
         let change = st.options.differences(&options);
         if st.engine.is_some() {
-            let reason = change.map(|c| format!("{} will reload on its next request: {c}", model.name));
+            let reason =
+                change.map(|c| format!("{} will reload on its next request: {c}", model.name));
             st.wanted = Some(options);
             reason
         } else {
@@ -290,14 +341,24 @@ impl Supervisor {
     pub fn engine_of(&self, model_name: &str) -> Option<EngineDescription> {
         let slot = self.inner.models.lock().unwrap().get(model_name).cloned()?;
         let st = slot.state.lock().unwrap();
-        st.engine.as_ref().filter(|e| e.exit_status().is_none()).map(|e| e.describe().clone())
+        st.engine
+            .as_ref()
+            .filter(|e| e.exit_status().is_none())
+            .map(|e| e.describe().clone())
     }
 
     /// Stops every engine: gracefully, then by force after [`STOP_GRACE`]. Requests still in
     /// flight end; new ones are refused.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.send_replace(true);
-        let slots: Vec<Arc<ModelSlot>> = self.inner.models.lock().unwrap().values().cloned().collect();
+        let slots: Vec<Arc<ModelSlot>> = self
+            .inner
+            .models
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
         for slot in &slots {
             self.inner.stop_engine(slot, "gemmactl is exiting").await;
         }
@@ -352,13 +413,23 @@ async fn serve(
             Outcome::Crashed(exit) => {
                 st.crashes += 1;
                 st.retry_after = Some(Instant::now() + backoff(&inner.config, st.crashes));
-                lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Failed, &format!("engine {exit} while serving"));
+                lifecycle::transition(
+                    &slot.entry.name,
+                    &mut st.lifecycle,
+                    EngineState::Failed,
+                    &format!("engine {exit} while serving"),
+                );
                 st.reason = Some(format!("engine {exit}"));
             }
             Outcome::Other => {}
         }
         if st.active == 0 && st.lifecycle == EngineState::Busy {
-            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Ready, "no request in flight");
+            lifecycle::transition(
+                &slot.entry.name,
+                &mut st.lifecycle,
+                EngineState::Ready,
+                "no request in flight",
+            );
         }
     }
     drop(permit);
@@ -393,7 +464,12 @@ async fn run_on_engine(
     {
         let mut st = slot.state.lock().unwrap();
         if st.lifecycle == EngineState::Ready {
-            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Busy, "serving a request");
+            lifecycle::transition(
+                &slot.entry.name,
+                &mut st.lifecycle,
+                EngineState::Busy,
+                "serving a request",
+            );
         }
     }
     inner.publish();
@@ -403,7 +479,10 @@ async fn run_on_engine(
         Ok(s) => s,
         Err(e) => {
             let crashed = matches!(e, EngineError::Died { .. }).then(|| died_summary(&e));
-            return (crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other), SupervisorEvent::Failed(e.into()));
+            return (
+                crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other),
+                SupervisorEvent::Failed(e.into()),
+            );
         }
     };
     let mut cancel_sent = false;
@@ -420,13 +499,19 @@ async fn run_on_engine(
             Some(ReplyEvent::Token(t)) => {
                 let _ = tx.send(SupervisorEvent::Token(t));
             }
-            Some(ReplyEvent::Finished(done)) => return (Outcome::Completed, SupervisorEvent::Finished(done)),
+            Some(ReplyEvent::Finished(done)) => {
+                return (Outcome::Completed, SupervisorEvent::Finished(done))
+            }
             Some(ReplyEvent::Failed(e)) => {
                 let crashed = matches!(e, EngineError::Died { .. }).then(|| died_summary(&e));
-                return (crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other), SupervisorEvent::Failed(e.into()));
+                return (
+                    crashed.map(Outcome::Crashed).unwrap_or(Outcome::Other),
+                    SupervisorEvent::Failed(e.into()),
+                );
             }
             None => {
-                let e = EngineError::Protocol("the engine stopped answering without a reason".into());
+                let e =
+                    EngineError::Protocol("the engine stopped answering without a reason".into());
                 return (Outcome::Other, SupervisorEvent::Failed(e.into()));
             }
         }
@@ -479,15 +564,27 @@ impl Inner {
     }
 
     /// The model's running engine, started (after making room in the pool) if there is none.
-    async fn ensure_engine(&self, slot: &Arc<ModelSlot>, tx: &mpsc::UnboundedSender<SupervisorEvent>) -> Result<Arc<dyn Engine>, SupervisorError> {
+    async fn ensure_engine(
+        &self,
+        slot: &Arc<ModelSlot>,
+        tx: &mpsc::UnboundedSender<SupervisorEvent>,
+    ) -> Result<Arc<dyn Engine>, SupervisorError> {
         let _guard = slot.load_lock.lock().await;
         let name = slot.entry.name.clone();
         let (wait, reload_reason) = {
             let mut st = slot.state.lock().unwrap();
             if let Some(reason) = &st.failed {
-                return Err(SupervisorError::ModelFailed { model: name, attempts: st.start_failures, reason: reason.clone() });
+                return Err(SupervisorError::ModelFailed {
+                    model: name,
+                    attempts: st.start_failures,
+                    reason: reason.clone(),
+                });
             }
-            let running = st.engine.as_ref().filter(|e| e.exit_status().is_none()).cloned();
+            let running = st
+                .engine
+                .as_ref()
+                .filter(|e| e.exit_status().is_none())
+                .cloned();
             let reload = match (&running, &st.wanted) {
                 // A reload waits until nobody else uses the old engine (we are the one active request).
                 (Some(_), Some(wanted)) if st.active <= 1 => st.options.differences(wanted),
@@ -497,20 +594,35 @@ impl Inner {
                 (Some(engine), None) => return Ok(engine),
                 (Some(_), Some(reason)) => (None, Some(format!("reloading {name}: {reason}"))),
                 (None, _) => {
-                    let reason = st.engine.as_ref().and_then(|e| e.exit_status()).map(|exit| format!("restarting {name}: its engine {exit}"));
+                    let reason = st
+                        .engine
+                        .as_ref()
+                        .and_then(|e| e.exit_status())
+                        .map(|exit| format!("restarting {name}: its engine {exit}"));
                     if let Some(exit_reason) = &reason {
                         if st.lifecycle != EngineState::Failed {
-                            lifecycle::transition(&name, &mut st.lifecycle, EngineState::Failed, exit_reason);
+                            lifecycle::transition(
+                                &name,
+                                &mut st.lifecycle,
+                                EngineState::Failed,
+                                exit_reason,
+                            );
                         }
                     }
                     st.engine = None;
-                    (st.retry_after.map(|t| t.saturating_duration_since(Instant::now())), reason)
+                    (
+                        st.retry_after
+                            .map(|t| t.saturating_duration_since(Instant::now())),
+                        reason,
+                    )
                 }
             }
         };
         if let Some(reason) = &reload_reason {
             tracing::info!(model = %name, "{reason}");
-            let _ = tx.send(SupervisorEvent::Reloading { reason: reason.clone() });
+            let _ = tx.send(SupervisorEvent::Reloading {
+                reason: reason.clone(),
+            });
             if reason.starts_with("reloading") {
                 self.stop_engine_locked(slot, reason).await;
                 let mut st = slot.state.lock().unwrap();
@@ -530,7 +642,12 @@ impl Inner {
             if let Some(wanted) = st.wanted.take() {
                 st.options = wanted;
             }
-            lifecycle::transition(&name, &mut st.lifecycle, EngineState::Starting, reload_reason.as_deref().unwrap_or("a request needs it"));
+            lifecycle::transition(
+                &name,
+                &mut st.lifecycle,
+                EngineState::Starting,
+                reload_reason.as_deref().unwrap_or("a request needs it"),
+            );
             (st.options.clone(), st.estimate)
         };
         self.publish();
@@ -539,7 +656,12 @@ impl Inner {
         match started {
             Ok(engine) => {
                 let d = engine.describe();
-                lifecycle::transition(&name, &mut st.lifecycle, EngineState::Ready, &format!("loaded in {} ms on {}", d.load_ms, d.backend));
+                lifecycle::transition(
+                    &name,
+                    &mut st.lifecycle,
+                    EngineState::Ready,
+                    &format!("loaded in {} ms on {}", d.load_ms, d.backend),
+                );
                 st.engine = Some(engine.clone());
                 st.reason = None;
                 st.start_failures = 0;
@@ -565,23 +687,40 @@ impl Inner {
                 drop(st);
                 self.publish();
                 if failed && attempts > 1 {
-                    return Err(SupervisorError::ModelFailed { model: name, attempts, reason });
+                    return Err(SupervisorError::ModelFailed {
+                        model: name,
+                        attempts,
+                        reason,
+                    });
                 }
                 Err(SupervisorError::Engine(e))
             }
         }
     }
 
-    async fn start_engine(&self, model: &ModelEntry, options: &LoadOptions, tx: &mpsc::UnboundedSender<SupervisorEvent>) -> Result<Arc<dyn Engine>, EngineError> {
+    async fn start_engine(
+        &self,
+        model: &ModelEntry,
+        options: &LoadOptions,
+        tx: &mpsc::UnboundedSender<SupervisorEvent>,
+    ) -> Result<Arc<dyn Engine>, EngineError> {
         let progress = |p: f32| {
             let _ = tx.send(SupervisorEvent::Loading { progress: p });
         };
         match model.engine {
             EngineKind::GemmaEngine => {
-                let binary = self.config.engine_binary().map_err(|e| EngineError::Spawn {
-                    binary: self.config.engine.path.clone().unwrap_or_else(|| "gemma-engine".into()),
-                    reason: format!("{e:#}"),
-                })?;
+                let binary = self
+                    .config
+                    .engine_binary()
+                    .map_err(|e| EngineError::Spawn {
+                        binary: self
+                            .config
+                            .engine
+                            .path
+                            .clone()
+                            .unwrap_or_else(|| "gemma-engine".into()),
+                        reason: format!("{e:#}"),
+                    })?;
                 let spec = LaunchSpec {
                     binary,
                     model_path: model.path.clone(),
@@ -603,7 +742,8 @@ impl Inner {
                     path: Some(model.path.display().to_string()),
                 })?;
                 let settings = &self.config.engines.gemma_cpp;
-                let mut spec = GemmaCppSpec::new(find_binary(None, &self.config)?, model.path.clone());
+                let mut spec =
+                    GemmaCppSpec::new(find_binary(None, &self.config)?, model.path.clone());
                 spec.tokenizer = model.tokenizer.clone();
                 spec.chat = model.kind == crate::models::ModelKind::Instruct;
                 spec.seq_len = settings.seq_len;
@@ -623,7 +763,14 @@ impl Inner {
             st.estimate = Some(estimate);
             estimate.total()
         };
-        let others: Vec<Arc<ModelSlot>> = self.models.lock().unwrap().values().filter(|s| !Arc::ptr_eq(s, slot)).cloned().collect();
+        let others: Vec<Arc<ModelSlot>> = self
+            .models
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| !Arc::ptr_eq(s, slot))
+            .cloned()
+            .collect();
         let residents: Vec<pool::Resident> = others
             .iter()
             .filter_map(|s| {
@@ -652,7 +799,14 @@ impl Inner {
                     st.active + st.queued == 0
                 };
                 if still_idle {
-                    self.stop_engine_locked(victim, &format!("evicted (least recently used) to make room for {}", slot.entry.name)).await;
+                    self.stop_engine_locked(
+                        victim,
+                        &format!(
+                            "evicted (least recently used) to make room for {}",
+                            slot.entry.name
+                        ),
+                    )
+                    .await;
                 }
             }
         }
@@ -669,15 +823,27 @@ impl Inner {
     async fn stop_engine_locked(&self, slot: &Arc<ModelSlot>, reason: &str) -> bool {
         let engine = {
             let mut st = slot.state.lock().unwrap();
-            let Some(engine) = st.engine.take() else { return false };
-            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Stopping, reason);
+            let Some(engine) = st.engine.take() else {
+                return false;
+            };
+            lifecycle::transition(
+                &slot.entry.name,
+                &mut st.lifecycle,
+                EngineState::Stopping,
+                reason,
+            );
             engine
         };
         self.publish();
         engine.stop(STOP_GRACE).await;
         {
             let mut st = slot.state.lock().unwrap();
-            lifecycle::transition(&slot.entry.name, &mut st.lifecycle, EngineState::Stopped, reason);
+            lifecycle::transition(
+                &slot.entry.name,
+                &mut st.lifecycle,
+                EngineState::Stopped,
+                reason,
+            );
             st.reason = Some(reason.to_string());
         }
         self.publish();
@@ -693,8 +859,14 @@ impl Inner {
                 let d = st.engine.as_ref().map(|e| e.describe().clone());
                 EngineStatus {
                     model: slot.entry.name.clone(),
-                    engine: d.as_ref().map(|d| d.engine.to_string()).unwrap_or_else(|| slot.entry.engine.as_str().to_string()),
-                    backend: d.as_ref().map(|d| d.backend.clone()).unwrap_or_else(|| "-".into()),
+                    engine: d
+                        .as_ref()
+                        .map(|d| d.engine.to_string())
+                        .unwrap_or_else(|| slot.entry.engine.as_str().to_string()),
+                    backend: d
+                        .as_ref()
+                        .map(|d| d.backend.clone())
+                        .unwrap_or_else(|| "-".into()),
                     state: st.lifecycle.to_string(),
                     reason: st.reason.clone(),
                     pid: d.as_ref().and_then(|d| d.pid),
@@ -709,7 +881,12 @@ impl Inner {
             })
             .collect();
         engines.sort_by(|a, b| a.model.cmp(&b.model));
-        ProcessStatus { pid: std::process::id(), command: self.command.clone(), started_at: self.started_at, engines }
+        ProcessStatus {
+            pid: std::process::id(),
+            command: self.command.clone(),
+            started_at: self.started_at,
+            engines,
+        }
     }
 
     fn publish(&self) {
@@ -730,19 +907,27 @@ impl Inner {
         for slot in slots {
             let expired = {
                 let st = slot.state.lock().unwrap();
-                st.engine.is_some() && st.active + st.queued == 0 && st.last_used.elapsed() >= Duration::from_secs(ttl)
+                st.engine.is_some()
+                    && st.active + st.queued == 0
+                    && st.last_used.elapsed() >= Duration::from_secs(ttl)
             };
             if !expired {
                 continue;
             }
             // Never block housekeeping behind a load; check again under the lock.
-            let Ok(_guard) = slot.load_lock.try_lock() else { continue };
+            let Ok(_guard) = slot.load_lock.try_lock() else {
+                continue;
+            };
             let still = {
                 let st = slot.state.lock().unwrap();
                 st.active + st.queued == 0 && st.last_used.elapsed() >= Duration::from_secs(ttl)
             };
             if still {
-                self.stop_engine_locked(&slot, &format!("idle for {ttl} s (supervisor.idle_ttl_secs)")).await;
+                self.stop_engine_locked(
+                    &slot,
+                    &format!("idle for {ttl} s (supervisor.idle_ttl_secs)"),
+                )
+                .await;
             }
         }
     }
@@ -767,16 +952,22 @@ async fn housekeeping(inner: Weak<Inner>) {
 fn estimate_for(model: &ModelEntry, options: &LoadOptions) -> MemoryEstimate {
     match crate::models::gguf::inspect(&model.path) {
         Ok(info) => memory::estimate_gguf(&info, options.context, options.parallel),
-        Err(_) => memory::estimate_opaque(std::fs::metadata(&model.path).map(|m| m.len()).unwrap_or(0)),
+        Err(_) => {
+            memory::estimate_opaque(std::fs::metadata(&model.path).map(|m| m.len()).unwrap_or(0))
+        }
     }
 }
 
 fn backoff(config: &Config, failures: u32) -> Duration {
     let base = Duration::from_millis(config.supervisor.restart_backoff_ms);
-    base.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_BACKOFF)
+    base.saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(MAX_BACKOFF)
 }
 
 fn cancelled_before_start() -> Completion {
-    Completion { finish_reason: FinishReason::Cancelled, usage: Usage::default(), timings: Timings::default() }
+    Completion {
+        finish_reason: FinishReason::Cancelled,
+        usage: Usage::default(),
+        timings: Timings::default(),
+    }
 }
-

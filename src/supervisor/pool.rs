@@ -21,11 +21,23 @@ pub struct Resident {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     #[error("cannot load {model}: {max} models are loaded already and all are serving ({serving}); wait for one to finish, or raise supervisor.max_models")]
-    PoolFull { model: String, max: u32, serving: String },
+    PoolFull {
+        model: String,
+        max: u32,
+        serving: String,
+    },
     #[error("cannot load {model}: it needs about {}, more than the memory budget of {} (supervisor.memory_budget_mib) even with every idle model unloaded; raise the budget, lower the context, or use a smaller model", mib(*.needed), mib(*.budget))]
-    OverBudget { model: String, needed: u64, budget: u64 },
+    OverBudget {
+        model: String,
+        needed: u64,
+        budget: u64,
+    },
     #[error("cannot load {model}: it needs about {} but only {} of memory is free even with every idle model unloaded; free memory, lower the context, or use a smaller model", mib(*.needed), mib(*.available))]
-    NotEnoughMemory { model: String, needed: u64, available: u64 },
+    NotEnoughMemory {
+        model: String,
+        needed: u64,
+        available: u64,
+    },
 }
 
 pub struct Limits {
@@ -37,7 +49,12 @@ pub struct Limits {
 }
 
 /// The engines to stop, oldest use first, so that `model` (needing `needed` bytes) can load.
-pub fn plan(model: &str, needed: u64, residents: &[Resident], limits: &Limits) -> Result<Vec<String>, Refusal> {
+pub fn plan(
+    model: &str,
+    needed: u64,
+    residents: &[Resident],
+    limits: &Limits,
+) -> Result<Vec<String>, Refusal> {
     let mut idle: Vec<&Resident> = residents.iter().filter(|r| !r.busy).collect();
     idle.sort_by_key(|r| r.last_used);
     let mut count = residents.len() as u64;
@@ -62,16 +79,40 @@ pub fn plan(model: &str, needed: u64, residents: &[Resident], limits: &Limits) -
     Ok(evict)
 }
 
-fn refusal(model: &str, needed: u64, residents: &[Resident], limits: &Limits, used: u64, freed: u64) -> Refusal {
+fn refusal(
+    model: &str,
+    needed: u64,
+    residents: &[Resident],
+    limits: &Limits,
+    used: u64,
+    freed: u64,
+) -> Refusal {
     let model = model.to_string();
     if let Some(budget) = limits.budget.filter(|b| used + needed > *b) {
-        return Refusal::OverBudget { model, needed, budget };
+        return Refusal::OverBudget {
+            model,
+            needed,
+            budget,
+        };
     }
     if let Some(available) = limits.available.filter(|a| needed > a + freed) {
-        return Refusal::NotEnoughMemory { model, needed, available: available + freed };
+        return Refusal::NotEnoughMemory {
+            model,
+            needed,
+            available: available + freed,
+        };
     }
-    let serving = residents.iter().filter(|r| r.busy).map(|r| r.model.as_str()).collect::<Vec<_>>().join(", ");
-    Refusal::PoolFull { model, max: limits.max_models, serving }
+    let serving = residents
+        .iter()
+        .filter(|r| r.busy)
+        .map(|r| r.model.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Refusal::PoolFull {
+        model,
+        max: limits.max_models,
+        serving,
+    }
 }
 
 #[cfg(test)]
@@ -82,24 +123,46 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     fn resident(model: &str, age_secs: u64, busy: bool, mib_: u64) -> Resident {
-        Resident { model: model.into(), last_used: Instant::now() - Duration::from_secs(age_secs), busy, estimate: mib_ * MIB }
+        Resident {
+            model: model.into(),
+            last_used: Instant::now() - Duration::from_secs(age_secs),
+            busy,
+            estimate: mib_ * MIB,
+        }
     }
 
     fn limits(max: u32, budget_mib: Option<u64>, available_mib: Option<u64>) -> Limits {
-        Limits { max_models: max, budget: budget_mib.map(|b| b * MIB), available: available_mib.map(|a| a * MIB) }
+        Limits {
+            max_models: max,
+            budget: budget_mib.map(|b| b * MIB),
+            available: available_mib.map(|a| a * MIB),
+        }
     }
 
     #[test]
     fn room_means_nothing_is_stopped() {
         let r = [resident("a", 10, false, 300)];
-        assert_eq!(plan("b", 300 * MIB, &r, &limits(3, None, Some(4000))).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            plan("b", 300 * MIB, &r, &limits(3, None, Some(4000))).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn least_recently_used_idle_goes_first_and_busy_never() {
-        let r = [resident("old-busy", 100, true, 300), resident("old", 50, false, 300), resident("new", 5, false, 300)];
-        assert_eq!(plan("x", 300 * MIB, &r, &limits(3, None, None)).unwrap(), vec!["old".to_string()]);
-        assert_eq!(plan("x", 300 * MIB, &r, &limits(2, None, None)).unwrap(), vec!["old".to_string(), "new".to_string()]);
+        let r = [
+            resident("old-busy", 100, true, 300),
+            resident("old", 50, false, 300),
+            resident("new", 5, false, 300),
+        ];
+        assert_eq!(
+            plan("x", 300 * MIB, &r, &limits(3, None, None)).unwrap(),
+            vec!["old".to_string()]
+        );
+        assert_eq!(
+            plan("x", 300 * MIB, &r, &limits(2, None, None)).unwrap(),
+            vec!["old".to_string(), "new".to_string()]
+        );
     }
 
     #[test]
@@ -107,22 +170,41 @@ mod tests {
         let r = [resident("a", 1, true, 300), resident("b", 1, true, 300)];
         let err = plan("c", 300 * MIB, &r, &limits(2, None, None)).unwrap_err();
         assert!(matches!(err, Refusal::PoolFull { .. }));
-        assert!(err.to_string().contains("a, b") && err.to_string().contains("max_models"), "{err}");
+        assert!(
+            err.to_string().contains("a, b") && err.to_string().contains("max_models"),
+            "{err}"
+        );
     }
 
     #[test]
     fn budget_evicts_then_refuses_what_cannot_fit() {
         let r = [resident("a", 30, false, 300), resident("b", 20, false, 300)];
-        assert_eq!(plan("c", 300 * MIB, &r, &limits(5, Some(700), None)).unwrap(), vec!["a".to_string()]);
+        assert_eq!(
+            plan("c", 300 * MIB, &r, &limits(5, Some(700), None)).unwrap(),
+            vec!["a".to_string()]
+        );
         let err = plan("huge", 900 * MIB, &r, &limits(5, Some(700), None)).unwrap_err();
-        assert_eq!(err, Refusal::OverBudget { model: "huge".into(), needed: 900 * MIB, budget: 700 * MIB });
-        assert!(err.to_string().contains("memory budget of 700 MiB"), "{err}");
+        assert_eq!(
+            err,
+            Refusal::OverBudget {
+                model: "huge".into(),
+                needed: 900 * MIB,
+                budget: 700 * MIB
+            }
+        );
+        assert!(
+            err.to_string().contains("memory budget of 700 MiB"),
+            "{err}"
+        );
     }
 
     #[test]
     fn free_memory_counts_what_evictions_release() {
         let r = [resident("a", 30, false, 300)];
-        assert_eq!(plan("b", 400 * MIB, &r, &limits(5, None, Some(200))).unwrap(), vec!["a".to_string()]);
+        assert_eq!(
+            plan("b", 400 * MIB, &r, &limits(5, None, Some(200))).unwrap(),
+            vec!["a".to_string()]
+        );
         let err = plan("b", 600 * MIB, &r, &limits(5, None, Some(200))).unwrap_err();
         assert!(matches!(err, Refusal::NotEnoughMemory { .. }), "{err}");
         assert!(err.to_string().contains("500 MiB"), "{err}");

@@ -49,12 +49,16 @@ pub struct StatusFile {
 
 impl StatusFile {
     pub fn new(run_dir: &Path) -> StatusFile {
-        StatusFile { path: run_dir.join(format!("{}.json", std::process::id())) }
+        StatusFile {
+            path: run_dir.join(format!("{}.json", std::process::id())),
+        }
     }
 
     /// Best effort: `ps` is informational, a failure to publish must not fail a request.
     pub fn write(&self, status: &ProcessStatus) {
-        let Some(dir) = self.path.parent() else { return };
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
         if std::fs::create_dir_all(dir).is_err() {
             return;
         }
@@ -72,14 +76,19 @@ impl StatusFile {
 
 /// All live gemmactl processes' status; files of dead processes are deleted on the way.
 pub fn read_all(run_dir: &Path) -> Vec<ProcessStatus> {
-    let Ok(entries) = std::fs::read_dir(run_dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
     let mut all = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let Some(status) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<ProcessStatus>(&b).ok()) else {
+        let Some(status) = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProcessStatus>(&b).ok())
+        else {
             continue;
         };
         if !process_alive(status.pid) {
@@ -95,7 +104,10 @@ pub fn read_all(run_dir: &Path) -> Vec<ProcessStatus> {
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; only its exit status remains to be collected.
-        Ok(stat) => stat.rfind(')').map(|i| !stat[i..].starts_with(") Z")).unwrap_or(true),
+        Ok(stat) => stat
+            .rfind(')')
+            .map(|i| !stat[i..].starts_with(") Z"))
+            .unwrap_or(true),
         Err(_) => false,
     }
 }
@@ -103,12 +115,21 @@ pub fn process_alive(pid: u32) -> bool {
 /// Resident memory of a process in bytes (Linux `VmRSS`).
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -116,7 +137,12 @@ mod tests {
     use super::*;
 
     fn status(pid: u32) -> ProcessStatus {
-        ProcessStatus { pid, command: "gemmactl run".into(), started_at: 0, engines: Vec::new() }
+        ProcessStatus {
+            pid,
+            command: "gemmactl run".into(),
+            started_at: 0,
+            engines: Vec::new(),
+        }
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub struct Home {
 
 impl Home {
     pub fn new() -> Home {
-        Home { dir: tempfile::tempdir().expect("temp dir") }
+        Home {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -74,7 +76,11 @@ pub fn default_model() -> PathBuf {
                 String::from_utf8_lossy(&out.stderr)
             );
             let out = home.run(&["models", "show", "gemma3-270m", "--json"]);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("show --json");
             PathBuf::from(v["path"].as_str().expect("path in models show --json"))
         })
@@ -91,7 +97,9 @@ pub fn stderr(out: &Output) -> String {
 
 /// Runs `cmd` with no stdin, killing it if it outlives [`DEADLINE`].
 pub fn run_bounded(mut cmd: Command) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn gemmactl");
     // Drain both pipes on threads so a chatty child cannot block on a full pipe.
     let mut out_pipe = child.stdout.take().unwrap();
@@ -118,5 +126,9 @@ pub fn run_bounded(mut cmd: Command) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
 }

@@ -53,7 +53,10 @@ impl Conversation {
                         last.text.push_str("\n\n");
                         last.text.push_str(&m.content);
                     }
-                    _ => turns.push(Turn { role, text: m.content.clone() }),
+                    _ => turns.push(Turn {
+                        role,
+                        text: m.content.clone(),
+                    }),
                 },
             }
         }
@@ -76,7 +79,9 @@ impl Conversation {
 
     /// Whether `self` is `held` plus one user turn.
     pub fn extends(&self, held: &Conversation) -> bool {
-        self.system == held.system && self.turns.len() == held.turns.len() + 1 && self.turns[..held.turns.len()] == held.turns[..]
+        self.system == held.system
+            && self.turns.len() == held.turns.len() + 1
+            && self.turns[..held.turns.len()] == held.turns[..]
     }
 
     /// The first user text as gemma.cpp should see it, with the system prompt before it.
@@ -92,7 +97,10 @@ impl Conversation {
     pub fn replay(&self, from: usize, chat: bool) -> String {
         let mut out = self.first_user(from);
         for pair in self.turns[from + 1..].chunks(2) {
-            let (model, user) = (&pair[0].text, pair.get(1).map(|t| t.text.as_str()).unwrap_or(""));
+            let (model, user) = (
+                &pair[0].text,
+                pair.get(1).map(|t| t.text.as_str()).unwrap_or(""),
+            );
             if chat {
                 out.push_str(END_TURN);
                 out.push_str(START_MODEL);
@@ -121,14 +129,19 @@ impl Conversation {
     /// tokens than bytes, and the markers are fewer tokens than bytes.
     pub fn replay_bound(&self, from: usize) -> u64 {
         let system = self.system.as_ref().map_or(0, |s| s.len() as u64 + 2);
-        let texts: u64 = self.turns[from..].iter().map(|t| t.text.len() as u64 + MARKER_TOKENS).sum();
+        let texts: u64 = self.turns[from..]
+            .iter()
+            .map(|t| t.text.len() as u64 + MARKER_TOKENS)
+            .sum();
         TEMPLATE_TOKENS + system + texts
     }
 
     /// The first user turn from which a replay fits in `room` tokens, oldest exchanges dropped
     /// first; `None` when even the last user turn alone does not fit.
     pub fn trim_to(&self, room: u64) -> Option<usize> {
-        (0..self.turns.len()).step_by(2).find(|from| self.replay_bound(*from) <= room)
+        (0..self.turns.len())
+            .step_by(2)
+            .find(|from| self.replay_bound(*from) <= room)
     }
 }
 
@@ -142,7 +155,10 @@ mod tests {
     use super::*;
 
     fn msg(role: Role, text: &str) -> Message {
-        Message { role, content: text.into() }
+        Message {
+            role,
+            content: text.into(),
+        }
     }
 
     #[test]
@@ -161,7 +177,9 @@ mod tests {
 
     #[test]
     fn the_system_prompt_goes_before_the_first_user_turn() {
-        let conv = Conversation::from_messages(&[msg(Role::System, "Be brief."), msg(Role::User, "Hi")]).unwrap();
+        let conv =
+            Conversation::from_messages(&[msg(Role::System, "Be brief."), msg(Role::User, "Hi")])
+                .unwrap();
         assert_eq!(conv.newest(), "Be brief.\n\nHi");
         let longer = Conversation::from_messages(&[
             msg(Role::System, "Be brief."),
@@ -170,16 +188,38 @@ mod tests {
             msg(Role::User, "More"),
         ])
         .unwrap();
-        assert!(longer.extends(&Conversation { system: conv.system.clone(), turns: [conv.turns.clone(), vec![Turn { role: Role::Assistant, text: "Hello".into() }]].concat() }));
+        assert!(longer.extends(&Conversation {
+            system: conv.system.clone(),
+            turns: [
+                conv.turns.clone(),
+                vec![Turn {
+                    role: Role::Assistant,
+                    text: "Hello".into()
+                }]
+            ]
+            .concat()
+        }));
         assert_eq!(longer.replay(2, true), "Be brief.\n\nMore");
     }
 
     #[test]
     fn bad_conversations_are_refused() {
-        assert!(Conversation::from_messages(&[]).unwrap_err().contains("no user message"));
-        assert!(Conversation::from_messages(&[msg(Role::Assistant, "x"), msg(Role::User, "y")]).unwrap_err().contains("starts with a model turn"));
-        assert!(Conversation::from_messages(&[msg(Role::User, "x"), msg(Role::Assistant, "y")]).unwrap_err().contains("ends with a model turn"));
-        assert!(Conversation::from_messages(&[msg(Role::User, "  ")]).unwrap_err().contains("empty"));
+        assert!(Conversation::from_messages(&[])
+            .unwrap_err()
+            .contains("no user message"));
+        assert!(
+            Conversation::from_messages(&[msg(Role::Assistant, "x"), msg(Role::User, "y")])
+                .unwrap_err()
+                .contains("starts with a model turn")
+        );
+        assert!(
+            Conversation::from_messages(&[msg(Role::User, "x"), msg(Role::Assistant, "y")])
+                .unwrap_err()
+                .contains("ends with a model turn")
+        );
+        assert!(Conversation::from_messages(&[msg(Role::User, "  ")])
+            .unwrap_err()
+            .contains("empty"));
     }
 
     #[test]

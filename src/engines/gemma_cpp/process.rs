@@ -95,7 +95,13 @@ impl Tail {
     }
 
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|l| !l.trim().is_empty()).cloned().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .cloned()
+            .collect()
     }
 }
 
@@ -107,7 +113,12 @@ enum Output {
 
 /// How a turn ended.
 pub enum TurnEnd {
-    Done { dots: u32, reply: String, prefill: Option<Prefill>, generate: Generate },
+    Done {
+        dots: u32,
+        reply: String,
+        prefill: Option<Prefill>,
+        generate: Generate,
+    },
     /// Asked to stop; the process is still in the middle of the turn.
     Stopped { dots: u32 },
     /// The process died (its exit and stderr are on the [`Process`]).
@@ -137,12 +148,23 @@ pub struct Process {
 impl Process {
     pub fn spawn(launch: Launch) -> Result<Process, EngineError> {
         let mut cmd = Command::new(&launch.binary);
-        cmd.args(launch.args()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(launch.args())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         child::isolate(&mut cmd);
-        let mut proc = cmd.spawn().map_err(|e| EngineError::Spawn { binary: launch.binary.clone(), reason: e.to_string() })?;
+        let mut proc = cmd.spawn().map_err(|e| EngineError::Spawn {
+            binary: launch.binary.clone(),
+            reason: e.to_string(),
+        })?;
         let pid = proc.id().unwrap_or(0);
-        let (Some(stdin), Some(mut stdout), Some(stderr)) = (proc.stdin.take(), proc.stdout.take(), proc.stderr.take()) else {
-            return Err(EngineError::Spawn { binary: launch.binary.clone(), reason: "its standard streams could not be connected".into() });
+        let (Some(stdin), Some(mut stdout), Some(stderr)) =
+            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+        else {
+            return Err(EngineError::Spawn {
+                binary: launch.binary.clone(),
+                reason: "its standard streams could not be connected".into(),
+            });
         };
         tracing::info!(pid, weights = %launch.weights.display(), "gemma.cpp starting");
         let (tx, output) = mpsc::unbounded_channel();
@@ -171,7 +193,11 @@ impl Process {
                 match reader.read_until(b'\n', &mut line).await {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
-                        let text: String = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).chars().take(TAIL_LINE_CHARS).collect();
+                        let text: String = String::from_utf8_lossy(&line)
+                            .trim_end_matches(['\n', '\r'])
+                            .chars()
+                            .take(TAIL_LINE_CHARS)
+                            .collect();
                         tracing::debug!(target: "engine_stderr", engine = "gemma.cpp", pid, "{text}");
                         kept.push(text.clone());
                         // The driver may be gone (engine dropped); the tail is still kept.
@@ -184,7 +210,10 @@ impl Process {
         tokio::spawn(async move {
             let info = match proc.wait().await {
                 Ok(status) => ExitInfo::from_status(status),
-                Err(_) => ExitInfo { code: None, signal: None },
+                Err(_) => ExitInfo {
+                    code: None,
+                    signal: None,
+                },
             };
             tracing::info!(pid, exit = %info, "gemma.cpp process ended");
             let _ = exit_tx.send(Some(info));
@@ -211,7 +240,9 @@ impl Process {
         loop {
             match tokio::time::timeout_at(deadline, self.output.recv()).await {
                 Err(_) => return Err(NotReady::Timeout),
-                Ok(None) | Ok(Some(Output::StdoutClosed)) => return Err(NotReady::Exited(self.wait_exit().await)),
+                Ok(None) | Ok(Some(Output::StdoutClosed)) => {
+                    return Err(NotReady::Exited(self.wait_exit().await))
+                }
                 Ok(Some(Output::Stderr(line))) => self.note(&line),
                 Ok(Some(Output::Stdout(bytes))) => {
                     last.extend_from_slice(&bytes);
@@ -248,19 +279,29 @@ impl Process {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> bool {
-        let Some(stdin) = self.stdin.as_mut() else { return false };
+        let Some(stdin) = self.stdin.as_mut() else {
+            return false;
+        };
         stdin.write_all(bytes).await.is_ok() && stdin.flush().await.is_ok()
     }
 
     /// Types `text` as one prompt and reads the turn, passing reply text to `on_text` as the
     /// binary flushes it. `stop` turning true abandons the turn (the caller then kills the
     /// process: gemma.cpp cannot be interrupted otherwise).
-    pub async fn turn(&mut self, text: &str, stop: &mut watch::Receiver<bool>, mut on_text: impl FnMut(String)) -> TurnEnd {
+    pub async fn turn(
+        &mut self,
+        text: &str,
+        stop: &mut watch::Receiver<bool>,
+        mut on_text: impl FnMut(String),
+    ) -> TurnEnd {
         let before = self.generate_lines;
         self.prefill = None;
         let mut parser = TurnParser::new();
         let dots = |p: &TurnParser| p.dots() as u32;
-        if !self.write(payload(text, &self.launch.sentinel).as_bytes()).await {
+        if !self
+            .write(payload(text, &self.launch.sentinel).as_bytes())
+            .await
+        {
             return TurnEnd::Died;
         }
         while !(self.generate_lines > before && parser.at_prompt()) {
@@ -282,7 +323,12 @@ impl Process {
         if !rest.is_empty() {
             on_text(rest);
         }
-        TurnEnd::Done { dots: dots(&parser), reply, prefill: self.prefill.take(), generate: self.generate.unwrap_or_default() }
+        TurnEnd::Done {
+            dots: dots(&parser),
+            reply,
+            prefill: self.prefill.take(),
+            generate: self.generate.unwrap_or_default(),
+        }
     }
 
     /// `%c`: gemma.cpp forgets the conversation (position 0) and shows a new prompt marker.
@@ -300,7 +346,11 @@ impl Process {
                 _ => return false,
             }
             if seen.len() > 2 {
-                tracing::warn!(pid = self.pid, "unexpected output after %c: {:?}", String::from_utf8_lossy(&seen));
+                tracing::warn!(
+                    pid = self.pid,
+                    "unexpected output after %c: {:?}",
+                    String::from_utf8_lossy(&seen)
+                );
                 return false;
             }
         }
@@ -314,11 +364,17 @@ impl Process {
     /// The exit, once reaped (bounded: a process that will not die is reported as unknown).
     pub async fn wait_exit(&self) -> ExitInfo {
         let mut exit = self.exit.clone();
-        let unknown = ExitInfo { code: None, signal: None };
-        let info = match tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await {
-            Ok(Ok(info)) => *info,
-            _ => None,
+        let unknown = ExitInfo {
+            code: None,
+            signal: None,
         };
+        let info =
+            match tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some))
+                .await
+            {
+                Ok(Ok(info)) => *info,
+                _ => None,
+            };
         info.unwrap_or(unknown)
     }
 
@@ -333,8 +389,14 @@ impl Process {
     pub async fn stop(&mut self, grace: Duration) {
         self.stdin = None;
         let mut exit = self.exit.clone();
-        if tokio::time::timeout(grace, exit.wait_for(Option::is_some)).await.is_err() {
-            tracing::warn!(pid = self.pid, "gemma.cpp did not exit within {grace:?} of stdin closing; killing it");
+        if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pid = self.pid,
+                "gemma.cpp did not exit within {grace:?} of stdin closing; killing it"
+            );
             self.kill().await;
         }
     }

@@ -43,7 +43,10 @@ impl TurnParser {
         }
         // Hold back whatever could still turn out to be the final "\n\n> " (or the start of it),
         // and never the separator itself: "\n\n> " right after the dots is an empty reply.
-        let hold = (0..=END.len()).rev().find(|k| rest.ends_with(&END[..*k])).unwrap_or(0);
+        let hold = (0..=END.len())
+            .rev()
+            .find(|k| rest.ends_with(&END[..*k]))
+            .unwrap_or(0);
         let certain = rest.len().saturating_sub(hold + 2);
         if certain <= self.released {
             return String::new();
@@ -63,9 +66,16 @@ impl TurnParser {
     pub fn finish(&self) -> (String, String) {
         let rest = &self.buf[self.dots().min(self.buf.len())..];
         let body = rest.strip_suffix(END).unwrap_or(rest);
-        let reply: &[u8] = if rest.len() >= 6 && rest.starts_with(b"\n\n") { &body[2..] } else { body };
+        let reply: &[u8] = if rest.len() >= 6 && rest.starts_with(b"\n\n") {
+            &body[2..]
+        } else {
+            body
+        };
         let tail = reply.get(self.released..).unwrap_or_default();
-        (String::from_utf8_lossy(reply).into_owned(), String::from_utf8_lossy(tail).into_owned())
+        (
+            String::from_utf8_lossy(reply).into_owned(),
+            String::from_utf8_lossy(tail).into_owned(),
+        )
     }
 }
 
@@ -101,12 +111,21 @@ pub struct Generate {
 
 pub fn parse_prefill(line: &str) -> Option<Prefill> {
     let n = numbers(line.split_once("[ Timing info ] Prefill:")?.1);
-    Some(Prefill { ms: *n.first()?, tokens: *n.get(1)? as u32, tokens_per_s: n.get(2).copied().unwrap_or(0.0), ttft_ms: n.get(3).copied().unwrap_or(0.0) })
+    Some(Prefill {
+        ms: *n.first()?,
+        tokens: *n.get(1)? as u32,
+        tokens_per_s: n.get(2).copied().unwrap_or(0.0),
+        ttft_ms: n.get(3).copied().unwrap_or(0.0),
+    })
 }
 
 pub fn parse_generate(line: &str) -> Option<Generate> {
     let n = numbers(line.split_once("[ Timing info ] Generate:")?.1);
-    Some(Generate { ms: *n.first()?, tokens: *n.get(1)? as u32, tokens_per_s: n.get(2).copied().unwrap_or(0.0) })
+    Some(Generate {
+        ms: *n.first()?,
+        tokens: *n.get(1)? as u32,
+        tokens_per_s: n.get(2).copied().unwrap_or(0.0),
+    })
 }
 
 /// The numbers in a line, in order (integers or decimals, as gemma.cpp prints either).
@@ -135,9 +154,15 @@ mod tests {
 
     #[test]
     fn replies_follow_the_regex() {
-        assert_eq!(run(&[b"..........", b"\n\nHi", b" there", b"\n\n> "]), (10, "Hi there".into(), "Hi there".into()));
+        assert_eq!(
+            run(&[b"..........", b"\n\nHi", b" there", b"\n\n> "]),
+            (10, "Hi there".into(), "Hi there".into())
+        );
         // The first sampled token ended the sequence: no middle blank line.
-        assert_eq!(run(&[b"....", b"\n\n> "]), (4, String::new(), String::new()));
+        assert_eq!(
+            run(&[b"....", b"\n\n> "]),
+            (4, String::new(), String::new())
+        );
         // A reply that contains the marker and ends in blank lines.
         let (_, reply, streamed) = run(&[b"..", b"\n\nQuote:\n\n", b">", b" to be\n\n", b"\n\n> "]);
         assert_eq!(reply, "Quote:\n\n> to be\n\n");
@@ -163,9 +188,27 @@ mod tests {
     #[test]
     fn timing_lines_parse() {
         let p = parse_prefill("[ Timing info ] Prefill: 123 ms for 10 prompt tokens (81.30 tokens / sec); Time to first token: 140 ms").unwrap();
-        assert_eq!(p, Prefill { ms: 123.0, tokens: 10, tokens_per_s: 81.3, ttft_ms: 140.0 });
-        let g = parse_generate("[ Timing info ] Generate: 2000.5 ms for 50 tokens (24.99 tokens / sec)").unwrap();
-        assert_eq!(g, Generate { ms: 2000.5, tokens: 50, tokens_per_s: 24.99 });
+        assert_eq!(
+            p,
+            Prefill {
+                ms: 123.0,
+                tokens: 10,
+                tokens_per_s: 81.3,
+                ttft_ms: 140.0
+            }
+        );
+        let g = parse_generate(
+            "[ Timing info ] Generate: 2000.5 ms for 50 tokens (24.99 tokens / sec)",
+        )
+        .unwrap();
+        assert_eq!(
+            g,
+            Generate {
+                ms: 2000.5,
+                tokens: 50,
+                tokens_per_s: 24.99
+            }
+        );
         assert_eq!(parse_generate("[ Reading prompt ] "), None);
     }
 }

@@ -108,7 +108,10 @@ fn main() {
     for name in ["prefill_tbatch", "decode_qbatch"] {
         let n = flags.int(name, 16);
         if n > 4096 {
-            fatal("gemma_args.h:140", &format!("{name}_size {n} > kMaxBatchSize 4096: reduce it"));
+            fatal(
+                "gemma_args.h:140",
+                &format!("{name}_size {n} > kMaxBatchSize 4096: reduce it"),
+            );
         }
     }
     let _ = flags.int("num_threads", 0);
@@ -144,7 +147,10 @@ fn main() {
         eprintln!("Max Generated Tokens          : {max_generated}");
         eprintln!("Top-k                         : {top_k}");
         eprintln!("Weight Type                   : {}", weights.weight_type);
-        eprintln!("Prompt wrapping               : {}", if weights.wrapping { "on" } else { "off" });
+        eprintln!(
+            "Prompt wrapping               : {}",
+            if weights.wrapping { "on" } else { "off" }
+        );
         eprintln!("Model                         : {}", weights.specifier);
     }
 
@@ -176,7 +182,13 @@ fn main() {
         }
         let tokens = model::wrap(&prompt, cache.pos, weights.wrapping);
         if tokens.len() > seq_len {
-            fatal("gemma.cc:412", &format!("max_prompt_size = {}, increase --seq_len to at least that.", tokens.len()));
+            fatal(
+                "gemma.cc:412",
+                &format!(
+                    "max_prompt_size = {}, increase --seq_len to at least that.",
+                    tokens.len()
+                ),
+            );
         }
         let started = Instant::now();
         if verbosity >= 1 {

@@ -38,7 +38,11 @@ pub fn tokenize(text: &str) -> Vec<String> {
         let mut chars = rest.char_indices();
         let (_, first) = chars.next().unwrap_or((0, ' '));
         let mut end = first.len_utf8();
-        let starts_word = if first == ' ' { rest[1..].chars().next().is_some_and(word) } else { word(first) };
+        let starts_word = if first == ' ' {
+            rest[1..].chars().next().is_some_and(word)
+        } else {
+            word(first)
+        };
         if starts_word {
             for (i, c) in rest.char_indices().skip(1) {
                 if !word(c) {
@@ -89,7 +93,11 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(seq_len: usize) -> Cache {
-        Cache { cells: vec![None; seq_len.max(1)], pos: 0, overwritten: 0 }
+        Cache {
+            cells: vec![None; seq_len.max(1)],
+            pos: 0,
+            overwritten: 0,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -112,7 +120,10 @@ impl Cache {
     pub fn text(&self) -> String {
         let len = self.cells.len();
         let start = self.pos.saturating_sub(len);
-        (start..self.pos).filter_map(|p| self.cells[p % len].as_deref()).filter(|t| *t != BOS).collect()
+        (start..self.pos)
+            .filter_map(|p| self.cells[p % len].as_deref())
+            .filter(|t| *t != BOS)
+            .collect()
     }
 }
 
@@ -126,7 +137,10 @@ pub struct Reply {
 
 pub fn reply(prompt: &str, dots: usize, cache: &Cache) -> Reply {
     // Only the newest user turn may carry magic words.
-    let newest = prompt.rsplit(&format!("{SOT}user\n")).next().unwrap_or(prompt);
+    let newest = prompt
+        .rsplit(&format!("{SOT}user\n"))
+        .next()
+        .unwrap_or(prompt);
     let has = |w: &str| newest.contains(w);
     let mut pause_ms = 0;
     let mut fault = None;
@@ -152,15 +166,34 @@ pub fn reply(prompt: &str, dots: usize, cache: &Cache) -> Reply {
             .skip(1)
             .map(|t| t.split(EOT).next().unwrap_or(""))
             .collect();
-        format!("context: {} tokens, {} user turns, overwritten {}: {turns:?}", cache.pos, turns.len(), cache.overwritten)
-    } else if let Some(n) = newest.split("COUNT ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse::<usize>().ok()) {
+        format!(
+            "context: {} tokens, {} user turns, overwritten {}: {turns:?}",
+            cache.pos,
+            turns.len(),
+            cache.overwritten
+        )
+    } else if let Some(n) = newest
+        .split("COUNT ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok())
+    {
         (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(" ")
     } else if has("SLOW") {
-        pause_ms = std::env::var("GEMMA_STANDIN_TOKEN_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-        (1..=40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+        pause_ms = std::env::var("GEMMA_STANDIN_TOKEN_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        (1..=40)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     } else {
         let turns = cache.text().matches(&format!("{SOT}user")).count();
-        format!("Turn {turns}: I read {dots} prompt tokens at position {}.", cache.pos)
+        format!(
+            "Turn {turns}: I read {dots} prompt tokens at position {}.",
+            cache.pos
+        )
     };
     let mut tokens = tokenize(&text);
     // Real first tokens often carry whitespace, which the binary strips.
@@ -169,7 +202,11 @@ pub fn reply(prompt: &str, dots: usize, cache: &Cache) -> Reply {
             first.insert_str(0, " \t");
         }
     }
-    Reply { tokens, pause_ms, fault }
+    Reply {
+        tokens,
+        pause_ms,
+        fault,
+    }
 }
 
 #[cfg(test)]

@@ -30,20 +30,35 @@ pub fn open(weights: &str, tokenizer: Option<&str>, wrapping_flag: Option<bool>)
             for (line, magic) in [(120, magics.0), (148, magics.1)] {
                 eprintln!("Warn at blob_store.cc:{line}: BlobStore header magic {magic:08x} does not match 0a534253.");
             }
-            fatal("blob_store.cc:227", "Failed to read BlobStore header or directory.");
+            fatal(
+                "blob_store.cc:227",
+                "Failed to read BlobStore header or directory.",
+            );
         }
     };
     if let Some(config) = keys.iter().find(|(k, _, _)| k == "config") {
-        let specifier = read_specifier(&mut file, config.1, config.2).unwrap_or_else(|| "gemma3-270m-sfp-it".to_string());
-        let weight_type = ["bf16", "f32", "sfp", "nuq"].iter().find(|t| specifier.contains(&format!("-{t}"))).unwrap_or(&"sfp").to_string();
+        let specifier = read_specifier(&mut file, config.1, config.2)
+            .unwrap_or_else(|| "gemma3-270m-sfp-it".to_string());
+        let weight_type = ["bf16", "f32", "sfp", "nuq"]
+            .iter()
+            .find(|t| specifier.contains(&format!("-{t}")))
+            .unwrap_or(&"sfp")
+            .to_string();
         let wrapping = wrapping_flag.unwrap_or(!specifier.ends_with("-pt"));
-        return Weights { specifier, wrapping, weight_type };
+        return Weights {
+            specifier,
+            wrapping,
+            weight_type,
+        };
     }
     // Pre-2025 multi-file weights.
     match tokenizer {
         None => {
             eprintln!("Warn at model_store.cc:95: BlobStore does not contain a tokenizer and no --tokenizer was specified. Tests may continue but inference will fail.");
-            fatal("weights.cc:312", "Tensor key_norm_0 is required but not found in file.");
+            fatal(
+                "weights.cc:312",
+                "Tensor key_norm_0 is required but not found in file.",
+            );
         }
         Some(t) => {
             if File::open(t).is_err() {
@@ -51,13 +66,21 @@ pub fn open(weights: &str, tokenizer: Option<&str>, wrapping_flag: Option<bool>)
             }
         }
     }
-    let weight_type = match keys.iter().max_by_key(|(_, _, size)| *size).and_then(|(k, _, _)| k.chars().next()) {
+    let weight_type = match keys
+        .iter()
+        .max_by_key(|(_, _, size)| *size)
+        .and_then(|(k, _, _)| k.chars().next())
+    {
         Some('F') => "f32",
         Some('B') => "bf16",
         Some('2') => "nuq",
         _ => "sfp",
     };
-    Weights { specifier: format!("gemma3-270m-{weight_type}-it"), wrapping: wrapping_flag.unwrap_or(true), weight_type: weight_type.to_string() }
+    Weights {
+        specifier: format!("gemma3-270m-{weight_type}-it"),
+        wrapping: wrapping_flag.unwrap_or(true),
+        weight_type: weight_type.to_string(),
+    }
 }
 
 /// A directory entry: key, offset, size.
@@ -67,8 +90,16 @@ type Entry = (String, u64, u64);
 fn read_keys(file: &mut File) -> Result<Vec<Entry>, (u32, u32)> {
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let head = read_at(file, 0, 16).unwrap_or_default();
-    let tail = if len >= 16 { read_at(file, len - 16, 16).unwrap_or_default() } else { Vec::new() };
-    let word = |b: &[u8], i: usize| b.get(i..i + 4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).unwrap_or(0);
+    let tail = if len >= 16 {
+        read_at(file, len - 16, 16).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let word = |b: &[u8], i: usize| {
+        b.get(i..i + 4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .unwrap_or(0)
+    };
     let (m1, m2) = (word(&head, 0), word(&tail, 0));
     let (count, dir_start) = if m1 == MAGIC && word(&head, 4) != 0 {
         (word(&head, 4) as u64, 16)
@@ -91,17 +122,34 @@ fn read_keys(file: &mut File) -> Result<Vec<Entry>, (u32, u32)> {
         let offset = u64::from_le_bytes(dir[at..at + 8].try_into().unwrap_or_default());
         let size = u64::from_le_bytes(dir[at + 8..at + 16].try_into().unwrap_or_default());
         if !matches!(offset.checked_add(size), Some(end) if end <= len) {
-            fatal("blob_store.cc:227", "Failed to read BlobStore header or directory.");
+            fatal(
+                "blob_store.cc:227",
+                "Failed to read BlobStore header or directory.",
+            );
         }
-        keys.push((String::from_utf8_lossy(&key[..end]).into_owned(), offset, size));
+        keys.push((
+            String::from_utf8_lossy(&key[..end]).into_owned(),
+            offset,
+            size,
+        ));
     }
     Ok(keys)
 }
 
 fn read_specifier(file: &mut File, offset: u64, size: u64) -> Option<String> {
     let bytes = read_at(file, offset, size.min(65536) as usize)?;
-    let at = bytes.windows(5).position(|w| w == b"gemma").map(|i| if i >= 4 && &bytes[i - 4..i] == b"pali" { i - 4 } else { i })?;
-    let spec: String = bytes[at..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-').map(|b| *b as char).collect();
+    let at = bytes.windows(5).position(|w| w == b"gemma").map(|i| {
+        if i >= 4 && &bytes[i - 4..i] == b"pali" {
+            i - 4
+        } else {
+            i
+        }
+    })?;
+    let spec: String = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-')
+        .map(|b| *b as char)
+        .collect();
     Some(spec)
 }
 
