@@ -193,6 +193,9 @@ fn ctrl_c_stops_the_reply_keeps_the_shell_and_stores_the_partial_reply() {
     let mut chat = Chat::start(&home, &["--model", "chatty"]);
     chat.line("/set max_tokens 3000");
     chat.expect(PROMPT);
+    // Greedy, so the reply is known to run on in sentences.
+    chat.line("/set temperature 0");
+    chat.expect(PROMPT);
     // Two words typed, so only the reply can show four in a row: then it is streaming.
     chat.line("Once upon");
     chat.session
@@ -289,7 +292,10 @@ fn sigkill_mid_reply_leaves_an_intact_database_with_the_users_message() {
     let mut chat = Chat::start(&home, &["--model", "chatty"]);
     chat.line("/set max_tokens 3000");
     chat.expect(PROMPT);
-    chat.line("Lighthouse story");
+    chat.line("/set temperature 0");
+    chat.expect(PROMPT);
+    // Two words typed, so only the reply can show four in a row: then it is streaming.
+    chat.line("Once upon");
     chat.session
         .expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"))
         .unwrap();
@@ -303,8 +309,7 @@ fn sigkill_mid_reply_leaves_an_intact_database_with_the_users_message() {
     assert_eq!(check, "ok");
     let rows = messages(&home);
     assert!(
-        rows.iter()
-            .any(|r| r.2 == "user" && r.3.contains("Lighthouse story")),
+        rows.iter().any(|r| r.2 == "user" && r.3 == "Once upon"),
         "{rows:?}"
     );
     // The reply was in progress: stored without a finish reason (unfinished), not lost or corrupt.

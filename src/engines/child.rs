@@ -121,6 +121,27 @@ impl StderrTail {
     }
 }
 
+/// Reaps `child` in a background task; the returned receiver holds how it ended once it has.
+pub fn watch_exit(
+    mut child: tokio::process::Child,
+    what: &'static str,
+) -> tokio::sync::watch::Receiver<Option<ExitInfo>> {
+    let pid = child.id().unwrap_or(0);
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        let info = match child.wait().await {
+            Ok(status) => ExitInfo::from_status(status),
+            Err(_) => ExitInfo {
+                code: None,
+                signal: None,
+            },
+        };
+        tracing::info!(pid, exit = %info, "{what} process ended");
+        let _ = tx.send(Some(info));
+    });
+    rx
+}
+
 /// Sends a signal to a child that has not been reaped yet.
 pub fn signal(pid: u32, sig: i32) {
     unsafe {

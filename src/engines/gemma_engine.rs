@@ -80,18 +80,7 @@ impl GemmaEngine {
         let mut stdin = proc.stdin.take().expect("piped");
         let mut events = BufReader::new(proc.stdout.take().expect("piped")).lines();
 
-        let (exit_tx, exit_rx) = watch::channel(None);
-        tokio::spawn(async move {
-            let info = match proc.wait().await {
-                Ok(status) => ExitInfo::from_status(status),
-                Err(_) => ExitInfo {
-                    code: None,
-                    signal: None,
-                },
-            };
-            tracing::info!(pid, exit = %info, "engine process ended");
-            let _ = exit_tx.send(Some(info));
-        });
+        let exit_rx = child::watch_exit(proc, "gemma-engine");
 
         let died = |exit: ExitInfo, tail: &StderrTail| EngineError::Died {
             engine: EngineName::GemmaEngine,

@@ -206,18 +206,7 @@ impl Process {
                 }
             }
         });
-        let (exit_tx, exit) = watch::channel(None);
-        tokio::spawn(async move {
-            let info = match proc.wait().await {
-                Ok(status) => ExitInfo::from_status(status),
-                Err(_) => ExitInfo {
-                    code: None,
-                    signal: None,
-                },
-            };
-            tracing::info!(pid, exit = %info, "gemma.cpp process ended");
-            let _ = exit_tx.send(Some(info));
-        });
+        let exit = crate::engines::child::watch_exit(proc, "gemma.cpp");
         Ok(Process {
             pid,
             launch,
