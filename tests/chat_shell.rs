@@ -91,6 +91,22 @@ fn home_with_models() -> common::Home {
     home
 }
 
+/// A shell on the rambling "chatty" model whose greedy reply to "Once upon" is streaming.
+fn long_reply_under_way(home: &common::Home) -> Chat {
+    let mut chat = Chat::start(home, &["--model", "chatty"]);
+    chat.line("/set max_tokens 3000");
+    chat.expect(PROMPT);
+    // Greedy, so the reply is known to run on in sentences.
+    chat.line("/set temperature 0");
+    chat.expect(PROMPT);
+    // Two words typed, so only the reply can show four in a row: then it is streaming.
+    chat.line("Once upon");
+    chat.session
+        .expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"))
+        .unwrap();
+    chat
+}
+
 fn db(home: &common::Home) -> Connection {
     Connection::open(home.path().join("data").join("history.db")).expect("history database exists")
 }
@@ -190,17 +206,7 @@ fn a_turn_streams_is_stored_and_branches_show_in_history() {
 #[test]
 fn ctrl_c_stops_the_reply_keeps_the_shell_and_stores_the_partial_reply() {
     let home = home_with_models();
-    let mut chat = Chat::start(&home, &["--model", "chatty"]);
-    chat.line("/set max_tokens 3000");
-    chat.expect(PROMPT);
-    // Greedy, so the reply is known to run on in sentences.
-    chat.line("/set temperature 0");
-    chat.expect(PROMPT);
-    // Two words typed, so only the reply can show four in a row: then it is streaming.
-    chat.line("Once upon");
-    chat.session
-        .expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"))
-        .unwrap();
+    let mut chat = long_reply_under_way(&home);
     std::thread::sleep(Duration::from_millis(300));
     chat.session.send([3u8]).unwrap();
     chat.session
@@ -289,16 +295,7 @@ fn model_switch_continues_the_conversation_and_continue_resumes_with_context() {
 #[test]
 fn sigkill_mid_reply_leaves_an_intact_database_with_the_users_message() {
     let home = home_with_models();
-    let mut chat = Chat::start(&home, &["--model", "chatty"]);
-    chat.line("/set max_tokens 3000");
-    chat.expect(PROMPT);
-    chat.line("/set temperature 0");
-    chat.expect(PROMPT);
-    // Two words typed, so only the reply can show four in a row: then it is streaming.
-    chat.line("Once upon");
-    chat.session
-        .expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"))
-        .unwrap();
+    let mut chat = long_reply_under_way(&home);
     unsafe { libc::kill(chat.pid(), libc::SIGKILL) };
     let _ = chat.session.expect(Eof);
 

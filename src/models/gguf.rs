@@ -183,6 +183,32 @@ impl fmt::Display for GgufError {
 
 impl std::error::Error for GgufError {}
 
+impl GgufInfo {
+    /// Facts of a `file_size`-byte file of which nothing else is known yet.
+    pub fn blank(file_size: u64) -> GgufInfo {
+        GgufInfo {
+            version: 0,
+            tensor_count: 0,
+            metadata_count: 0,
+            architecture: None,
+            name: None,
+            context_length: None,
+            block_count: None,
+            embedding_length: None,
+            head_count: None,
+            head_count_kv: None,
+            key_length: None,
+            value_length: None,
+            sliding_window: None,
+            file_type: None,
+            chat_template: None,
+            parameter_count: 0,
+            file_size,
+            data_end: 0,
+        }
+    }
+}
+
 /// Inspects the GGUF file at `path`.
 pub fn inspect(path: &Path) -> Result<GgufInfo, GgufError> {
     let io_error = |e: io::Error| GgufError::Io {
@@ -538,21 +564,7 @@ impl<R: Read + Seek> Reader<'_, R> {
             version,
             tensor_count,
             metadata_count,
-            architecture: None,
-            name: None,
-            context_length: None,
-            block_count: None,
-            embedding_length: None,
-            head_count: None,
-            head_count_kv: None,
-            key_length: None,
-            value_length: None,
-            sliding_window: None,
-            file_type: None,
-            chat_template: None,
-            parameter_count: 0,
-            file_size: self.size,
-            data_end: 0,
+            ..GgufInfo::blank(self.size)
         };
         let mut alignment = DEFAULT_ALIGNMENT;
         let mut pending: Vec<(String, i128)> = Vec::new();

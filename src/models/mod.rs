@@ -313,24 +313,12 @@ pub fn preflight_sbs(entry: &ModelEntry) -> Result<sbs::SbsInfo, ModelError> {
 /// What a BlobStore tells, in the shape callers of [`preflight`] expect.
 pub fn sbs_as_gguf_info(info: &sbs::SbsInfo) -> GgufInfo {
     GgufInfo {
-        version: 0,
         tensor_count: info.tensor_count as u64,
-        metadata_count: 0,
         architecture: info.family.clone(),
         name: info.specifier.clone(),
-        context_length: None,
         block_count: info.layers.map(u64::from),
-        embedding_length: None,
-        head_count: None,
-        head_count_kv: None,
-        key_length: None,
-        value_length: None,
-        sliding_window: None,
-        file_type: None,
-        chat_template: None,
-        parameter_count: 0,
-        file_size: info.file_size,
         data_end: info.file_size,
+        ..GgufInfo::blank(info.file_size)
     }
 }
 
