@@ -331,6 +331,7 @@ async fn a_second_turn_keeps_its_context_and_a_moved_conversation_is_replayed() 
 async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
     let f = fixture();
     let engine = start(&f.spec()).await.unwrap();
+    let first_pid = engine.describe().pid.unwrap();
     let long = if real() {
         "Write a long story about a lighthouse keeper."
     } else {
@@ -370,6 +371,17 @@ async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
     assert_ne!(done.finish_reason, FinishReason::Cancelled);
     // The restarted process had nothing cached: the conversation was replayed.
     assert_eq!(done.usage.cached_tokens, 0);
+    // What `ps` shows is the process that runs now, not the one the cancel ended.
+    let pid = engine.describe().pid.unwrap();
+    assert_ne!(
+        pid, first_pid,
+        "the description still names the ended process"
+    );
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, 0) },
+        0,
+        "pid {pid} is not running"
+    );
     standin_only!("the stand-in's view of the replayed context");
     assert!(next.text.contains("2 user turns"), "{}", next.text);
     let full = (1..=40)

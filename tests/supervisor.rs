@@ -642,3 +642,82 @@ async fn an_option_change_reloads_with_a_stated_reason() {
     assert_eq!(after.context, 2048);
     sup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_count_change_resizes_the_queue_with_the_reload() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(1));
+    let slots = |parallel| gemmactl::supervisor::LoadOptions {
+        context: 4096,
+        parallel,
+        threads: None,
+    };
+    collect(
+        &mut sup
+            .submit(&s.model, request(&sup, "The capital of France is", 2))
+            .unwrap(),
+    )
+    .await;
+
+    // One slot → two: after the reload, two long replies run side by side, neither queued.
+    let reason = sup
+        .set_options(&s.model, slots(2))
+        .expect("a reload is announced");
+    assert!(reason.contains("parallel 1 → 2"), "{reason}");
+    let mut a = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 2000))
+        .unwrap();
+    let engine = until_first_token(&mut a).await;
+    assert_eq!(engine.parallel, 2);
+    let mut b = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 2000))
+        .unwrap();
+    loop {
+        match next_event(&mut b).await {
+            SupervisorEvent::Queued { position } => {
+                panic!("queued at {position} though a second slot was added")
+            }
+            SupervisorEvent::Token(_) => break,
+            SupervisorEvent::Failed(e) => panic!("{e}"),
+            SupervisorEvent::Finished(f) => panic!("finished early: {f:?}"),
+            _ => {}
+        }
+    }
+    a.cancel();
+    b.cancel();
+    collect(&mut a).await;
+    collect(&mut b).await;
+
+    // Two slots → one: after the next reload a second long reply waits its turn again.
+    sup.set_options(&s.model, slots(1))
+        .expect("a reload is announced");
+    collect(
+        &mut sup
+            .submit(&s.model, request(&sup, "The capital of France is", 2))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(sup.engine_of(&s.model.name).unwrap().parallel, 1);
+    let mut c = sup
+        .submit(&s.model, request(&sup, "Once upon a time", 2000))
+        .unwrap();
+    until_first_token(&mut c).await;
+    let mut d = sup
+        .submit(&s.model, request(&sup, "The capital of France is", 2))
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut d).await,
+        SupervisorEvent::Queued { position: 0 }
+    ));
+    // And it really waits: the retired slot lets nothing through while the first reply runs.
+    if let Ok(event) = tokio::time::timeout(Duration::from_secs(3), next_event(&mut d)).await {
+        panic!("a queued request moved on while the only slot was busy: {event:?}");
+    }
+    c.cancel();
+    let heard = collect(&mut d).await;
+    assert!(
+        heard.finished.is_some(),
+        "the queued request ran once the slot was free"
+    );
+    sup.shutdown().await;
+}

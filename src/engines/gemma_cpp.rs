@@ -713,8 +713,11 @@ impl Driver {
 }
 
 impl Engine for GemmaCpp {
-    fn describe(&self) -> &EngineDescription {
-        &self.description
+    fn describe(&self) -> EngineDescription {
+        EngineDescription {
+            pid: Some(self.pid.load(Ordering::Relaxed)),
+            ..self.description.clone()
+        }
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError> {

@@ -297,8 +297,8 @@ async fn wait_exit(mut exit: watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
 }
 
 impl Engine for GemmaEngine {
-    fn describe(&self) -> &EngineDescription {
-        &self.description
+    fn describe(&self) -> EngineDescription {
+        self.description.clone()
     }
 
     fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError> {

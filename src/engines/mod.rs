@@ -153,7 +153,8 @@ pub fn stderr_excerpt(tail: &[String]) -> String {
 
 /// An engine process serving one model.
 pub trait Engine: Send + Sync {
-    fn describe(&self) -> &EngineDescription;
+    /// What runs, as of now (gemma.cpp's pid changes when a cancel restarts its process).
+    fn describe(&self) -> EngineDescription;
     /// Starts a request; its events arrive on the returned stream.
     fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError>;
     /// Asks for a request to stop; it then finishes with `cancelled`.

@@ -20,20 +20,23 @@ use crate::engines::gemma_engine::{GemmaEngine, LaunchSpec};
 use crate::engines::{
     Engine, EngineDescription, EngineError, ExitInfo, GenerateRequest, ReplyStream,
 };
+#[cfg(doc)]
 use crate::supervisor::memory;
 
 /// Starts the model's engine: on a GPU build when the policy picks one, else (or after a failed
-/// GPU start) on the CPU engine of `cpu`.
+/// GPU start) on the CPU engine of `cpu`. `needs` is what the model needs at `cpu`'s context and
+/// slot count ([`memory::needs`]), already worked out by the supervisor for its memory budget.
 pub async fn start_gemma_engine(
     config: &Config,
     cpu: LaunchSpec,
+    needs: ModelNeeds,
     mut progress: impl FnMut(f32) + Send,
 ) -> Result<Arc<dyn Engine>, EngineError> {
     let plan = if config.engine.backend == BackendRequest::Cpu {
         None
     } else {
-        let (config, spec) = (config.clone(), cpu.clone());
-        tokio::task::spawn_blocking(move || plan_for(&config, &spec))
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || plan_for(&config, &needs))
             .await
             .ok()
     };
@@ -53,7 +56,7 @@ pub async fn start_gemma_engine(
         };
         match GemmaEngine::start(&gpu, &mut progress).await {
             Ok(engine) => {
-                let mut description = engine.describe().clone();
+                let mut description = engine.describe();
                 if description.gpu_layers == 0 || description.backend == Backend::Cpu.label() {
                     // The build started but put nothing on a GPU: say so rather than let "CUDA" stand.
                     description.fallback = Some(join(
@@ -83,7 +86,7 @@ pub async fn start_gemma_engine(
         }
     }
     let engine = GemmaEngine::start(&cpu, progress).await?;
-    let mut description = engine.describe().clone();
+    let mut description = engine.describe();
     description.fallback = fallback;
     Ok(Arc::new(Annotated {
         inner: engine,
@@ -91,9 +94,9 @@ pub async fn start_gemma_engine(
     }))
 }
 
-/// The plan for one launch: finds and probes GPU builds (bounded children), reads the model's
-/// size, and asks the policy. Blocking: call it off the async threads.
-pub fn plan_for(config: &Config, spec: &LaunchSpec) -> Plan {
+/// The plan for one launch: finds and probes GPU builds (bounded children) and asks the policy.
+/// Blocking: call it off the async threads.
+pub fn plan_for(config: &Config, needs: &ModelNeeds) -> Plan {
     let limit = isolate::timeout();
     let wanted: Vec<Backend> = match config.engine.backend.backend() {
         Some(b) => vec![b],
@@ -128,24 +131,8 @@ pub fn plan_for(config: &Config, spec: &LaunchSpec) -> Plan {
         config.engine.backend,
         &config.engine.backend_order,
         &inventory,
-        &needs_of(&spec.model_path, spec.context, spec.parallel),
+        needs,
     )
-}
-
-/// What a model file needs at this context and slot count.
-pub fn needs_of(path: &std::path::Path, context: u32, parallel: u32) -> ModelNeeds {
-    match crate::models::gguf::inspect(path) {
-        Ok(info) => ModelNeeds {
-            layers: info.block_count.unwrap_or(0) as u32,
-            estimate: memory::estimate_gguf(&info, context, parallel),
-        },
-        Err(_) => ModelNeeds {
-            layers: 0,
-            estimate: memory::estimate_opaque(
-                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            ),
-        },
-    }
 }
 
 fn join(first: Option<String>, then: String) -> String {
@@ -176,8 +163,8 @@ struct Annotated {
 }
 
 impl Engine for Annotated {
-    fn describe(&self) -> &EngineDescription {
-        &self.description
+    fn describe(&self) -> EngineDescription {
+        self.description.clone()
     }
     fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError> {
         self.inner.generate(request)

@@ -19,7 +19,7 @@ use super::nvidia::NvidiaReport;
 use super::openvino::OpenvinoReport;
 use super::select::{self, Inventory, Plan};
 use super::vulkan::VulkanReport;
-use super::{cpu, isolate, launch, memory, nvidia, openvino, vulkan};
+use super::{cpu, isolate, memory, nvidia, openvino, vulkan};
 use crate::config::Config;
 use crate::models::{EngineKind, ModelEntry};
 
@@ -207,7 +207,7 @@ fn choice_for(config: &Config, inventory: &Inventory, model: &ModelEntry) -> Mod
             fallback: None,
         };
     }
-    let needs = launch::needs_of(
+    let needs = crate::supervisor::memory::needs(
         &model.path,
         config.engine.context,
         config.engine.parallel.max(1),

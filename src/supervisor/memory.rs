@@ -5,6 +5,9 @@
 //! keep their window per sequence; plus a compute margin measured on Gemma 3 270M (peak RSS 346
 //! MiB at context 8192 for a 241 MiB file and ~39 MiB of KV: ~66 MiB of buffers and runtime).
 
+use std::path::Path;
+
+use crate::hardware::select::ModelNeeds;
 use crate::models::gguf::GgufInfo;
 
 /// Buffers and runtime beyond weights and KV cache, measured (see module docs).
@@ -47,6 +50,21 @@ pub fn estimate_gguf(info: &GgufInfo, context: u32, parallel: u32) -> MemoryEsti
         weights: info.file_size,
         kv_cache: cells * per_cell_per_layer,
         compute: COMPUTE_MARGIN + PER_SLOT_MARGIN * parallel as u64,
+    }
+}
+
+/// What a model file needs at this context and slot count: its layers (for GPU offload) and its
+/// memory estimate. Read once per launch; both the pool and the backend choice use the result.
+pub fn needs(path: &Path, context: u32, parallel: u32) -> ModelNeeds {
+    match crate::models::gguf::inspect(path) {
+        Ok(info) => ModelNeeds {
+            layers: info.block_count.unwrap_or(0) as u32,
+            estimate: estimate_gguf(&info, context, parallel),
+        },
+        Err(_) => ModelNeeds {
+            layers: 0,
+            estimate: estimate_opaque(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)),
+        },
     }
 }
 

@@ -27,6 +27,7 @@ use crate::engines::{
     Completion, Engine, EngineDescription, EngineError, FinishReason, GenerateRequest, ReplyEvent,
     Timings, Usage,
 };
+use crate::hardware::select::ModelNeeds;
 use crate::models::{EngineKind, ModelEntry};
 pub use lifecycle::EngineState;
 use memory::MemoryEstimate;
@@ -184,6 +185,27 @@ struct SlotState {
     crashes: u32,
     retry_after: Option<Instant>,
     failed: Option<String>,
+    /// Slots still to retire after `parallel` went down: held permits are forgotten on release.
+    permit_debt: usize,
+}
+
+impl ModelSlot {
+    /// Makes `options` the model's settings, and sizes its queue's slots to `options.parallel`.
+    fn apply_options(&self, st: &mut SlotState, options: LoadOptions) {
+        let (old, new) = (
+            st.options.parallel.max(1) as usize,
+            options.parallel.max(1) as usize,
+        );
+        if new > old {
+            let owed = (new - old).min(st.permit_debt);
+            st.permit_debt -= owed;
+            self.permits.add_permits(new - old - owed);
+        } else if new < old {
+            let retired = self.permits.forget_permits(old - new);
+            st.permit_debt += old - new - retired;
+        }
+        st.options = options;
+    }
 }
 
 impl Supervisor {
@@ -287,7 +309,7 @@ impl Supervisor {
         tokio::pin!(loading);
         loop {
             tokio::select! {
-                done = &mut loading => return done.map(|e| e.describe().clone()),
+                done = &mut loading => return done.map(|e| e.describe()),
                 Some(ev) = rx.recv() => if let SupervisorEvent::Loading { progress: p } = ev { progress(p) },
             }
         }
@@ -327,7 +349,7 @@ impl Supervisor {
             st.wanted = Some(options);
             reason
         } else {
-            st.options = options;
+            slot.apply_options(&mut st, options);
             None
         }
     }
@@ -344,7 +366,7 @@ impl Supervisor {
         st.engine
             .as_ref()
             .filter(|e| e.exit_status().is_none())
-            .map(|e| e.describe().clone())
+            .map(|e| e.describe())
     }
 
     /// Stops every engine: gracefully, then by force after [`STOP_GRACE`]. Requests still in
@@ -431,8 +453,14 @@ async fn serve(
                 "no request in flight",
             );
         }
+        if st.permit_debt > 0 {
+            // The model's slot count went down while this request held a slot: retire it.
+            st.permit_debt -= 1;
+            permit.forget();
+        } else {
+            drop(permit);
+        }
     }
-    drop(permit);
     inner.publish();
     // Last, so a caller that sees its reply end finds the model's slot already free.
     let _ = tx.send(last_event);
@@ -473,7 +501,7 @@ async fn run_on_engine(
         }
     }
     inner.publish();
-    let _ = tx.send(SupervisorEvent::Started(engine.describe().clone()));
+    let _ = tx.send(SupervisorEvent::Started(engine.describe()));
     let id = request.id.clone();
     let mut stream = match engine.generate(request) {
         Ok(s) => s,
@@ -557,6 +585,7 @@ impl Inner {
                 crashes: 0,
                 retry_after: None,
                 failed: None,
+                permit_debt: 0,
             }),
         });
         models.insert(model.name.clone(), slot.clone());
@@ -627,7 +656,7 @@ impl Inner {
                 self.stop_engine_locked(slot, reason).await;
                 let mut st = slot.state.lock().unwrap();
                 if let Some(wanted) = st.wanted.take() {
-                    st.options = wanted;
+                    slot.apply_options(&mut st, wanted);
                 }
             }
         }
@@ -635,23 +664,27 @@ impl Inner {
             tracing::info!(model = %name, "waiting {:?} before restarting (backoff)", wait);
             tokio::time::sleep(wait).await;
         }
-        self.make_room(slot).await?;
-
-        let (options, estimate) = {
+        // Options asked for while no engine ran take effect now, before the memory estimate.
+        let options = {
             let mut st = slot.state.lock().unwrap();
             if let Some(wanted) = st.wanted.take() {
-                st.options = wanted;
+                slot.apply_options(&mut st, wanted);
             }
+            st.options.clone()
+        };
+        let needs = self.make_room(slot, &options).await?;
+        let estimate = Some(needs.estimate);
+        {
+            let mut st = slot.state.lock().unwrap();
             lifecycle::transition(
                 &name,
                 &mut st.lifecycle,
                 EngineState::Starting,
                 reload_reason.as_deref().unwrap_or("a request needs it"),
             );
-            (st.options.clone(), st.estimate)
-        };
+        }
         self.publish();
-        let started = self.start_engine(&slot.entry, &options, tx).await;
+        let started = self.start_engine(&slot.entry, &options, needs, tx).await;
         let mut st = slot.state.lock().unwrap();
         match started {
             Ok(engine) => {
@@ -702,6 +735,7 @@ impl Inner {
         &self,
         model: &ModelEntry,
         options: &LoadOptions,
+        needs: ModelNeeds,
         tx: &mpsc::UnboundedSender<SupervisorEvent>,
     ) -> Result<Arc<dyn Engine>, EngineError> {
         let progress = |p: f32| {
@@ -731,7 +765,8 @@ impl Inner {
                     load_timeout: Duration::from_secs(self.config.engine.load_timeout_secs),
                 };
                 // The backend (CPU or a GPU build) is chosen there, with a fall back to the CPU.
-                crate::hardware::launch::start_gemma_engine(&self.config, spec, progress).await
+                crate::hardware::launch::start_gemma_engine(&self.config, spec, needs, progress)
+                    .await
             }
             EngineKind::GemmaCpp => {
                 use crate::engines::gemma_cpp::{find_binary, GemmaCpp, GemmaCppSpec};
@@ -755,14 +790,16 @@ impl Inner {
         }
     }
 
-    /// Stops least recently used idle engines of other models until this one fits.
-    async fn make_room(&self, slot: &Arc<ModelSlot>) -> Result<(), SupervisorError> {
-        let estimate = {
-            let mut st = slot.state.lock().unwrap();
-            let estimate = estimate_for(&slot.entry, &st.options);
-            st.estimate = Some(estimate);
-            estimate.total()
-        };
+    /// Stops least recently used idle engines of other models until this one fits at `options`.
+    /// Returns what the model needs, read from its file once for this launch.
+    async fn make_room(
+        &self,
+        slot: &Arc<ModelSlot>,
+        options: &LoadOptions,
+    ) -> Result<ModelNeeds, SupervisorError> {
+        let needs = memory::needs(&slot.entry.path, options.context, options.parallel);
+        slot.state.lock().unwrap().estimate = Some(needs.estimate);
+        let estimate = needs.estimate.total();
         let others: Vec<Arc<ModelSlot>> = self
             .models
             .lock()
@@ -810,7 +847,7 @@ impl Inner {
                 }
             }
         }
-        Ok(())
+        Ok(needs)
     }
 
     /// Stops a model's engine, taking its load lock first.
@@ -856,7 +893,7 @@ impl Inner {
             .iter()
             .map(|slot| {
                 let st = slot.state.lock().unwrap();
-                let d = st.engine.as_ref().map(|e| e.describe().clone());
+                let d = st.engine.as_ref().map(|e| e.describe());
                 EngineStatus {
                     model: slot.entry.name.clone(),
                     engine: d
@@ -946,15 +983,6 @@ async fn housekeeping(inner: Weak<Inner>) {
             return;
         }
         inner.expire_idle().await;
-    }
-}
-
-fn estimate_for(model: &ModelEntry, options: &LoadOptions) -> MemoryEstimate {
-    match crate::models::gguf::inspect(&model.path) {
-        Ok(info) => memory::estimate_gguf(&info, options.context, options.parallel),
-        Err(_) => {
-            memory::estimate_opaque(std::fs::metadata(&model.path).map(|m| m.len()).unwrap_or(0))
-        }
     }
 }
 
