@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/lib/llama-libs.sh
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
@@ -30,7 +31,8 @@ target="$root/target/gpu-$backend"
 install_dir=${GEMMA_GPU_INSTALL_DIR:-$root/target/debug}
 libs_name="gemma-engine-$backend.libs"
 features=""
-rpath='$ORIGIN/'"$libs_name"
+# Folders outside the build that its libraries load from (the pip CUDA or OpenVINO libraries).
+lib_dirs=""
 
 case "$backend" in
 cuda)
@@ -64,7 +66,7 @@ cuda)
       esac
     done
     ln -s lib64 "$cuda_root/lib"
-    rpath="$rpath:$cu/lib"
+    lib_dirs=":$cu/lib"
   fi
   if [ -z "${CUDA_ARCHS:-}" ]; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then CUDA_ARCHS=native; else CUDA_ARCHS="75;80;86;89;90"; fi
@@ -83,25 +85,50 @@ vulkan)
   fi
   ;;
 openvino)
-  # No cargo feature exists: the crate forwards GGML_OPENVINO=ON to CMake. Untried — see README.
-  [ -n "${OpenVINO_DIR:-}" ] || die "an OpenVINO build needs the OpenVINO developer package (2025.x) with OpenVINO_DIR set to its cmake folder; this path has not been tried yet (README: GPU builds)"
+  # No cargo feature exists: the crate forwards GGML_* variables to CMake, so GGML_OPENVINO=ON
+  # turns on llama.cpp's OpenVINO backend. It is linked dynamically (libggml-openvino.so pulls
+  # in OpenVINO's own shared libraries), which needs the engine's `dynamic-link` feature.
+  features="dynamic-link"
+  if [ -z "${OpenVINO_DIR:-}" ]; then
+    # The OpenVINO wheel on the Python package index carries the C++ headers, the CMake package
+    # and the CPU/GPU/NPU plugins: no Intel installer needed.
+    ov_pip="$root/target/gpu-build/openvino-pip"
+    if [ ! -f "$ov_pip/openvino/cmake/OpenVINOConfig.cmake" ]; then
+      python3 -m pip --version >/dev/null 2>&1 || die "python3 -m pip is missing: sudo apt-get install python3-pip"
+      say "installing OpenVINO (runtime, headers, CMake package) from the Python package index (~80 MB)"
+      python3 -m pip install --no-input --disable-pip-version-check --target "$ov_pip" "openvino>=2025.4,<2027" >&2
+    fi
+    export OpenVINO_DIR="$ov_pip/openvino/cmake"
+    lib_dirs=":$ov_pip/openvino/libs"
+  fi
+  [ -f "$OpenVINO_DIR/OpenVINOConfig.cmake" ] || die "OpenVINO_DIR=$OpenVINO_DIR has no OpenVINOConfig.cmake: point it at the cmake folder of an OpenVINO 2025.4+ install, or unset it to use the Python-index package"
+  # llama.cpp's OpenVINO backend also links OpenCL (for Intel GPUs' shared buffers).
+  if ! { [ -f /usr/include/CL/cl.h ] && ls /usr/lib/*/libOpenCL.so >/dev/null 2>&1; }; then
+    die "OpenCL development files are missing: sudo apt-get install ocl-icd-opencl-dev"
+  fi
   export GGML_OPENVINO=ON
+  say "OpenVINO: $OpenVINO_DIR"
   ;;
 esac
 
+command -v patchelf >/dev/null 2>&1 || die "patchelf is missing (it points the copied libraries at each other): sudo apt-get install patchelf"
 jobs=${BUILD_JOBS:-$(nproc)}
 say "building gemma-engine for $backend into $target (long: llama.cpp's $backend backend is compiled from source)"
 started=$(date +%s)
 # rpath: the engine finds llama.cpp's shared libraries in gemma-engine-<backend>.libs next to it.
-RUSTFLAGS="-C link-arg=-Wl,-rpath,$rpath" cargo build --release --locked -j "$jobs" -p gemma-engine \
+RUSTFLAGS="-C link-arg=-Wl,-rpath,\$ORIGIN/$libs_name$lib_dirs" cargo build --release --locked -j "$jobs" -p gemma-engine \
   ${features:+--features "$features"} --target-dir "$target"
 elapsed=$(( $(date +%s) - started ))
 
-mkdir -p "$install_dir/$libs_name"
+rm -rf "${install_dir:?}/$libs_name" && mkdir -p "$install_dir/$libs_name"
 cp -f "$target/release/gemma-engine" "$install_dir/gemma-engine-$backend"
-# dynamic-link builds put libllama/libggml*.so next to the binary: they travel in the .libs folder.
-for so in "$target"/release/lib*.so*; do
-  [ -e "$so" ] && cp -f "$so" "$install_dir/$libs_name/"
+# dynamic-link builds need libllama/libggml*.so: they travel in the .libs folder beside it.
+out_dir=$(ls -dt "$target"/release/build/llama-cpp-sys-2-*/out | head -1)
+copy_llama_libs "$install_dir/gemma-engine-$backend" "$out_dir" "$install_dir/$libs_name"
+# The engine's runpath serves only its own NEEDED libraries; each library gets its own, so that
+# libggml finds libggml-cuda beside it, and libggml-cuda finds cuBLAS.
+for lib in "$install_dir/$libs_name"/*; do
+  patchelf --set-rpath "\$ORIGIN$lib_dirs" "$lib"
 done
 say "built in $((elapsed / 60)) min $((elapsed % 60)) s: $install_dir/gemma-engine-$backend"
 "$install_dir/gemma-engine-$backend" --probe || echo "note: the build does not start here (expected without its GPU driver); gemmactl doctor shows why" >&2

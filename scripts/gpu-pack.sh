@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+. scripts/lib/llama-libs.sh
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -36,14 +37,10 @@ RUSTFLAGS='-C link-arg=-Wl,-rpath,$ORIGIN' cargo build --release --locked -p gem
 
 rm -rf "$pack" && mkdir -p "$pack/engine" "$pack/ggml/src" "$pack/model"
 cp "$build/release/gemma-engine" "$pack/engine/"
-# The shared libraries the engine needs, under the names it asks for (its NEEDED sonames; no
-# symlinks, which may not travel), and the CPU-variant modules the build script installed.
+# The shared libraries the engine needs (no symlinks, which may not travel), and the CPU-variant
+# modules the build script installed.
 out_dir=$(ls -d "$build"/release/build/llama-cpp-sys-2-*/out | head -1)
-for soname in $(readelf -d "$build/release/gemma-engine" | sed -n 's/.*NEEDED.*\[\(lib\(llama\|ggml\)[^]]*\)\].*/\1/p'); do
-  lib=$(ls "$out_dir"/lib*/"$soname" 2>/dev/null | head -1)
-  [ -n "$lib" ] || die "the engine needs $soname but the build has no such library under $out_dir"
-  cp -L "$lib" "$pack/engine/$soname"
-done
+copy_llama_libs "$build/release/gemma-engine" "$out_dir" "$pack/engine" || exit 1
 cp "$out_dir"/backends/libggml-cpu*.so "$pack/engine/"
 strip --strip-unneeded "$pack"/engine/*.so* "$pack/engine/gemma-engine" 2>/dev/null || true
 ls "$pack"/engine/libggml-cpu*.so >/dev/null 2>&1 || die "no CPU backend modules (libggml-cpu-*.so) came out of the build: look in $build/release/build/llama-cpp-sys-2-*/out"

@@ -224,5 +224,10 @@ pub fn features() -> Vec<String> {
     if cfg!(feature = "vulkan") {
         f.push("vulkan".to_string());
     }
+    // OpenVINO has no cargo feature: scripts/build-gpu.sh turns it on with GGML_OPENVINO=ON in
+    // the build's environment, which llama-cpp-sys-2 hands to CMake.
+    if matches!(option_env!("GGML_OPENVINO"), Some("ON" | "on" | "1")) {
+        f.push("openvino".to_string());
+    }
     f
 }

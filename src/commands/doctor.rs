@@ -174,8 +174,15 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
                     } else {
                         devices.join(", ")
                     };
+                    // Compiled-in features and the backends that came up can differ: a CUDA
+                    // build on a machine without the driver registers only the CPU.
+                    let built_with = if p.features.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" · built with {}", p.features.join(", "))
+                    };
                     line(format!(
-                        "  {name:<22} {} ({}) · backends: {} · {devices}",
+                        "  {name:<22} {} ({}){built_with} · backends: {} · {devices}",
                         found.path.display(),
                         found.source,
                         p.backends.join(", ")

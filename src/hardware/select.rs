@@ -182,15 +182,24 @@ fn evaluate(
         .as_ref()
         .map_err(|e| (format!("{name} cannot run here: {e}"), true))?;
     if !probe.backends.iter().any(|b| backend.matches(b)) {
-        return Err((
+        // A backend compiled in but absent at run time found no device: it registers nothing
+        // without its driver (CUDA without libcuda, for one).
+        let why = if probe.features.iter().any(|f| backend.matches(f)) {
+            format!(
+                "{name} ({}) has {label} compiled in, but {label} found no device here (no GPU, or its driver is not loaded); it reports only {}",
+                build.path.display(),
+                probe.backends.join(", "),
+                label = backend.label(),
+            )
+        } else {
             format!(
                 "{name} ({}) was built without the {} backend (it reports {})",
                 build.path.display(),
                 backend.label(),
                 probe.backends.join(", ")
-            ),
-            true,
-        ));
+            )
+        };
+        return Err((with_hardware(why, backend, inventory), true));
     }
     let devices: Vec<&Device> = probe
         .devices
@@ -480,6 +489,27 @@ mod tests {
             .fallback
             .unwrap()
             .contains("finds no CUDA device"));
+        // What a real CUDA build reports without the NVIDIA driver (measured here): CUDA compiled
+        // in, no CUDA backend registered. That is no device, not a build without CUDA.
+        let mut inv = Inventory {
+            builds: vec![build(
+                Backend::Cuda,
+                &["CPU"],
+                vec![device("CPU", "CPU", "cpu", 64 * GIB)],
+            )],
+            hardware: vec![],
+        };
+        if let Ok(FoundBuild { probe: Ok(p), .. }) = &mut inv.builds[0].found {
+            p.features = vec!["cuda".into()];
+        }
+        let plan = choose(BackendRequest::Cuda, &[], &inv, &needs(0.4));
+        assert_eq!(plan.backend, Backend::Cpu);
+        assert!(
+            plan.reason
+                .contains("has CUDA compiled in, but CUDA found no device here"),
+            "{}",
+            plan.reason
+        );
     }
 
     #[test]
