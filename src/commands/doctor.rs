@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::config::{Config, Paths};
 use crate::hardware::report::{self, Report};
-use crate::hardware::select::bytes;
+use crate::hardware::select::{bytes, is_real_device};
 use crate::models::registry::Registry;
 
 #[derive(Args, Debug)]
@@ -167,7 +167,14 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
                         .devices
                         .iter()
                         .filter(|d| d.kind != "cpu")
-                        .map(|d| format!("{} ({} free)", d.description, bytes(d.memory_free)))
+                        .map(|d| {
+                            let what = if is_real_device(d) {
+                                format!("{} free", bytes(d.memory_free))
+                            } else {
+                                "the CPU or a software device, not counted as a GPU".to_string()
+                            };
+                            format!("{} ({what})", d.description)
+                        })
                         .collect();
                     let devices = if devices.is_empty() {
                         "no GPU device".to_string()

@@ -207,13 +207,19 @@ fn evaluate(
         .filter(|d| backend.matches(&d.backend) && is_real_device(d))
         .collect();
     let Some(device) = devices.iter().max_by_key(|d| d.memory_free).copied() else {
-        return Err((
+        let on_cpu = probe
+            .devices
+            .iter()
+            .any(|d| backend.matches(&d.backend) && is_openvino_cpu(d));
+        let why = if on_cpu {
+            format!("{name}'s only OpenVINO device is OpenVINO's CPU plugin (GGML_OPENVINO_DEVICE=CPU), which is the CPU, not an accelerator: with an Intel GPU or NPU and its driver, set GGML_OPENVINO_DEVICE=GPU or NPU")
+        } else {
             format!(
                 "{name} finds no {} device on this machine (no GPU, or its driver is not loaded)",
                 backend.label()
-            ),
-            true,
-        ));
+            )
+        };
+        return Err((why, true));
     };
     let need = needs.estimate.total();
     let reserve = DEVICE_RESERVE.max(device.memory_free / 20);
@@ -271,9 +277,22 @@ fn evaluate(
     ))
 }
 
-/// A device of a GPU backend that is really a GPU: not the CPU, not a software rasteriser.
+/// A device of a GPU backend that is really a GPU: not the CPU, not a software rasteriser, not
+/// OpenVINO's CPU plugin (which llama.cpp reports as a GPU-type device).
 pub fn is_real_device(d: &Device) -> bool {
-    d.kind != "cpu" && !is_software_name(&d.description) && !is_software_name(&d.name)
+    d.kind != "cpu"
+        && !is_software_name(&d.description)
+        && !is_software_name(&d.name)
+        && !is_openvino_cpu(d)
+}
+
+/// llama.cpp's OpenVINO backend offers the OpenVINO device chosen by `GGML_OPENVINO_DEVICE`
+/// (default CPU) and describes it as "GGML_OPENVINO_DEVICE=CPU (selected) - <CPU name>".
+fn is_openvino_cpu(d: &Device) -> bool {
+    Backend::Openvino.matches(&d.backend)
+        && d.description
+            .strip_prefix("GGML_OPENVINO_DEVICE=")
+            .is_some_and(|rest| rest.starts_with("CPU"))
 }
 
 fn device_name(d: &Device) -> String {
@@ -510,6 +529,47 @@ mod tests {
             "{}",
             plan.reason
         );
+    }
+
+    #[test]
+    fn openvinos_cpu_plugin_is_never_the_gpu() {
+        // What a real gemma-engine-openvino reports on a machine without an Intel GPU or NPU.
+        let cpu_plugin = Device {
+            name: "OPENVINO0".into(),
+            description: "GGML_OPENVINO_DEVICE=CPU (selected) - Intel(R) Xeon(R) Processor".into(),
+            backend: "OPENVINO".into(),
+            kind: "gpu".into(),
+            memory_total: 24 * GIB,
+            memory_free: 24 * GIB,
+        };
+        let inv = Inventory {
+            builds: vec![build(
+                Backend::Openvino,
+                &["OPENVINO", "CPU"],
+                vec![cpu_plugin.clone(), device("CPU", "CPU", "cpu", 24 * GIB)],
+            )],
+            hardware: vec![],
+        };
+        let plan = auto(&inv, &needs(0.4));
+        assert_eq!(plan.backend, Backend::Cpu);
+        let plan = choose(BackendRequest::Openvino, &[], &inv, &needs(0.4));
+        assert_eq!(plan.backend, Backend::Cpu);
+        assert!(
+            plan.reason.contains("OpenVINO's CPU plugin"),
+            "{}",
+            plan.reason
+        );
+        // The same build on a machine with an Intel GPU selected is used.
+        let gpu = Device {
+            description: "GGML_OPENVINO_DEVICE=GPU (selected) - Intel(R) Arc(TM) A770 Graphics"
+                .into(),
+            ..cpu_plugin
+        };
+        let inv = Inventory {
+            builds: vec![build(Backend::Openvino, &["OPENVINO", "CPU"], vec![gpu])],
+            hardware: vec![],
+        };
+        assert_eq!(auto(&inv, &needs(0.4)).backend, Backend::Openvino);
     }
 
     #[test]
