@@ -188,3 +188,27 @@ fn a_gpu_build_that_cannot_run_is_shown_with_the_cpu_fallback() {
         "{fallback}"
     );
 }
+
+#[test]
+fn openvino_in_the_python_package_layout_is_looked_for_and_a_broken_one_is_a_fact() {
+    // The wheel's layout: openvino/libs/libopenvino_c.so.<N>, no unversioned name. A file that
+    // is not a library there must be reported, not crash doctor.
+    let home = Home::new();
+    let package = home.path().join("site-packages").join("openvino");
+    std::fs::create_dir_all(package.join("libs")).unwrap();
+    std::fs::write(
+        package.join("libs").join("libopenvino_c.so.2641"),
+        "not an ELF file",
+    )
+    .unwrap();
+    let v = doctor_json(
+        &home,
+        &[("OPENVINO_INSTALL_DIR", package.to_str().unwrap())],
+    );
+    let note = v["openvino"]["note"].as_str().unwrap();
+    assert!(
+        note.contains("libopenvino_c.so.2641") && note.contains("could not be loaded"),
+        "{note}"
+    );
+    assert_eq!(v["openvino"]["devices"], serde_json::json!([]));
+}

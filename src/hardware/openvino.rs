@@ -25,11 +25,23 @@ pub struct OpenvinoDevice {
 
 /// Asks OpenVINO. Only call this in the isolated child (`doctor --probe-gpu openvino`).
 pub fn probe() -> OpenvinoReport {
+    if let Some(lib) = wheel_library() {
+        // Loaded here, Core::new() below uses it instead of searching.
+        if let Err(e) = openvino_sys::library::load_from(&lib) {
+            return OpenvinoReport {
+                note: Some(format!(
+                    "OpenVINO at {} could not be loaded: {e}",
+                    lib.display()
+                )),
+                devices: Vec::new(),
+            };
+        }
+    }
     let core = match Core::new() {
         Ok(c) => c,
         Err(SetupError::Loading(_)) => {
             return OpenvinoReport {
-                note: Some("OpenVINO runtime (libopenvino_c) not found: install OpenVINO and set OPENVINO_INSTALL_DIR to use Intel GPUs/NPUs".into()),
+                note: Some("OpenVINO runtime (libopenvino_c) not found: install OpenVINO and set OPENVINO_INSTALL_DIR (an install folder, or the `openvino` folder of the Python package) to use Intel GPUs/NPUs".into()),
                 devices: Vec::new(),
             }
         }
@@ -55,4 +67,20 @@ pub fn probe() -> OpenvinoReport {
         .is_empty()
         .then(|| "the OpenVINO runtime is installed but lists no device".to_string());
     OpenvinoReport { note, devices }
+}
+
+/// `libopenvino_c` in the layout of the Python package (`openvino/libs/libopenvino_c.so.<N>`, no
+/// unversioned name), which OpenVINO's own search does not know: `OPENVINO_INSTALL_DIR` pointing
+/// at that `openvino` folder finds it.
+fn wheel_library() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(&std::env::var_os("OPENVINO_INSTALL_DIR")?).join("libs");
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libopenvino_c.so"))
+        })
+        .min()
 }
