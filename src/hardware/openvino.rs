@@ -71,7 +71,7 @@ pub fn probe() -> OpenvinoReport {
 
 /// `libopenvino_c` in the layout of the Python package (`openvino/libs/libopenvino_c.so.<N>`, no
 /// unversioned name), which OpenVINO's own search does not know: `OPENVINO_INSTALL_DIR` pointing
-/// at that `openvino` folder finds it.
+/// at that `openvino` folder finds it (the newest, should there be several).
 fn wheel_library() -> Option<std::path::PathBuf> {
     let dir = std::path::Path::new(&std::env::var_os("OPENVINO_INSTALL_DIR")?).join("libs");
     std::fs::read_dir(dir)
@@ -82,5 +82,5 @@ fn wheel_library() -> Option<std::path::PathBuf> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("libopenvino_c.so"))
         })
-        .min()
+        .max()
 }
