@@ -318,7 +318,9 @@ fn run_logs_to_history_and_can_continue_a_conversation() {
     run(&["--no-log", "This is not stored."]);
 
     let conn = rusqlite::Connection::open(home.path().join("data").join("history.db")).unwrap();
-    let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> = conn
+    // conversation, role, content, finish reason, prompt tokens
+    type MessageRow = (i64, String, String, Option<String>, Option<i64>);
+    let rows: Vec<MessageRow> = conn
         .prepare("SELECT conversation_id, role, content, finish_reason, prompt_tokens FROM messages ORDER BY id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
