@@ -40,6 +40,7 @@ cuda)
   if [ -n "${CUDA_HOME:-}" ]; then
     cuda_root="$CUDA_HOME"
     [ -x "$cuda_root/bin/nvcc" ] || die "CUDA_HOME=$cuda_root has no bin/nvcc: point it at a CUDA toolkit, or unset it to use the Python-index packages"
+    lib_dirs=":$cuda_root/lib64"
   else
     # nvcc, the runtime, CCCL and cuBLAS from the Python package index: no GPU and no CUDA
     # installer needed. `pip install --target` keeps them in one folder under target/.
