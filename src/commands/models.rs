@@ -574,7 +574,7 @@ fn check(
         return print_sbs(path, tokenizer, &info, None, json);
     }
     let info = gguf::inspect(path)?;
-    let available = sbs::available_memory();
+    let available = crate::hardware::memory::available();
     if let Some(available) = available.filter(|a| info.file_size > *a) {
         anyhow::bail!(
             "{} is {} but only {} of memory is available: close other programs, or use a smaller or more quantized model",
@@ -674,7 +674,7 @@ fn print_sbs(
     entry: Option<&ModelEntry>,
     json: bool,
 ) -> Result<()> {
-    let available = sbs::available_memory();
+    let available = crate::hardware::memory::available();
     let kind = entry
         .map(|e| e.kind)
         .unwrap_or_else(|| crate::models::sbs_kind(info));

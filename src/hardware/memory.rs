@@ -16,14 +16,20 @@ pub fn detect() -> MemoryInfo {
     parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
 }
 
+/// Memory the kernel says can be had without swapping (`MemAvailable`), in bytes: what the pool
+/// budget and the `.sbs` pre-flight compare a model against.
+pub fn available() -> Option<u64> {
+    detect().available
+}
+
 pub fn parse_meminfo(text: &str) -> MemoryInfo {
     let kib = |key: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.split(':').next() == Some(key))?;
         line.split_whitespace()
             .nth(1)?
             .parse::<u64>()
-            .ok()
-            .map(|k| k * 1024)
+            .ok()?
+            .checked_mul(1024)
     };
     MemoryInfo {
         total: kib("MemTotal"),
@@ -43,5 +49,10 @@ mod tests {
         assert_eq!(m.available, Some(23_000_000 * 1024));
         assert_eq!(m.swap_total, Some(0));
         assert_eq!(parse_meminfo("garbage"), MemoryInfo::default());
+    }
+
+    #[test]
+    fn available_memory_is_read_on_linux() {
+        assert!(available().is_some_and(|m| m > 0));
     }
 }

@@ -268,7 +268,7 @@ pub fn preflight(path: &Path, tokenizer: Option<&Path>) -> Result<SbsInfo, SbsEr
         }
         (SbsFormat::SingleFile, None) => {}
     }
-    if let Some(available) = available_memory() {
+    if let Some(available) = crate::hardware::memory::available() {
         if info.file_size > available {
             return Err(SbsError::TooLarge {
                 path: path.to_path_buf(),
@@ -278,19 +278,6 @@ pub fn preflight(path: &Path, tokenizer: Option<&Path>) -> Result<SbsInfo, SbsEr
         }
     }
     Ok(info)
-}
-
-/// Memory the kernel says can be had without swapping (`MemAvailable`), in bytes.
-pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    kib.checked_mul(1024)
 }
 
 /// One directory entry.
@@ -868,7 +855,6 @@ mod tests {
             preflight(&file, Some(&spm)).unwrap().family.as_deref(),
             Some("gemma3-270m")
         );
-        assert!(available_memory().is_some_and(|m| m > 0));
     }
 
     proptest! {

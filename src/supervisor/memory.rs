@@ -89,19 +89,6 @@ fn sliding_layers(architecture: Option<&str>, layers: u64) -> u64 {
     }
 }
 
-/// Memory the kernel says can be had without swapping (`MemAvailable`), in bytes.
-pub fn available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = text
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 pub fn mib(bytes: u64) -> String {
     format!("{} MiB", (bytes + (1 << 19)) >> 20)
 }
@@ -149,10 +136,5 @@ mod tests {
         let four = estimate_gguf(&gemma3_270m(), 8192, 4).total();
         let long = estimate_gguf(&gemma3_270m(), 32768, 1).total();
         assert!(four > one && long > one);
-    }
-
-    #[test]
-    fn available_memory_is_read_on_linux() {
-        assert!(available().unwrap_or(0) > 0);
     }
 }

@@ -825,7 +825,7 @@ impl Inner {
         let limits = pool::Limits {
             max_models: self.config.supervisor.max_models,
             budget: (budget > 0).then_some(budget << 20),
-            available: memory::available(),
+            available: crate::hardware::memory::available(),
         };
         let evict = pool::plan(&slot.entry.name, estimate, &residents, &limits)?;
         for name in evict {
