@@ -325,12 +325,9 @@ fn add(
         chat_template: template,
         tokenizer: None,
     };
-    let replaced = registry.get(name).is_some();
-    registry.insert(entry);
-    registry.save(paths)?;
+    let verb = register(&mut registry, paths, entry)?;
     say!(
-        "{} '{name}': {} {}, {} parameters, {} → {}",
-        if replaced { "replaced" } else { "registered" },
+        "{verb} '{name}': {} {}, {} parameters, {} → {}",
         info.architecture
             .as_deref()
             .unwrap_or("unknown architecture"),
@@ -461,6 +458,14 @@ fn show_json(entry: &ModelEntry, info: &GgufInfo) -> Value {
 
 /// Whether a file given to `models add` is gemma.cpp weights: its magic, its extension, or a
 /// tokenizer given with it.
+/// Stores `entry` in the registry file; says whether it was new ("registered") or "replaced" one.
+fn register(registry: &mut Registry, paths: &Paths, entry: ModelEntry) -> Result<&'static str> {
+    let replaced = registry.get(&entry.name).is_some();
+    registry.insert(entry);
+    registry.save(paths)?;
+    Ok(if replaced { "replaced" } else { "registered" })
+}
+
 fn is_sbs(path: &Path, tokenizer: Option<&Path>) -> bool {
     tokenizer.is_some()
         || matches!(sbs::sniff(path), Ok(sbs::Sniffed::BlobStore))
@@ -511,12 +516,9 @@ fn add_sbs(
         chat_template: None,
         tokenizer,
     };
-    let replaced = registry.get(name).is_some();
-    registry.insert(entry);
-    registry.save(paths)?;
+    let verb = register(&mut registry, paths, entry)?;
     say!(
-        "{} '{name}': gemma.cpp {}, {} {}, {} → {}",
-        if replaced { "replaced" } else { "registered" },
+        "{verb} '{name}': gemma.cpp {}, {} {}, {} → {}",
         info.specifier
             .as_deref()
             .or(info.family.as_deref())
