@@ -147,7 +147,8 @@ fn add_list_show_rm_the_real_model() {
         "--template",
         "gemma",
     ];
-    ok(&gemmactl(&home, &args));
+    let out = ok(&gemmactl(&home, &args));
+    assert!(out.contains("replaced 'g'"), "{out}");
     let show = json(&gemmactl(&home, &["models", "show", "g", "--json"]));
     assert_eq!(show["kind"], "instruct");
     assert_eq!(show["chat_template"], "gemma");
