@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{stderr, stdout, Home};
 use gemmactl::config::Config;
-use gemmactl::engines::{GenerateRequest, Message, PromptFormat, Role, SamplingParams};
+use gemmactl::engines::GenerateRequest;
 use gemmactl::hardware::BackendRequest;
 use gemmactl::supervisor::{Supervisor, SupervisorEvent};
 
@@ -197,20 +197,7 @@ async fn the_supervisor_status_that_ps_reads_carries_the_fallback() {
     let model =
         gemmactl::models::resolve(&paths, common::default_model().to_str().unwrap()).unwrap();
     let sup = Supervisor::unpublished(config);
-    let request = GenerateRequest {
-        id: sup.new_request_id(),
-        messages: vec![Message {
-            role: Role::User,
-            content: "Hello".into(),
-        }],
-        session: None,
-        prompt: PromptFormat::Completion,
-        params: SamplingParams {
-            max_tokens: Some(2),
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-    };
+    let request = GenerateRequest::greedy_completion(sup.new_request_id(), "Hello", 2);
     let mut reply = sup.submit(&model, request).unwrap();
     let mut started = None;
     loop {

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use gemmactl::config::{Config, Paths};
 use gemmactl::engines::Completion;
 use gemmactl::engines::{
-    EngineDescription, EngineError, FinishReason, GenerateRequest, Message, PromptFormat, Role,
-    SamplingParams,
+    EngineDescription, EngineError, FinishReason, GenerateRequest, Message, Role,
 };
 use gemmactl::models::ModelEntry;
 use gemmactl::supervisor::{Reply, Supervisor, SupervisorError, SupervisorEvent};
@@ -53,20 +52,7 @@ fn named(model: &ModelEntry, name: &str) -> ModelEntry {
 }
 
 fn request(sup: &Supervisor, prompt: &str, max_tokens: u32) -> GenerateRequest {
-    GenerateRequest {
-        id: sup.new_request_id(),
-        messages: vec![Message {
-            role: Role::User,
-            content: prompt.to_string(),
-        }],
-        session: None,
-        prompt: PromptFormat::Completion,
-        params: SamplingParams {
-            max_tokens: Some(max_tokens),
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-    }
+    GenerateRequest::greedy_completion(sup.new_request_id(), prompt, max_tokens)
 }
 
 /// Everything a reply said, up to its end.

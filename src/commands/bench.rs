@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::{Config, Paths};
-use crate::engines::{protocol, GenerateRequest, PromptFormat, SamplingParams};
+use crate::engines::{protocol, GenerateRequest};
 use crate::models::{self, ModelEntry};
 use crate::supervisor::{Supervisor, SupervisorEvent};
 
@@ -317,17 +317,8 @@ async fn supervised(
     let started = Instant::now();
     supervisor.preload(model, |_| {}).await?;
     let load_ms = ms(started.elapsed());
-    let request = GenerateRequest {
-        id: supervisor.new_request_id(),
-        messages: crate::commands::run::conversation(None, PROMPT.to_string()),
-        session: None,
-        prompt: PromptFormat::Completion,
-        params: SamplingParams {
-            max_tokens: Some(max_tokens),
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-    };
+    let request =
+        GenerateRequest::greedy_completion(supervisor.new_request_id(), PROMPT, max_tokens);
     let sent = Instant::now();
     let mut reply = supervisor.submit(model, request)?;
     let mut first = None;

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::engines::{FinishReason, GenerateRequest, Message, PromptFormat, Role, SamplingParams};
+use crate::engines::{FinishReason, GenerateRequest};
 use crate::models::ModelEntry;
 use crate::supervisor::{Reply, Supervisor, SupervisorEvent};
 
@@ -146,20 +146,7 @@ pub async fn run(
 }
 
 fn request(sup: &Supervisor, prompt: &str, max_tokens: u32) -> GenerateRequest {
-    GenerateRequest {
-        id: sup.new_request_id(),
-        messages: vec![Message {
-            role: Role::User,
-            content: prompt.to_string(),
-        }],
-        session: None,
-        prompt: PromptFormat::Completion,
-        params: SamplingParams {
-            max_tokens: Some(max_tokens),
-            temperature: 0.0,
-            ..SamplingParams::default()
-        },
-    }
+    GenerateRequest::greedy_completion(sup.new_request_id(), prompt, max_tokens)
 }
 
 async fn time_to_first_token(sup: &Supervisor, model: &ModelEntry) -> Result<f64> {

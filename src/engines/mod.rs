@@ -37,6 +37,27 @@ pub struct GenerateRequest {
     pub params: SamplingParams,
 }
 
+impl GenerateRequest {
+    /// One user message continued as plain text, greedily, for at most `max_tokens`: the
+    /// reproducible request benchmarks and tests send.
+    pub fn greedy_completion(id: String, text: &str, max_tokens: u32) -> GenerateRequest {
+        GenerateRequest {
+            id,
+            messages: vec![Message {
+                role: Role::User,
+                content: text.to_string(),
+            }],
+            session: None,
+            prompt: PromptFormat::Completion,
+            params: SamplingParams {
+                max_tokens: Some(max_tokens),
+                temperature: 0.0,
+                ..SamplingParams::default()
+            },
+        }
+    }
+}
+
 /// How a reply ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct Completion {
