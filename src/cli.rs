@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands;
 use crate::config::{Config, Paths};
@@ -38,14 +38,31 @@ enum Command {
     History(commands::history::HistoryCommand),
     /// Hardware, engine builds, and the backend each model would run on, and why.
     Doctor(commands::doctor::DoctorArgs),
+    /// Print a shell completion script (e.g. `gemmactl completions bash > ~/.local/share/bash-completion/completions/gemmactl`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
+/// Parses the command line, runs the command, and turns an error into one line on stderr and a
+/// non-zero exit.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "gemmactl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
+    }
     let outcome = (|| -> anyhow::Result<ExitCode> {
         let paths = Paths::discover()?;
         let config = Config::load(&paths)?;
-        init_logging(&paths);
+        init_logging(&paths, &config);
         match cli.command {
             Command::Chat(args) => crate::shell::run(args, &paths, config),
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
@@ -56,6 +73,7 @@ pub fn main() -> ExitCode {
             }
             Command::History(cmd) => commands::history::run(cmd, &paths).map(|_| ExitCode::SUCCESS),
             Command::Doctor(args) => commands::doctor::run(args, &paths, &config),
+            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     })();
     match outcome {
@@ -75,7 +93,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Logs go to `<state>/logs/gemmactl.log`, never to the terminal, so they cannot mix into a
 /// reply on stdout. `GEMMACTL_LOG` sets the filter (default `info`).
-fn init_logging(paths: &Paths) {
+fn init_logging(paths: &Paths, config: &Config) {
     let dir = paths.log_dir();
     let file = std::fs::create_dir_all(&dir).and_then(|_| {
         std::fs::OpenOptions::new()
@@ -84,8 +102,12 @@ fn init_logging(paths: &Paths) {
             .open(dir.join("gemmactl.log"))
     });
     let Ok(file) = file else { return };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GEMMACTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = config
+        .env
+        .log_filter
+        .as_deref()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{stderr, stdout, Home};
+use gemmactl::config::BackendRequest;
 use gemmactl::config::Config;
-use gemmactl::engines::GenerateRequest;
-use gemmactl::hardware::BackendRequest;
+use gemmactl::domain::{Backend, GenerateRequest};
 use gemmactl::supervisor::{Supervisor, SupervisorEvent};
 
 /// What a CUDA build's `--probe` would print on a machine with a big NVIDIA GPU.
@@ -213,7 +213,7 @@ async fn the_supervisor_status_that_ps_reads_carries_the_fallback() {
         }
     }
     let started = started.unwrap();
-    assert_eq!(started.backend, "CPU");
+    assert_eq!(started.backend, Backend::Cpu);
     assert!(started
         .fallback
         .as_deref()
@@ -221,7 +221,7 @@ async fn the_supervisor_status_that_ps_reads_carries_the_fallback() {
         .contains("no CUDA-capable device"));
     let status = sup.status();
     let engine = &status.engines[0];
-    assert_eq!(engine.backend, "CPU");
+    assert_eq!(engine.backend, Some(Backend::Cpu));
     assert!(
         engine
             .fallback

@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use common::Home;
 use gemmactl::config::Config;
-use gemmactl::engines::gemma_cpp::{find_binary, GemmaCpp, GemmaCppSpec};
-use gemmactl::engines::{
-    Completion, Engine, EngineError, EngineName, ErrorCode, FinishReason, GenerateRequest, Message,
-    PromptFormat, ReplyEvent, Role, SamplingParams,
+use gemmactl::domain::{
+    Completion, EngineKind, ErrorCode, FinishReason, GenerateRequest, Message, PromptFormat, Role,
+    SamplingParams,
 };
+use gemmactl::engines::gemma_cpp::{GemmaCpp, GemmaCppSpec};
+use gemmactl::engines::{Engine, EngineError, ReplyEvent};
 use gemmactl::models::sbs::test_writer;
 
 /// Generous bound on any single wait; a real 270M model answers in seconds.
@@ -188,6 +189,7 @@ async fn read(mut stream: gemmactl::engines::ReplyStream) -> Reply {
             .await
             .expect("reply hung");
         match event {
+            Some(ReplyEvent::PromptProgress { .. }) => {}
             Some(ReplyEvent::Token(t)) => {
                 text.push_str(&t);
                 pieces.push(Instant::now());
@@ -218,7 +220,7 @@ async fn a_turn_streams_with_stats() {
     let f = fixture();
     let engine = start(&f.spec()).await.unwrap();
     let d = engine.describe();
-    assert_eq!(d.engine, EngineName::GemmaCpp);
+    assert_eq!(d.engine, EngineKind::GemmaCpp);
     assert!(
         d.model.name.as_deref().unwrap_or("").starts_with("gemma"),
         "{:?}",
@@ -708,7 +710,7 @@ async fn deaths_mid_reply_carry_signal_and_stderr() {
     }
     match read(stream).await.end {
         Err(EngineError::Died {
-            engine: EngineName::GemmaCpp,
+            engine: EngineKind::GemmaCpp,
             exit,
             ..
         }) => assert_eq!(exit.signal, Some(libc::SIGKILL)),
@@ -758,26 +760,30 @@ async fn deaths_mid_reply_carry_signal_and_stderr() {
 }
 
 #[test]
-fn the_binary_is_found_by_flag_then_config() {
+fn the_binary_is_found_by_setting_then_path() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("gemma");
     std::fs::write(&fake, "").unwrap();
     let mut config = Config::default();
-    assert_eq!(find_binary(Some(&fake), &config).unwrap(), fake);
-    let err = find_binary(Some(&dir.path().join("nope")), &config)
-        .unwrap_err()
-        .to_string();
+    config.engines.gemma_cpp.binary = Some(fake.clone());
+    assert_eq!(config.gemma_cpp_binary().unwrap(), fake);
+    config.engines.gemma_cpp.binary = Some(dir.path().join("gone"));
+    let err = config.gemma_cpp_binary().unwrap_err();
     assert!(
-        err.contains("nope") && err.contains("set by the command line"),
+        err.contains("gone")
+            && err.contains("GEMMA_BIN")
+            && err.contains("engines.gemma_cpp.binary"),
         "{err}"
     );
-    if std::env::var_os("GEMMA_BIN").is_none() {
-        config.engines.gemma_cpp.binary = Some(fake.clone());
-        assert_eq!(find_binary(None, &config).unwrap(), fake);
-        config.engines.gemma_cpp.binary = Some(dir.path().join("gone"));
-        let err = find_binary(None, &config).unwrap_err().to_string();
-        assert!(err.contains("engines.gemma_cpp.binary"), "{err}");
-    }
+    // Unset, `gemma` is looked for on PATH.
+    config.engines.gemma_cpp.binary = None;
+    config.env.search_path = vec![dir.path().join("empty"), dir.path().to_path_buf()];
+    assert_eq!(config.gemma_cpp_binary().unwrap(), fake);
+    config.env.search_path.clear();
+    assert!(config
+        .gemma_cpp_binary()
+        .unwrap_err()
+        .contains("was not found"));
 }
 
 fn path_str(p: &Path) -> &str {

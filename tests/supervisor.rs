@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gemmactl::config::{Config, Paths};
-use gemmactl::engines::Completion;
-use gemmactl::engines::{
-    EngineDescription, EngineError, FinishReason, GenerateRequest, Message, Role,
+use gemmactl::domain::{
+    Completion, EngineDescription, FinishReason, GenerateRequest, Message, Role,
 };
+use gemmactl::engines::EngineError;
 use gemmactl::models::ModelEntry;
-use gemmactl::supervisor::{Reply, Supervisor, SupervisorError, SupervisorEvent};
+use gemmactl::supervisor::{Phase, Reply, Supervisor, SupervisorError, SupervisorEvent};
 
 /// Generous bound on any one wait, so a hang fails the test instead of stalling CI.
 const WAIT: Duration = Duration::from_secs(120);
@@ -87,7 +87,9 @@ async fn collect(reply: &mut Reply) -> Heard {
                 heard.failed = Some(e);
                 return heard;
             }
-            SupervisorEvent::Loading { .. } | SupervisorEvent::Reloading { .. } => {}
+            SupervisorEvent::Loading { .. }
+            | SupervisorEvent::Reloading { .. }
+            | SupervisorEvent::PromptProgress { .. } => {}
         }
     }
 }
@@ -301,7 +303,7 @@ async fn pool_evicts_least_recently_used_idle_model_and_allows_the_same_file_twi
     assert!(sup.engine_of("c").is_some());
     let status = sup.status();
     let b_status = status.engines.iter().find(|e| e.model == "b").unwrap();
-    assert_eq!(b_status.state, "stopped");
+    assert_eq!(b_status.state, Phase::Stopped);
     assert!(
         b_status.reason.as_deref().unwrap_or("").contains("evicted"),
         "{b_status:?}"
@@ -447,7 +449,7 @@ async fn a_model_that_keeps_failing_to_start_is_marked_failed() {
         "{err}"
     );
     let status = sup.status();
-    assert_eq!(status.engines[0].state, "failed");
+    assert_eq!(status.engines[0].state, Phase::Failed);
 }
 
 fn zombie(pid: u32) -> bool {

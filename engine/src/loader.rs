@@ -13,10 +13,10 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::{list_llama_ggml_backend_devices, LlamaBackendDeviceType};
 
-use crate::gguf::{self, GgufError};
 use crate::llama_log;
 use crate::output::emit;
-use crate::protocol::{Device, ErrorCode, Event, ModelFacts};
+use engine_protocol::{Device, ErrorCode, Event, ModelFacts};
+use gguf::GgufError;
 
 /// Largest number of tokens handed to llama.cpp in one `decode` (its `n_batch`). Prompts longer
 /// than this are fed in chunks, which is also where a cancel can cut in.

@@ -7,15 +7,10 @@
 //!     gemma-engine --model gemma-3-270m-q4_k_m.gguf
 //!     {"op":"generate","id":"1","messages":[{"role":"user","content":"The capital of France is"}],"params":{"max_tokens":16}}
 
-// The same GGUF inspector gemmactl uses for `models add`, so both sides judge a file alike.
-// (It allows its own dead code: each side uses part of it.)
-#[path = "../../src/models/gguf.rs"]
-mod gguf;
 mod llama_log;
 mod loader;
 mod output;
 mod prompt;
-mod protocol;
 mod scheduler;
 mod text;
 
@@ -26,9 +21,9 @@ use std::sync::mpsc;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 
+use engine_protocol::{Command, ErrorCode, Event, ProbeInfo, ReadyInfo, PROTOCOL_VERSION};
 use loader::EngineOptions;
 use output::{emit, emit_error};
-use protocol::{Command, ErrorCode, Event, ProbeInfo, ReadyInfo, PROTOCOL_VERSION};
 use scheduler::{Inbox, Scheduler};
 
 const USAGE: &str = "usage: gemma-engine --model PATH [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--verbose]

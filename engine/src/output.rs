@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
-use crate::protocol::{ErrorCode, ErrorInfo, Event};
+use engine_protocol::{ErrorCode, ErrorInfo, Event};
 
 static STDOUT: Mutex<()> = Mutex::new(());
 

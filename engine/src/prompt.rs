@@ -7,7 +7,7 @@
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 
-use crate::protocol::{Message, PromptFormat, Role};
+use engine_protocol::{Message, PromptFormat, Role};
 
 pub fn tokens(
     model: &LlamaModel,

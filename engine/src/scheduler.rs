@@ -21,11 +21,11 @@ use llama_cpp_2::DecodeError;
 use crate::loader::BATCH_TOKENS;
 use crate::output::{emit, emit_error};
 use crate::prompt;
-use crate::protocol::{
+use crate::text::{Step, TextStream};
+use engine_protocol::{
     Command, DoneInfo, ErrorCode, Event, FinishReason, GenerateCommand, SamplingParams, Timings,
     Usage,
 };
-use crate::text::{Step, TextStream};
 
 /// Prompt tokens of one request per step. Bounds cancel latency during a long prompt (~0.4 s at
 /// 2-core prefill speed) and leaves room in the batch for other requests' decode steps.
@@ -70,6 +70,8 @@ struct Active {
     last_token_at: Option<Instant>,
     /// Batch row whose logits sample this request's next token, set while building a batch.
     logits_row: Option<i32>,
+    /// A prompt chunk of this request is in the batch being decoded: report progress after it.
+    read_chunk: bool,
     cancelled: bool,
 }
 
@@ -310,6 +312,7 @@ impl Scheduler {
             first_token_at: None,
             last_token_at: None,
             logits_row: None,
+            read_chunk: false,
             cancelled: false,
         });
     }
@@ -364,6 +367,7 @@ impl Scheduler {
         // Decode steps first: one token each, so running replies never stall behind prompts.
         for a in &mut self.active {
             a.logits_row = None;
+            a.read_chunk = false;
             if let Some(token) = a.next_token {
                 let slot = &mut self.slots[a.slot];
                 let pos = slot.cached.len() as i32;
@@ -396,6 +400,7 @@ impl Scheduler {
             slot.cached
                 .extend_from_slice(&a.prompt[a.prompt_done..a.prompt_done + take]);
             a.prompt_done += take;
+            a.read_chunk = take > 0;
             room -= take;
         }
         if self.batch.n_tokens() == 0 {
@@ -408,6 +413,13 @@ impl Scheduler {
         if let Err(e) = result {
             self.decode_failed(e);
             return;
+        }
+        for a in self.active.iter().filter(|a| a.read_chunk) {
+            emit(&Event::Progress {
+                id: a.id.clone(),
+                done: a.prompt_done as u32,
+                total: a.prompt.len() as u32,
+            });
         }
         let now = Instant::now();
         let vocab = self.model.vocab();

@@ -14,22 +14,12 @@ use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 
 use crate::config::Paths;
+use crate::domain::Role;
 use crate::store::export::{branch_label, message_facts};
 use crate::store::tree::depth_first;
-use crate::store::{Conversation, ConversationId, Role, Store};
-
-/// Prints a line of results. A reader that went away (`| head`) ends the output quietly; other
-/// write errors are reported.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(anyhow::Error::new(e).context("cannot write to stdout"));
-            }
-        }
-    }};
-}
+use crate::store::{Conversation, ConversationId, Store};
+use crate::ui::say;
+use crate::ui::text::short_time;
 
 #[derive(Subcommand, Debug)]
 pub enum HistoryCommand {
@@ -138,13 +128,6 @@ fn pick(store: &Store, id: Option<ConversationId>) -> Result<Conversation> {
 }
 
 /// `2025-01-31T12:34:56.789Z` → `2025-01-31 12:34:56` (the stored text when it is not that shape).
-fn short_time(ts: &str) -> String {
-    match ts.get(..19) {
-        Some(head) if ts.len() > 19 => head.replacen('T', " ", 1),
-        _ => ts.to_string(),
-    }
-}
-
 fn list(store: &Store, limit: usize, model: Option<&str>, json: bool) -> Result<()> {
     let rows = store.list_conversations(limit, model)?;
     if json {
@@ -160,43 +143,7 @@ fn list(store: &Store, limit: usize, model: Option<&str>, json: bool) -> Result<
         }
         return Ok(());
     }
-    let id_w = rows
-        .iter()
-        .map(|r| r.conversation.id.to_string().len())
-        .max()
-        .unwrap_or(2)
-        .max(2);
-    let model_w = rows
-        .iter()
-        .map(|r| {
-            r.conversation
-                .model
-                .as_deref()
-                .unwrap_or("-")
-                .chars()
-                .count()
-        })
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    say!(
-        "{:<id_w$}  {:<19}  {:>4}  {:<model_w$}  TITLE",
-        "ID",
-        "UPDATED (UTC)",
-        "MSGS",
-        "MODEL"
-    );
-    for r in &rows {
-        let c = &r.conversation;
-        say!(
-            "{:<id_w$}  {:<19}  {:>4}  {:<model_w$}  {}",
-            c.id,
-            short_time(&c.updated_at),
-            r.messages,
-            c.model.as_deref().unwrap_or("-"),
-            c.title.as_deref().unwrap_or("(untitled)")
-        );
-    }
+    say!("{}", crate::ui::table::conversations(&rows));
     Ok(())
 }
 
@@ -387,19 +334,4 @@ fn import(store: &mut Store, file: &std::path::Path, json: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_time_drops_the_fraction_and_zone() {
-        assert_eq!(
-            short_time("2025-01-31T12:34:56.789Z"),
-            "2025-01-31 12:34:56"
-        );
-        assert_eq!(short_time("odd"), "odd");
-        assert_eq!(short_time("2025-01-31T12:34:56"), "2025-01-31T12:34:56");
-    }
 }

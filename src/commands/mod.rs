@@ -2,7 +2,6 @@
 //! registry or the store, and prints the result. Nothing here talks to an engine process directly.
 
 pub mod bench;
-pub mod bench_supervisor;
 pub mod doctor;
 pub mod history;
 pub mod models;

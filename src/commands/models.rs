@@ -12,26 +12,14 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::config::{Config, Paths};
-use crate::models::gguf::{self, GgufInfo};
 use crate::models::registry::Registry;
 use crate::models::sbs::{self, SbsInfo};
 use crate::models::{
     catalogue, human_bytes, pull, validate_name, EngineKind, ModelEntry, ModelError, ModelFormat,
     ModelKind,
 };
-
-/// Prints a line of results. A reader that went away (`| head`) ends the output quietly; other
-/// write errors are reported.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            if e.kind() != std::io::ErrorKind::BrokenPipe {
-                return Err(anyhow::Error::new(e).context("cannot write to stdout"));
-            }
-        }
-    }};
-}
+use crate::ui::say;
+use gguf::GgufInfo;
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
@@ -144,57 +132,8 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
     }
 }
 
-/// One row of `models list`.
-struct Row {
-    name: String,
-    kind: ModelKind,
-    engine: EngineKind,
-    format: ModelFormat,
-    path: Option<PathBuf>,
-    size: Option<u64>,
-    sha256: Option<String>,
-    registered: bool,
-}
-
 fn list(paths: &Paths, json: bool) -> Result<()> {
-    // A complete catalogue download is as good as registered (`resolve` registers it on first
-    // use); doing that now makes the listing say so.
-    for cat in catalogue::all() {
-        let cached = paths.model_cache_dir().join(cat.file_name);
-        if std::fs::metadata(&cached).is_ok_and(|m| m.len() == cat.size) {
-            let _ = crate::models::lookup(paths, cat.name);
-        }
-    }
-    let registry = Registry::load(paths)?;
-    let mut rows: Vec<Row> = registry
-        .entries()
-        .into_iter()
-        .map(|e| Row {
-            name: e.name.clone(),
-            kind: e.kind,
-            engine: e.engine,
-            format: e.format,
-            path: Some(e.path.clone()),
-            size: std::fs::metadata(&e.path).ok().map(|m| m.len()),
-            sha256: e.sha256.clone(),
-            registered: true,
-        })
-        .collect();
-    for cat in catalogue::all() {
-        if registry.get(cat.name).is_none() {
-            rows.push(Row {
-                name: cat.name.to_string(),
-                kind: cat.kind,
-                engine: EngineKind::GemmaEngine,
-                format: ModelFormat::Gguf,
-                path: None,
-                size: Some(cat.size),
-                sha256: Some(cat.sha256.to_string()),
-                registered: false,
-            });
-        }
-    }
-
+    let rows = crate::models::listing(paths)?;
     if json {
         let items: Vec<Value> = rows
             .iter()
@@ -214,58 +153,8 @@ fn list(paths: &Paths, json: bool) -> Result<()> {
         say!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
     }
-
-    let table: Vec<[String; 5]> = rows
-        .iter()
-        .map(|r| {
-            let status = match (&r.path, r.registered, r.size) {
-                (Some(p), true, Some(_)) => p.display().to_string(),
-                (Some(p), true, None) => format!("{} (missing)", p.display()),
-                _ => format!("available: gemmactl models pull {}", r.name),
-            };
-            [
-                r.name.clone(),
-                r.kind.as_str().to_string(),
-                r.engine.as_str().to_string(),
-                r.size.map(human_bytes).unwrap_or_else(|| "-".to_string()),
-                status,
-            ]
-        })
-        .collect();
-    say!(
-        "{}",
-        format_table(["NAME", "KIND", "ENGINE", "SIZE", "PATH/STATUS"], &table)
-    );
+    say!("{}", crate::ui::table::models(&rows));
     Ok(())
-}
-
-/// Left-aligned columns two spaces apart; the last column is not padded.
-fn format_table(header: [&str; 5], rows: &[[String; 5]]) -> String {
-    let mut widths = header.map(|h| h.chars().count());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: [&str; 5]| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                text.push_str(cell);
-            } else {
-                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
-            }
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(header);
-    for row in rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4]]);
-    }
-    out.pop();
-    out
 }
 
 fn pull_model(paths: &Paths, name: &str) -> Result<()> {

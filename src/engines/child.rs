@@ -1,47 +1,38 @@
-//! Starting engine processes so that they can never outlive gemmactl, and describing how one
-//! ended in words a user can act on.
+//! An engine's process, owned: how it is spawned, how it ends, and how it is told to end.
 //!
-//! Each engine runs in its own process group (a Ctrl-C typed in the terminal reaches gemmactl
-//! only, which then cancels the reply instead of the engine dying behind its back) and asks Linux
-//! to SIGKILL it when gemmactl dies, even by SIGKILL. Engines also exit when their stdin closes,
-//! which covers every other platform.
+//! gemmactl never signals an engine by a bare pid. The reaper task that waits for the child also
+//! owns its `tokio::process::Child`, and [`ChildProcess::kill`] asks that task to kill it through
+//! the handle, so a pid that was reused after the child ended can never be hit. Spawning goes
+//! through [`crate::isolation::isolate`] (own process group, dies with gemmactl).
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::{watch, Notify};
 
 /// Lines of an engine's stderr kept for error reports.
 const STDERR_TAIL_LINES: usize = 20;
 
-/// Configures a command so that the child dies with us and ignores the terminal's Ctrl-C.
-pub fn isolate(cmd: &mut tokio::process::Command) {
-    cmd.process_group(0).kill_on_drop(true);
-    #[cfg(target_os = "linux")]
-    unsafe {
-        cmd.pre_exec(|| {
-            // Runs in the child between fork and exec: only async-signal-safe calls here.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may already have died between fork and prctl.
-            if libc::getppid() == 1 {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
+/// Spawns `cmd` isolated (see [`crate::isolation`]); the child is killed if its handle is lost.
+pub fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::process::Child> {
+    crate::isolation::isolate(cmd.as_std_mut());
+    cmd.kill_on_drop(true).spawn()
 }
 
 /// How a child process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitInfo {
+    /// The exit status, if it exited.
     pub code: Option<i32>,
+    /// The signal that ended it, if one did.
     pub signal: Option<i32>,
 }
 
 impl ExitInfo {
+    /// From the operating system's status.
     pub fn from_status(status: std::process::ExitStatus) -> ExitInfo {
         use std::os::unix::process::ExitStatusExt;
         ExitInfo {
@@ -73,6 +64,7 @@ impl fmt::Display for ExitInfo {
     }
 }
 
+/// The usual name of a signal number.
 pub fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGKILL => "SIGKILL",
@@ -111,6 +103,7 @@ impl StderrTail {
         tail
     }
 
+    /// The kept lines, oldest first.
     pub fn lines(&self) -> Vec<String> {
         self.0
             .lock()
@@ -121,31 +114,81 @@ impl StderrTail {
     }
 }
 
-/// Reaps `child` in a background task; the returned receiver holds how it ended once it has.
-pub fn watch_exit(
-    mut child: tokio::process::Child,
-    what: &'static str,
-) -> tokio::sync::watch::Receiver<Option<ExitInfo>> {
-    let pid = child.id().unwrap_or(0);
-    let (tx, rx) = tokio::sync::watch::channel(None);
-    tokio::spawn(async move {
-        let info = match child.wait().await {
-            Ok(status) => ExitInfo::from_status(status),
-            Err(_) => ExitInfo {
-                code: None,
-                signal: None,
-            },
-        };
-        tracing::info!(pid, exit = %info, "{what} process ended");
-        let _ = tx.send(Some(info));
-    });
-    rx
+/// A running child process: its pid (for display), how it ended once it has, and a way to end it.
+#[derive(Clone)]
+pub struct ChildProcess {
+    pid: Option<u32>,
+    kill: Arc<Notify>,
+    exit: watch::Receiver<Option<ExitInfo>>,
 }
 
-/// Sends a signal to a child that has not been reaped yet.
-pub fn signal(pid: u32, sig: i32) {
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
+impl ChildProcess {
+    /// Reaps `child` in a background task that owns it; `what` names it in the log.
+    pub fn watch(mut child: tokio::process::Child, what: &'static str) -> ChildProcess {
+        let pid = child.id();
+        let kill = Arc::new(Notify::new());
+        let (tx, exit) = watch::channel(None);
+        let killer = kill.clone();
+        tokio::spawn(async move {
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    _ = killer.notified() => {
+                        // Through the owned handle: a no-op if the child was reaped already.
+                        let _ = child.start_kill();
+                    }
+                }
+            };
+            let info = match status {
+                Ok(status) => ExitInfo::from_status(status),
+                Err(_) => ExitInfo {
+                    code: None,
+                    signal: None,
+                },
+            };
+            tracing::info!(pid, exit = %info, "{what} process ended");
+            let _ = tx.send(Some(info));
+        });
+        ChildProcess { pid, kill, exit }
+    }
+
+    /// The process id, for `ps` and logs.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// `Some` once the process has ended.
+    pub fn exit_status(&self) -> Option<ExitInfo> {
+        *self.exit.borrow()
+    }
+
+    /// Kills the process (SIGKILL) if it still runs.
+    pub fn kill(&self) {
+        if self.exit_status().is_none() {
+            self.kill.notify_one();
+        }
+    }
+
+    /// Whether the process ended within `limit`.
+    pub async fn exited_within(&self, limit: Duration) -> bool {
+        let mut exit = self.exit.clone();
+        let waited = tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await;
+        matches!(waited, Ok(Ok(_)))
+    }
+
+    /// How the process ended, waiting up to 10 s for it to be reaped (an unknown end after that).
+    pub async fn wait_exit(&self) -> ExitInfo {
+        self.exited_within(Duration::from_secs(10)).await;
+        self.exit_status().unwrap_or(ExitInfo {
+            code: None,
+            signal: None,
+        })
+    }
+
+    /// Kills the process and waits (bounded) until it has been reaped.
+    pub async fn kill_and_wait(&self) -> ExitInfo {
+        self.kill();
+        self.wait_exit().await
     }
 }
 

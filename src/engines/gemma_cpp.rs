@@ -23,20 +23,19 @@ mod turn;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::child::{self, ExitInfo};
-use super::{
-    Completion, Engine, EngineDescription, EngineError, EngineName, ErrorCode, FinishReason,
-    GenerateRequest, ModelFacts, PromptFormat, ReplyEvent, ReplyStream, Role, Timings, Usage,
+use super::child::{ChildProcess, ExitInfo};
+use super::{Engine, EngineError, ReplyEvent, ReplyStream};
+use crate::domain::{
+    Backend, Completion, EngineDescription, EngineKind, ErrorCode, FinishReason, GenerateRequest,
+    ModelFacts, PromptFormat, Role, Timings, Usage,
 };
-use crate::config::{Config, Spin};
 use conversation::{Conversation, Turn};
 use process::{Launch, NotReady, Process, Sampling, TurnEnd};
 
@@ -51,8 +50,12 @@ const RESET_TIMEOUT: Duration = Duration::from_secs(30);
 /// How to launch gemma.cpp for one model.
 #[derive(Debug, Clone)]
 pub struct GemmaCppSpec {
+    /// gemma.cpp's `gemma` binary.
     pub binary: PathBuf,
+    /// The `.sbs` weights.
     pub weights: PathBuf,
+    /// What the weights file says about the model (read by the launcher's pre-flight).
+    pub facts: ModelFacts,
     /// Only for pre-2025 multi-file weights.
     pub tokenizer: Option<PathBuf>,
     /// Whether gemma.cpp wraps prompts in the chat template (instruct models). Pre-2025 base
@@ -60,12 +63,17 @@ pub struct GemmaCppSpec {
     pub chat: bool,
     /// KV cache length (`--seq_len`).
     pub seq_len: u32,
+    /// Worker threads (`--num_threads`); `None` lets gemma.cpp pick.
     pub threads: Option<u32>,
-    pub spin: Option<Spin>,
+    /// `--spin`: -1 auto, 0 off, 1 on.
+    pub spin: Option<i8>,
     /// Initial sampling flags; a request asking for others restarts the process.
     pub max_generated_tokens: u32,
+    /// Initial `--temperature`.
     pub temperature: f32,
+    /// Initial `--top_k`.
     pub top_k: u32,
+    /// Longest wait for the first prompt marker.
     pub load_timeout: Duration,
 }
 
@@ -73,6 +81,10 @@ impl GemmaCppSpec {
     /// A spec with gemmactl's defaults for everything but the two paths.
     pub fn new(binary: PathBuf, weights: PathBuf) -> GemmaCppSpec {
         GemmaCppSpec {
+            facts: ModelFacts {
+                path: weights.display().to_string(),
+                ..ModelFacts::default()
+            },
             binary,
             weights,
             tokenizer: None,
@@ -86,42 +98,6 @@ impl GemmaCppSpec {
             load_timeout: Duration::from_secs(crate::config::DEFAULT_LOAD_TIMEOUT_SECS),
         }
     }
-}
-
-/// Finds the `gemma` binary: `flag`, then `GEMMA_BIN`, then `engines.gemma_cpp.binary`, then
-/// `gemma` on `PATH`. gemmactl never builds gemma.cpp itself.
-pub fn find_binary(flag: Option<&Path>, config: &Config) -> Result<PathBuf, EngineError> {
-    let chosen = |path: PathBuf, source: &str| {
-        if path.is_file() {
-            Ok(path)
-        } else {
-            let reason = format!("no such file (it was set by {source}): fix the path, or build gemma.cpp per its README and point {source} at build/gemma");
-            Err(EngineError::Spawn {
-                binary: path,
-                reason,
-            })
-        }
-    };
-    if let Some(path) = flag {
-        return chosen(path.to_path_buf(), "the command line");
-    }
-    if let Some(path) = std::env::var_os("GEMMA_BIN").filter(|v| !v.is_empty()) {
-        return chosen(PathBuf::from(path), "GEMMA_BIN");
-    }
-    if let Some(path) = &config.engines.gemma_cpp.binary {
-        return chosen(path.clone(), "engines.gemma_cpp.binary in config.toml");
-    }
-    if let Some(path) = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("gemma"))
-            .find(|f| f.is_file())
-    }) {
-        return Ok(path);
-    }
-    Err(EngineError::Spawn {
-        binary: PathBuf::from("gemma"),
-        reason: "gemma.cpp's `gemma` binary was not found (looked at GEMMA_BIN, engines.gemma_cpp.binary in config.toml, and PATH): build it per gemma.cpp's README (`cmake --preset make && cmake --build --preset make`) and set GEMMA_BIN to build/gemma".into(),
-    })
 }
 
 /// Per request in the queue or in flight: its cancel switch, its event stream (so a request
@@ -155,9 +131,13 @@ pub struct GemmaCpp {
     /// Set once the engine is finished for good: crashed, failed to restart, or stopped.
     exit: watch::Receiver<Option<ExitInfo>>,
     stopping: watch::Sender<Option<Duration>>,
-    pid: Arc<AtomicU32>,
+    /// The process serving now (it changes when a cancel restarts gemma.cpp).
+    current: Current,
     last_tail: Arc<Mutex<Vec<String>>>,
 }
+
+/// The process serving now, shared by the engine handle and its driver task.
+type Current = Arc<Mutex<Option<ChildProcess>>>;
 
 impl GemmaCpp {
     /// Starts gemma.cpp and waits for its prompt marker. gemma.cpp reports no load progress, so
@@ -175,11 +155,7 @@ impl GemmaCpp {
             wrapping: (spec.tokenizer.is_some() && !spec.chat).then_some(false),
             seq_len: spec.seq_len,
             threads: spec.threads,
-            spin: spec.spin.map(|s| match s {
-                Spin::Auto => -1,
-                Spin::Off => 0,
-                Spin::On => 1,
-            }),
+            spin: spec.spin,
             sampling: Sampling {
                 max_generated_tokens: spec.max_generated_tokens,
                 temperature: spec.temperature,
@@ -190,29 +166,18 @@ impl GemmaCpp {
         let process = launch_process(launch, spec.load_timeout).await?;
         on_progress(1.0);
         let load_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(pid = process.pid, load_ms, model = ?process.model_line, "gemma.cpp ready");
+        tracing::info!(pid = ?process.child.pid(), load_ms, model = ?process.model_line, "gemma.cpp ready");
 
-        let info = crate::models::sbs::inspect(&spec.weights).ok();
         let description = EngineDescription {
-            engine: EngineName::GemmaCpp,
-            pid: Some(process.pid),
+            engine: EngineKind::GemmaCpp,
+            pid: process.child.pid(),
             model: ModelFacts {
-                path: spec.weights.display().to_string(),
-                name: process
-                    .model_line
-                    .clone()
-                    .or_else(|| info.as_ref().and_then(|i| i.specifier.clone())),
-                architecture: info.as_ref().and_then(|i| i.family.clone()),
+                name: process.model_line.clone().or(spec.facts.name.clone()),
                 train_context: spec.seq_len,
-                parameters: 0,
-                layers: info.as_ref().and_then(|i| i.layers).unwrap_or(0),
-                size_bytes: std::fs::metadata(&spec.weights)
-                    .map(|m| m.len())
-                    .unwrap_or(0),
                 chat_template: spec.chat.then(|| "gemma".to_string()),
-                sliding_window: 0,
+                ..spec.facts.clone()
             },
-            backend: "CPU".into(),
+            backend: Backend::Cpu,
             devices: Vec::new(),
             gpu_layers: 0,
             context: spec.seq_len,
@@ -230,14 +195,14 @@ impl GemmaCpp {
         let (exit_tx, exit) = watch::channel(None);
         let (stopping, stop_rx) = watch::channel(None);
         let cancels: Cancels = Arc::default();
-        let pid = Arc::new(AtomicU32::new(process.pid));
+        let current: Current = Arc::new(Mutex::new(Some(process.child.clone())));
         let last_tail = Arc::new(Mutex::new(Vec::new()));
         let driver = Driver {
             spec: spec.clone(),
             process: Some(process),
             held: Conversation::default(),
             pos: 0,
-            pid: pid.clone(),
+            current: current.clone(),
             exit: exit_tx,
             cancels: cancels.clone(),
             last_tail: last_tail.clone(),
@@ -252,7 +217,7 @@ impl GemmaCpp {
             cancels,
             exit,
             stopping,
-            pid,
+            current,
             last_tail,
         })
     }
@@ -362,7 +327,7 @@ struct Driver {
     held: Conversation,
     /// KV positions in use (an upper bound: the dots plus the Generate line's tokens).
     pos: u64,
-    pid: Arc<AtomicU32>,
+    current: Current,
     exit: watch::Sender<Option<ExitInfo>>,
     cancels: Cancels,
     last_tail: Arc<Mutex<Vec<String>>>,
@@ -682,11 +647,7 @@ impl Driver {
                 wrapping: (self.spec.tokenizer.is_some() && !self.spec.chat).then_some(false),
                 seq_len: self.spec.seq_len,
                 threads: self.spec.threads,
-                spin: self.spec.spin.map(|s| match s {
-                    Spin::Auto => -1,
-                    Spin::Off => 0,
-                    Spin::On => 1,
-                }),
+                spin: self.spec.spin,
                 sampling,
                 sentinel: sentinel(),
             },
@@ -695,7 +656,7 @@ impl Driver {
         self.pos = 0;
         match launch_process(launch, self.spec.load_timeout).await {
             Ok(p) => {
-                self.pid.store(p.pid, Ordering::Relaxed);
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(p.child.clone());
                 self.process = Some(p);
                 Ok(())
             }
@@ -714,8 +675,14 @@ impl Driver {
 
 impl Engine for GemmaCpp {
     fn describe(&self) -> EngineDescription {
+        let pid = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(ChildProcess::pid);
         EngineDescription {
-            pid: Some(self.pid.load(Ordering::Relaxed)),
+            pid,
             ..self.description.clone()
         }
     }
@@ -728,7 +695,7 @@ impl Engine for GemmaCpp {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
             return Err(EngineError::Died {
-                engine: EngineName::GemmaCpp,
+                engine: EngineKind::GemmaCpp,
                 exit,
                 stderr_tail,
             });
@@ -765,7 +732,8 @@ impl Engine for GemmaCpp {
             id: request.id.clone(),
             conversation,
             max_tokens: request.params.max_tokens,
-            temperature: request.params.temperature,
+            // gemma.cpp's flag is single precision.
+            temperature: request.params.temperature as f32,
             top_k: request.params.top_k,
             events,
             cancel,
@@ -810,7 +778,7 @@ impl Engine for GemmaCpp {
             if self.exit_status().is_some() {
                 return;
             }
-            tracing::info!(pid = self.pid.load(Ordering::Relaxed), "gemma.cpp stopping");
+            tracing::info!("gemma.cpp stopping");
             let _ = self.stopping.send(Some(grace));
             for p in self
                 .cancels
@@ -836,8 +804,13 @@ impl Engine for GemmaCpp {
 impl Drop for GemmaCpp {
     fn drop(&mut self) {
         // Never leave gemma.cpp behind, whatever path dropped the engine.
-        if self.exit_status().is_none() {
-            child::signal(self.pid.load(Ordering::Relaxed), libc::SIGKILL);
+        if let Some(child) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            child.kill();
         }
     }
 }

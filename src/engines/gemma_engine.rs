@@ -7,42 +7,53 @@
 //! exit status, signal and the last stderr lines — an engine crash is noticed at once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::child::{self, ExitInfo, StderrTail};
-use super::protocol::{self, Event};
-use super::{
-    Completion, Engine, EngineDescription, EngineError, EngineName, GenerateRequest, ReplyEvent,
-    ReplyStream,
+use engine_protocol::{self as protocol, Event};
+
+use super::child::{self, ChildProcess, ExitInfo, StderrTail};
+use super::{Engine, EngineError, ReplyEvent, ReplyStream};
+use crate::domain::{
+    Backend, Completion, Device, EngineDescription, EngineKind, ErrorCode, FinishReason,
+    GenerateRequest, Message, ModelFacts, PromptFormat, Role, SamplingParams, Timings, Usage,
 };
 
 /// How to launch one gemma-engine.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
+    /// The gemma-engine build to run (the CPU one, or a GPU build).
     pub binary: PathBuf,
+    /// The GGUF file.
     pub model_path: PathBuf,
+    /// Context length in tokens, shared by all decode slots.
     pub context: u32,
+    /// Decode slots: requests decoded together.
     pub parallel: u32,
+    /// CPU threads; `None` lets the engine use every core.
     pub threads: Option<u32>,
+    /// Layers to put on a GPU; `None` on the CPU.
     pub gpu_layers: Option<u32>,
+    /// Longest wait for the engine's ready event.
     pub load_timeout: Duration,
 }
 
 type Inflight = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<ReplyEvent>>>>;
 
+/// A running gemma-engine process.
 pub struct GemmaEngine {
     description: EngineDescription,
-    pid: u32,
+    process: ChildProcess,
     commands: mpsc::UnboundedSender<String>,
     inflight: Inflight,
-    exit: watch::Receiver<Option<ExitInfo>>,
 }
 
 impl GemmaEngine {
@@ -65,25 +76,27 @@ impl GemmaEngine {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        child::isolate(&mut cmd);
-        let mut proc = cmd.spawn().map_err(|e| EngineError::Spawn {
+        let spawn_failed = |reason: String| EngineError::Spawn {
             binary: spec.binary.clone(),
-            reason: e.to_string(),
-        })?;
-        let pid = proc.id().unwrap_or(0);
-        tracing::info!(pid, model = %spec.model_path.display(), "engine starting");
-
-        let stderr_tail = StderrTail::collect(
-            proc.stderr.take().expect("piped"),
-            format!("gemma-engine[{pid}]"),
-        );
-        let mut stdin = proc.stdin.take().expect("piped");
-        let mut events = BufReader::new(proc.stdout.take().expect("piped")).lines();
-
-        let exit_rx = child::watch_exit(proc, "gemma-engine");
+            reason,
+        };
+        let mut proc = child::spawn(&mut cmd).map_err(|e| spawn_failed(e.to_string()))?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+        else {
+            return Err(spawn_failed(
+                "its standard streams could not be connected".into(),
+            ));
+        };
+        let process = ChildProcess::watch(proc, "gemma-engine");
+        let pid = process.pid();
+        tracing::info!(?pid, model = %spec.model_path.display(), "engine starting");
+        let stderr_tail = StderrTail::collect(stderr, format!("gemma-engine[{pid:?}]"));
+        let mut stdin = stdin;
+        let mut events = BufReader::new(stdout).lines();
 
         let died = |exit: ExitInfo, tail: &StderrTail| EngineError::Died {
-            engine: EngineName::GemmaEngine,
+            engine: EngineKind::GemmaEngine,
             exit,
             stderr_tail: tail.lines(),
         };
@@ -95,7 +108,7 @@ impl GemmaEngine {
                     Some(Ok(Event::Ready(ready))) => return Ok(ready),
                     Some(Ok(Event::Error(e))) => {
                         return Err(EngineError::Load {
-                            code: e.code,
+                            code: error_code(e.code),
                             message: e.message,
                             path: e.path,
                         });
@@ -107,7 +120,7 @@ impl GemmaEngine {
                     }
                     Some(Err(e)) => return Err(e),
                     None => {
-                        let exit = wait_exit(exit_rx.clone()).await;
+                        let exit = process.wait_exit().await;
                         return Err(died(exit, &stderr_tail));
                     }
                 }
@@ -116,11 +129,11 @@ impl GemmaEngine {
         let ready = match tokio::time::timeout(spec.load_timeout, waiting).await {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => {
-                child::signal(pid, libc::SIGKILL);
+                process.kill();
                 return Err(e);
             }
             Err(_) => {
-                child::signal(pid, libc::SIGKILL);
+                process.kill();
                 return Err(EngineError::LoadTimeout {
                     model,
                     secs: spec.load_timeout.as_secs(),
@@ -128,7 +141,7 @@ impl GemmaEngine {
             }
         };
         if ready.protocol != protocol::PROTOCOL_VERSION {
-            child::signal(pid, libc::SIGKILL);
+            process.kill();
             return Err(EngineError::Protocol(format!(
                 "{} speaks protocol {} but gemmactl needs {}: rebuild both from the same checkout",
                 spec.binary.display(),
@@ -136,7 +149,7 @@ impl GemmaEngine {
                 protocol::PROTOCOL_VERSION
             )));
         }
-        tracing::info!(pid, load_ms = ready.load_ms, "engine ready");
+        tracing::info!(?pid, load_ms = ready.load_ms, "engine ready");
 
         let (commands, mut outgoing) = mpsc::unbounded_channel::<String>();
         tokio::spawn(async move {
@@ -153,41 +166,139 @@ impl GemmaEngine {
         tokio::spawn(route_events(
             events,
             inflight.clone(),
-            exit_rx.clone(),
+            process.clone(),
             stderr_tail,
         ));
 
-        let backend = ready
-            .devices
-            .iter()
-            .find(|d| d.kind != "cpu")
-            .filter(|_| ready.gpu_layers > 0)
-            .map(|d| d.backend.clone())
-            .unwrap_or_else(|| "CPU".to_string());
         Ok(GemmaEngine {
-            description: EngineDescription {
-                engine: EngineName::GemmaEngine,
-                pid: Some(pid),
-                model: ready.model,
-                backend,
-                devices: ready.devices,
-                gpu_layers: ready.gpu_layers,
-                context: ready.context,
-                parallel: ready.parallel,
-                threads: ready.threads,
-                load_ms: ready.load_ms,
-                fallback: None,
-            },
-            pid,
+            description: describe(ready, pid),
+            process,
             commands,
             inflight,
-            exit: exit_rx,
         })
     }
 
     fn send(&self, command: &protocol::Command) -> bool {
-        let line = serde_json::to_string(command).expect("commands always serialize");
-        self.commands.send(line).is_ok()
+        match serde_json::to_string(command) {
+            Ok(line) => self.commands.send(line).is_ok(),
+            Err(e) => {
+                tracing::error!("a command could not be written as JSON: {e}");
+                false
+            }
+        }
+    }
+}
+
+/// The engine's ready report in gemmactl's terms. The backend is where the layers really are:
+/// a GPU build that put none on its GPU is reported as CPU.
+fn describe(ready: protocol::ReadyInfo, pid: Option<u32>) -> EngineDescription {
+    let backend = ready
+        .devices
+        .iter()
+        .find(|d| d.kind != "cpu")
+        .filter(|_| ready.gpu_layers > 0)
+        .and_then(|d| Backend::ALL.into_iter().find(|b| b.matches(&d.backend)))
+        .unwrap_or(Backend::Cpu);
+    let m = ready.model;
+    EngineDescription {
+        engine: EngineKind::GemmaEngine,
+        pid,
+        model: ModelFacts {
+            path: m.path,
+            name: m.name,
+            architecture: m.architecture,
+            train_context: m.train_context,
+            parameters: m.parameters,
+            layers: m.layers,
+            size_bytes: m.size_bytes,
+            chat_template: m.chat_template,
+            sliding_window: m.sliding_window,
+        },
+        backend,
+        devices: ready.devices.into_iter().map(device).collect(),
+        gpu_layers: ready.gpu_layers,
+        context: ready.context,
+        parallel: ready.parallel,
+        threads: ready.threads,
+        load_ms: ready.load_ms,
+        fallback: None,
+    }
+}
+
+/// A device as the engine protocol reports it, in gemmactl's terms.
+pub fn device(d: protocol::Device) -> Device {
+    Device {
+        name: d.name,
+        description: d.description,
+        backend: d.backend,
+        kind: d.kind,
+        memory_total: d.memory_total,
+        memory_free: d.memory_free,
+    }
+}
+
+/// The protocol's error kinds in gemmactl's terms.
+fn error_code(code: protocol::ErrorCode) -> ErrorCode {
+    use protocol::ErrorCode as W;
+    match code {
+        W::ModelNotFound => ErrorCode::ModelNotFound,
+        W::ModelUnreadable => ErrorCode::ModelUnreadable,
+        W::NotGguf => ErrorCode::NotGguf,
+        W::ModelTruncated => ErrorCode::ModelTruncated,
+        W::UnsupportedArchitecture => ErrorCode::UnsupportedArchitecture,
+        W::LoadFailed => ErrorCode::LoadFailed,
+        W::OutOfMemory => ErrorCode::OutOfMemory,
+        W::ContextOverflow => ErrorCode::ContextOverflow,
+        W::BadCommand => ErrorCode::BadCommand,
+        W::BadRequest => ErrorCode::BadRequest,
+        W::UnknownRequest => ErrorCode::UnknownRequest,
+        W::DecodeFailed => ErrorCode::DecodeFailed,
+        W::BadArguments => ErrorCode::BadArguments,
+    }
+}
+
+fn finish_reason(reason: protocol::FinishReason) -> FinishReason {
+    match reason {
+        protocol::FinishReason::Stop => FinishReason::Stop,
+        protocol::FinishReason::Length => FinishReason::Length,
+        protocol::FinishReason::Cancelled => FinishReason::Cancelled,
+        protocol::FinishReason::Error => FinishReason::Error,
+    }
+}
+
+/// A request in the protocol's terms.
+fn command(request: GenerateRequest) -> protocol::GenerateCommand {
+    let role = |r: Role| match r {
+        Role::System => protocol::Role::System,
+        Role::User => protocol::Role::User,
+        Role::Assistant => protocol::Role::Assistant,
+    };
+    let p: SamplingParams = request.params;
+    protocol::GenerateCommand {
+        id: request.id,
+        messages: request
+            .messages
+            .into_iter()
+            .map(|m: Message| protocol::Message {
+                role: role(m.role),
+                content: m.content,
+            })
+            .collect(),
+        session: request.session,
+        prompt: match request.prompt {
+            PromptFormat::Auto => protocol::PromptFormat::Auto,
+            PromptFormat::Chat { template } => protocol::PromptFormat::Chat { template },
+            PromptFormat::Completion => protocol::PromptFormat::Completion,
+        },
+        // The wire carries single precision; the domain keeps the decimal the user gave.
+        params: protocol::SamplingParams {
+            max_tokens: p.max_tokens,
+            temperature: p.temperature as f32,
+            top_k: p.top_k,
+            top_p: p.top_p.map(|v| v as f32),
+            seed: p.seed,
+            stop: p.stop,
+        },
     }
 }
 
@@ -195,7 +306,7 @@ impl GemmaEngine {
 async fn route_events(
     mut events: Lines<BufReader<ChildStdout>>,
     inflight: Inflight,
-    exit: watch::Receiver<Option<ExitInfo>>,
+    process: ChildProcess,
     tail: StderrTail,
 ) {
     while let Some(event) = next_event(&mut events).await {
@@ -208,12 +319,25 @@ async fn route_events(
         };
         let (id, reply, last) = match event {
             Event::Token { id, text } => (id, ReplyEvent::Token(text), false),
+            Event::Progress { id, done, total } => {
+                (id, ReplyEvent::PromptProgress { done, total }, false)
+            }
             Event::Done(done) => (
                 done.id,
                 ReplyEvent::Finished(Completion {
-                    finish_reason: done.finish_reason,
-                    usage: done.usage,
-                    timings: done.timings,
+                    finish_reason: finish_reason(done.finish_reason),
+                    usage: Usage {
+                        prompt_tokens: done.usage.prompt_tokens,
+                        cached_tokens: done.usage.cached_tokens,
+                        completion_tokens: done.usage.completion_tokens,
+                    },
+                    timings: Timings {
+                        queue_ms: done.timings.queue_ms,
+                        ttft_ms: done.timings.ttft_ms,
+                        prefill_tokens_per_s: done.timings.prefill_tokens_per_s,
+                        decode_tokens_per_s: done.timings.decode_tokens_per_s,
+                        total_ms: done.timings.total_ms,
+                    },
                 }),
                 true,
             ),
@@ -221,7 +345,7 @@ async fn route_events(
                 Some(id) => (
                     id,
                     ReplyEvent::Failed(EngineError::Request {
-                        code: e.code,
+                        code: error_code(e.code),
                         message: e.message,
                     }),
                     true,
@@ -247,9 +371,9 @@ async fn route_events(
         }
     }
     // stdout closed: the process is gone or going. Everyone still waiting learns why.
-    let exit = wait_exit(exit).await;
+    let exit = process.wait_exit().await;
     let error = EngineError::Died {
-        engine: EngineName::GemmaEngine,
+        engine: EngineKind::GemmaEngine,
         exit,
         stderr_tail: tail.lines(),
     };
@@ -276,26 +400,6 @@ async fn next_event(
     }
 }
 
-async fn exited_within(mut exit: watch::Receiver<Option<ExitInfo>>, limit: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(limit, exit.wait_for(Option::is_some)).await,
-        Ok(Ok(_))
-    )
-}
-
-/// The process's exit, once the waiter task has reaped it.
-async fn wait_exit(mut exit: watch::Receiver<Option<ExitInfo>>) -> ExitInfo {
-    if exited_within(exit.clone(), Duration::from_secs(10)).await {
-        if let Some(info) = *exit.borrow_and_update() {
-            return info;
-        }
-    }
-    ExitInfo {
-        code: None,
-        signal: None,
-    }
-}
-
 impl Engine for GemmaEngine {
     fn describe(&self) -> EngineDescription {
         self.description.clone()
@@ -304,7 +408,7 @@ impl Engine for GemmaEngine {
     fn generate(&self, request: GenerateRequest) -> Result<ReplyStream, EngineError> {
         if let Some(exit) = self.exit_status() {
             return Err(EngineError::Died {
-                engine: EngineName::GemmaEngine,
+                engine: EngineKind::GemmaEngine,
                 exit,
                 stderr_tail: Vec::new(),
             });
@@ -315,18 +419,13 @@ impl Engine for GemmaEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(request.id.clone(), tx);
-        let command = protocol::Command::Generate(protocol::GenerateCommand {
-            id: request.id.clone(),
-            messages: request.messages,
-            session: request.session,
-            prompt: request.prompt,
-            params: request.params,
-        });
+        let id = request.id.clone();
+        let command = protocol::Command::Generate(command(request));
         if !self.send(&command) {
             self.inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&request.id);
+                .remove(&id);
             return Err(EngineError::Stopped);
         }
         Ok(rx)
@@ -337,7 +436,7 @@ impl Engine for GemmaEngine {
     }
 
     fn exit_status(&self) -> Option<ExitInfo> {
-        *self.exit.borrow()
+        self.process.exit_status()
     }
 
     fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
@@ -345,16 +444,13 @@ impl Engine for GemmaEngine {
             if self.exit_status().is_some() {
                 return;
             }
-            tracing::info!(pid = self.pid, "engine stopping");
+            let pid = self.process.pid();
+            tracing::info!(?pid, "engine stopping");
             self.send(&protocol::Command::Shutdown);
-            if !exited_within(self.exit.clone(), grace).await {
-                tracing::warn!(
-                    pid = self.pid,
-                    "engine did not stop within {:?}; killing it",
-                    grace
-                );
-                child::signal(self.pid, libc::SIGKILL);
-                exited_within(self.exit.clone(), Duration::from_secs(5)).await;
+            if !self.process.exited_within(grace).await {
+                tracing::warn!(?pid, "engine did not stop within {grace:?}; killing it");
+                self.process.kill();
+                self.process.exited_within(Duration::from_secs(5)).await;
             }
         })
     }
@@ -363,11 +459,6 @@ impl Engine for GemmaEngine {
 impl Drop for GemmaEngine {
     fn drop(&mut self) {
         // Never leave an engine behind, whatever path dropped it.
-        if self.exit_status().is_none() {
-            child::signal(self.pid, libc::SIGKILL);
-        }
+        self.process.kill();
     }
 }
-
-use std::future::Future;
-use std::pin::Pin;

@@ -4,114 +4,45 @@
 //! only a cache), so replaying a conversation into another engine is just sending it the same
 //! request. Replies arrive as a stream of [`ReplyEvent`]s ending in exactly one `Finished` or
 //! `Failed`. The supervisor is the only user of this trait; front ends go through it.
+//!
+//! Adapters speak gemmactl's domain types (`crate::domain`) and map them onto their engine's own
+//! wire format: `gemma_engine` onto the engine protocol crate, `gemma_cpp` onto gemma.cpp's
+//! terminal protocol. Each takes a plain launch spec; finding binaries and reading model files is
+//! the supervisor's launcher's job.
 
 pub mod child;
 pub mod gemma_cpp;
 pub mod gemma_engine;
-#[path = "../../engine/src/protocol.rs"]
-#[allow(dead_code)]
-pub mod protocol;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::domain::{Completion, EngineDescription, EngineKind, ErrorCode, GenerateRequest};
 pub use child::ExitInfo;
-pub use protocol::{
-    Device, ErrorCode, FinishReason, Message, ModelFacts, PromptFormat, Role, SamplingParams,
-    Timings, Usage,
-};
-
-/// What a caller asks an engine for.
-#[derive(Debug, Clone)]
-pub struct GenerateRequest {
-    /// Unique among the requests in flight on one engine.
-    pub id: String,
-    pub messages: Vec<Message>,
-    /// Names the conversation so an engine can keep its cache between turns.
-    pub session: Option<String>,
-    pub prompt: PromptFormat,
-    pub params: SamplingParams,
-}
-
-impl GenerateRequest {
-    /// One user message continued as plain text, greedily, for at most `max_tokens`: the
-    /// reproducible request benchmarks and tests send.
-    pub fn greedy_completion(id: String, text: &str, max_tokens: u32) -> GenerateRequest {
-        GenerateRequest {
-            id,
-            messages: vec![Message {
-                role: Role::User,
-                content: text.to_string(),
-            }],
-            session: None,
-            prompt: PromptFormat::Completion,
-            params: SamplingParams {
-                max_tokens: Some(max_tokens),
-                temperature: 0.0,
-                ..SamplingParams::default()
-            },
-        }
-    }
-}
-
-/// How a reply ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct Completion {
-    pub finish_reason: FinishReason,
-    pub usage: Usage,
-    pub timings: Timings,
-}
 
 /// One step of a reply.
 #[derive(Debug)]
 pub enum ReplyEvent {
+    /// Prompt processing (prefill) advanced: `done` of `total` prompt tokens are in the cache.
+    PromptProgress {
+        /// Prompt tokens read so far (cached ones included).
+        done: u32,
+        /// Prompt tokens in all.
+        total: u32,
+    },
+    /// Generated text, in order.
     Token(String),
+    /// The last event of a reply that ended normally (possibly cut short).
     Finished(Completion),
+    /// The last event of a reply that failed.
     Failed(EngineError),
 }
 
+/// The events of one request.
 pub type ReplyStream = mpsc::UnboundedReceiver<ReplyEvent>;
-
-/// Which program an engine is.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum EngineName {
-    GemmaEngine,
-    /// Google's gemma.cpp, driven through its interactive terminal protocol.
-    GemmaCpp,
-}
-
-impl std::fmt::Display for EngineName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            EngineName::GemmaEngine => "gemma-engine",
-            EngineName::GemmaCpp => "gemma.cpp",
-        })
-    }
-}
-
-/// What runs where: reported by `run --stats`, `--json` and later `ps`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EngineDescription {
-    pub engine: EngineName,
-    pub pid: Option<u32>,
-    pub model: ModelFacts,
-    /// The backend doing the work ("CPU", "CUDA", ...), as the engine itself reports it.
-    pub backend: String,
-    pub devices: Vec<Device>,
-    pub gpu_layers: u32,
-    pub context: u32,
-    pub parallel: u32,
-    pub threads: u32,
-    pub load_ms: u64,
-    /// Why this engine runs on the CPU (or a lesser backend) although a GPU was asked for or is
-    /// present: set by `hardware::launch`, shown by `run --stats`, `--json`, `ps` and `doctor`.
-    pub fallback: Option<String>,
-}
 
 /// Everything that can go wrong with an engine, typed so callers can branch on it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -119,27 +50,47 @@ pub enum EngineError {
     /// The engine could not load the model.
     #[error("{message}")]
     Load {
+        /// What kind of failure.
         code: ErrorCode,
+        /// One sentence naming the thing and the fix.
         message: String,
+        /// The file involved.
         path: Option<String>,
     },
     /// The engine refused or failed one request; it keeps serving others.
     #[error("{message}")]
-    Request { code: ErrorCode, message: String },
+    Request {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// One sentence naming the thing and the fix.
+        message: String,
+    },
     /// The engine process ended while it was needed.
     #[error("{}", died_message(.engine, .exit, .stderr_tail))]
     Died {
-        engine: EngineName,
+        /// Which engine.
+        engine: EngineKind,
+        /// How it ended.
         exit: ExitInfo,
+        /// The last lines it wrote to stderr.
         stderr_tail: Vec<String>,
     },
+    /// The engine's program could not be started.
     #[error("cannot start {}: {reason}", .binary.display())]
     Spawn {
+        /// The program.
         binary: std::path::PathBuf,
+        /// Why (the operating system's words, or what is missing).
         reason: String,
     },
+    /// The engine did not report ready in time.
     #[error("the engine did not finish loading {model} within {secs} s: raise the load timeout (GEMMACTL_LOAD_TIMEOUT or engine.load_timeout_secs) or check the machine's load")]
-    LoadTimeout { model: String, secs: u64 },
+    LoadTimeout {
+        /// The model file.
+        model: String,
+        /// The limit, in seconds.
+        secs: u64,
+    },
     /// The engine wrote something that is not the protocol.
     #[error("the engine broke the protocol: {0}")]
     Protocol(String),
@@ -148,7 +99,38 @@ pub enum EngineError {
     Stopped,
 }
 
-fn died_message(engine: &EngineName, exit: &ExitInfo, tail: &[String]) -> String {
+impl EngineError {
+    /// The error on one short line, without the stderr excerpt: for status lines and for a
+    /// fallback reason.
+    pub fn summary(&self) -> String {
+        let text = match self {
+            EngineError::Died { engine, exit, .. } => {
+                let mut msg = format!("{engine} {exit}");
+                if let Some(cause) = exit.cause() {
+                    msg.push_str(": ");
+                    msg.push_str(cause);
+                }
+                msg
+            }
+            other => other.to_string(),
+        };
+        let mut line = text.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+        if line.chars().count() > 400 {
+            line = line.chars().take(400).collect::<String>() + "…";
+        }
+        line
+    }
+
+    /// The failure's kind, where the engine said one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            EngineError::Load { code, .. } | EngineError::Request { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn died_message(engine: &EngineKind, exit: &ExitInfo, tail: &[String]) -> String {
     let mut msg = format!("{engine} {exit}");
     if let Some(cause) = exit.cause() {
         msg.push_str(": ");

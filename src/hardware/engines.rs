@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::backend::Backend;
 use super::isolate;
 use crate::config::Config;
-use crate::engines::protocol::{Event, ProbeInfo};
+use crate::domain::Backend;
+use engine_protocol::{Event, ProbeInfo};
 
 /// One GPU backend's build: where it is and what its probe said, or why there is none.
 #[derive(Debug, Clone, Serialize)]
@@ -142,13 +142,9 @@ pub struct GemmaCppBinary {
 }
 
 pub fn gemma_cpp(config: &Config) -> GemmaCppBinary {
-    let path = crate::engines::gemma_cpp::find_binary(None, config).map_err(|e| match e {
-        crate::engines::EngineError::Spawn { binary, reason } => {
-            format!("{}: {reason}", binary.display())
-        }
-        other => other.to_string(),
-    });
-    GemmaCppBinary { path }
+    GemmaCppBinary {
+        path: config.gemma_cpp_binary(),
+    }
 }
 
 /// `Ok(x)` as `{"ok": x}`, `Err(why)` as `{"error": why}`, so `doctor --json` keeps both.

@@ -13,19 +13,6 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-/// How long a probe may take unless `GEMMACTL_PROBE_TIMEOUT` (seconds) says otherwise. CUDA's
-/// first initialisation can take several seconds on a big GPU; a hang is far longer.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
-
-pub fn timeout() -> Duration {
-    std::env::var("GEMMACTL_PROBE_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .filter(|s| *s > 0.0 && s.is_finite())
-        .map(Duration::from_secs_f64)
-        .unwrap_or(DEFAULT_TIMEOUT)
-}
-
 /// Runs `program args`, waits at most `limit`, and reads the last stdout line that parses as `T`.
 /// Every failure is a sentence naming `what` (e.g. "the NVIDIA probe").
 pub fn run_json<T: DeserializeOwned>(
@@ -39,7 +26,7 @@ pub fn run_json<T: DeserializeOwned>(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    own_group(&mut cmd);
+    crate::isolation::isolate(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("{what} could not be started ({}: {e})", program.display()))?;
@@ -61,7 +48,7 @@ pub fn run_json<T: DeserializeOwned>(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() >= limit => {
-                kill_group(child.id());
+                crate::isolation::kill_group(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
@@ -74,7 +61,7 @@ pub fn run_json<T: DeserializeOwned>(
         }
     };
     // Anything the probe left running in its group would keep the pipes open: end it.
-    kill_group(child.id());
+    crate::isolation::kill_group(child.id());
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
     let last_err = stderr
@@ -103,27 +90,6 @@ pub fn run_json<T: DeserializeOwned>(
             last_err.map(|l| format!(": {l}")).unwrap_or_default()
         )),
         (None, true) => Err(format!("{what} gave no answer gemmactl understands")),
-    }
-}
-
-/// Own process group (so the whole group can be killed on timeout) and death with the parent.
-fn own_group(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    cmd.process_group(0);
-    #[cfg(target_os = "linux")]
-    unsafe {
-        cmd.pre_exec(|| {
-            // Between fork and exec: async-signal-safe calls only.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-fn kill_group(pid: u32) {
-    // SAFETY: signalling a process group we created; a stale id only yields ESRCH.
-    unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
     }
 }
 

@@ -1,6 +1,6 @@
 //! System memory: what the machine has and what can be had without swapping, from
 //! `/proc/meminfo`. The supervisor's own estimate of what a model needs is in
-//! `supervisor::memory`; this is only the machine's side.
+//! `models::memory`; this is only the machine's side.
 
 use serde::Serialize;
 

@@ -24,8 +24,8 @@ pub struct OpenvinoDevice {
 }
 
 /// Asks OpenVINO. Only call this in the isolated child (`doctor --probe-gpu openvino`).
-pub fn probe() -> OpenvinoReport {
-    if let Some(lib) = wheel_library() {
+pub fn probe(install_dir: Option<&std::path::Path>) -> OpenvinoReport {
+    if let Some(lib) = install_dir.and_then(wheel_library) {
         // Loaded here, Core::new() below uses it instead of searching.
         if let Err(e) = openvino_sys::library::load_from(&lib) {
             return OpenvinoReport {
@@ -72,8 +72,8 @@ pub fn probe() -> OpenvinoReport {
 /// `libopenvino_c` in the layout of the Python package (`openvino/libs/libopenvino_c.so.<N>`, no
 /// unversioned name), which OpenVINO's own search does not know: `OPENVINO_INSTALL_DIR` pointing
 /// at that `openvino` folder finds it (the newest, should there be several).
-fn wheel_library() -> Option<std::path::PathBuf> {
-    let dir = std::path::Path::new(&std::env::var_os("OPENVINO_INSTALL_DIR")?).join("libs");
+fn wheel_library(install_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = install_dir.join("libs");
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))

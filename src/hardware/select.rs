@@ -10,11 +10,13 @@
 
 use serde::Serialize;
 
-use super::backend::{Backend, BackendRequest};
 use super::engines::BuildFinding;
 use super::vulkan::is_software_name;
-use crate::engines::protocol::Device;
-use crate::supervisor::memory::MemoryEstimate;
+use crate::config::BackendRequest;
+use crate::domain::Backend;
+use engine_protocol::Device;
+
+use crate::domain::ModelNeeds;
 
 /// Memory a GPU keeps for itself beyond the model (driver context, fragmentation): at least this,
 /// or 5% of what is free.
@@ -29,14 +31,6 @@ pub struct Inventory {
     pub builds: Vec<BuildFinding>,
     /// Signs of GPU hardware seen outside any build, e.g. (CUDA, "an NVIDIA GPU (driver 550.54)").
     pub hardware: Vec<(Backend, String)>,
-}
-
-/// What the model needs.
-#[derive(Debug, Clone, Copy)]
-pub struct ModelNeeds {
-    /// Transformer layers (0 when unknown: then only a full offload is considered).
-    pub layers: u32,
-    pub estimate: MemoryEstimate,
 }
 
 /// The decision.
@@ -322,8 +316,9 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engines::protocol::ProbeInfo;
+    use crate::domain::MemoryEstimate;
     use crate::hardware::engines::FoundBuild;
+    use engine_protocol::ProbeInfo;
 
     const GIB: u64 = 1 << 30;
 
@@ -390,7 +385,7 @@ mod tests {
     fn auto(inv: &Inventory, n: &ModelNeeds) -> Plan {
         choose(
             BackendRequest::Auto,
-            &crate::hardware::backend::default_order(),
+            &crate::config::backend::default_order(),
             inv,
             n,
         )

@@ -7,7 +7,8 @@
 //! models in `models.toml` ([`registry`]) and the downloader ([`pull`]).
 
 pub mod catalogue;
-pub mod gguf;
+pub mod memory;
+
 pub mod pull;
 pub mod registry;
 pub mod sbs;
@@ -17,27 +18,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Paths;
+pub use crate::domain::EngineKind;
 use gguf::{GgufError, GgufInfo};
 use registry::Registry;
-
-/// Which engine runs a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EngineKind {
-    /// The bundled llama.cpp engine (`gemma-engine`), for GGUF files.
-    GemmaEngine,
-    /// Google's gemma.cpp (`gemma`), for `.sbs` files.
-    GemmaCpp,
-}
-
-impl EngineKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EngineKind::GemmaEngine => "gemma-engine",
-            EngineKind::GemmaCpp => "gemma-cpp",
-        }
-    }
-}
 
 /// The weight file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +76,70 @@ pub struct ModelEntry {
     /// gemma.cpp's separate tokenizer file, for `.sbs` weights that do not embed one.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+}
+
+/// One model `models list` shows: registered, or in the catalogue and not yet pulled.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// The name to use with `--model`.
+    pub name: String,
+    /// Base or instruct.
+    pub kind: ModelKind,
+    /// The engine that runs it.
+    pub engine: EngineKind,
+    /// The file's format.
+    pub format: ModelFormat,
+    /// The file, once registered.
+    pub path: Option<PathBuf>,
+    /// Its size in bytes (the catalogue's for one not pulled; `None` for a missing file).
+    pub size: Option<u64>,
+    /// Its expected SHA-256, when known.
+    pub sha256: Option<String>,
+    /// Registered (else only in the catalogue).
+    pub registered: bool,
+}
+
+/// Registered models, then catalogue models that can be pulled.
+pub fn listing(paths: &Paths) -> Result<Vec<Listed>, ModelError> {
+    // A complete catalogue download is as good as registered (`resolve` registers it on first
+    // use); doing that now makes the listing say so.
+    for cat in catalogue::all() {
+        let cached = paths.model_cache_dir().join(cat.file_name);
+        if std::fs::metadata(&cached).is_ok_and(|m| m.len() == cat.size) {
+            let _ = lookup(paths, cat.name);
+        }
+    }
+    let registry = Registry::load(paths)?;
+    let mut rows: Vec<Listed> = registry
+        .entries()
+        .into_iter()
+        .map(|e| Listed {
+            name: e.name.clone(),
+            kind: e.kind,
+            engine: e.engine,
+            format: e.format,
+            path: Some(e.path.clone()),
+            size: std::fs::metadata(&e.path).ok().map(|m| m.len()),
+            sha256: e.sha256.clone(),
+            registered: true,
+        })
+        .collect();
+    for cat in catalogue::all() {
+        if registry.get(cat.name).is_none() {
+            rows.push(Listed {
+                name: cat.name.to_string(),
+                kind: cat.kind,
+                engine: EngineKind::GemmaEngine,
+                format: ModelFormat::Gguf,
+                path: None,
+                size: Some(cat.size),
+                sha256: Some(cat.sha256.to_string()),
+                registered: false,
+            });
+        }
+    }
+
+    Ok(rows)
 }
 
 /// Why a model cannot be found, registered, downloaded or used. Each message is one sentence
@@ -477,9 +524,8 @@ pub fn human_bytes(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::gguf::test_writer::Writer;
     use super::*;
-    use proptest::prelude::*;
+    use gguf::test_writer::Writer;
 
     fn temp_paths(dir: &Path) -> Paths {
         Paths {
@@ -710,7 +756,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&EngineKind::GemmaCpp).unwrap(),
-            "\"gemma-cpp\""
+            "\"gemma.cpp\""
         );
         assert_eq!(
             serde_json::to_string(&ModelFormat::Gguf).unwrap(),
@@ -723,6 +769,7 @@ mod tests {
     }
 
     /// The real default model, when a previous pull left it in the download cache.
+
     #[test]
     fn real_default_model_header() {
         let Ok(paths) = Paths::discover() else { return };
@@ -750,51 +797,5 @@ mod tests {
         assert_eq!(info.chat_template, None);
         assert_eq!(info.data_end, info.file_size);
         assert_eq!(info.file_size, 253_113_024);
-    }
-
-    fn parse_bytes(bytes: &[u8]) -> Result<GgufInfo, GgufError> {
-        gguf::parse(
-            std::io::Cursor::new(bytes),
-            bytes.len() as u64,
-            Path::new("p.gguf"),
-        )
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let _ = parse_bytes(&bytes);
-            let mut with_magic = b"GGUF\x03\0\0\0".to_vec();
-            with_magic.extend_from_slice(&bytes);
-            let _ = parse_bytes(&with_magic);
-        }
-
-        #[test]
-        fn mutated_headers_never_panic(
-            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
-            words in proptest::collection::vec((any::<prop::sample::Index>(), any::<u64>()), 0..3),
-            cut in any::<prop::sample::Index>(),
-            do_cut in any::<bool>(),
-        ) {
-            let mut bytes = Writer::sample().build();
-            for (at, value) in edits {
-                let i = at.index(bytes.len());
-                bytes[i] = value;
-            }
-            // Whole little-endian words hit length and count fields, which byte edits rarely do.
-            for (at, value) in words {
-                let i = at.index(bytes.len() - 8);
-                bytes[i..i + 8].copy_from_slice(&value.to_le_bytes());
-            }
-            if do_cut {
-                bytes.truncate(cut.index(bytes.len()));
-            }
-            match parse_bytes(&bytes) {
-                Ok(info) => prop_assert!(info.data_end <= bytes.len() as u64),
-                Err(e) => prop_assert!(!e.to_string().is_empty()),
-            }
-        }
     }
 }

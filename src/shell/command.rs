@@ -104,9 +104,9 @@ pub enum SystemChange {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Setting {
-    Temperature(f32),
+    Temperature(f64),
     TopK(u32),
-    TopP(f32),
+    TopP(f64),
     MaxTokens(u32),
     /// `None`: a new random seed for every reply.
     Seed(Option<u32>),
@@ -178,7 +178,7 @@ fn parse_setting(rest: &str) -> Result<Setting, String> {
     let bad = |want: &str| format!("/set {name}: {value:?} is not {want}");
     match name {
         "temperature" => value
-            .parse::<f32>()
+            .parse::<f64>()
             .ok()
             .filter(|t| t.is_finite() && *t >= 0.0)
             .map(Setting::Temperature)
@@ -188,7 +188,7 @@ fn parse_setting(rest: &str) -> Result<Setting, String> {
             .map(Setting::TopK)
             .map_err(|_| bad("a whole number ≥ 0 (0 = off)")),
         "top_p" => value
-            .parse::<f32>()
+            .parse::<f64>()
             .ok()
             .filter(|p| *p > 0.0 && *p <= 1.0)
             .map(Setting::TopP)

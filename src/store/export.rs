@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::tree::{depth_first, Branch};
 use super::{
-    fail, finish_text, role_text, Conversation, ConversationId, MessageId, Result, Role, Store,
-    StoreError, StoredMessage,
+    fail, Conversation, ConversationId, MessageId, Result, Store, StoreError, StoredMessage,
 };
+use crate::domain::{FinishReason, Role};
 
 /// Version of the JSONL layout, written on every conversation line.
 const FORMAT_VERSION: u32 = 1;
@@ -54,7 +54,7 @@ pub fn message_facts(m: &StoredMessage) -> Vec<String> {
         }
         facts.push(
             m.finish_reason
-                .map_or("unfinished", finish_text)
+                .map_or("unfinished", FinishReason::as_str)
                 .to_string(),
         );
         if let Some(usage) = &m.usage {
@@ -288,7 +288,7 @@ impl Importer<'_> {
                 params![
                     current.id.0,
                     parent.map(|p| p.0),
-                    role_text(m.role),
+                    m.role.as_str(),
                     m.content,
                     m.model,
                     m.engine,
@@ -302,7 +302,7 @@ impl Importer<'_> {
                     timings.map(|t| t.prefill_tokens_per_s),
                     timings.map(|t| t.decode_tokens_per_s),
                     timings.map(|t| t.total_ms),
-                    m.finish_reason.map(finish_text),
+                    m.finish_reason.map(FinishReason::as_str),
                     m.error,
                     created,
                     completed,
@@ -359,7 +359,6 @@ impl Importer<'_> {
 mod tests {
     use super::*;
     use crate::store::tests::{temp_store, turn};
-    use crate::store::FinishReason;
 
     #[test]
     fn jsonl_has_a_conversation_line_then_every_message() {

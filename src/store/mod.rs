@@ -30,7 +30,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use serde::{Deserialize, Serialize};
 
 use crate::config::Paths;
-pub use crate::engines::protocol::{FinishReason, Message, Role, SamplingParams, Timings, Usage};
+use crate::domain::{FinishReason, Message, Role, SamplingParams, Timings, Usage};
 pub use error::StoreError;
 pub use export::ImportSummary;
 pub use search::SearchHit;
@@ -445,7 +445,7 @@ impl Store {
                 params![
                     reply.0,
                     end.text,
-                    finish_text(end.finish_reason),
+                    end.finish_reason.as_str(),
                     end.error,
                     end.engine,
                     end.backend,
@@ -634,42 +634,6 @@ fn params_json(params: &SamplingParams) -> Option<String> {
     serde_json::to_string(params).ok()
 }
 
-pub(crate) fn finish_text(reason: FinishReason) -> &'static str {
-    match reason {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        FinishReason::Cancelled => "cancelled",
-        FinishReason::Error => "error",
-    }
-}
-
-fn parse_finish(text: &str) -> Option<FinishReason> {
-    Some(match text {
-        "stop" => FinishReason::Stop,
-        "length" => FinishReason::Length,
-        "cancelled" => FinishReason::Cancelled,
-        "error" => FinishReason::Error,
-        _ => return None,
-    })
-}
-
-pub(crate) fn role_text(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-    }
-}
-
-pub(crate) fn parse_role(text: &str) -> Option<Role> {
-    Some(match text {
-        "system" => Role::System,
-        "user" => Role::User,
-        "assistant" => Role::Assistant,
-        _ => return None,
-    })
-}
-
 const CONVERSATION_COLUMNS: &str = "id, title, created_at, updated_at, model, system, head_id";
 
 fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
@@ -692,7 +656,7 @@ const MESSAGE_COLUMNS: &str =
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     let role: String = row.get(3)?;
-    let role = parse_role(&role).ok_or_else(|| bad_column(3, format!("unknown role {role:?}")))?;
+    let role = Role::parse(&role).ok_or_else(|| bad_column(3, format!("unknown role {role:?}")))?;
     let params: Option<String> = row.get(8)?;
     let usage = match row.get::<_, Option<u32>>(9)? {
         Some(prompt_tokens) => Some(Usage {
@@ -715,7 +679,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     let finish: Option<String> = row.get(17)?;
     let finish_reason = match finish {
         Some(text) => Some(
-            parse_finish(&text)
+            FinishReason::parse(&text)
                 .ok_or_else(|| bad_column(17, format!("unknown finish reason {text:?}")))?,
         ),
         None => None,

@@ -11,7 +11,8 @@
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{fail, parse_role, ConversationId, MessageId, Result, Role, Store, StoreError};
+use super::{fail, ConversationId, MessageId, Result, Store, StoreError};
+use crate::domain::Role;
 
 /// Marks around matched words in [`SearchHit::snippet`].
 pub const MATCH_START: &str = "[";
@@ -75,7 +76,7 @@ impl Store {
                 Ok(SearchHit {
                     conversation: ConversationId(row.get(0)?),
                     message: MessageId(row.get(1)?),
-                    role: parse_role(&role).unwrap_or(Role::User),
+                    role: Role::parse(&role).unwrap_or(Role::User),
                     model: row.get(3)?,
                     created_at: row.get(4)?,
                     title: row.get(5)?,

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::memory::mib;
+use crate::domain::mib;
 
 /// One loaded model, as the planner sees it.
 #[derive(Debug, Clone)]

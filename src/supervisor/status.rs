@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::lifecycle::Phase;
+use crate::domain::{Backend, EngineKind};
+
+/// One gemmactl process and the engines it holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProcessStatus {
     /// The gemmactl process holding the engines.
@@ -20,34 +24,46 @@ pub struct ProcessStatus {
     pub engines: Vec<EngineStatus>,
 }
 
+/// One model's engine, as `ps` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EngineStatus {
+    /// The model's name.
     pub model: String,
-    pub engine: String,
-    /// Where the work runs, as the engine reports it (`CPU`, `CUDA`, ...).
-    pub backend: String,
-    /// `starting`, `ready`, `busy`, `stopping`, `stopped` or `failed`.
-    pub state: String,
+    /// The engine program.
+    pub engine: EngineKind,
+    /// Where the work runs, as the engine reports it; `None` while no engine runs.
+    #[serde(with = "crate::domain::backend_label::option")]
+    pub backend: Option<Backend>,
+    /// The engine's lifecycle state.
+    pub state: Phase,
     /// Why the engine is in this state (e.g. the failure).
     pub reason: Option<String>,
+    /// The engine's process id.
     pub pid: Option<u32>,
+    /// Its context length in tokens.
     pub context: Option<u32>,
-    /// Unix seconds.
+    /// When it started (Unix seconds).
     pub started_at: Option<u64>,
+    /// When it last served (Unix seconds).
     pub last_used_at: Option<u64>,
+    /// Requests completed.
     pub requests_served: u64,
+    /// Requests being decoded.
     pub active: usize,
+    /// Requests waiting for a slot.
     pub queued: usize,
     /// Why the engine is not on the GPU that was asked for or is present (see `hardware`).
     #[serde(default)]
     pub fallback: Option<String>,
 }
 
+/// This process's status file.
 pub struct StatusFile {
     path: PathBuf,
 }
 
 impl StatusFile {
+    /// The file of this process in `run_dir`.
     pub fn new(run_dir: &Path) -> StatusFile {
         StatusFile {
             path: run_dir.join(format!("{}.json", std::process::id())),
@@ -63,12 +79,15 @@ impl StatusFile {
             return;
         }
         let tmp = self.path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(status).expect("status serializes");
+        let Ok(body) = serde_json::to_vec_pretty(status) else {
+            return;
+        };
         if std::fs::write(&tmp, body).is_ok() {
             let _ = std::fs::rename(&tmp, &self.path);
         }
     }
 
+    /// Removes the file (on exit).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
@@ -101,6 +120,7 @@ pub fn read_all(run_dir: &Path) -> Vec<ProcessStatus> {
     all
 }
 
+/// Whether a process with this id runs (and is not a zombie).
 pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie has exited; only its exit status remains to be collected.
@@ -125,6 +145,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

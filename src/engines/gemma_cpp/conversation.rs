@@ -12,7 +12,7 @@
 //! positions in use, an upper bound of the new prompt's tokens and the reply's token limit fit;
 //! otherwise it replays a conversation trimmed of its oldest exchanges, or refuses.
 
-use super::super::{Message, Role};
+use crate::domain::{Message, Role};
 
 pub const START_USER: &str = "<start_of_turn>user\n";
 pub const START_MODEL: &str = "<start_of_turn>model\n";

@@ -8,7 +8,8 @@
 use std::path::Path;
 
 use super::super::child::ExitInfo;
-use super::super::{EngineError, ErrorCode};
+use super::super::EngineError;
+use crate::domain::ErrorCode;
 
 /// A failure before the prompt marker appeared.
 pub fn startup(
@@ -78,7 +79,7 @@ pub fn mid_run(exit: ExitInfo, tail: Vec<String>) -> EngineError {
         };
     }
     EngineError::Died {
-        engine: super::super::EngineName::GemmaCpp,
+        engine: crate::domain::EngineKind::GemmaCpp,
         exit,
         stderr_tail: tail,
     }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
 use tokio::sync::{mpsc, watch};
 
-use super::super::child::{self, ExitInfo};
+use super::super::child::{self, ChildProcess, ExitInfo};
 use super::super::EngineError;
 use super::turn::{self, Generate, Prefill, TurnParser};
 
@@ -132,12 +132,12 @@ pub enum NotReady {
 }
 
 pub struct Process {
-    pub pid: u32,
+    /// The running child, owned: it is signalled only through this handle.
+    pub child: ChildProcess,
     pub launch: Launch,
     stdin: Option<ChildStdin>,
     output: mpsc::UnboundedReceiver<Output>,
     pub tail: Tail,
-    exit: watch::Receiver<Option<ExitInfo>>,
     generate_lines: u64,
     prefill: Option<Prefill>,
     generate: Option<Generate>,
@@ -152,12 +152,11 @@ impl Process {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        child::isolate(&mut cmd);
-        let mut proc = cmd.spawn().map_err(|e| EngineError::Spawn {
+        let mut proc = child::spawn(&mut cmd).map_err(|e| EngineError::Spawn {
             binary: launch.binary.clone(),
             reason: e.to_string(),
         })?;
-        let pid = proc.id().unwrap_or(0);
+        let pid = proc.id();
         let (Some(stdin), Some(mut stdout), Some(stderr)) =
             (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
         else {
@@ -166,7 +165,7 @@ impl Process {
                 reason: "its standard streams could not be connected".into(),
             });
         };
-        tracing::info!(pid, weights = %launch.weights.display(), "gemma.cpp starting");
+        tracing::info!(?pid, weights = %launch.weights.display(), "gemma.cpp starting");
         let (tx, output) = mpsc::unbounded_channel();
         let out_tx = tx.clone();
         tokio::spawn(async move {
@@ -198,7 +197,7 @@ impl Process {
                             .chars()
                             .take(TAIL_LINE_CHARS)
                             .collect();
-                        tracing::debug!(target: "engine_stderr", engine = "gemma.cpp", pid, "{text}");
+                        tracing::debug!(target: "engine_stderr", engine = "gemma.cpp", ?pid, "{text}");
                         kept.push(text.clone());
                         // The driver may be gone (engine dropped); the tail is still kept.
                         let _ = tx.send(Output::Stderr(text));
@@ -206,14 +205,13 @@ impl Process {
                 }
             }
         });
-        let exit = crate::engines::child::watch_exit(proc, "gemma.cpp");
+        let child = ChildProcess::watch(proc, "gemma.cpp");
         Ok(Process {
-            pid,
+            child,
             launch,
             stdin: Some(stdin),
             output,
             tail,
-            exit,
             generate_lines: 0,
             prefill: None,
             generate: None,
@@ -336,7 +334,7 @@ impl Process {
             }
             if seen.len() > 2 {
                 tracing::warn!(
-                    pid = self.pid,
+                    pid = ?self.child.pid(),
                     "unexpected output after %c: {:?}",
                     String::from_utf8_lossy(&seen)
                 );
@@ -346,44 +344,22 @@ impl Process {
         true
     }
 
-    pub fn exit_status(&self) -> Option<ExitInfo> {
-        *self.exit.borrow()
-    }
-
     /// The exit, once reaped (bounded: a process that will not die is reported as unknown).
     pub async fn wait_exit(&self) -> ExitInfo {
-        let mut exit = self.exit.clone();
-        let unknown = ExitInfo {
-            code: None,
-            signal: None,
-        };
-        let info =
-            match tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some))
-                .await
-            {
-                Ok(Ok(info)) => *info,
-                _ => None,
-            };
-        info.unwrap_or(unknown)
+        self.child.wait_exit().await
     }
 
+    /// Kills the process and waits until it is reaped.
     pub async fn kill(&mut self) -> ExitInfo {
-        if self.exit_status().is_none() {
-            child::signal(self.pid, libc::SIGKILL);
-        }
-        self.wait_exit().await
+        self.child.kill_and_wait().await
     }
 
     /// Closes stdin (gemma.cpp exits 0 on EOF), then kills after `grace`.
     pub async fn stop(&mut self, grace: Duration) {
         self.stdin = None;
-        let mut exit = self.exit.clone();
-        if tokio::time::timeout(grace, exit.wait_for(Option::is_some))
-            .await
-            .is_err()
-        {
+        if !self.child.exited_within(grace).await {
             tracing::warn!(
-                pid = self.pid,
+                pid = ?self.child.pid(),
                 "gemma.cpp did not exit within {grace:?} of stdin closing; killing it"
             );
             self.kill().await;

@@ -1,9 +1,9 @@
 //! The engine protocol, version 1: the JSON lines gemma-engine reads on stdin and writes on stdout.
 //!
-//! This file is the single definition of the wire format. gemma-engine compiles it as its own
-//! module and gemmactl includes the very same file (`src/engines/protocol.rs` points here), so the
-//! two sides cannot drift apart. `docs/engine-protocol.md` describes every field with examples.
-//! Only serde is used here, so both crates can compile it.
+//! This crate is the single definition of the wire format: gemma-engine writes it and gemmactl's
+//! engine adapter reads it, so the two sides cannot drift apart. gemmactl maps these types onto
+//! its own domain types at the adapter, so a change here is never a change of the history
+//! database. `docs/engine-protocol.md` describes every field with examples. Only serde is used.
 
 use serde::{Deserialize, Serialize};
 
@@ -118,8 +118,24 @@ pub enum Event {
     Ready(ReadyInfo),
     /// The answer to `--probe`: what this build can use, with no model loaded.
     Probe(ProbeInfo),
+    /// Prompt processing (prefill) of one request advanced: `done` of its `total` prompt tokens
+    /// are in the KV cache (cached ones included). Sent after each prompt chunk, so front ends can
+    /// show progress while a long conversation is read.
+    Progress {
+        /// The request.
+        id: String,
+        /// Prompt tokens in the cache so far.
+        done: u32,
+        /// Prompt tokens in all.
+        total: u32,
+    },
     /// Generated text of one request, in order. Concatenated, the pieces are the reply.
-    Token { id: String, text: String },
+    Token {
+        /// The request.
+        id: String,
+        /// The next piece of the reply.
+        text: String,
+    },
     /// The last event of a request that produced a reply (possibly empty or cut short).
     Done(DoneInfo),
     /// A failure. With an `id`, the last event of that request; without, it concerns the engine

@@ -1,8 +1,10 @@
 //! `gemmactl doctor`: what this machine has, which engines are built, and on which backend each
 //! registered model would run, and why.
 //!
-//! The gathering lives in `hardware::report`; this module prints it (text or `--json`) and hosts
-//! the hidden `--probe-gpu KIND` child that the report runs to ask one driver in isolation.
+//! The gathering lives in `report.rs`; this module prints it (text or `--json`) and hosts the
+//! hidden `--probe-gpu KIND` child that the report runs to ask one driver in isolation.
+
+mod report;
 
 use std::process::ExitCode;
 
@@ -10,9 +12,9 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::config::{Config, Paths};
-use crate::hardware::report::{self, Report};
 use crate::hardware::select::{bytes, is_real_device};
 use crate::models::registry::Registry;
+use report::Report;
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
@@ -26,7 +28,10 @@ pub struct DoctorArgs {
 
 pub fn run(args: DoctorArgs, paths: &Paths, config: &Config) -> Result<ExitCode> {
     if let Some(kind) = &args.probe_gpu {
-        println!("{}", report::probe_child(kind).map_err(anyhow::Error::msg)?);
+        println!(
+            "{}",
+            report::probe_child(config, kind).map_err(anyhow::Error::msg)?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     // A broken registry is reported, not fatal: the hardware part is still worth having.

@@ -5,13 +5,12 @@
 //! download, corrupt header) into one sentence that names the file and the fix, before anything
 //! is spawned. It also yields the facts `gemmactl models show` and the memory estimate need.
 //!
-//! Only `std` is used, and no `crate::` paths, because the engine binary compiles this very file
-//! (`#[path = "../../src/models/gguf.rs"] mod gguf;`) and shares none of gemmactl's other code.
+//! It is its own crate because both binaries judge files with it: gemmactl before it spawns an
+//! engine, and gemma-engine before it hands the file to llama.cpp. Only `std` is used.
 //!
 //! The input is untrusted: every length read from the file is checked against the bytes that
 //! remain before anything is allocated or looped over, large arrays (the 262k-entry vocabulary)
 //! are skipped rather than collected, arithmetic is checked, and nothing here panics.
-#![allow(dead_code)]
 
 use std::fmt;
 use std::fs::File;
@@ -811,9 +810,10 @@ fn fixed_size(value_type: u32) -> Option<u64> {
     }
 }
 
-/// Builds synthetic GGUF files for tests (here, in `models`' property tests, and in the engine's).
-#[cfg(test)]
-pub(crate) mod test_writer {
+/// Builds synthetic GGUF files for tests (here, and with the `test-support` feature in the tests
+/// of the crates that read GGUF files).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_writer {
     /// A GGUF file under construction: metadata entries and tensors (whose data is zeros).
     pub struct Writer {
         pub version: u32,

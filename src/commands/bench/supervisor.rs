@@ -10,14 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde_json::json;
 
+use super::stats::{median, ms};
 use crate::config::Config;
-use crate::engines::{FinishReason, GenerateRequest};
+use crate::domain::{FinishReason, GenerateRequest};
 use crate::models::ModelEntry;
 use crate::supervisor::{Reply, Supervisor, SupervisorEvent};
 
 const LEVELS: [usize; 5] = [1, 2, 4, 8, 16];
 
-pub async fn run(
+pub(super) async fn run(
     model: &ModelEntry,
     config: &Config,
     runs: usize,
@@ -218,12 +219,4 @@ async fn finish(reply: &mut Reply) -> Result<FinishReason> {
             _ => {}
         }
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    super::bench::median_of(&mut v)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -1,13 +1,23 @@
-//! Where gemmactl keeps its files, and the settings it reads from `config.toml`.
+//! Where gemmactl keeps its files, and every setting it reads: `config.toml`, the environment
+//! (`env.rs` is the only code that reads environment variables), and the built-in defaults.
 //!
 //! Every setting has one precedence, applied in one place: command-line flag > environment
 //! variable > config file > built-in default. Commands call [`Config::load`] (file + environment)
-//! and then overlay their own flags, so no front end re-implements the order.
+//! and then overlay their own flags (`cli::args`), so no front end re-implements the order.
+
+pub mod backend;
+mod env;
+pub mod flags;
+mod paths;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+pub use backend::{BackendRequest, EngineBuilds};
+pub use env::Environment;
+pub use paths::Paths;
 
 /// The built-in default context length (tokens). Gemma 3 trains to 32k, but a 32k KV cache costs
 /// more than the 270M model's weights; users raise it explicitly.
@@ -18,81 +28,6 @@ pub const DEFAULT_PARALLEL: u32 = 4;
 pub const DEFAULT_LOAD_TIMEOUT_SECS: u64 = 120;
 /// The catalogue entry used when neither `--model` nor the config names one.
 pub const DEFAULT_MODEL: &str = "gemma3-270m";
-
-/// The folders gemmactl reads and writes.
-///
-/// `GEMMACTL_HOME` moves config, data and state under one folder (tests and portable installs use
-/// it). The download cache is separate (`GEMMACTL_CACHE`) so that several homes share one copy of
-/// a 253 MB model.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    pub config_dir: PathBuf,
-    pub data_dir: PathBuf,
-    pub state_dir: PathBuf,
-    pub cache_dir: PathBuf,
-}
-
-impl Paths {
-    pub fn discover() -> Result<Paths> {
-        let dirs = directories::ProjectDirs::from("", "", "gemmactl");
-        let cache_dir = match non_empty_env("GEMMACTL_CACHE") {
-            Some(dir) => PathBuf::from(dir),
-            None => match &dirs {
-                Some(d) => d.cache_dir().to_path_buf(),
-                None => bail!("cannot find a cache folder for downloads: set GEMMACTL_CACHE"),
-            },
-        };
-        if let Some(home) = non_empty_env("GEMMACTL_HOME") {
-            let home = PathBuf::from(home);
-            return Ok(Paths {
-                config_dir: home.join("config"),
-                data_dir: home.join("data"),
-                state_dir: home.join("state"),
-                cache_dir,
-            });
-        }
-        let Some(dirs) = dirs else {
-            bail!("cannot find your home folder: set GEMMACTL_HOME to a folder gemmactl may use");
-        };
-        Ok(Paths {
-            config_dir: dirs.config_dir().to_path_buf(),
-            data_dir: dirs.data_dir().to_path_buf(),
-            state_dir: dirs
-                .state_dir()
-                .unwrap_or(dirs.data_local_dir())
-                .to_path_buf(),
-            cache_dir,
-        })
-    }
-
-    pub fn config_file(&self) -> PathBuf {
-        self.config_dir.join("config.toml")
-    }
-
-    /// The registry of named models.
-    pub fn models_file(&self) -> PathBuf {
-        self.config_dir.join("models.toml")
-    }
-
-    /// Where downloaded model files live (shared between homes).
-    pub fn model_cache_dir(&self) -> PathBuf {
-        self.cache_dir.join("models")
-    }
-
-    /// The history database (conversations and messages).
-    pub fn history_db(&self) -> PathBuf {
-        self.data_dir.join("history.db")
-    }
-
-    pub fn log_dir(&self) -> PathBuf {
-        self.state_dir.join("logs")
-    }
-
-    /// One status file per running gemmactl process, read by `gemmactl ps`.
-    pub fn run_dir(&self) -> PathBuf {
-        self.state_dir.join("run")
-    }
-}
 
 /// Settings for the bundled engine.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -109,11 +44,11 @@ pub struct EngineSettings {
     /// Seconds an engine may take to load before it is stopped and reported.
     pub load_timeout_secs: u64,
     /// `auto`, `cpu`, `cuda`, `vulkan` or `openvino` (see `hardware::select`).
-    pub backend: crate::hardware::BackendRequest,
+    pub backend: BackendRequest,
     /// The order `auto` tries backends in.
-    pub backend_order: Vec<crate::hardware::Backend>,
+    pub backend_order: Vec<crate::domain::Backend>,
     /// `[engine.builds]`: GPU builds of gemma-engine kept elsewhere than next to gemmactl.
-    pub builds: crate::hardware::EngineBuilds,
+    pub builds: EngineBuilds,
 }
 
 impl Default for EngineSettings {
@@ -125,7 +60,7 @@ impl Default for EngineSettings {
             parallel: DEFAULT_PARALLEL,
             load_timeout_secs: DEFAULT_LOAD_TIMEOUT_SECS,
             backend: Default::default(),
-            backend_order: crate::hardware::backend::default_order(),
+            backend_order: backend::default_order(),
             builds: Default::default(),
         }
     }
@@ -219,6 +154,9 @@ pub struct Config {
     /// Settings for engines other than the bundled one (`[engines.gemma_cpp]`).
     #[serde(default)]
     pub engines: EnginesSettings,
+    /// What only the environment says (tool paths, `NO_COLOR`, …); never read from the file.
+    #[serde(skip)]
+    pub env: Environment,
 }
 
 impl Default for Config {
@@ -229,6 +167,7 @@ impl Default for Config {
             engine: EngineSettings::default(),
             supervisor: SupervisorSettings::default(),
             engines: EnginesSettings::default(),
+            env: Environment::default(),
         }
     }
 }
@@ -237,7 +176,7 @@ impl Config {
     /// Reads `config.toml` (absent is fine: defaults) and applies environment overrides.
     pub fn load(paths: &Paths) -> Result<Config> {
         let mut config = Config::read_file(&paths.config_file())?;
-        config.apply_env()?;
+        env::apply(&mut config)?;
         Ok(config)
     }
 
@@ -257,41 +196,6 @@ impl Config {
                 e.message()
             )
         })
-    }
-
-    fn apply_env(&mut self) -> Result<()> {
-        if let Some(v) = non_empty_env("GEMMACTL_MODEL") {
-            self.default_model = v;
-        }
-        if let Some(v) = non_empty_env("GEMMACTL_ENGINE") {
-            self.engine.path = Some(PathBuf::from(v));
-        }
-        if let Some(v) = parse_env::<u32>("GEMMACTL_CONTEXT")? {
-            self.engine.context = v;
-        }
-        if let Some(v) = parse_env::<u32>("GEMMACTL_THREADS")? {
-            self.engine.threads = Some(v);
-        }
-        if let Some(v) = parse_env::<u32>("GEMMACTL_PARALLEL")? {
-            self.engine.parallel = v;
-        }
-        if let Some(v) = parse_env::<u64>("GEMMACTL_LOAD_TIMEOUT")? {
-            self.engine.load_timeout_secs = v;
-        }
-        if let Some(v) = parse_env::<u32>("GEMMACTL_MAX_MODELS")? {
-            self.supervisor.max_models = v;
-        }
-        if let Some(v) = parse_env::<u64>("GEMMACTL_MEMORY_BUDGET_MIB")? {
-            self.supervisor.memory_budget_mib = v;
-        }
-        if let Some(v) = parse_env::<u64>("GEMMACTL_IDLE_TTL")? {
-            self.supervisor.idle_ttl_secs = v;
-        }
-        if let Some(v) = parse_env::<u32>("GEMMACTL_QUEUE_LENGTH")? {
-            self.supervisor.queue_length = v;
-        }
-        crate::hardware::backend::apply_env(&mut self.engine)?;
-        Ok(())
     }
 
     /// Finds the `gemma-engine` binary: configured path, else next to our own executable.
@@ -315,18 +219,22 @@ impl Config {
             exe.display()
         )
     }
-}
 
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
-    match non_empty_env(name) {
-        None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|_| {
-            anyhow::anyhow!("environment variable {name}={v:?} is not a valid number")
-        }),
+    /// Finds gemma.cpp's `gemma` binary: `GEMMA_BIN` or `engines.gemma_cpp.binary` (which must
+    /// exist), else `gemma` on `PATH`. gemmactl never builds gemma.cpp itself.
+    pub fn gemma_cpp_binary(&self) -> Result<PathBuf, String> {
+        if let Some(path) = &self.engines.gemma_cpp.binary {
+            if path.is_file() {
+                return Ok(path.clone());
+            }
+            return Err(format!("{} does not exist (it was set by GEMMA_BIN or engines.gemma_cpp.binary in config.toml): fix the path, or build gemma.cpp per its README and point GEMMA_BIN at build/gemma", path.display()));
+        }
+        self.env
+            .search_path
+            .iter()
+            .map(|d| d.join("gemma"))
+            .find(|f| f.is_file())
+            .ok_or_else(|| "gemma.cpp's `gemma` binary was not found (looked at GEMMA_BIN, engines.gemma_cpp.binary in config.toml, and PATH): build it per gemma.cpp's README (`cmake --preset make && cmake --build --preset make`) and set GEMMA_BIN to build/gemma".to_string())
     }
 }
 
@@ -359,7 +267,7 @@ mod tests {
 
     #[test]
     fn the_readme_example_is_a_valid_config() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme
             .find("```toml\n")
             .expect("README has a config example")

@@ -11,17 +11,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::Backend;
-use super::cpu::CpuInfo;
-use super::engines::{self, BuildFinding, CpuEngine, GemmaCppBinary};
-use super::memory::MemoryInfo;
-use super::nvidia::NvidiaReport;
-use super::openvino::OpenvinoReport;
-use super::select::{self, Inventory, Plan};
-use super::vulkan::VulkanReport;
-use super::{cpu, isolate, memory, nvidia, openvino, vulkan};
 use crate::config::Config;
-use crate::models::{EngineKind, ModelEntry};
+use crate::domain::{Backend, EngineKind};
+use crate::hardware::cpu::{self, CpuInfo};
+use crate::hardware::engines::{self, BuildFinding, CpuEngine, GemmaCppBinary};
+use crate::hardware::isolate;
+use crate::hardware::memory::{self, MemoryInfo};
+use crate::hardware::nvidia::{self, NvidiaReport};
+use crate::hardware::openvino::{self, OpenvinoReport};
+use crate::hardware::select::{self, Inventory, Plan};
+use crate::hardware::vulkan::{self, VulkanReport};
+use crate::models::ModelEntry;
 
 /// The driver probes, by the name the hidden `--probe-gpu` flag takes.
 pub const GPU_PROBES: [&str; 3] = ["nvidia", "vulkan", "openvino"];
@@ -47,7 +47,7 @@ pub struct EnginesReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelChoice {
     pub model: String,
-    pub engine: String,
+    pub engine: EngineKind,
     /// What the model needs in memory (bytes), as the supervisor estimates it.
     pub needs: Option<u64>,
     pub backend: Backend,
@@ -59,21 +59,26 @@ pub struct ModelChoice {
 /// Runs one driver probe in this process and returns its JSON: the body of the hidden child
 /// command. `GEMMACTL_TEST_PROBE_FAULT=KIND:crash|hang` makes that probe misbehave, so tests can
 /// prove a broken driver cannot take gemmactl down.
-pub fn probe_child(kind: &str) -> Result<String, String> {
-    if let Some(fault) = std::env::var("GEMMACTL_TEST_PROBE_FAULT")
-        .ok()
-        .and_then(|f| f.strip_prefix(&format!("{kind}:")).map(str::to_string))
+pub fn probe_child(config: &Config, kind: &str) -> Result<String, String> {
+    #[cfg(feature = "test-support")]
+    if let Some(fault) = config
+        .env
+        .probe_fault
+        .as_deref()
+        .and_then(|f| f.strip_prefix(&format!("{kind}:")))
     {
-        match fault.as_str() {
+        match fault {
             "crash" => std::process::abort(),
             "hang" => std::thread::sleep(Duration::from_secs(3600)),
             _ => {}
         }
     }
+    #[cfg(not(feature = "test-support"))]
+    let _ = config;
     let json = match kind {
         "nvidia" => serde_json::to_string(&nvidia::probe()),
         "vulkan" => serde_json::to_string(&vulkan::probe()),
-        "openvino" => serde_json::to_string(&openvino::probe()),
+        "openvino" => serde_json::to_string(&openvino::probe(config.env.openvino_dir.as_deref())),
         other => {
             return Err(format!(
                 "unknown probe {other:?}: use one of {}",
@@ -86,7 +91,7 @@ pub fn probe_child(kind: &str) -> Result<String, String> {
 
 /// Gathers the whole report. Blocking (children, bounded by `isolate::timeout`).
 pub fn gather(config: &Config, models: &[ModelEntry]) -> Report {
-    let limit = isolate::timeout();
+    let limit = config.env.probe_timeout;
     let exe = std::env::current_exe().ok();
     // The three driver probes and the engine probes are independent: run them side by side so
     // a hung driver costs one timeout, not three.
@@ -199,7 +204,7 @@ fn choice_for(config: &Config, inventory: &Inventory, model: &ModelEntry) -> Mod
     if model.engine == EngineKind::GemmaCpp {
         return ModelChoice {
             model: model.name.clone(),
-            engine: "gemma.cpp".into(),
+            engine: EngineKind::GemmaCpp,
             needs: None,
             backend: Backend::Cpu,
             gpu_layers: None,
@@ -207,7 +212,7 @@ fn choice_for(config: &Config, inventory: &Inventory, model: &ModelEntry) -> Mod
             fallback: None,
         };
     }
-    let needs = crate::supervisor::memory::needs(
+    let needs = crate::models::memory::needs(
         &model.path,
         config.engine.context,
         config.engine.parallel.max(1),
@@ -220,7 +225,7 @@ fn choice_for(config: &Config, inventory: &Inventory, model: &ModelEntry) -> Mod
     );
     ModelChoice {
         model: model.name.clone(),
-        engine: "gemma-engine".into(),
+        engine: EngineKind::GemmaEngine,
         needs: Some(needs.estimate.total()),
         backend: plan.backend,
         gpu_layers: plan.gpu_layers,

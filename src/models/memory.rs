@@ -7,8 +7,9 @@
 
 use std::path::Path;
 
-use crate::hardware::select::ModelNeeds;
-use crate::models::gguf::GgufInfo;
+use gguf::GgufInfo;
+
+use crate::domain::{MemoryEstimate, ModelNeeds};
 
 /// Buffers and runtime beyond weights and KV cache, measured (see module docs).
 const COMPUTE_MARGIN: u64 = 64 << 20;
@@ -16,19 +17,6 @@ const COMPUTE_MARGIN: u64 = 64 << 20;
 const PER_SLOT_MARGIN: u64 = 4 << 20;
 /// Tokens per prompt chunk, which the sliding-window cache keeps on top of its window.
 const UBATCH: u64 = 512;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct MemoryEstimate {
-    pub weights: u64,
-    pub kv_cache: u64,
-    pub compute: u64,
-}
-
-impl MemoryEstimate {
-    pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.compute
-    }
-}
 
 /// What gemma-engine will need for this GGUF at this context and slot count.
 pub fn estimate_gguf(info: &GgufInfo, context: u32, parallel: u32) -> MemoryEstimate {
@@ -56,7 +44,7 @@ pub fn estimate_gguf(info: &GgufInfo, context: u32, parallel: u32) -> MemoryEsti
 /// What a model file needs at this context and slot count: its layers (for GPU offload) and its
 /// memory estimate. Read once per launch; both the pool and the backend choice use the result.
 pub fn needs(path: &Path, context: u32, parallel: u32) -> ModelNeeds {
-    match crate::models::gguf::inspect(path) {
+    match gguf::inspect(path) {
         Ok(info) => ModelNeeds {
             layers: info.block_count.unwrap_or(0) as u32,
             estimate: estimate_gguf(&info, context, parallel),
@@ -87,10 +75,6 @@ fn sliding_layers(architecture: Option<&str>, layers: u64) -> u64 {
         // Unknown pattern: assume half, which errs towards more memory than fewer.
         _ => layers / 2,
     }
-}
-
-pub fn mib(bytes: u64) -> String {
-    format!("{} MiB", (bytes + (1 << 19)) >> 20)
 }
 
 #[cfg(test)]

@@ -10,17 +10,23 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+mod stats;
+mod supervisor;
+
+use engine_protocol as protocol;
+
 use crate::config::{Config, Paths};
-use crate::engines::{protocol, GenerateRequest};
+use crate::domain::GenerateRequest;
 use crate::models::{self, ModelEntry};
 use crate::supervisor::{Supervisor, SupervisorEvent};
+use stats::{median, ms};
 
 /// About fifty tokens of plain prose: the prompt size the project's targets are stated for.
 const PROMPT: &str = "The history of the city begins with a small fishing village on the banks of a wide river. \
@@ -90,8 +96,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             .unwrap_or_else(|| config.default_model.clone()),
     )?;
     if args.suite == Suite::Supervisor {
-        super::bench_supervisor::run(&model, &config, args.runs, args.max_tokens, args.json)
-            .await?;
+        supervisor::run(&model, &config, args.runs, args.max_tokens, args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let engine_bin = config.engine_binary()?;
@@ -141,7 +146,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     // Paired within each round (the three ways ran back to back), then the median over rounds:
     // robust to the machine's speed drifting between rounds, which medians of each way are not.
     let paired = |way: Way, f: &dyn Fn(&Sample, &Sample) -> f64| -> f64 {
-        let mut per_round: Vec<f64> = samples
+        let per_round: Vec<f64> = samples
             .chunks(ways.len())
             .filter_map(|round| {
                 let direct = &round.iter().find(|(w, _)| *w == Way::Direct)?.1;
@@ -149,7 +154,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
                 Some(f(other, direct))
             })
             .collect();
-        median_of(&mut per_round)
+        median(per_round)
     };
     let decode_ratio = |way| paired(way, &|o, d| o.decode_tokens_per_s / d.decode_tokens_per_s);
     let (sup_ratio, run_ratio) = (decode_ratio(Way::Supervisor), decode_ratio(Way::Run));
@@ -302,7 +307,7 @@ fn direct(
         sent,
         first,
         last,
-        &done.usage,
+        (done.usage.prompt_tokens, done.usage.completion_tokens),
         done.timings.prefill_tokens_per_s,
         peak,
     ))
@@ -345,7 +350,7 @@ async fn supervised(
         sent,
         first,
         last,
-        &done.usage,
+        (done.usage.prompt_tokens, done.usage.completion_tokens),
         done.timings.prefill_tokens_per_s,
         peak,
     ))
@@ -399,8 +404,10 @@ fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<S
     let tokens: u32 = stderr
         .lines()
         .find_map(|l| {
-            l.split_once(" tokens,")
-                .and_then(|(n, _)| n.trim().parse().ok())
+            // The stats line starts with the reply's token count: `12 tokens · …`.
+            l.contains("tok/s decode")
+                .then(|| l.split_whitespace().next()?.parse().ok())
+                .flatten()
         })
         .ok_or_else(|| anyhow!("no stats line from gemmactl run: {stderr}"))?;
     let (Some(first), true) = (first, tokens > 1) else {
@@ -419,7 +426,7 @@ fn sample(
     sent: Instant,
     first: Option<Instant>,
     last: Instant,
-    usage: &protocol::Usage,
+    (prompt_tokens, completion_tokens): (u32, u32),
     prefill: f64,
     peak: Option<f64>,
 ) -> Sample {
@@ -430,13 +437,13 @@ fn sample(
         ttft_ms: ms(first.duration_since(sent)),
         prefill_tokens_per_s: prefill,
         decode_tokens_per_s: if decode_secs > 0.0 {
-            usage.completion_tokens.saturating_sub(1) as f64 / decode_secs
+            completion_tokens.saturating_sub(1) as f64 / decode_secs
         } else {
             0.0
         },
         peak_rss_mib: peak,
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
+        prompt_tokens,
+        completion_tokens,
     }
 }
 
@@ -467,38 +474,5 @@ fn median_sample<'a>(samples: impl Iterator<Item = &'a Sample>) -> Sample {
             .then(|| med(&|s| s.peak_rss_mib.unwrap_or(0.0))),
         prompt_tokens: all.first().map(|s| s.prompt_tokens).unwrap_or(0),
         completion_tokens: all.first().map(|s| s.completion_tokens).unwrap_or(0),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    median_of(&mut v)
-}
-
-pub fn median_of(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let mid = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(median(vec![]), 0.0);
     }
 }

@@ -1,0 +1,153 @@
+//! The command-line flags several commands share, declared once and flattened into each
+//! command's arguments, and how they sit on top of the configuration (a flag beats the
+//! environment and the file). Bounds are checked here, while parsing, and stated in `--help`, so
+//! an engine never sees a value it would refuse.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::backend::BackendRequest;
+use super::{Config, DEFAULT_CONTEXT, DEFAULT_MODEL};
+use crate::domain::SamplingParams;
+
+/// Smallest context an engine is started with, in tokens.
+pub const MIN_CONTEXT: u32 = 64;
+/// Largest context gemmactl asks for, in tokens (Gemma 3 trains to 128k at most).
+pub const MAX_CONTEXT: u32 = 1 << 20;
+/// Most CPU threads one engine may be given.
+pub const MAX_THREADS: u32 = 1024;
+/// Tokens a reply may have unless a command says otherwise.
+pub const DEFAULT_MAX_TOKENS: u32 = 512;
+
+/// `--model NAME|PATH`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelFlag {
+    /// Model name from `gemmactl models list`, or a path to a GGUF or .sbs file
+    #[arg(short, long, value_name = "NAME|PATH", help = model_help())]
+    pub model: Option<String>,
+}
+
+impl ModelFlag {
+    /// The model asked for, else the configured default.
+    pub fn name_or_default(&self, config: &Config) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| config.default_model.clone())
+    }
+}
+
+fn model_help() -> String {
+    format!("Model name from `gemmactl models list`, or a path to a GGUF or .sbs file [default: config's default_model, else {DEFAULT_MODEL}]")
+}
+
+/// The engine settings `run`, `chat` and the other front ends share.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EngineFlags {
+    #[arg(long, value_name = "N", help = context_help(),
+          value_parser = clap::value_parser!(u32).range(MIN_CONTEXT as i64..=MAX_CONTEXT as i64))]
+    pub context: Option<u32>,
+    #[arg(long, value_name = "N", help = threads_help(),
+          value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS as i64))]
+    pub threads: Option<u32>,
+    /// Path to the gemma-engine binary [env: GEMMACTL_ENGINE; config: engine.path; default: next to gemmactl]
+    #[arg(long, value_name = "PATH")]
+    pub engine: Option<PathBuf>,
+    /// Where to run: auto picks the first usable of engine.backend_order [env: GEMMACTL_BACKEND; config: engine.backend; default: auto]
+    #[arg(long, value_name = "BACKEND")]
+    pub backend: Option<BackendRequest>,
+}
+
+fn context_help() -> String {
+    format!("Context length in tokens, {MIN_CONTEXT} to {MAX_CONTEXT} [env: GEMMACTL_CONTEXT; config: engine.context; default: {DEFAULT_CONTEXT}]")
+}
+
+fn threads_help() -> String {
+    format!("CPU threads for the engine, 1 to {MAX_THREADS} [env: GEMMACTL_THREADS; config: engine.threads; default: all cores]")
+}
+
+impl EngineFlags {
+    /// Puts the flags given on top of `config`.
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(n) = self.context {
+            config.engine.context = n;
+        }
+        if let Some(n) = self.threads {
+            config.engine.threads = Some(n);
+        }
+        if let Some(p) = &self.engine {
+            config.engine.path = Some(p.clone());
+        }
+        if let Some(b) = self.backend {
+            config.engine.backend = b;
+        }
+    }
+}
+
+/// How to sample a reply.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingFlags {
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TOKENS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    /// Most tokens to generate (at least 1)
+    pub max_tokens: u32,
+    /// Sampling temperature, ≥ 0; 0 = greedy (deterministic)
+    #[arg(long, value_name = "T", default_value_t = SamplingParams::DEFAULT_TEMPERATURE, allow_negative_numbers = true)]
+    pub temperature: f64,
+    /// Sample from the K most likely tokens only; 0 = off
+    #[arg(long, value_name = "K", default_value_t = SamplingParams::DEFAULT_TOP_K)]
+    pub top_k: u32,
+    #[arg(long, value_name = "P", allow_negative_numbers = true, help = top_p_help())]
+    pub top_p: Option<f64>,
+    /// Random seed, for reproducible sampling
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u32>,
+}
+
+fn top_p_help() -> String {
+    format!(
+        "Sample from the smallest set of tokens whose probability reaches P, in (0, 1]; 1 = off [default: {}]",
+        SamplingParams::DEFAULT_TOP_P
+    )
+}
+
+impl SamplingFlags {
+    /// The parameters, checked (a bad value is a sentence naming the flag).
+    pub fn params(&self) -> anyhow::Result<SamplingParams> {
+        let params = SamplingParams {
+            max_tokens: Some(self.max_tokens),
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: Vec::new(),
+        };
+        params
+            .check(|name| format!("--{}", name.replace('_', "-")))
+            .map_err(anyhow::Error::msg)?;
+        Ok(params)
+    }
+}
+
+/// `--no-log`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LogFlag {
+    /// Do not store anything in the history database [config: history = false]
+    #[arg(long)]
+    pub no_log: bool,
+}
+
+impl LogFlag {
+    /// Whether turns are stored.
+    pub fn logs(&self, config: &Config) -> bool {
+        config.history && !self.no_log
+    }
+}
+
+/// `--json`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct JsonFlag {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
