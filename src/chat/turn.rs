@@ -232,13 +232,8 @@ impl<'a> Turn<'a> {
                     let end = self.end(Err(e));
                     return Some(self.after_notice(end));
                 }
-                None => {
-                    return Some(self.end(Err(SupervisorError::Engine(
-                        crate::engines::EngineError::Protocol(
-                            "the supervisor stopped answering without saying why".into(),
-                        ),
-                    ))))
-                }
+                // The supervisor ends every reply with one last event unless it is going away.
+                None => return Some(self.end(Err(SupervisorError::ShuttingDown))),
             }
         }
     }

@@ -44,6 +44,10 @@ use process::{Launch, NotReady, Process, Sampling, TurnEnd};
 pub const DEFAULT_MAX_GENERATED_TOKENS: u32 = 512;
 pub const DEFAULT_TEMPERATURE: f32 = 0.8;
 pub const DEFAULT_TOP_K: u32 = 40;
+/// gemma.cpp's own default KV cache length (`--seq_len`).
+const DEFAULT_SEQ_LEN: u32 = 8192;
+/// How long a start may take when the spec does not say.
+const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long `%c` may take to show the next prompt marker.
 const RESET_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -89,13 +93,13 @@ impl GemmaCppSpec {
             weights,
             tokenizer: None,
             chat: true,
-            seq_len: crate::config::DEFAULT_CONTEXT,
+            seq_len: DEFAULT_SEQ_LEN,
             threads: None,
             spin: None,
             max_generated_tokens: DEFAULT_MAX_GENERATED_TOKENS,
             temperature: DEFAULT_TEMPERATURE,
             top_k: DEFAULT_TOP_K,
-            load_timeout: Duration::from_secs(crate::config::DEFAULT_LOAD_TIMEOUT_SECS),
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
         }
     }
 }

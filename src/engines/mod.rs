@@ -100,21 +100,32 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// The error on one short line, without the stderr excerpt: for status lines and for a
-    /// fallback reason.
+    /// The error on one line, with the engine's own last words when it died (for a status line
+    /// or a fallback reason), at most 400 characters.
     pub fn summary(&self) -> String {
-        let text = match self {
-            EngineError::Died { engine, exit, .. } => {
-                let mut msg = format!("{engine} {exit}");
+        let mut parts = Vec::new();
+        match self {
+            EngineError::Died {
+                engine,
+                exit,
+                stderr_tail,
+            } => {
+                let mut first = format!("{engine} {exit}");
                 if let Some(cause) = exit.cause() {
-                    msg.push_str(": ");
-                    msg.push_str(cause);
+                    first.push_str(": ");
+                    first.push_str(cause);
                 }
-                msg
+                parts.push(first);
+                let shown = &stderr_tail[stderr_tail.len().saturating_sub(5)..];
+                parts.extend(shown.iter().map(|l| l.trim().to_string()));
             }
-            other => other.to_string(),
-        };
-        let mut line = text.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+            other => parts.extend(other.to_string().lines().map(|l| l.trim().to_string())),
+        }
+        let mut line = parts
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ");
         if line.chars().count() > 400 {
             line = line.chars().take(400).collect::<String>() + "…";
         }
@@ -166,4 +177,27 @@ pub trait Engine: Send + Sync {
     fn exit_status(&self) -> Option<ExitInfo>;
     /// Stops the process: gracefully, then by force after `grace`.
     fn stop(&self, grace: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_death_becomes_one_short_line_with_the_engine_s_last_words() {
+        let e = EngineError::Died {
+            engine: EngineKind::GemmaEngine,
+            exit: ExitInfo {
+                code: Some(1),
+                signal: None,
+            },
+            stderr_tail: vec!["loading".into(), "  CUDA error: out of memory ".into()],
+        };
+        assert_eq!(
+            e.summary(),
+            "gemma-engine exited with status 1 | loading | CUDA error: out of memory"
+        );
+        let long = EngineError::Protocol("x".repeat(1000));
+        assert!(long.summary().chars().count() <= 401);
+    }
 }
