@@ -4,6 +4,9 @@
 //! "GPU builds" here are a shell script standing in for a broken build, and the real CPU engine
 //! configured as if it were the CUDA build.
 
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

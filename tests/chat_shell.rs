@@ -1,6 +1,9 @@
 //! `gemmactl chat` in a real pseudo-terminal, on the real engine and model, with the real history
 //! database inspected afterwards.
 
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;
@@ -296,6 +299,7 @@ fn model_switch_continues_the_conversation_and_continue_resumes_with_context() {
 fn sigkill_mid_reply_leaves_an_intact_database_with_the_users_message() {
     let home = home_with_models();
     let mut chat = long_reply_under_way(&home);
+    // SAFETY: kill(2) only sends a signal to a process this test started.
     unsafe { libc::kill(chat.pid(), libc::SIGKILL) };
     let _ = chat.session.expect(Eof);
 

@@ -2,6 +2,9 @@
 //! device is not a GPU, the CPU is chosen with its reason, and a driver probe that crashes or
 //! hangs is reported instead of taking gemmactl down.
 
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

@@ -1,6 +1,9 @@
 //! The engine protocol, tested on the real gemma-engine running the real Gemma 3 270M: greedy
 //! text, cancellation, batching, session prefix reuse, and every kind of bad input.
 
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -10,6 +10,9 @@
 //!
 //! Every wait is bounded (`WAIT`), so a hang fails instead of blocking the suite.
 
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -380,6 +383,7 @@ async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
         "the description still names the ended process"
     );
     assert_eq!(
+        // SAFETY: signal 0 only asks whether the process exists.
         unsafe { libc::kill(pid as i32, 0) },
         0,
         "pid {pid} is not running"
@@ -705,6 +709,7 @@ async fn deaths_mid_reply_carry_signal_and_stderr() {
         tokio::time::timeout(WAIT, stream.recv()).await.unwrap(),
         Some(ReplyEvent::Token(_))
     ));
+    // SAFETY: kill(2) only sends a signal to a process this test started.
     unsafe {
         libc::kill(engine.describe().pid.unwrap() as i32, libc::SIGKILL);
     }

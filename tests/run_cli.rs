@@ -1,5 +1,8 @@
 //! `gemmactl run` end to end: the real binary, the real engine, the real default model.
 
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Read;
@@ -172,6 +175,7 @@ fn engine_killed_mid_reply_is_reported_with_its_signal() {
     let mut child = spawn_long_run(&home);
     let engine = engine_of(child.id());
     wait_for_output(&mut child);
+    // SAFETY: kill(2) only sends a signal to a process this test started.
     unsafe { libc::kill(engine as i32, libc::SIGKILL) };
     let out = wait_output(child);
     assert!(!out.status.success());
@@ -193,6 +197,7 @@ fn no_engine_survives_gemmactl_killed_by_sigterm_sigint_or_sigkill() {
         let mut child = spawn_long_run(&home);
         let engine = engine_of(child.id());
         wait_for_output(&mut child);
+        // SAFETY: kill(2) only sends a signal to a process this test started.
         unsafe { libc::kill(child.id() as i32, sig) };
         let out = wait_output(child);
         assert_eq!(

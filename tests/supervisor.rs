@@ -1,6 +1,9 @@
 //! The supervisor with real gemma-engine processes on the real Gemma 3 270M: crashes, batching,
 //! queueing and cancellation, the pool policy, TTL unload, and `gemmactl ps`.
 
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;
@@ -118,6 +121,7 @@ async fn engine_killed_mid_reply_twenty_times_fails_that_request_and_serves_the_
             .unwrap();
         let engine = until_first_token(&mut reply).await;
         let pid = engine.pid.expect("engine pid");
+        // SAFETY: kill(2) only sends a signal to a process this test started.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         let heard = collect(&mut reply).await;
         let err = heard

@@ -21,8 +21,10 @@ static RECENT: Mutex<VecDeque<String>> = Mutex::new(VecDeque::new());
 /// Whether the previous line was kept, so that `CONT` continuations follow their line.
 static KEEPING: AtomicBool = AtomicBool::new(false);
 
-pub fn install(verbose: bool) {
+pub(crate) fn install(verbose: bool) {
     VERBOSE.store(verbose, Ordering::Relaxed);
+    // SAFETY: llama_log_set only stores the callback and the (null) user pointer; `on_log` is a
+    // plain function valid for the whole process and touches no user data.
     unsafe { llama_cpp_sys_2::llama_log_set(Some(on_log), std::ptr::null_mut()) };
 }
 
@@ -30,6 +32,7 @@ unsafe extern "C" fn on_log(level: ggml_log_level, text: *const c_char, _user: *
     if text.is_null() {
         return;
     }
+    // SAFETY: llama.cpp passes a NUL-terminated string that lives for this call; it is not null.
     let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
     if VERBOSE.load(Ordering::Relaxed) {
         let _ = std::io::stderr().write_all(text.as_bytes());
@@ -58,7 +61,7 @@ unsafe extern "C" fn on_log(level: ggml_log_level, text: *const c_char, _user: *
 }
 
 /// The most telling recent llama.cpp complaint: the last error line, else the last warning.
-pub fn last_complaint() -> Option<String> {
+pub(crate) fn last_complaint() -> Option<String> {
     let recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
     recent.iter().rev().find(|l| !l.trim().is_empty()).map(|l| {
         l.trim()

@@ -20,21 +20,21 @@ use gguf::GgufError;
 
 /// Largest number of tokens handed to llama.cpp in one `decode` (its `n_batch`). Prompts longer
 /// than this are fed in chunks, which is also where a cancel can cut in.
-pub const BATCH_TOKENS: u32 = 512;
+pub(crate) const BATCH_TOKENS: u32 = 512;
 
-pub struct LoadError {
+pub(crate) struct LoadError {
     pub code: ErrorCode,
     pub message: String,
 }
 
-pub struct EngineOptions {
+pub(crate) struct EngineOptions {
     pub context: u32,
     pub parallel: u32,
     pub threads: u32,
     pub gpu_layers: Option<u32>,
 }
 
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub model: &'static LlamaModel,
     pub ctx: LlamaContext<'static>,
     pub facts: ModelFacts,
@@ -45,7 +45,7 @@ pub struct Loaded {
 }
 
 /// Checks the file before llama.cpp sees it: llama.cpp reports every problem as a bare failure.
-pub fn preflight(path: &Path) -> Result<gguf::GgufInfo, LoadError> {
+pub(crate) fn preflight(path: &Path) -> Result<gguf::GgufInfo, LoadError> {
     gguf::inspect(path).map_err(|e| {
         let code = match &e {
             GgufError::Missing { .. } => ErrorCode::ModelNotFound,
@@ -62,7 +62,7 @@ pub fn preflight(path: &Path) -> Result<gguf::GgufInfo, LoadError> {
     })
 }
 
-pub fn load(
+pub(crate) fn load(
     backend: &LlamaBackend,
     path: &Path,
     opts: &EngineOptions,
@@ -184,7 +184,7 @@ pub fn load(
     })
 }
 
-pub fn list_devices() -> Vec<Device> {
+pub(crate) fn list_devices() -> Vec<Device> {
     list_llama_ggml_backend_devices()
         .into_iter()
         .map(|d| Device {
@@ -206,7 +206,7 @@ pub fn list_devices() -> Vec<Device> {
 }
 
 /// Backend names compiled into this build, in llama.cpp's order, without repeats.
-pub fn backends(devices: &[Device]) -> Vec<String> {
+pub(crate) fn backends(devices: &[Device]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     for d in devices {
         if !names.contains(&d.backend) {
@@ -216,7 +216,7 @@ pub fn backends(devices: &[Device]) -> Vec<String> {
     names
 }
 
-pub fn features() -> Vec<String> {
+pub(crate) fn features() -> Vec<String> {
     let mut f = Vec::new();
     if cfg!(feature = "cuda") {
         f.push("cuda".to_string());

@@ -75,9 +75,15 @@ fn main() -> ExitCode {
         }));
         return ExitCode::SUCCESS;
     }
-    let path = args
-        .model
-        .expect("parse_args requires --model without --probe");
+    let Some(path) = args.model else {
+        emit_error(
+            None,
+            ErrorCode::BadArguments,
+            format!("--model PATH is required (or --probe)\n{USAGE}"),
+            None,
+        );
+        return ExitCode::from(2);
+    };
 
     // Commands are read on their own thread from the start, so a `shutdown` or a closed stdin is
     // noticed while the model loads too.
@@ -161,6 +167,7 @@ fn load_backend_modules() {
 /// the same before exec; doing it here too covers engines started by hand from a script.
 fn die_with_parent() {
     #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }

@@ -8,8 +8,11 @@ use engine_protocol::{ErrorCode, ErrorInfo, Event};
 
 static STDOUT: Mutex<()> = Mutex::new(());
 
-pub fn emit(event: &Event) {
-    let mut line = serde_json::to_vec(event).expect("protocol events always serialize");
+pub(crate) fn emit(event: &Event) {
+    // Protocol events are plain structs of strings and numbers: serializing cannot fail.
+    let Ok(mut line) = serde_json::to_vec(event) else {
+        return;
+    };
     line.push(b'\n');
     let _guard = STDOUT.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = std::io::stdout().lock();
@@ -17,7 +20,7 @@ pub fn emit(event: &Event) {
     let _ = out.write_all(&line).and_then(|_| out.flush());
 }
 
-pub fn emit_error(
+pub(crate) fn emit_error(
     id: Option<&str>,
     code: ErrorCode,
     message: impl Into<String>,

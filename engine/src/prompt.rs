@@ -9,7 +9,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use engine_protocol::{Message, PromptFormat, Role};
 
-pub fn tokens(
+pub(crate) fn tokens(
     model: &LlamaModel,
     messages: &[Message],
     format: &PromptFormat,
@@ -60,7 +60,7 @@ fn apply_template(
 }
 
 /// Plain completion: texts in order; a system message is set off by a blank line.
-pub fn completion_text(messages: &[Message]) -> String {
+pub(crate) fn completion_text(messages: &[Message]) -> String {
     let mut text = String::new();
     for m in messages {
         text.push_str(&m.content);

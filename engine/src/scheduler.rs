@@ -35,7 +35,7 @@ const PREFILL_CHUNK: usize = 128;
 const DEFAULT_TOP_P: f32 = 0.95;
 
 /// What the stdin reader hands the loop.
-pub enum Inbox {
+pub(crate) enum Inbox {
     Command(Command),
     Malformed(String),
     /// stdin closed: the supervisor is gone, so the engine exits.
@@ -80,7 +80,7 @@ struct Queued {
     arrived: Instant,
 }
 
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
     slots: Vec<Slot>,
@@ -92,7 +92,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(
+    pub(crate) fn new(
         model: &'static LlamaModel,
         ctx: LlamaContext<'static>,
         parallel: u32,
@@ -122,7 +122,7 @@ impl Scheduler {
     }
 
     /// Runs until stdin closes or a `shutdown` arrives.
-    pub fn run(&mut self, inbox: Receiver<Inbox>) {
+    pub(crate) fn run(&mut self, inbox: Receiver<Inbox>) {
         loop {
             // Idle: block for the next command. Busy: take whatever has arrived, then step.
             let first = if self.active.is_empty() && self.queue.is_empty() {
@@ -183,8 +183,12 @@ impl Scheduler {
     }
 
     fn cancel(&mut self, id: &str) {
-        if let Some(pos) = self.queue.iter().position(|q| q.command.id == id) {
-            let queued = self.queue.remove(pos).expect("position is valid");
+        if let Some(queued) = self
+            .queue
+            .iter()
+            .position(|q| q.command.id == id)
+            .and_then(|pos| self.queue.remove(pos))
+        {
             let waited = ms(queued.arrived.elapsed());
             emit(&Event::Done(DoneInfo {
                 id: id.to_string(),
@@ -249,7 +253,9 @@ impl Scheduler {
             let Some(slot) = self.pick_slot(session.as_deref()) else {
                 return;
             };
-            let queued = self.queue.pop_front().expect("front exists");
+            let Some(queued) = self.queue.pop_front() else {
+                return;
+            };
             self.start(queued, slot);
         }
     }
@@ -371,9 +377,10 @@ impl Scheduler {
             if let Some(token) = a.next_token {
                 let slot = &mut self.slots[a.slot];
                 let pos = slot.cached.len() as i32;
-                self.batch
-                    .add(token, pos, &[slot.seq], true)
-                    .expect("batch has room");
+                // `room` starts at the batch's capacity and every token placed takes one.
+                if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                    break;
+                }
                 a.logits_row = Some(self.batch.n_tokens() - 1);
                 slot.cached.push(token);
                 room -= 1;
@@ -390,9 +397,13 @@ impl Scheduler {
             for k in 0..take {
                 let index = a.prompt_done + k;
                 let last = index + 1 == a.prompt.len();
-                self.batch
+                if self
+                    .batch
                     .add(a.prompt[index], index as i32, &[slot.seq], last)
-                    .expect("batch has room");
+                    .is_err()
+                {
+                    break;
+                }
                 if last {
                     a.logits_row = Some(self.batch.n_tokens() - 1);
                 }

@@ -4,13 +4,13 @@
 //! character (the rest comes with the next token), and text that might be the start of a stop
 //! string must be held back until it is known not to be one, so a stop string never leaks.
 
-pub struct TextStream {
+pub(crate) struct TextStream {
     pending_bytes: Vec<u8>,
     held: String,
     stop: Vec<String>,
 }
 
-pub enum Step {
+pub(crate) enum Step {
     /// Text that can be sent now (may be empty).
     Emit(String),
     /// A stop string was found: send this text, then finish with `stop`.
@@ -18,7 +18,7 @@ pub enum Step {
 }
 
 impl TextStream {
-    pub fn new(stop: Vec<String>) -> TextStream {
+    pub(crate) fn new(stop: Vec<String>) -> TextStream {
         TextStream {
             pending_bytes: Vec::new(),
             held: String::new(),
@@ -26,7 +26,7 @@ impl TextStream {
         }
     }
 
-    pub fn push(&mut self, bytes: &[u8]) -> Step {
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Step {
         self.pending_bytes.extend_from_slice(bytes);
         let valid = match std::str::from_utf8(&self.pending_bytes) {
             Ok(s) => s.len(),
@@ -39,14 +39,15 @@ impl TextStream {
             }
             Err(e) => e.valid_up_to(),
         };
-        let text =
-            String::from_utf8(self.pending_bytes.drain(..valid).collect()).expect("checked above");
+        let valid_bytes: Vec<u8> = self.pending_bytes.drain(..valid).collect();
+        // `valid` bytes were just checked to be UTF-8, so the lossy path never replaces anything.
+        let text = String::from_utf8_lossy(&valid_bytes).into_owned();
         self.held.push_str(&text);
         self.release()
     }
 
     /// Everything still held back, at the end of the reply.
-    pub fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         let mut rest = std::mem::take(&mut self.held);
         rest.push_str(&String::from_utf8_lossy(&std::mem::take(
             &mut self.pending_bytes,

@@ -14,7 +14,7 @@ use super::Config;
 
 /// How long a hardware probe may take unless `GEMMACTL_PROBE_TIMEOUT` (seconds) says otherwise.
 /// CUDA's first initialisation can take several seconds on a big GPU; a hang is far longer.
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Settings that only the environment gives.
 #[derive(Debug, Clone, PartialEq)]

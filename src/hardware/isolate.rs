@@ -31,8 +31,10 @@ pub fn run_json<T: DeserializeOwned>(
         .spawn()
         .map_err(|e| format!("{what} could not be started ({}: {e})", program.display()))?;
     // Read both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
+    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        return Err(format!("{what}'s output could not be connected"));
+    };
     let out_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = out.read_to_string(&mut s);

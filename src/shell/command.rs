@@ -7,7 +7,7 @@ use crate::store::{ConversationId, MessageId};
 
 /// Every command with its usage and a one-line description, in `/help` order. Completion uses
 /// the names.
-pub const COMMANDS: &[(&str, &str, &str)] = &[
+pub(super) const COMMANDS: &[(&str, &str, &str)] = &[
     ("/help", "/help", "this list"),
     (
         "/model",
@@ -72,10 +72,10 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
 ];
 
 /// Names `/set` accepts.
-pub const PARAMETERS: &[&str] = &["temperature", "top_k", "top_p", "max_tokens", "seed"];
+pub(super) const PARAMETERS: &[&str] = &["temperature", "top_k", "top_p", "max_tokens", "seed"];
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+pub(super) enum Command {
     Help,
     Model(Option<String>),
     Models,
@@ -96,14 +96,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum SystemChange {
+pub(super) enum SystemChange {
     Show,
     Set(String),
     Clear,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Setting {
+pub(super) enum Setting {
     Temperature(f64),
     TopK(u32),
     TopP(f64),
@@ -113,13 +113,13 @@ pub enum Setting {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExportFormat {
+pub(super) enum ExportFormat {
     Markdown,
     Jsonl,
 }
 
 /// Parses a line starting with `/`. The error is a one-line hint for the user.
-pub fn parse(line: &str) -> Result<Command, String> {
+pub(super) fn parse(line: &str) -> Result<Command, String> {
     let line = line.trim();
     let (name, rest) = match line.split_once(char::is_whitespace) {
         Some((n, r)) => (n, r.trim()),
@@ -227,7 +227,7 @@ fn parse_export(rest: &str) -> Result<Command, String> {
     Ok(Command::Export(format, path))
 }
 
-pub fn help_text() -> String {
+pub(super) fn help_text() -> String {
     let width = COMMANDS
         .iter()
         .map(|(_, usage, _)| usage.len())

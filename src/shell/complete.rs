@@ -9,13 +9,13 @@ use rustyline::{Context, Helper};
 
 use super::command::{COMMANDS, PARAMETERS};
 
-pub struct ShellHelper {
+pub(super) struct ShellHelper {
     pub models: Vec<String>,
 }
 
 impl ShellHelper {
     /// Candidates for the word ending at `pos`, and where that word starts.
-    pub fn candidates(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
+    pub(super) fn candidates(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
         let before = &line[..pos];
         if !before.starts_with('/') {
             return (pos, Vec::new());

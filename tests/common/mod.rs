@@ -1,6 +1,8 @@
 //! A small harness for the end-to-end tests: real binaries, a throw-away `GEMMACTL_HOME` per
 //! test, and the real default model from the shared download cache.
 #![allow(dead_code)]
+// Tests fail by panicking, with the reason: unwrapping is how they say so.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,15 +11,15 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Longest a single gemmactl command may take in a test: a hang fails the test, not CI.
-pub const DEADLINE: Duration = Duration::from_secs(300);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(300);
 
 /// The `gemmactl` binary cargo built for these tests.
-pub fn gemmactl_bin() -> PathBuf {
+pub(crate) fn gemmactl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gemmactl"))
 }
 
 /// `gemma-engine` sits next to `gemmactl` in the same target folder (`cargo build --workspace`).
-pub fn engine_bin() -> PathBuf {
+pub(crate) fn engine_bin() -> PathBuf {
     let path = gemmactl_bin().with_file_name("gemma-engine");
     assert!(
         path.is_file(),
@@ -28,23 +30,23 @@ pub fn engine_bin() -> PathBuf {
 }
 
 /// A temporary gemmactl home; dropped at the end of the test.
-pub struct Home {
+pub(crate) struct Home {
     pub dir: tempfile::TempDir,
 }
 
 impl Home {
-    pub fn new() -> Home {
+    pub(crate) fn new() -> Home {
         Home {
             dir: tempfile::tempdir().expect("temp dir"),
         }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// A `gemmactl` command that uses this home and the shared download cache.
-    pub fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut cmd = Command::new(gemmactl_bin());
         cmd.env("GEMMACTL_HOME", self.path())
             .env_remove("GEMMACTL_ENGINE")
@@ -56,7 +58,7 @@ impl Home {
     }
 
     /// Runs gemmactl with no stdin, killing it if it outlives [`DEADLINE`].
-    pub fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let mut cmd = self.cmd();
         cmd.args(args);
         run_bounded(cmd)
@@ -64,7 +66,7 @@ impl Home {
 }
 
 /// The real Gemma 3 270M GGUF, pulled once into the shared cache (a no-op when it is there).
-pub fn default_model() -> PathBuf {
+pub(crate) fn default_model() -> PathBuf {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL
         .get_or_init(|| {
@@ -87,16 +89,16 @@ pub fn default_model() -> PathBuf {
         .clone()
 }
 
-pub fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs `cmd` with no stdin, killing it if it outlives [`DEADLINE`].
-pub fn run_bounded(mut cmd: Command) -> Output {
+pub(crate) fn run_bounded(mut cmd: Command) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

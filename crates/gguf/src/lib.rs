@@ -813,6 +813,7 @@ fn fixed_size(value_type: u32) -> Option<u64> {
 /// Builds synthetic GGUF files for tests (here, and with the `test-support` feature in the tests
 /// of the crates that read GGUF files).
 #[cfg(any(test, feature = "test-support"))]
+#[allow(clippy::expect_used, missing_docs)]
 pub mod test_writer {
     /// A GGUF file under construction: metadata entries and tensors (whose data is zeros).
     pub struct Writer {

@@ -170,7 +170,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             .map(|(w, s)| {
                 (
                     format!("{w:?}").to_lowercase(),
-                    serde_json::to_value(s).expect("serializable"),
+                    serde_json::to_value(s).unwrap_or_default(),
                 )
             })
             .collect();
@@ -265,8 +265,10 @@ fn direct(
         .spawn()
         .context("cannot start gemma-engine")?;
     let pid = child.id();
-    let mut stdin = child.stdin.take().expect("piped");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bail!("gemma-engine's standard streams could not be connected");
+    };
+    let mut lines = BufReader::new(stdout).lines();
     let mut next = || -> Result<Value> {
         let line = lines
             .next()
@@ -377,7 +379,9 @@ fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<S
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    let mut stdout = child.stdout.take().expect("piped");
+    let Some(mut stdout) = child.stdout.take() else {
+        bail!("gemmactl run's stdout could not be connected");
+    };
     let mut buf = [0u8; 4096];
     let mut first = None;
     let mut last = Instant::now();
@@ -391,16 +395,14 @@ fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<S
         last = now;
     }
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("piped")
-        .read_to_string(&mut stderr)?;
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr)?;
+    }
     let status = child.wait()?;
     if !status.success() {
         bail!("gemmactl run failed: {}", stderr.trim());
     }
-    // The stats line starts "<N> tokens,"; the final newline `run` adds is not a token.
+    // The stats line starts "<N> tokens · "; the final newline `run` adds is not a token.
     let tokens: u32 = stderr
         .lines()
         .find_map(|l| {

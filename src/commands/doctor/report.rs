@@ -24,7 +24,7 @@ use crate::hardware::vulkan::{self, VulkanReport};
 use crate::models::ModelEntry;
 
 /// The driver probes, by the name the hidden `--probe-gpu` flag takes.
-pub const GPU_PROBES: [&str; 3] = ["nvidia", "vulkan", "openvino"];
+pub(super) const GPU_PROBES: [&str; 3] = ["nvidia", "vulkan", "openvino"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -59,7 +59,7 @@ pub struct ModelChoice {
 /// Runs one driver probe in this process and returns its JSON: the body of the hidden child
 /// command. `GEMMACTL_TEST_PROBE_FAULT=KIND:crash|hang` makes that probe misbehave, so tests can
 /// prove a broken driver cannot take gemmactl down.
-pub fn probe_child(config: &Config, kind: &str) -> Result<String, String> {
+pub(super) fn probe_child(config: &Config, kind: &str) -> Result<String, String> {
     #[cfg(feature = "test-support")]
     if let Some(fault) = config
         .env
@@ -86,11 +86,11 @@ pub fn probe_child(config: &Config, kind: &str) -> Result<String, String> {
             ))
         }
     };
-    Ok(json.expect("reports serialize"))
+    json.map_err(|e| format!("the {kind} probe's report could not be written as JSON: {e}"))
 }
 
 /// Gathers the whole report. Blocking (children, bounded by `isolate::timeout`).
-pub fn gather(config: &Config, models: &[ModelEntry]) -> Report {
+pub(super) fn gather(config: &Config, models: &[ModelEntry]) -> Report {
     let limit = config.env.probe_timeout;
     let exe = std::env::current_exe().ok();
     // The three driver probes and the engine probes are independent: run them side by side so
@@ -114,7 +114,16 @@ pub fn gather(config: &Config, models: &[ModelEntry]) -> Report {
             join(n),
             join(v),
             join(o),
-            e.join().expect("engine probes do not panic"),
+            e.join().unwrap_or_else(|_| EnginesReport {
+                gemma_engine: engines::CpuEngine {
+                    path: Err("the engine probe thread panicked".into()),
+                    probe: Err("the engine probe thread panicked".into()),
+                },
+                gpu_builds: Vec::new(),
+                gemma_cpp: engines::GemmaCppBinary {
+                    path: Err("the engine probe thread panicked".into()),
+                },
+            }),
         )
     });
     let nvidia: NvidiaReport = decode(nvidia, "NVIDIA", |note| NvidiaReport {
@@ -178,7 +187,7 @@ fn decode<T: for<'de> Deserialize<'de>>(
 }
 
 /// Real GPUs the drivers report, as hints for the policy ("a GPU is here but not used").
-pub fn hardware_seen(
+pub(super) fn hardware_seen(
     nvidia: &NvidiaReport,
     vulkan: &VulkanReport,
     openvino: &OpenvinoReport,

@@ -14,9 +14,9 @@
 
 use crate::domain::{Message, Role};
 
-pub const START_USER: &str = "<start_of_turn>user\n";
-pub const START_MODEL: &str = "<start_of_turn>model\n";
-pub const END_TURN: &str = "<end_of_turn>\n";
+pub(super) const START_USER: &str = "<start_of_turn>user\n";
+pub(super) const START_MODEL: &str = "<start_of_turn>model\n";
+pub(super) const END_TURN: &str = "<end_of_turn>\n";
 
 /// Tokens gemma.cpp adds around one user turn: BOS, the end of the previous turn, and the
 /// `<start_of_turn>user\n` / `<end_of_turn>\n<start_of_turn>model\n` markers (10 for `Hello` on
@@ -28,13 +28,13 @@ const MARKER_TOKENS: u64 = 8;
 /// A conversation in the shape gemma.cpp sees it: the system text (prepended to the first user
 /// turn) and alternating user/model turns, user first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Conversation {
+pub(super) struct Conversation {
     pub system: Option<String>,
     pub turns: Vec<Turn>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Turn {
+pub(super) struct Turn {
     pub role: Role,
     pub text: String,
 }
@@ -42,7 +42,7 @@ pub struct Turn {
 impl Conversation {
     /// Checks and normalizes a request's messages: system messages join into one, consecutive
     /// turns of one role join with a blank line, and the last turn must be the user's.
-    pub fn from_messages(messages: &[Message]) -> Result<Conversation, String> {
+    pub(super) fn from_messages(messages: &[Message]) -> Result<Conversation, String> {
         let mut system: Vec<&str> = Vec::new();
         let mut turns: Vec<Turn> = Vec::new();
         for m in messages {
@@ -78,7 +78,7 @@ impl Conversation {
     }
 
     /// Whether `self` is `held` plus one user turn.
-    pub fn extends(&self, held: &Conversation) -> bool {
+    pub(super) fn extends(&self, held: &Conversation) -> bool {
         self.system == held.system
             && self.turns.len() == held.turns.len() + 1
             && self.turns[..held.turns.len()] == held.turns[..]
@@ -94,7 +94,7 @@ impl Conversation {
     }
 
     /// The prompt replaying turns `from..` (from is a user turn) as one input.
-    pub fn replay(&self, from: usize, chat: bool) -> String {
+    pub(super) fn replay(&self, from: usize, chat: bool) -> String {
         let mut out = self.first_user(from);
         for pair in self.turns[from + 1..].chunks(2) {
             let (model, user) = (
@@ -117,7 +117,7 @@ impl Conversation {
     }
 
     /// The prompt for the newest user turn alone (the process already holds the rest).
-    pub fn newest(&self) -> String {
+    pub(super) fn newest(&self) -> String {
         if self.turns.len() == 1 {
             self.first_user(0)
         } else {
@@ -127,7 +127,7 @@ impl Conversation {
 
     /// An upper bound of the tokens `replay(from, ..)` becomes: SentencePiece never makes more
     /// tokens than bytes, and the markers are fewer tokens than bytes.
-    pub fn replay_bound(&self, from: usize) -> u64 {
+    pub(super) fn replay_bound(&self, from: usize) -> u64 {
         let system = self.system.as_ref().map_or(0, |s| s.len() as u64 + 2);
         let texts: u64 = self.turns[from..]
             .iter()
@@ -138,7 +138,7 @@ impl Conversation {
 
     /// The first user turn from which a replay fits in `room` tokens, oldest exchanges dropped
     /// first; `None` when even the last user turn alone does not fit.
-    pub fn trim_to(&self, room: u64) -> Option<usize> {
+    pub(super) fn trim_to(&self, room: u64) -> Option<usize> {
         (0..self.turns.len())
             .step_by(2)
             .find(|from| self.replay_bound(*from) <= room)
@@ -146,7 +146,7 @@ impl Conversation {
 }
 
 /// An upper bound of the tokens one new user turn of `text` costs.
-pub fn turn_bound(text: &str) -> u64 {
+pub(super) fn turn_bound(text: &str) -> u64 {
     text.len() as u64 + TEMPLATE_TOKENS
 }
 

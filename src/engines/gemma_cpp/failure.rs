@@ -12,7 +12,7 @@ use super::super::EngineError;
 use crate::domain::ErrorCode;
 
 /// A failure before the prompt marker appeared.
-pub fn startup(
+pub(super) fn startup(
     binary: &Path,
     weights: &Path,
     tokenizer: Option<&Path>,
@@ -71,7 +71,7 @@ pub fn startup(
 
 /// A process that died in the middle of a turn. A prompt too long for the KV cache is the
 /// caller's to fix; everything else is the engine dying (exit, cause and stderr kept).
-pub fn mid_run(exit: ExitInfo, tail: Vec<String>) -> EngineError {
+pub(super) fn mid_run(exit: ExitInfo, tail: Vec<String>) -> EngineError {
     if let Some(msg) = last_abort(&tail).filter(|m| m.contains("max_prompt_size")) {
         return EngineError::Request {
             code: ErrorCode::ContextOverflow,

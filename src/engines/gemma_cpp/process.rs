@@ -28,7 +28,7 @@ const TAIL_LINE_CHARS: usize = 2000;
 
 /// The flags that decide sampling; changing one means restarting the process.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sampling {
+pub(super) struct Sampling {
     pub max_generated_tokens: u32,
     pub temperature: f32,
     pub top_k: u32,
@@ -36,7 +36,7 @@ pub struct Sampling {
 
 /// Everything on the command line.
 #[derive(Debug, Clone)]
-pub struct Launch {
+pub(super) struct Launch {
     pub binary: PathBuf,
     pub weights: PathBuf,
     pub tokenizer: Option<PathBuf>,
@@ -50,7 +50,7 @@ pub struct Launch {
 }
 
 impl Launch {
-    pub fn args(&self) -> Vec<String> {
+    pub(super) fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec!["--weights".into(), self.weights.display().to_string()];
         if let Some(t) = &self.tokenizer {
             args.extend(["--tokenizer".into(), t.display().to_string()]);
@@ -83,7 +83,7 @@ impl Launch {
 
 /// The last lines of stderr, shared with the reader task.
 #[derive(Clone, Default)]
-pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+pub(super) struct Tail(Arc<Mutex<VecDeque<String>>>);
 
 impl Tail {
     fn push(&self, line: String) {
@@ -94,7 +94,7 @@ impl Tail {
         buf.push_back(line);
     }
 
-    pub fn lines(&self) -> Vec<String> {
+    pub(super) fn lines(&self) -> Vec<String> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -112,7 +112,7 @@ enum Output {
 }
 
 /// How a turn ended.
-pub enum TurnEnd {
+pub(super) enum TurnEnd {
     Done {
         dots: u32,
         reply: String,
@@ -126,12 +126,12 @@ pub enum TurnEnd {
 }
 
 /// Why the process did not become ready.
-pub enum NotReady {
+pub(super) enum NotReady {
     Exited(ExitInfo),
     Timeout,
 }
 
-pub struct Process {
+pub(super) struct Process {
     /// The running child, owned: it is signalled only through this handle.
     pub child: ChildProcess,
     pub launch: Launch,
@@ -146,7 +146,7 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn spawn(launch: Launch) -> Result<Process, EngineError> {
+    pub(super) fn spawn(launch: Launch) -> Result<Process, EngineError> {
         let mut cmd = Command::new(&launch.binary);
         cmd.args(launch.args())
             .stdin(Stdio::piped())
@@ -221,7 +221,7 @@ impl Process {
 
     /// Waits for the prompt marker that ends startup (and briefly for the `Model` line, which
     /// travels on the other pipe).
-    pub async fn wait_ready(&mut self, limit: Duration) -> Result<(), NotReady> {
+    pub(super) async fn wait_ready(&mut self, limit: Duration) -> Result<(), NotReady> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut last = Vec::new();
         loop {
@@ -275,7 +275,7 @@ impl Process {
     /// Types `text` as one prompt and reads the turn, passing reply text to `on_text` as the
     /// binary flushes it. `stop` turning true abandons the turn (the caller then kills the
     /// process: gemma.cpp cannot be interrupted otherwise).
-    pub async fn turn(
+    pub(super) async fn turn(
         &mut self,
         text: &str,
         stop: &mut watch::Receiver<bool>,
@@ -319,7 +319,7 @@ impl Process {
     }
 
     /// `%c`: gemma.cpp forgets the conversation (position 0) and shows a new prompt marker.
-    pub async fn reset(&mut self, limit: Duration) -> bool {
+    pub(super) async fn reset(&mut self, limit: Duration) -> bool {
         let command = format!("%c\n{}\n", self.launch.sentinel);
         if !self.write(command.as_bytes()).await {
             return false;
@@ -345,17 +345,17 @@ impl Process {
     }
 
     /// The exit, once reaped (bounded: a process that will not die is reported as unknown).
-    pub async fn wait_exit(&self) -> ExitInfo {
+    pub(super) async fn wait_exit(&self) -> ExitInfo {
         self.child.wait_exit().await
     }
 
     /// Kills the process and waits until it is reaped.
-    pub async fn kill(&mut self) -> ExitInfo {
+    pub(super) async fn kill(&mut self) -> ExitInfo {
         self.child.kill_and_wait().await
     }
 
     /// Closes stdin (gemma.cpp exits 0 on EOF), then kills after `grace`.
-    pub async fn stop(&mut self, grace: Duration) {
+    pub(super) async fn stop(&mut self, grace: Duration) {
         self.stdin = None;
         if !self.child.exited_within(grace).await {
             tracing::warn!(
@@ -377,7 +377,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// The bytes that make gemma.cpp read `text` as one prompt in `--eot_line` mode. A prompt
 /// starting with `%` gets an empty first line, so `%q`/`%c` at its start are text, not commands
 /// (the model then sees one leading newline); every line reaches the model with its `"\n"`.
-pub fn payload(text: &str, sentinel: &str) -> String {
+pub(super) fn payload(text: &str, sentinel: &str) -> String {
     let mut out = String::with_capacity(text.len() + sentinel.len() + 3);
     if text.starts_with('%') {
         out.push('\n');

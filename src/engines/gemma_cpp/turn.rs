@@ -11,7 +11,7 @@ const END: &[u8] = b"\n\n> ";
 
 /// Accumulates one turn's stdout and releases reply text as it becomes certain.
 #[derive(Debug, Default)]
-pub struct TurnParser {
+pub(super) struct TurnParser {
     buf: Vec<u8>,
     dots: Option<usize>,
     /// Reply bytes already released.
@@ -19,17 +19,17 @@ pub struct TurnParser {
 }
 
 impl TurnParser {
-    pub fn new() -> TurnParser {
+    pub(super) fn new() -> TurnParser {
         TurnParser::default()
     }
 
     /// Prompt tokens read so far (all dots until the first other byte).
-    pub fn dots(&self) -> usize {
+    pub(super) fn dots(&self) -> usize {
         self.dots.unwrap_or(self.buf.len())
     }
 
     /// Adds bytes from stdout; returns reply text that can be shown now (possibly empty).
-    pub fn feed(&mut self, bytes: &[u8]) -> String {
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> String {
         self.buf.extend_from_slice(bytes);
         if self.dots.is_none() {
             match self.buf.iter().position(|b| *b != b'.') {
@@ -58,12 +58,12 @@ impl TurnParser {
     }
 
     /// Whether stdout shows the end-of-turn suffix.
-    pub fn at_prompt(&self) -> bool {
+    pub(super) fn at_prompt(&self) -> bool {
         self.buf.ends_with(END)
     }
 
     /// The whole reply and the text not yet released, once the turn is over.
-    pub fn finish(&self) -> (String, String) {
+    pub(super) fn finish(&self) -> (String, String) {
         let rest = &self.buf[self.dots().min(self.buf.len())..];
         let body = rest.strip_suffix(END).unwrap_or(rest);
         let reply: &[u8] = if rest.len() >= 6 && rest.starts_with(b"\n\n") {
@@ -94,7 +94,7 @@ fn complete_utf8(bytes: &[u8]) -> (String, usize) {
 
 /// `[ Timing info ] Prefill: <ms> ms for <n> prompt tokens (<f> tokens / sec); Time to first token: <ms> ms`
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Prefill {
+pub(super) struct Prefill {
     pub ms: f64,
     pub tokens: u32,
     pub tokens_per_s: f64,
@@ -103,13 +103,13 @@ pub struct Prefill {
 
 /// `[ Timing info ] Generate: <ms> ms for <n> tokens (<f> tokens / sec)`
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Generate {
+pub(super) struct Generate {
     pub ms: f64,
     pub tokens: u32,
     pub tokens_per_s: f64,
 }
 
-pub fn parse_prefill(line: &str) -> Option<Prefill> {
+pub(super) fn parse_prefill(line: &str) -> Option<Prefill> {
     let n = numbers(line.split_once("[ Timing info ] Prefill:")?.1);
     Some(Prefill {
         ms: *n.first()?,
@@ -119,7 +119,7 @@ pub fn parse_prefill(line: &str) -> Option<Prefill> {
     })
 }
 
-pub fn parse_generate(line: &str) -> Option<Generate> {
+pub(super) fn parse_generate(line: &str) -> Option<Generate> {
     let n = numbers(line.split_once("[ Timing info ] Generate:")?.1);
     Some(Generate {
         ms: *n.first()?,
