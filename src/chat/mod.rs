@@ -22,6 +22,7 @@ mod turn;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::config::{Config, Paths};
+use crate::domain::Source;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
 pub use request::PromptStyle;
@@ -36,6 +37,7 @@ pub struct TurnService {
 
 struct Inner {
     supervisor: Supervisor,
+    source: Source,
     store: Option<Mutex<Store>>,
     paths: Paths,
     config: Config,
@@ -46,12 +48,14 @@ impl TurnService {
     pub fn new(
         supervisor: Supervisor,
         store: Option<Store>,
+        source: Source,
         paths: &Paths,
         config: &Config,
     ) -> TurnService {
         TurnService {
             inner: Arc::new(Inner {
                 supervisor,
+                source,
                 store: store.map(Mutex::new),
                 paths: paths.clone(),
                 config: config.clone(),
@@ -71,6 +75,11 @@ impl TurnService {
             .store
             .as_ref()
             .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The front end the service's conversations come from.
+    pub fn source(&self) -> Source {
+        self.inner.source
     }
 
     /// Whether turns are stored.

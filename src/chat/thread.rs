@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use super::request::{request_parts, PromptStyle, RequestParts};
 use super::turn::Turn;
 use super::TurnService;
-use crate::domain::{EngineDescription, GenerateRequest, Message, Role, SamplingParams};
+use crate::domain::{EngineDescription, GenerateRequest, Message, Origin, Role, SamplingParams};
 use crate::models::ModelEntry;
 use crate::store::{ConversationId, MessageId};
 
@@ -42,6 +42,7 @@ pub struct Thread {
     model: ModelEntry,
     params: SamplingParams,
     style: PromptStyle,
+    origin: Origin,
     session: String,
     sessions_started: u32,
 }
@@ -64,6 +65,7 @@ impl Thread {
             model,
             params,
             style,
+            origin: Origin::new(service.source()),
             session: String::new(),
             sessions_started: 0,
         };
@@ -106,6 +108,12 @@ impl Thread {
         self.branch.clear();
         self.dropped = 0;
         self.new_session();
+    }
+
+    /// Tags the conversation with where it comes from beyond the front end (an MCP client's
+    /// name, a batch line); stored when the conversation is.
+    pub fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
     }
 
     /// The stored conversation's id, once it has one.
@@ -282,7 +290,7 @@ impl Thread {
         let conv = match self.id {
             Some(c) => c,
             None => {
-                let c = store.create_conversation(self.system.as_deref())?;
+                let c = store.create_conversation(self.system.as_deref(), &self.origin)?;
                 self.id = Some(c);
                 c
             }

@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::chat::{Notice, PromptStyle, Thread, TurnEnd, TurnEvent, TurnService};
 use crate::config::flags::{EngineFlags, LogFlag, ModelFlag, SamplingFlags};
 use crate::config::{Config, Paths};
-use crate::domain::EngineDescription;
+use crate::domain::{EngineDescription, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
 use crate::supervisor::Supervisor;
@@ -90,6 +90,7 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     let service = TurnService::new(
         Supervisor::new(config.clone(), paths, "gemmactl run"),
         store,
+        Source::Run,
         paths,
         &config,
     );

@@ -10,6 +10,7 @@ mod backend;
 mod engine;
 mod memory;
 mod message;
+mod origin;
 mod outcome;
 mod params;
 
@@ -17,5 +18,6 @@ pub use backend::{label as backend_label, Backend};
 pub use engine::{Device, EngineDescription, EngineKind, ModelFacts};
 pub use memory::{mib, MemoryEstimate, ModelNeeds};
 pub use message::{Message, Role};
+pub use origin::{BatchLine, Origin, Source};
 pub use outcome::{Completion, ErrorCode, FinishReason, Timings, Usage};
 pub use params::{GenerateRequest, PromptFormat, SamplingParams};

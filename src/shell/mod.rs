@@ -22,7 +22,7 @@ use rustyline::{Config as EditorConfig, Editor};
 use crate::chat::{Notice, PromptStyle, Thread, TurnEvent, TurnService};
 use crate::config::flags::{EngineFlags, LogFlag, ModelFlag, DEFAULT_MAX_TOKENS};
 use crate::config::{Config, Paths};
-use crate::domain::{FinishReason, SamplingParams};
+use crate::domain::{FinishReason, SamplingParams, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
 use crate::supervisor::Supervisor;
@@ -103,6 +103,7 @@ pub fn run(args: ChatArgs, paths: &Paths, mut config: Config) -> Result<ExitCode
             TurnService::new(
                 Supervisor::new(config.clone(), paths, "gemmactl chat"),
                 store,
+                Source::Chat,
                 paths,
                 &config,
             ),

@@ -242,8 +242,19 @@ impl Importer<'_> {
                 let updated = self.timestamp(line, &conversation.updated_at)?;
                 self.conn
                     .execute(
-                        "INSERT INTO conversations (title, created_at, updated_at, model, system) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![conversation.title, created, updated, conversation.model, conversation.system],
+                        "INSERT INTO conversations (title, created_at, updated_at, model, system, source, client, batch_id, batch_line)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        params![
+                            conversation.title,
+                            created,
+                            updated,
+                            conversation.model,
+                            conversation.system,
+                            conversation.origin.as_ref().map(|o| o.source.as_str()),
+                            conversation.origin.as_ref().and_then(|o| o.client.clone()),
+                            conversation.origin.as_ref().and_then(|o| o.batch.as_ref()).map(|b| b.batch_id.clone()),
+                            conversation.origin.as_ref().and_then(|o| o.batch.as_ref()).map(|b| b.line_id.clone()),
+                        ],
                     )
                     .map_err(fail(self.path))?;
                 let id = ConversationId(self.conn.last_insert_rowid());

@@ -17,11 +17,18 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, oldest first. Numbers are contiguous from 1; a test checks it.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    sql: include_str!("migrations/0001_initial.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        sql: include_str!("migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_origin",
+        sql: include_str!("migrations/0002_origin.sql"),
+    },
+];
 
 /// The schema version this build writes.
 pub(crate) fn latest() -> i64 {

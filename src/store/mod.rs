@@ -30,7 +30,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, Transactio
 use serde::{Deserialize, Serialize};
 
 use crate::config::Paths;
-use crate::domain::{FinishReason, Message, Role, SamplingParams, Timings, Usage};
+use crate::domain::{
+    BatchLine, FinishReason, Message, Origin, Role, SamplingParams, Source, Timings, Usage,
+};
 pub use error::StoreError;
 pub use export::ImportSummary;
 pub use search::SearchHit;
@@ -98,6 +100,9 @@ pub struct Conversation {
     pub system: Option<String>,
     /// The message the next turn continues from: the newest message, or where `fork` pointed.
     pub head: Option<MessageId>,
+    /// Where it came from (front end, client, batch line); `None` before schema version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 /// A row of `list_conversations`.
@@ -234,11 +239,23 @@ impl Store {
     // ----- conversations -----
 
     /// Starts an empty conversation.
-    pub fn create_conversation(&mut self, system: Option<&str>) -> Result<ConversationId> {
+    pub fn create_conversation(
+        &mut self,
+        system: Option<&str>,
+        origin: &Origin,
+    ) -> Result<ConversationId> {
+        let batch = origin.batch.as_ref();
         self.conn
             .execute(
-                "INSERT INTO conversations (system) VALUES (?1)",
-                params![system],
+                "INSERT INTO conversations (system, source, client, batch_id, batch_line)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    system,
+                    origin.source.as_str(),
+                    origin.client,
+                    batch.map(|b| &b.batch_id),
+                    batch.map(|b| &b.line_id)
+                ],
             )
             .map_err(fail(&self.path))?;
         Ok(ConversationId(self.conn.last_insert_rowid()))
@@ -288,7 +305,7 @@ impl Store {
             .query_map(params![model, limit], |row| {
                 Ok(ConversationSummary {
                     conversation: conversation_from_row(row)?,
-                    messages: row.get(7)?,
+                    messages: row.get(11)?,
                 })
             })
             .map_err(fail(&self.path))?;
@@ -634,7 +651,8 @@ fn params_json(params: &SamplingParams) -> Option<String> {
     serde_json::to_string(params).ok()
 }
 
-const CONVERSATION_COLUMNS: &str = "id, title, created_at, updated_at, model, system, head_id";
+const CONVERSATION_COLUMNS: &str =
+    "id, title, created_at, updated_at, model, system, head_id, source, client, batch_id, batch_line";
 
 fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
@@ -645,7 +663,29 @@ fn conversation_from_row(row: &Row<'_>) -> rusqlite::Result<Conversation> {
         model: row.get(4)?,
         system: row.get(5)?,
         head: row.get::<_, Option<i64>>(6)?.map(MessageId),
+        origin: origin_from_row(row)?,
     })
+}
+
+/// Columns 7–10 of [`CONVERSATION_COLUMNS`]: the origin, when the row has a source.
+fn origin_from_row(row: &Row<'_>) -> rusqlite::Result<Option<Origin>> {
+    let Some(source) = row.get::<_, Option<String>>(7)? else {
+        return Ok(None);
+    };
+    let source = Source::parse(&source)
+        .ok_or_else(|| bad_column(7, format!("unknown source {source:?}")))?;
+    let batch = match (
+        row.get::<_, Option<String>>(9)?,
+        row.get::<_, Option<String>>(10)?,
+    ) {
+        (Some(batch_id), Some(line_id)) => Some(BatchLine { batch_id, line_id }),
+        _ => None,
+    };
+    Ok(Some(Origin {
+        source,
+        client: row.get(8)?,
+        batch,
+    }))
 }
 
 const MESSAGE_COLUMNS: &str =

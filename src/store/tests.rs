@@ -2,6 +2,7 @@
 //! and export tests share.
 
 use super::*;
+use crate::domain::{Origin, Source};
 
 /// A store in a fresh temporary folder; keep the folder alive as long as the store.
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
@@ -21,7 +22,9 @@ pub(crate) fn turn(
 ) -> (ConversationId, MessageId) {
     let c = match conversation {
         Some(c) => c,
-        None => store.create_conversation(None).unwrap(),
+        None => store
+            .create_conversation(None, &Origin::new(Source::Chat))
+            .unwrap(),
     };
     let head = store.head(c).unwrap();
     let params = SamplingParams {
@@ -172,7 +175,9 @@ fn user_message_is_committed_before_the_reply_exists() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("history.db");
     let mut store = Store::open(&path).unwrap();
-    let c = store.create_conversation(None).unwrap();
+    let c = store
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap();
     let u = store
         .add_user_message(
             c,
@@ -226,7 +231,9 @@ fn finished_reply_keeps_everything_about_how_it_was_made() {
 #[test]
 fn a_reply_cut_short_keeps_its_text_reason_and_error() {
     let (_dir, mut store) = temp_store();
-    let c = store.create_conversation(None).unwrap();
+    let c = store
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap();
     let u = store
         .add_user_message(
             c,
@@ -373,7 +380,9 @@ fn replay_sends_the_system_prompt_and_skips_empty_replies() {
 fn parents_must_exist_and_belong_to_the_conversation() {
     let (_dir, mut store) = temp_store();
     let (a, ra) = turn(&mut store, None, "in a", "ok");
-    let b = store.create_conversation(None).unwrap();
+    let b = store
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap();
     let err = store
         .add_user_message(b, Some(ra), "x", "m", &SamplingParams::default())
         .unwrap_err();
@@ -442,7 +451,9 @@ fn listing_latest_and_model_filter() {
     let (_dir, mut store) = temp_store();
     assert_eq!(store.latest_conversation().unwrap(), None);
     let (a, _) = turn(&mut store, None, "a", "a");
-    let b = store.create_conversation(None).unwrap();
+    let b = store
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap();
     store
         .add_user_message(b, None, "b", "qwen", &SamplingParams::default())
         .unwrap();
@@ -489,7 +500,9 @@ fn delete_removes_the_conversation_and_its_messages_only() {
     ));
     assert_eq!(store.message(rb).unwrap().conversation, b);
     // Ids are never reused: the next conversation gets a new number.
-    let c = store.create_conversation(None).unwrap();
+    let c = store
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap();
     assert!(c.0 > b.0);
     let orphans: i64 = store
         .conn
@@ -552,11 +565,15 @@ fn a_writer_blocked_past_the_timeout_gets_a_locked_error() {
     let mut waiter = Store::open(&path).unwrap();
     waiter.conn.busy_timeout(Duration::from_millis(50)).unwrap();
     holder.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let err = waiter.create_conversation(None).unwrap_err();
+    let err = waiter
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     assert!(err.to_string().contains("locked"), "{err}");
     holder.conn.execute_batch("ROLLBACK").unwrap();
-    waiter.create_conversation(None).unwrap();
+    waiter
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap();
 }
 
 #[test]
@@ -584,4 +601,27 @@ fn integrity_and_fts_consistency_hold_after_a_workout() {
         )
         .unwrap();
     assert_eq!(store.search("walrus", 100).unwrap().len(), 5);
+}
+
+#[test]
+fn a_conversation_keeps_where_it_came_from() {
+    let (_dir, mut store) = temp_store();
+    let origin = Origin {
+        source: Source::Batch,
+        client: Some("claude-code".into()),
+        batch: Some(crate::domain::BatchLine {
+            batch_id: "b1".into(),
+            line_id: "line-7".into(),
+        }),
+    };
+    let c = store.create_conversation(None, &origin).unwrap();
+    assert_eq!(store.conversation(c).unwrap().origin, Some(origin));
+    let plain = store
+        .create_conversation(None, &Origin::new(Source::Run))
+        .unwrap();
+    let got = store.conversation(plain).unwrap().origin.unwrap();
+    assert_eq!(
+        (got.source, got.client, got.batch),
+        (Source::Run, None, None)
+    );
 }
