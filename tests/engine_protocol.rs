@@ -91,16 +91,37 @@ impl Engine {
         ready
     }
 
-    /// Collects one request's text and its final event.
+    /// Collects one request's text and its final event. Prompt progress must come before the
+    /// first token, grow, never pass its total, and reach it.
     fn reply(&self, id: &str) -> (String, Value) {
         let mut text = String::new();
+        let mut progress: Option<(u64, u64)> = None;
         loop {
             let event = self.next();
             if event["id"] != id {
                 continue;
             }
             match event["event"].as_str() {
-                Some("token") => text.push_str(event["text"].as_str().unwrap()),
+                Some("progress") => {
+                    assert!(text.is_empty(), "progress after the first token: {event}");
+                    let (done, total) = (
+                        event["done"].as_u64().unwrap(),
+                        event["total"].as_u64().unwrap(),
+                    );
+                    assert!(done <= total, "{event}");
+                    if let Some((before, _)) = progress {
+                        assert!(done > before, "progress went back: {event}");
+                    }
+                    progress = Some((done, total));
+                }
+                Some("token") => {
+                    if text.is_empty() {
+                        if let Some((done, total)) = progress {
+                            assert_eq!(done, total, "the first token came before the prompt was read");
+                        }
+                    }
+                    text.push_str(event["text"].as_str().unwrap())
+                }
                 Some("done") | Some("error") => return (text, event),
                 other => panic!("unexpected event {other:?}: {event}"),
             }
@@ -224,6 +245,8 @@ fn concurrent_requests_complete_with_their_own_ids_and_texts() {
                 assert_eq!(e["usage"]["completion_tokens"], 12, "{e}");
                 finished += 1;
             }
+            // Prompt progress of each request, checked in `reply` elsewhere.
+            Some("progress") => {}
             _ => panic!("unexpected event {e}"),
         }
     }
@@ -241,6 +264,34 @@ fn concurrent_requests_complete_with_their_own_ids_and_texts() {
         interleaved,
         "the two requests were decoded one after the other, not batched"
     );
+}
+
+#[test]
+fn a_long_prompt_reports_its_reading_chunk_by_chunk() {
+    let mut engine = Engine::start(&common::default_model(), &[]);
+    engine.ready();
+    let long = "The river runs past the old mill and under the stone bridge. ".repeat(30);
+    engine.send(json!({"op": "generate", "id": "p", "messages": [{"role": "user", "content": long}], "params": {"max_tokens": 1, "temperature": 0}}));
+    let mut seen = Vec::new();
+    let done = loop {
+        let event = engine.next();
+        match event["event"].as_str() {
+            Some("progress") => seen.push((
+                event["done"].as_u64().unwrap(),
+                event["total"].as_u64().unwrap(),
+            )),
+            Some("done") => break event,
+            Some("token") => {}
+            other => panic!("unexpected event {other:?}: {event}"),
+        }
+    };
+    let prompt = done["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt > 300, "{done}");
+    // 128-token chunks: at least three reports, growing, ending at the whole prompt.
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+    assert!(seen.iter().all(|(_, total)| *total == prompt), "{seen:?}");
+    assert_eq!(seen.last().map(|p| p.0), Some(prompt));
 }
 
 #[test]

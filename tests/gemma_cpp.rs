@@ -926,7 +926,7 @@ fn run_streams_a_reply_from_a_registered_gemma_cpp_model() {
         .clone();
     assert_eq!(
         (entry["engine"].as_str(), entry["format"].as_str()),
-        (Some("gemma-cpp"), Some("sbs"))
+        (Some("gemma.cpp"), Some("sbs"))
     );
     let show = ok(&home.run(&["models", "show", "tiny"]));
     assert!(show.contains("gemma.cpp BlobStore"), "{show}");

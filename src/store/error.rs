@@ -10,63 +10,121 @@ use rusqlite::ErrorCode;
 
 use super::{ConversationId, MessageId};
 
+/// A failure of the history database, with the sentence the user sees.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The file could not be opened or created.
     #[error("cannot open history database {}: {reason}: check that the folder exists and is writable", .path.display())]
-    Open { path: PathBuf, reason: String },
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The operating system's or SQLite's words.
+        reason: String,
+    },
 
+    /// The file is not a database, or a damaged one.
     #[error("history database {} is corrupt ({reason}): move it aside and gemmactl will start a new one", .path.display())]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's words.
+        reason: String,
+    },
 
+    /// Another program holds the write lock longer than the busy timeout.
     #[error("history database {} is locked by another program: close it (or wait for the other gemmactl) and try again", .path.display())]
-    Locked { path: PathBuf },
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
 
+    /// The disk holding it is full.
     #[error("cannot write history database {}: the disk is full: free some space and try again", .path.display())]
-    DiskFull { path: PathBuf },
+    DiskFull {
+        /// The database file.
+        path: PathBuf,
+    },
 
+    /// The file or its folder cannot be written.
     #[error("history database {} is read-only: make it and its folder writable", .path.display())]
-    ReadOnly { path: PathBuf },
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
 
+    /// A newer gemmactl wrote it.
     #[error("history database {} has schema version {found}, newer than this gemmactl understands (up to {supported}): upgrade gemmactl, or set GEMMACTL_HOME to use another database", .path.display())]
     TooNew {
+        /// The database file.
         path: PathBuf,
+        /// Its schema version.
         found: i64,
+        /// The newest this build knows.
         supported: i64,
     },
 
+    /// No conversation has this id.
     #[error("no conversation {0} in the history: `gemmactl history list` shows the ids")]
     ConversationNotFound(ConversationId),
 
+    /// No message has this id.
     #[error(
         "no message {0} in the history: `gemmactl history show CONVERSATION` shows the message ids"
     )]
     MessageNotFound(MessageId),
 
+    /// A message was used with a conversation it is not part of.
     #[error("message {message} belongs to conversation {actual}, not {expected}: pick a message of conversation {expected}")]
     WrongConversation {
+        /// The message.
         message: MessageId,
+        /// The conversation it was used with.
         expected: ConversationId,
+        /// The conversation it belongs to.
         actual: ConversationId,
     },
 
+    /// Only a reply that has not finished can be saved or finished.
     #[error("message {0} is not a reply in progress: only a reply started with start_reply can be finished")]
     NotAReply(MessageId),
 
+    /// A search with nothing to search for.
     #[error("cannot search for {query:?}: {reason}: use plain words")]
-    BadQuery { query: String, reason: String },
-
-    #[error("line {line} of {source_name} is not a gemmactl history export: {reason}")]
-    Import {
-        source_name: String,
-        line: usize,
+    BadQuery {
+        /// What the user typed.
+        query: String,
+        /// Why it cannot be searched.
         reason: String,
     },
 
-    #[error("cannot import {source_name}: {reason}")]
-    ImportRead { source_name: String, reason: String },
+    /// A line of an import is not what `history export --format jsonl` writes.
+    #[error("line {line} of {source_name} is not a gemmactl history export: {reason}")]
+    Import {
+        /// The file (or stdin).
+        source_name: String,
+        /// The line number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
 
+    /// An import could not be read.
+    #[error("cannot import {source_name}: {reason}")]
+    ImportRead {
+        /// The file (or stdin).
+        source_name: String,
+        /// The operating system's words.
+        reason: String,
+    },
+
+    /// Any other SQLite failure.
     #[error("history database {}: {reason}", .path.display())]
-    Other { path: PathBuf, reason: String },
+    Other {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's words.
+        reason: String,
+    },
 }
 
 impl StoreError {
