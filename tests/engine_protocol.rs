@@ -117,7 +117,10 @@ impl Engine {
                 Some("token") => {
                     if text.is_empty() {
                         if let Some((done, total)) = progress {
-                            assert_eq!(done, total, "the first token came before the prompt was read");
+                            assert_eq!(
+                                done, total,
+                                "the first token came before the prompt was read"
+                            );
                         }
                     }
                     text.push_str(event["text"].as_str().unwrap())

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{ChildStdout, Command};
+use tokio::process::{ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
 use engine_protocol::{self as protocol, Event};
@@ -60,72 +60,16 @@ impl GemmaEngine {
     /// Starts the engine and waits for its `ready` event, reporting load progress (0..1).
     pub async fn start(
         spec: &LaunchSpec,
-        mut on_progress: impl FnMut(f32) + Send,
+        on_progress: impl FnMut(f32) + Send,
     ) -> Result<GemmaEngine, EngineError> {
-        let mut cmd = Command::new(&spec.binary);
-        cmd.arg("--model")
-            .arg(&spec.model_path)
-            .args(["--context", &spec.context.to_string()])
-            .args(["--parallel", &spec.parallel.to_string()]);
-        if let Some(t) = spec.threads {
-            cmd.args(["--threads", &t.to_string()]);
-        }
-        if let Some(n) = spec.gpu_layers {
-            cmd.args(["--gpu-layers", &n.to_string()]);
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let spawn_failed = |reason: String| EngineError::Spawn {
-            binary: spec.binary.clone(),
-            reason,
-        };
-        let mut proc = child::spawn(&mut cmd).map_err(|e| spawn_failed(e.to_string()))?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
-        else {
-            return Err(spawn_failed(
-                "its standard streams could not be connected".into(),
-            ));
-        };
-        let process = ChildProcess::watch(proc, "gemma-engine");
+        let Spawned {
+            process,
+            mut stdin,
+            mut events,
+            stderr_tail,
+        } = spawn(spec)?;
         let pid = process.pid();
-        tracing::info!(?pid, model = %spec.model_path.display(), "engine starting");
-        let stderr_tail = StderrTail::collect(stderr, format!("gemma-engine[{pid:?}]"));
-        let mut stdin = stdin;
-        let mut events = BufReader::new(stdout).lines();
-
-        let died = |exit: ExitInfo, tail: &StderrTail| EngineError::Died {
-            engine: EngineKind::GemmaEngine,
-            exit,
-            stderr_tail: tail.lines(),
-        };
-        let model = spec.model_path.display().to_string();
-        let waiting = async {
-            loop {
-                match next_event(&mut events).await {
-                    Some(Ok(Event::Loading { progress })) => on_progress(progress),
-                    Some(Ok(Event::Ready(ready))) => return Ok(ready),
-                    Some(Ok(Event::Error(e))) => {
-                        return Err(EngineError::Load {
-                            code: error_code(e.code),
-                            message: e.message,
-                            path: e.path,
-                        });
-                    }
-                    Some(Ok(other)) => {
-                        return Err(EngineError::Protocol(format!(
-                            "unexpected event before ready: {other:?}"
-                        )))
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => {
-                        let exit = process.wait_exit().await;
-                        return Err(died(exit, &stderr_tail));
-                    }
-                }
-            }
-        };
+        let waiting = wait_ready(&mut events, &process, &stderr_tail, on_progress);
         let ready = match tokio::time::timeout(spec.load_timeout, waiting).await {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => {
@@ -135,7 +79,7 @@ impl GemmaEngine {
             Err(_) => {
                 process.kill();
                 return Err(EngineError::LoadTimeout {
-                    model,
+                    model: spec.model_path.display().to_string(),
                     secs: spec.load_timeout.as_secs(),
                 });
             }
@@ -161,7 +105,6 @@ impl GemmaEngine {
             }
             // Dropping stdin closes it: the engine's signal to finish and exit.
         });
-
         let inflight: Inflight = Arc::default();
         tokio::spawn(route_events(
             events,
@@ -169,7 +112,6 @@ impl GemmaEngine {
             process.clone(),
             stderr_tail,
         ));
-
         Ok(GemmaEngine {
             description: describe(ready, pid),
             process,
@@ -184,6 +126,90 @@ impl GemmaEngine {
             Err(e) => {
                 tracing::error!("a command could not be written as JSON: {e}");
                 false
+            }
+        }
+    }
+}
+
+/// A just-spawned engine and its streams.
+struct Spawned {
+    process: ChildProcess,
+    stdin: ChildStdin,
+    events: Lines<BufReader<ChildStdout>>,
+    stderr_tail: StderrTail,
+}
+
+/// Starts the engine process for `spec`, isolated, with its streams piped.
+fn spawn(spec: &LaunchSpec) -> Result<Spawned, EngineError> {
+    let mut cmd = Command::new(&spec.binary);
+    cmd.arg("--model")
+        .arg(&spec.model_path)
+        .args(["--context", &spec.context.to_string()])
+        .args(["--parallel", &spec.parallel.to_string()]);
+    if let Some(t) = spec.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    if let Some(n) = spec.gpu_layers {
+        cmd.args(["--gpu-layers", &n.to_string()]);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let spawn_failed = |reason: String| EngineError::Spawn {
+        binary: spec.binary.clone(),
+        reason,
+    };
+    let mut proc = child::spawn(&mut cmd).map_err(|e| spawn_failed(e.to_string()))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (proc.stdin.take(), proc.stdout.take(), proc.stderr.take())
+    else {
+        return Err(spawn_failed(
+            "its standard streams could not be connected".into(),
+        ));
+    };
+    let process = ChildProcess::watch(proc, "gemma-engine");
+    let pid = process.pid();
+    tracing::info!(?pid, model = %spec.model_path.display(), "engine starting");
+    Ok(Spawned {
+        stderr_tail: StderrTail::collect(stderr, format!("gemma-engine[{pid:?}]")),
+        process,
+        stdin,
+        events: BufReader::new(stdout).lines(),
+    })
+}
+
+/// Reads events until `ready`, reporting load progress; a load error, a broken protocol or the
+/// process's death end the wait with the reason.
+async fn wait_ready(
+    events: &mut Lines<BufReader<ChildStdout>>,
+    process: &ChildProcess,
+    stderr_tail: &StderrTail,
+    mut on_progress: impl FnMut(f32) + Send,
+) -> Result<protocol::ReadyInfo, EngineError> {
+    loop {
+        match next_event(events).await {
+            Some(Ok(Event::Loading { progress })) => on_progress(progress),
+            Some(Ok(Event::Ready(ready))) => return Ok(ready),
+            Some(Ok(Event::Error(e))) => {
+                return Err(EngineError::Load {
+                    code: error_code(e.code),
+                    message: e.message,
+                    path: e.path,
+                });
+            }
+            Some(Ok(other)) => {
+                return Err(EngineError::Protocol(format!(
+                    "unexpected event before ready: {other:?}"
+                )))
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                let exit = process.wait_exit().await;
+                return Err(EngineError::Died {
+                    engine: EngineKind::GemmaEngine,
+                    exit,
+                    stderr_tail: stderr_tail.lines(),
+                });
             }
         }
     }

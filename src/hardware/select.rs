@@ -10,11 +10,11 @@
 
 use serde::Serialize;
 
-use super::engines::BuildFinding;
+use super::engines::{BuildFinding, FoundBuild};
 use super::vulkan::is_software_name;
 use crate::config::BackendRequest;
 use crate::domain::Backend;
-use engine_protocol::Device;
+use engine_protocol::{Device, ProbeInfo};
 
 use crate::domain::ModelNeeds;
 
@@ -152,6 +152,16 @@ fn evaluate(
     inventory: &Inventory,
     needs: &ModelNeeds,
 ) -> Result<Plan, (String, bool)> {
+    let (build, probe) = usable_build(backend, inventory)?;
+    let device = best_device(backend, probe)?;
+    fit(backend, build, device, needs)
+}
+
+/// The backend's build and its probe, when the build exists, runs, and has the backend.
+fn usable_build(
+    backend: Backend,
+    inventory: &Inventory,
+) -> Result<(&FoundBuild, &ProbeInfo), (String, bool)> {
     let name = backend.binary_name();
     let finding = inventory.builds.iter().find(|f| f.backend == backend);
     let build = match finding.map(|f| &f.found) {
@@ -195,6 +205,12 @@ fn evaluate(
         };
         return Err((with_hardware(why, backend, inventory), true));
     }
+    Ok((build, probe))
+}
+
+/// The real device of the backend with the most free memory.
+fn best_device(backend: Backend, probe: &ProbeInfo) -> Result<&Device, (String, bool)> {
+    let name = backend.binary_name();
     let devices: Vec<&Device> = probe
         .devices
         .iter()
@@ -215,6 +231,16 @@ fn evaluate(
         };
         return Err((why, true));
     };
+    Ok(device)
+}
+
+/// How much of the model fits on `device`: all layers, enough of them, or none.
+fn fit(
+    backend: Backend,
+    build: &FoundBuild,
+    device: &Device,
+    needs: &ModelNeeds,
+) -> Result<Plan, (String, bool)> {
     let need = needs.estimate.total();
     let reserve = DEVICE_RESERVE.max(device.memory_free / 20);
     let usable = device.memory_free.saturating_sub(reserve);
@@ -317,8 +343,6 @@ pub fn bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use crate::domain::MemoryEstimate;
-    use crate::hardware::engines::FoundBuild;
-    use engine_protocol::ProbeInfo;
 
     const GIB: u64 = 1 << 30;
 

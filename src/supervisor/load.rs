@@ -3,7 +3,7 @@
 //! a model twice, and goes through the lifecycle's checked transitions.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -15,9 +15,13 @@ use super::{
 use crate::domain::ModelNeeds;
 
 /// What `ensure_engine` found it has to do.
-enum Plan {
+enum Decision {
+    /// The engine runs with the right settings.
+    Running(Running),
+    /// Its settings changed: stop it and start it again.
     Reload(String),
-    Start(StartReason),
+    /// None runs: start one (after `wait`, the backoff left).
+    Start(StartReason, Option<Duration>),
 }
 
 /// A load running in its own task: the reply's wait for it can be cancelled without cancelling
@@ -69,75 +73,25 @@ impl Inner {
     ) -> Result<Running, SupervisorError> {
         let _guard = slot.load_lock.lock().await;
         let name = slot.entry.name.clone();
-        let (plan, wait) = {
-            let mut st = slot.state();
-            if let Some(reason) = &st.failed {
-                return Err(SupervisorError::ModelFailed {
-                    model: name,
-                    attempts: st.start_failures,
-                    reason: reason.clone(),
-                });
-            }
-            let running = alive(st.lifecycle.state());
-            // A reload waits until nobody else uses the old engine (we are the one active request).
-            let reload = match (&running, &st.wanted) {
-                (Some(_), Some(wanted)) if st.active <= 1 => st.options.differences(wanted),
-                _ => None,
-            };
-            match (running, reload) {
-                (Some(r), None) => return Ok(r),
-                (Some(_), Some(changes)) => (Plan::Reload(changes), None),
-                (None, _) => {
-                    // An engine that died while idle is noticed here.
-                    let dead = st
-                        .lifecycle
-                        .state()
-                        .running()
-                        .and_then(|r| r.engine.exit_status());
-                    if let Some(exit) = dead {
-                        let _ = st.lifecycle.go(EngineState::Failed {
-                            cause: format!("its engine {exit}"),
-                            exit: Some(exit),
-                        });
-                    }
-                    let why = match st.lifecycle.state() {
-                        EngineState::Failed {
-                            exit: Some(exit), ..
-                        } => StartReason::Restart { exit: *exit },
-                        EngineState::Failed { exit: None, .. } => StartReason::Retry {
-                            attempt: st.start_failures + 1,
-                        },
-                        _ if preload => StartReason::Preload,
-                        _ => StartReason::Needed,
-                    };
-                    let wait = st
-                        .retry_after
-                        .map(|t| t.saturating_duration_since(Instant::now()));
-                    (Plan::Start(why), wait)
-                }
-            }
-        };
-        let why = match plan {
-            Plan::Reload(changes) => {
+        let (why, wait) = match self.decide(slot, preload)? {
+            Decision::Running(running) => return Ok(running),
+            Decision::Reload(changes) => {
                 let reason = format!("reloading {name}: {changes}");
                 tracing::info!(model = %name, "{reason}");
                 let _ = tx.send(SupervisorEvent::Reloading { reason });
-                self.stop_engine_locked(
-                    slot,
-                    StopReason::Reload {
-                        changes: changes.clone(),
-                    },
-                )
-                .await;
-                StartReason::Reload { changes }
+                let why = StopReason::Reload {
+                    changes: changes.clone(),
+                };
+                self.stop_engine_locked(slot, why).await;
+                (StartReason::Reload { changes }, None)
             }
-            Plan::Start(why) => {
+            Decision::Start(why, wait) => {
                 if let StartReason::Restart { exit } = &why {
                     let reason = format!("restarting {name}: its engine {exit}");
                     tracing::info!(model = %name, "{reason}");
                     let _ = tx.send(SupervisorEvent::Reloading { reason });
                 }
-                why
+                (why, wait)
             }
         };
         if let Some(wait) = wait.filter(|w| !w.is_zero()) {
@@ -153,11 +107,74 @@ impl Inner {
             st.options.clone()
         };
         let needs = self.make_room(slot, &options).await?;
+        self.start(slot, why, &options, needs, tx).await
+    }
+
+    /// Looks at the model's state (under its lock) and decides what `ensure_engine` must do.
+    fn decide(&self, slot: &ModelSlot, preload: bool) -> Result<Decision, SupervisorError> {
+        let mut st = slot.state();
+        if let Some(reason) = &st.failed {
+            return Err(SupervisorError::ModelFailed {
+                model: slot.entry.name.clone(),
+                attempts: st.start_failures,
+                reason: reason.clone(),
+            });
+        }
+        let running = alive(st.lifecycle.state());
+        // A reload waits until nobody else uses the old engine (we are the one active request).
+        let reload = match (&running, &st.wanted) {
+            (Some(_), Some(wanted)) if st.active <= 1 => st.options.differences(wanted),
+            _ => None,
+        };
+        match (running, reload) {
+            (Some(r), None) => return Ok(Decision::Running(r)),
+            (Some(_), Some(changes)) => return Ok(Decision::Reload(changes)),
+            (None, _) => {}
+        }
+        // An engine that died while idle is noticed here.
+        let dead = st
+            .lifecycle
+            .state()
+            .running()
+            .and_then(|r| r.engine.exit_status());
+        if let Some(exit) = dead {
+            let _ = st.lifecycle.go(EngineState::Failed {
+                cause: format!("its engine {exit}"),
+                exit: Some(exit),
+            });
+        }
+        let why = match st.lifecycle.state() {
+            EngineState::Failed {
+                exit: Some(exit), ..
+            } => StartReason::Restart { exit: *exit },
+            EngineState::Failed { exit: None, .. } => StartReason::Retry {
+                attempt: st.start_failures + 1,
+            },
+            _ if preload => StartReason::Preload,
+            _ => StartReason::Needed,
+        };
+        let wait = st
+            .retry_after
+            .map(|t| t.saturating_duration_since(Instant::now()));
+        Ok(Decision::Start(why, wait))
+    }
+
+    /// Starts the engine through the launcher and records how that went.
+    async fn start(
+        &self,
+        slot: &ModelSlot,
+        why: StartReason,
+        options: &LoadOptions,
+        needs: ModelNeeds,
+        tx: &mpsc::UnboundedSender<SupervisorEvent>,
+    ) -> Result<Running, SupervisorError> {
+        if slot
+            .state()
+            .lifecycle
+            .go(EngineState::Starting { why })
+            .is_err()
         {
-            let mut st = slot.state();
-            if st.lifecycle.go(EngineState::Starting { why }).is_err() {
-                return Err(SupervisorError::ShuttingDown);
-            }
+            return Err(SupervisorError::ShuttingDown);
         }
         self.publish();
         let progress_tx = tx.clone();
@@ -166,50 +183,54 @@ impl Inner {
         });
         let started = self
             .launcher
-            .launch(&slot.entry, &options, needs, progress)
+            .launch(&slot.entry, options, needs, progress)
             .await;
-        let mut st = slot.state();
-        match started {
+        let outcome = match started {
             Ok(launched) => {
                 let running = Running {
                     engine: launched.engine,
                     fallback: launched.fallback,
                 };
+                let mut st = slot.state();
                 let _ = st.lifecycle.go(EngineState::Ready(running.clone()));
                 st.start_failures = 0;
                 st.retry_after = None;
                 st.started_at = Some(super::status::unix_now());
                 st.estimate = Some(needs.estimate);
-                drop(st);
-                self.publish();
                 Ok(running)
             }
-            Err(e) => {
-                st.start_failures += 1;
-                let reason = e.to_string();
-                st.retry_after = Some(Instant::now() + backoff(&self.config, st.start_failures));
-                let limit = self.config.supervisor.max_start_failures.max(1);
-                if st.start_failures >= limit {
-                    st.failed = Some(reason.clone());
-                }
-                let _ = st.lifecycle.go(EngineState::Failed {
-                    cause: reason.clone(),
-                    exit: None,
-                });
-                let failed = st.failed.is_some();
-                let attempts = st.start_failures;
-                drop(st);
-                self.publish();
-                if failed && attempts > 1 {
-                    return Err(SupervisorError::ModelFailed {
-                        model: name,
-                        attempts,
-                        reason,
-                    });
-                }
-                Err(SupervisorError::Engine(e))
-            }
+            Err(e) => Err(self.record_failed_start(slot, e)),
+        };
+        self.publish();
+        outcome
+    }
+
+    /// Counts a failed start, schedules the next try, and marks the model failed after too many.
+    fn record_failed_start(
+        &self,
+        slot: &ModelSlot,
+        e: crate::engines::EngineError,
+    ) -> SupervisorError {
+        let mut st = slot.state();
+        st.start_failures += 1;
+        let reason = e.to_string();
+        st.retry_after = Some(Instant::now() + backoff(&self.config, st.start_failures));
+        let limit = self.config.supervisor.max_start_failures.max(1);
+        if st.start_failures >= limit {
+            st.failed = Some(reason.clone());
         }
+        let _ = st.lifecycle.go(EngineState::Failed {
+            cause: reason.clone(),
+            exit: None,
+        });
+        if st.failed.is_some() && st.start_failures > 1 {
+            return SupervisorError::ModelFailed {
+                model: slot.entry.name.clone(),
+                attempts: st.start_failures,
+                reason,
+            };
+        }
+        SupervisorError::Engine(e)
     }
 
     /// Stops least recently used idle engines of other models until this one fits at `options`.

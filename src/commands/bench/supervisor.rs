@@ -18,6 +18,16 @@ use crate::supervisor::{Reply, Supervisor, SupervisorEvent};
 
 const LEVELS: [usize; 5] = [1, 2, 4, 8, 16];
 
+/// The figures of one run of the suite (medians over the rounds).
+struct Figures {
+    cold: f64,
+    swap: f64,
+    stay: f64,
+    cancel: f64,
+    /// Aggregate decode tokens/s by concurrent requests.
+    curve: Vec<(usize, f64)>,
+}
+
 pub(super) async fn run(
     model: &ModelEntry,
     config: &Config,
@@ -29,18 +39,7 @@ pub(super) async fn run(
     cfg.engine.parallel = 16;
     cfg.supervisor.max_models = 3;
     cfg.supervisor.idle_ttl_secs = 0;
-
-    // Cold load: a fresh supervisor each time, request to first token.
-    let mut cold = Vec::new();
-    for _ in 0..runs {
-        let sup = Supervisor::unpublished(cfg.clone());
-        let started = Instant::now();
-        let mut reply = sup.submit(model, request(&sup, "The capital of France is", 2))?;
-        let first = first_token(&mut reply).await?;
-        cold.push(ms(first.duration_since(started)));
-        finish(&mut reply).await?;
-        sup.shutdown().await;
-    }
+    let cold = cold_loads(model, &cfg, runs).await?;
 
     let sup = Supervisor::unpublished(cfg.clone());
     let a = ModelEntry {
@@ -53,21 +52,64 @@ pub(super) async fn run(
     };
     sup.preload(&a, |_| {}).await?;
     sup.preload(&b, |_| {}).await?;
+    let (swap, stay) = warm_swaps(&sup, &a, &b, runs).await?;
+    let cancel = cancel_latencies(&sup, &a, runs).await?;
+    let by_level = throughput(&sup, &a, runs, max_tokens).await?;
+    sup.shutdown().await;
 
-    // Warm swap: alternate between two resident models; time from the request to its first token,
-    // against the same request to the model that has just served (no swap).
+    let figures = Figures {
+        cold: median(cold),
+        swap: median(swap),
+        stay: median(stay),
+        cancel: median(cancel),
+        curve: LEVELS
+            .iter()
+            .zip(&by_level)
+            .map(|(n, v)| (*n, median(v.clone())))
+            .collect(),
+    };
+    report(model, runs, max_tokens, json_out, &figures);
+    Ok(())
+}
+
+/// Cold load: a fresh supervisor each time, request to first token.
+async fn cold_loads(model: &ModelEntry, cfg: &Config, runs: usize) -> Result<Vec<f64>> {
+    let mut cold = Vec::new();
+    for _ in 0..runs {
+        let sup = Supervisor::unpublished(cfg.clone());
+        let started = Instant::now();
+        let mut reply = sup.submit(model, request(&sup, "The capital of France is", 2))?;
+        let first = first_token(&mut reply).await?;
+        cold.push(ms(first.duration_since(started)));
+        finish(&mut reply).await?;
+        sup.shutdown().await;
+    }
+    Ok(cold)
+}
+
+/// Warm swap: alternate between two resident models; time from the request to its first token,
+/// against the same request to the model that has just served (no swap).
+async fn warm_swaps(
+    sup: &Supervisor,
+    a: &ModelEntry,
+    b: &ModelEntry,
+    runs: usize,
+) -> Result<(Vec<f64>, Vec<f64>)> {
     let (mut swap, mut stay) = (Vec::new(), Vec::new());
     for i in 0..runs * 4 {
         // The previous request went to the other model, so the first one here is a swap.
-        let target = if i % 2 == 0 { &a } else { &b };
-        swap.push(time_to_first_token(&sup, target).await?);
-        stay.push(time_to_first_token(&sup, target).await?);
+        let target = if i % 2 == 0 { a } else { b };
+        swap.push(time_to_first_token(sup, target).await?);
+        stay.push(time_to_first_token(sup, target).await?);
     }
+    Ok((swap, stay))
+}
 
-    // Cancel latency: from cancel to the `cancelled` finish, with a reply in full flow.
+/// Cancel latency: from cancel to the `cancelled` finish, with a reply in full flow.
+async fn cancel_latencies(sup: &Supervisor, a: &ModelEntry, runs: usize) -> Result<Vec<f64>> {
     let mut cancel = Vec::new();
     for _ in 0..runs {
-        let mut reply = sup.submit(&a, request(&sup, "Once upon a time", 2000))?;
+        let mut reply = sup.submit(a, request(sup, "Once upon a time", 2000))?;
         for _ in 0..5 {
             first_token(&mut reply).await?;
         }
@@ -79,8 +121,16 @@ pub(super) async fn run(
         }
         cancel.push(ms(asked.elapsed()));
     }
+    Ok(cancel)
+}
 
-    // Aggregate throughput by concurrency.
+/// Aggregate throughput by concurrency, levels in alternating order over the rounds.
+async fn throughput(
+    sup: &Supervisor,
+    a: &ModelEntry,
+    runs: usize,
+    max_tokens: u32,
+) -> Result<Vec<Vec<f64>>> {
     let mut by_level: Vec<Vec<f64>> = vec![Vec::new(); LEVELS.len()];
     for round in 0..runs {
         let order: Vec<usize> = if round % 2 == 0 {
@@ -89,53 +139,49 @@ pub(super) async fn run(
             (0..LEVELS.len()).rev().collect()
         };
         for i in order {
-            by_level[i].push(aggregate_tokens_per_s(&sup, &a, LEVELS[i], max_tokens).await?);
+            by_level[i].push(aggregate_tokens_per_s(sup, a, LEVELS[i], max_tokens).await?);
         }
     }
-    sup.shutdown().await;
+    Ok(by_level)
+}
 
-    let curve: Vec<(usize, f64)> = LEVELS
-        .iter()
-        .zip(&by_level)
-        .map(|(n, v)| (*n, median(v.clone())))
-        .collect();
+/// Prints the figures (text, or one JSON object).
+fn report(model: &ModelEntry, runs: usize, max_tokens: u32, json_out: bool, f: &Figures) {
+    let curve = &f.curve;
     let base = curve[0].1;
     if json_out {
         println!(
             "{}",
             json!({
                 "model": model.name, "runs": runs, "max_tokens": max_tokens,
-                "cold_load_to_first_token_ms": median(cold),
-                "warm_swap_to_first_token_ms": median(swap),
-                "same_model_to_first_token_ms": median(stay),
-                "cancel_latency_ms": median(cancel),
+                "cold_load_to_first_token_ms": f.cold,
+                "warm_swap_to_first_token_ms": f.swap,
+                "same_model_to_first_token_ms": f.stay,
+                "cancel_latency_ms": f.cancel,
                 "aggregate_tokens_per_s": curve.iter().map(|(n, t)| json!({"concurrent": n, "tokens_per_s": t, "ratio_to_one": t / base})).collect::<Vec<_>>(),
             })
         );
-        return Ok(());
+        return;
     }
     println!(
         "supervisor on {} ({} runs, medians; engine with 16 slots)",
         model.name, runs
     );
-    println!(
-        "  cold load, request → first token      {:>8.0} ms",
-        median(cold)
-    );
+    println!("  cold load, request → first token      {:>8.0} ms", f.cold);
     println!(
         "  warm swap to a resident model → first  {:>8.1} ms",
-        median(swap)
+        f.swap
     );
     println!(
         "  same model again → first token         {:>8.1} ms",
-        median(stay)
+        f.stay
     );
     println!(
         "  cancel → cancelled finish              {:>8.1} ms",
-        median(cancel)
+        f.cancel
     );
     println!("  aggregate decode by concurrent requests ({max_tokens} tokens each):");
-    for (n, t) in &curve {
+    for (n, t) in curve {
         println!(
             "    {:>2} concurrent  {:>7.1} tok/s  {:>5.2}x one",
             n,
@@ -143,7 +189,6 @@ pub(super) async fn run(
             t / base
         );
     }
-    Ok(())
 }
 
 fn request(sup: &Supervisor, prompt: &str, max_tokens: u32) -> GenerateRequest {

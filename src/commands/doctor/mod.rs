@@ -54,11 +54,19 @@ pub fn run(args: DoctorArgs, paths: &Paths, config: &Config) -> Result<ExitCode>
 
 /// The text report (a pure function of the report, so its wording is easy to check).
 pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> String {
-    let mut out = String::new();
-    let mut line = |s: String| {
-        out.push_str(&s);
-        out.push('\n');
-    };
+    let mut out = Vec::new();
+    render_machine(r, &mut out);
+    render_gpus(r, &mut out);
+    render_engines(r, &mut out);
+    render_models(r, config, registry_note, &mut out);
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+/// CPU and memory.
+fn render_machine(r: &Report, out: &mut Vec<String>) {
+    let mut line = |s: String| out.push(s);
     let cores = match r.cpu.physical_cores {
         Some(p) => format!("{} threads, {p} cores", r.cpu.logical_cores),
         None => format!("{} threads", r.cpu.logical_cores),
@@ -78,7 +86,11 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
         opt(r.memory.total),
         opt(r.memory.available)
     ));
+}
 
+/// What each GPU driver reports.
+fn render_gpus(r: &Report, out: &mut Vec<String>) {
+    let mut line = |s: String| out.push(s);
     match (&r.nvidia.note, r.nvidia.gpus.is_empty()) {
         (Some(note), true) => line(format!("NVIDIA    none: {note}")),
         _ => {
@@ -145,7 +157,11 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
             .collect();
         line(format!("OpenVINO  {}", list.join(", ")));
     }
+}
 
+/// The engine builds and gemma.cpp.
+fn render_engines(r: &Report, out: &mut Vec<String>) {
+    let mut line = |s: String| out.push(s);
     line("Engines".into());
     let e = &r.engines;
     match (&e.gemma_engine.path, &e.gemma_engine.probe) {
@@ -212,7 +228,11 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
         Ok(p) => line(format!("  {:<22} {} · CPU only", "gemma.cpp", p.display())),
         Err(why) => line(format!("  {:<22} {why}", "gemma.cpp")),
     }
+}
 
+/// Where each registered model would run, and why.
+fn render_models(r: &Report, config: &Config, registry_note: Option<&str>, out: &mut Vec<String>) {
+    let mut line = |s: String| out.push(s);
     let order: Vec<&str> = config.engine.backend_order.iter().map(|b| b.id()).collect();
     let asked = serde_json::to_value(config.engine.backend)
         .ok()
@@ -246,5 +266,4 @@ pub fn render(r: &Report, config: &Config, registry_note: Option<&str>) -> Strin
             line(format!("  {:<22} └ fallback: {f}", ""));
         }
     }
-    out
 }
