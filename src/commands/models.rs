@@ -97,7 +97,7 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
     match cmd {
         ModelsCommand::List { json } => list(paths, json),
         ModelsCommand::Pull { name } => {
-            pull_model(paths, name.as_deref().unwrap_or(&config.default_model))
+            pull_model(paths, config, name.as_deref().unwrap_or(&config.default_model))
         }
         ModelsCommand::Add {
             name,
@@ -157,7 +157,7 @@ fn list(paths: &Paths, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn pull_model(paths: &Paths, name: &str) -> Result<()> {
+fn pull_model(paths: &Paths, config: &Config, name: &str) -> Result<()> {
     let Some(entry) = catalogue::find(name) else {
         return Err(ModelError::NotInCatalogue {
             name: name.to_string(),
@@ -165,7 +165,8 @@ fn pull_model(paths: &Paths, name: &str) -> Result<()> {
         }
         .into());
     };
-    let path = pull::pull(paths, entry, true)?;
+    // `GEMMACTL_PYTHON` names the Python that runs pip; `python3` by default.
+    let path = pull::pull(paths, entry, &config.env.python, true)?;
     let mut registry = Registry::load(paths)?;
     registry.insert(entry.registry_entry(path.clone()));
     registry.save(paths)?;

