@@ -297,6 +297,7 @@ fn direct(
                 last = now;
             }
             Some("done") => break e,
+            Some("progress") => {}
             _ => bail!("gemma-engine failed the request: {e}"),
         }
     };
