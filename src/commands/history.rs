@@ -21,6 +21,7 @@ use crate::store::{Conversation, ConversationId, Store};
 use crate::ui::say;
 use crate::ui::text::short_time;
 
+/// `gemmactl history`'s subcommands.
 #[derive(Subcommand, Debug)]
 pub enum HistoryCommand {
     /// List conversations, most recently used first.
@@ -59,6 +60,7 @@ pub enum HistoryCommand {
     Export {
         /// Conversation id [default: the most recently used].
         id: Option<ConversationId>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = ExportFormat::Md)]
         format: ExportFormat,
         /// Same as `--format jsonl`.
@@ -70,6 +72,7 @@ pub enum HistoryCommand {
     },
     /// Delete a conversation and all its messages.
     Rm {
+        /// Conversation id (see `gemmactl history list`).
         id: ConversationId,
         /// Do not ask for confirmation (needed when stdin is not a terminal).
         #[arg(long, short)]
@@ -81,12 +84,15 @@ pub enum HistoryCommand {
     /// Import conversations from `history export --format jsonl` output ("-" reads stdin).
     #[command(hide = true)]
     Import {
+        /// The JSONL file, or "-" for stdin.
         file: PathBuf,
+        /// Print a JSON object: the new conversation ids and the number of messages.
         #[arg(long)]
         json: bool,
     },
 }
 
+/// `--format` of `history export`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     /// Markdown, for reading.
@@ -95,6 +101,7 @@ pub enum ExportFormat {
     Jsonl,
 }
 
+/// Runs one `gemmactl history` subcommand against the default history database.
 pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
     let mut store = Store::open_default(paths)?;
     match cmd {
@@ -127,7 +134,7 @@ fn pick(store: &Store, id: Option<ConversationId>) -> Result<Conversation> {
     }
 }
 
-/// `2025-01-31T12:34:56.789Z` → `2025-01-31 12:34:56` (the stored text when it is not that shape).
+/// Prints the conversations, most recently used first, as a table or JSON.
 fn list(store: &Store, limit: usize, model: Option<&str>, json: bool) -> Result<()> {
     let rows = store.list_conversations(limit, model)?;
     if json {

@@ -21,6 +21,7 @@ use crate::models::{
 use crate::ui::say;
 use gguf::GgufInfo;
 
+/// `gemmactl models`'s subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
     /// List registered models, and catalogue models that can be pulled.
@@ -89,10 +90,13 @@ pub enum ModelsCommand {
 /// `--engine` for `models check`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EngineChoice {
+    /// The bundled engine on llama.cpp (GGUF files).
     GemmaEngine,
+    /// Google's gemma.cpp (.sbs files).
     GemmaCpp,
 }
 
+/// Runs one `gemmactl models` subcommand.
 pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
     match cmd {
         ModelsCommand::List { json } => list(paths, json),

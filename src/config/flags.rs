@@ -44,9 +44,11 @@ fn model_help() -> String {
 /// The engine settings `run`, `chat` and the other front ends share.
 #[derive(Args, Debug, Clone, Default)]
 pub struct EngineFlags {
+    /// `--context`: context length in tokens.
     #[arg(long, value_name = "N", help = context_help(),
           value_parser = clap::value_parser!(u32).range(MIN_CONTEXT as i64..=MAX_CONTEXT as i64))]
     pub context: Option<u32>,
+    /// `--threads`: CPU threads for the engine.
     #[arg(long, value_name = "N", help = threads_help(),
           value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS as i64))]
     pub threads: Option<u32>,
@@ -97,6 +99,7 @@ pub struct SamplingFlags {
     /// Sample from the K most likely tokens only; 0 = off
     #[arg(long, value_name = "K", default_value_t = SamplingParams::DEFAULT_TOP_K)]
     pub top_k: u32,
+    /// `--top-p`: nucleus sampling threshold, in (0, 1].
     #[arg(long, value_name = "P", allow_negative_numbers = true, help = top_p_help())]
     pub top_p: Option<f64>,
     /// Random seed, for reproducible sampling

@@ -103,6 +103,7 @@ impl Default for SupervisorSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnginesSettings {
+    /// `[engines.gemma_cpp]`.
     pub gemma_cpp: GemmaCppSettings,
 }
 
@@ -110,8 +111,11 @@ pub struct EnginesSettings {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Spin {
+    /// gemma.cpp decides (`--spin -1`).
     Auto,
+    /// Threads spin while waiting (`--spin 1`).
     On,
+    /// Threads sleep while waiting (`--spin 0`).
     Off,
 }
 
@@ -149,7 +153,9 @@ pub struct Config {
     /// Store every conversation (chat, run) in the history database; `--no-log` turns it off
     /// for one command.
     pub history: bool,
+    /// `[engine]`: how the bundled gemma-engine is found and started.
     pub engine: EngineSettings,
+    /// `[supervisor]`: how engine processes are pooled, queued and restarted.
     pub supervisor: SupervisorSettings,
     /// Settings for engines other than the bundled one (`[engines.gemma_cpp]`).
     #[serde(default)]

@@ -39,10 +39,13 @@ use crate::domain::{
 use conversation::{Conversation, Turn};
 use process::{Launch, NotReady, Process, Sampling, TurnEnd};
 
-/// Sampling flags a process starts with; they match `gemmactl run`'s defaults, so a plain `run`
-/// never restarts the engine.
+/// Most tokens per reply a process starts with (`--max_generated_tokens`). This and the two
+/// sampling flags below match `gemmactl run`'s defaults, so a plain `run` never restarts the
+/// engine.
 pub const DEFAULT_MAX_GENERATED_TOKENS: u32 = 512;
+/// Sampling temperature a process starts with (`--temperature`).
 pub const DEFAULT_TEMPERATURE: f32 = 0.8;
+/// Top-k a process starts with (`--top_k`).
 pub const DEFAULT_TOP_K: u32 = 40;
 /// gemma.cpp's own default KV cache length (`--seq_len`).
 const DEFAULT_SEQ_LEN: u32 = 8192;

@@ -7,9 +7,12 @@
 
 use serde::Serialize;
 
+/// What `doctor` and the backend choice know about the CPU.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CpuInfo {
+    /// The model name (`model name` in `/proc/cpuinfo`).
     pub model: String,
+    /// The architecture gemmactl was built for (`x86_64`, `aarch64`, …).
     pub arch: &'static str,
     /// Threads the OS lets this process use.
     pub logical_cores: usize,
@@ -41,6 +44,7 @@ const ARM_FLAGS: &[(&str, &str)] = &[
     ("SVE2", "sve2"),
 ];
 
+/// Reads this machine's CPU: `/proc/cpuinfo` where there is one, the standard library otherwise.
 pub fn detect() -> CpuInfo {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut info = parse_cpuinfo(&text, std::env::consts::ARCH);
@@ -126,6 +130,7 @@ fn detected_by_std() -> Vec<String> {
 }
 
 impl CpuInfo {
+    /// Whether the SIMD extension shown as `name` (e.g. `AVX2`) is present.
     pub fn has(&self, name: &str) -> bool {
         self.simd.iter().any(|s| s == name)
     }

@@ -19,17 +19,21 @@ use engine_protocol::{Event, ProbeInfo};
 /// One GPU backend's build: where it is and what its probe said, or why there is none.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildFinding {
+    /// The GPU backend the build is for.
     pub backend: Backend,
     /// `Err` is the sentence saying why no build is there.
     #[serde(serialize_with = "ser_result")]
     pub found: Result<FoundBuild, String>,
 }
 
+/// A GPU build that exists, and what it said when probed.
 #[derive(Debug, Clone, Serialize)]
 pub struct FoundBuild {
+    /// The build's binary.
     pub path: PathBuf,
     /// `configured` or `next to gemmactl`.
     pub source: String,
+    /// Its `--probe` answer, or the sentence saying why the probe failed.
     #[serde(serialize_with = "ser_result")]
     pub probe: Result<ProbeInfo, String>,
 }
@@ -42,6 +46,7 @@ pub fn find_gpu_builds(config: &Config, limit: Duration) -> Vec<BuildFinding> {
         .collect()
 }
 
+/// Looks for one GPU backend's build and probes it if found, within `limit`.
 pub fn find_build(config: &Config, backend: Backend, limit: Duration) -> BuildFinding {
     let found = locate(config, backend).map(|(path, source)| {
         let probe = probe_engine(&path, limit);
@@ -111,12 +116,15 @@ pub fn probe_engine(path: &Path, limit: Duration) -> Result<ProbeInfo, String> {
 /// The CPU engine (`gemma-engine`) and its probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuEngine {
+    /// The binary gemmactl would run, or the sentence saying why there is none.
     #[serde(serialize_with = "ser_result")]
     pub path: Result<PathBuf, String>,
+    /// Its `--probe` answer, or the sentence saying why there is none.
     #[serde(serialize_with = "ser_result")]
     pub probe: Result<ProbeInfo, String>,
 }
 
+/// Finds the CPU engine the configuration names and probes it, within `limit`.
 pub fn cpu_engine(config: &Config, limit: Duration) -> CpuEngine {
     match config.engine_binary() {
         Ok(path) => {
@@ -137,10 +145,12 @@ pub fn cpu_engine(config: &Config, limit: Duration) -> CpuEngine {
 /// presence only, since gemma.cpp is CPU-only and has nothing to probe.
 #[derive(Debug, Clone, Serialize)]
 pub struct GemmaCppBinary {
+    /// The `gemma` binary, or the sentence saying why there is none.
     #[serde(serialize_with = "ser_result")]
     pub path: Result<PathBuf, String>,
 }
 
+/// Looks up the gemma.cpp binary as the engine adapter would.
 pub fn gemma_cpp(config: &Config) -> GemmaCppBinary {
     GemmaCppBinary {
         path: config.gemma_cpp_binary(),

@@ -4,14 +4,18 @@
 
 use serde::Serialize;
 
+/// The machine's memory in bytes, as `/proc/meminfo` says (`None` where it does not).
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct MemoryInfo {
+    /// `MemTotal`: physical memory.
     pub total: Option<u64>,
     /// `MemAvailable`: what can be allocated without swapping.
     pub available: Option<u64>,
+    /// `SwapTotal`: swap space.
     pub swap_total: Option<u64>,
 }
 
+/// Reads this machine's memory (all `None` where there is no `/proc/meminfo`).
 pub fn detect() -> MemoryInfo {
     parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default())
 }
@@ -22,6 +26,7 @@ pub fn available() -> Option<u64> {
     detect().available
 }
 
+/// Reads the text of `/proc/meminfo`, whose figures are in KiB, into bytes.
 pub fn parse_meminfo(text: &str) -> MemoryInfo {
     let kib = |key: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.split(':').next() == Some(key))?;

@@ -8,21 +8,29 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::Nvml;
 use serde::{Deserialize, Serialize};
 
+/// What NVML says about this machine's NVIDIA driver and GPUs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct NvidiaReport {
     /// Why no GPU could be listed (library missing, driver not loaded, ...), as a fact.
     pub note: Option<String>,
+    /// The driver's version, e.g. "550.54.15".
     pub driver_version: Option<String>,
     /// The highest CUDA version the driver supports, e.g. "12.4".
     pub cuda_version: Option<String>,
+    /// Every GPU NVML could open, in NVML's order.
     pub gpus: Vec<NvidiaGpu>,
 }
 
+/// One NVIDIA GPU.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NvidiaGpu {
+    /// NVML's index of the GPU (the CUDA device number unless `CUDA_VISIBLE_DEVICES` reorders).
     pub index: u32,
+    /// The product name, e.g. "NVIDIA H100 80GB HBM3".
     pub name: String,
+    /// The GPU's memory in bytes (0 if NVML could not say).
     pub memory_total: u64,
+    /// The GPU's free memory in bytes when probed (0 if NVML could not say).
     pub memory_free: u64,
     /// e.g. "9.0" for an H100.
     pub compute_capability: Option<String>,

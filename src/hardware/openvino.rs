@@ -9,17 +9,21 @@
 use openvino::{Core, PropertyKey, SetupError};
 use serde::{Deserialize, Serialize};
 
+/// What the OpenVINO runtime says about this machine's devices.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct OpenvinoReport {
     /// Why no device could be listed (runtime absent, ...), as a fact.
     pub note: Option<String>,
+    /// Every device the runtime lists.
     pub devices: Vec<OpenvinoDevice>,
 }
 
+/// One OpenVINO device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OpenvinoDevice {
     /// OpenVINO's device name: `CPU`, `GPU`, `GPU.1`, `NPU`, ...
     pub name: String,
+    /// Its full name (`FULL_DEVICE_NAME`, e.g. the CPU or GPU model), if the plugin says.
     pub full_name: Option<String>,
 }
 

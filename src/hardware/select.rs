@@ -36,6 +36,7 @@ pub struct Inventory {
 /// The decision.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Plan {
+    /// The backend the model will run on.
     pub backend: Backend,
     /// The GPU build to run; `None` means the CPU engine (`gemma-engine`).
     pub binary: Option<std::path::PathBuf>,
@@ -49,15 +50,20 @@ pub struct Plan {
     pub rejected: Vec<Rejection>,
 }
 
+/// A backend that was tried and not taken.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rejection {
+    /// The backend.
     pub backend: Backend,
+    /// One sentence saying why it was not taken (no build, no device, too little memory, …).
     pub why: String,
     /// Whether the user has reason to expect this backend (build present, hardware present, or
     /// asked for by name): only those make a `fallback`.
     pub expected: bool,
 }
 
+/// Chooses the backend for a model with `needs`: what the user asked for (`request`), tried in
+/// `order` under `auto`, against what the machine has (`inventory`).
 pub fn choose(
     request: BackendRequest,
     order: &[Backend],

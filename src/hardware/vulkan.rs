@@ -9,21 +9,25 @@ use std::ffi::CStr;
 use ash::vk;
 use serde::{Deserialize, Serialize};
 
+/// What the Vulkan loader says about this machine's devices.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct VulkanReport {
     /// Why no device could be listed (no loader, no driver, ...), as a fact.
     pub note: Option<String>,
+    /// Every physical device the loader lists, software ones included.
     pub devices: Vec<VulkanDevice>,
 }
 
+/// One Vulkan physical device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VulkanDevice {
+    /// The driver's device name, e.g. "NVIDIA GeForce RTX 4090" or "llvmpipe (LLVM 15.0.6)".
     pub name: String,
     /// `discrete`, `integrated`, `virtual`, `software` or `other`.
     pub kind: String,
     /// Vulkan API version the driver offers, e.g. "1.3.255".
     pub api_version: String,
-    /// Size of the device-local memory heaps.
+    /// Size of the device-local memory heaps, in bytes.
     pub memory: u64,
     /// True only for real GPUs: never for a software rasteriser.
     pub is_gpu: bool,
@@ -52,6 +56,7 @@ pub fn classify(device_type: vk::PhysicalDeviceType, name: &str) -> &'static str
     }
 }
 
+/// Whether a device of this kind (from [`classify`]) is a real GPU.
 pub fn counts_as_gpu(kind: &str) -> bool {
     matches!(kind, "discrete" | "integrated" | "virtual")
 }

@@ -12,15 +12,20 @@ use super::{EngineKind, ModelEntry, ModelFormat, ModelKind};
 /// One downloadable model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CatalogueEntry {
+    /// The name to pull and run it by (e.g. `gemma3-270m`).
     pub name: &'static str,
+    /// One line for `models list`.
     pub description: &'static str,
     /// The assembled file's name in the download cache.
     pub file_name: &'static str,
     /// `(package, version)` pairs in concatenation order. Each wheel holds exactly one member
     /// under `<package with underscores>/data/`: that member is the chunk.
     pub packages: &'static [(&'static str, &'static str)],
+    /// The assembled file's size in bytes.
     pub size: u64,
+    /// The assembled file's SHA-256, in lowercase hex.
     pub sha256: &'static str,
+    /// Base (completion) or instruction-tuned (chat).
     pub kind: ModelKind,
     /// A llama.cpp built-in template name to force; `None` = the file's own (or none).
     pub chat_template: Option<&'static str>,

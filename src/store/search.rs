@@ -14,8 +14,9 @@ use serde::Serialize;
 use super::{fail, ConversationId, MessageId, Result, Store, StoreError};
 use crate::domain::Role;
 
-/// Marks around matched words in [`SearchHit::snippet`].
+/// Mark before a matched word in [`SearchHit::snippet`].
 pub const MATCH_START: &str = "[";
+/// Mark after a matched word in [`SearchHit::snippet`].
 pub const MATCH_END: &str = "]";
 
 /// Words of context a snippet keeps around the match.
@@ -24,10 +25,15 @@ const SNIPPET_WORDS: i64 = 12;
 /// One message that matched.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchHit {
+    /// The conversation the message is in.
     pub conversation: ConversationId,
+    /// The message that matched.
     pub message: MessageId,
+    /// Who wrote it.
     pub role: Role,
+    /// The model it was sent to or written by.
     pub model: Option<String>,
+    /// When it was written: UTC RFC 3339 with milliseconds.
     pub created_at: String,
     /// The conversation's title.
     pub title: Option<String>,

@@ -13,14 +13,18 @@ use super::{MessageId, StoredMessage};
 /// `from` (`None` when the branches are several roots).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Branch {
+    /// Which branch this is, counting from 1, oldest first.
     pub index: usize,
+    /// How many branches start at the same point.
     pub count: usize,
+    /// The message they branch from; `None` when they are several roots.
     pub from: Option<MessageId>,
 }
 
 /// One message in reading order.
 #[derive(Debug)]
 pub struct Visit<'a> {
+    /// The message visited.
     pub message: &'a StoredMessage,
     /// How many branch points lie above this message.
     pub depth: usize,

@@ -11,36 +11,54 @@ use crate::domain::mib;
 /// One loaded model, as the planner sees it.
 #[derive(Debug, Clone)]
 pub struct Resident {
+    /// The model's name.
     pub model: String,
+    /// When it was last used (for least-recently-used eviction).
     pub last_used: Instant,
     /// Requests running or waiting on it.
     pub busy: bool,
+    /// Memory it was estimated to need when loaded, in bytes.
     pub estimate: u64,
 }
 
+/// Why a model cannot be loaded even after stopping every idle engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// `supervisor.max_models` engines are loaded and every one is serving.
     #[error("cannot load {model}: {max} models are loaded already and all are serving ({serving}); wait for one to finish, or raise supervisor.max_models")]
     PoolFull {
+        /// The model that was to load.
         model: String,
+        /// `supervisor.max_models`.
         max: u32,
+        /// The models serving, comma-separated.
         serving: String,
     },
+    /// The model alone needs more than `supervisor.memory_budget_mib` allows.
     #[error("cannot load {model}: it needs about {}, more than the memory budget of {} (supervisor.memory_budget_mib) even with every idle model unloaded; raise the budget, lower the context, or use a smaller model", mib(*.needed), mib(*.budget))]
     OverBudget {
+        /// The model that was to load.
         model: String,
+        /// Its estimated need, in bytes.
         needed: u64,
+        /// The memory budget, in bytes.
         budget: u64,
     },
+    /// The machine's free memory, with every idle engine stopped, is less than the model needs.
     #[error("cannot load {model}: it needs about {} but only {} of memory is free even with every idle model unloaded; free memory, lower the context, or use a smaller model", mib(*.needed), mib(*.available))]
     NotEnoughMemory {
+        /// The model that was to load.
         model: String,
+        /// Its estimated need, in bytes.
         needed: u64,
+        /// Memory free now plus what stopping the idle engines would free, in bytes.
         available: u64,
     },
 }
 
+/// The limits the pool must stay within.
 pub struct Limits {
+    /// Models loaded at once, at most (`supervisor.max_models`; 0 counts as 1).
     pub max_models: u32,
     /// Bytes, if a budget is set.
     pub budget: Option<u64>,

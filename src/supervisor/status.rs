@@ -21,6 +21,7 @@ pub struct ProcessStatus {
     pub command: String,
     /// Unix seconds.
     pub started_at: u64,
+    /// The engines it holds, one per model.
     pub engines: Vec<EngineStatus>,
 }
 

@@ -17,13 +17,20 @@ pub enum Command {
     /// Start generating a reply to a whole conversation.
     Generate(GenerateCommand),
     /// Stop a request: it ends with finish reason `cancelled` between two decode steps.
-    Cancel { id: String },
+    Cancel {
+        /// The `id` of the `generate` command to stop.
+        id: String,
+    },
     /// Forget a session's cached tokens and KV cache.
-    DropSession { session: String },
+    DropSession {
+        /// The session name that `generate` commands gave.
+        session: String,
+    },
     /// Finish nothing more and exit 0 (requests in flight end as `cancelled`).
     Shutdown,
 }
 
+/// A `generate` command: the conversation to answer, how to prompt the model and how to sample.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GenerateCommand {
     /// Chosen by the caller; echoed on every event of this request. Must be unique among the
@@ -35,22 +42,30 @@ pub struct GenerateCommand {
     /// for the longest common prefix of tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// How the messages become the model's input (default: `auto`).
     #[serde(default)]
     pub prompt: PromptFormat,
+    /// Sampling settings and limits for this request.
     #[serde(default)]
     pub params: SamplingParams,
 }
 
+/// One turn of the conversation sent to the engine.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Message {
+    /// Who spoke the turn.
     pub role: Role,
+    /// The turn's text, untemplated.
     pub content: String,
 }
 
+/// Who spoke a message.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Instructions that frame the conversation.
     System,
+    /// The person's turns.
     User,
     /// The model's own turns (`model` is accepted as an alias, as Gemma names it).
     #[serde(alias = "model")]
@@ -67,6 +82,7 @@ pub enum PromptFormat {
     /// A chat template: `template` names one of llama.cpp's built-in templates (e.g. `gemma`);
     /// absent means the model file's own (an error if it has none).
     Chat {
+        /// A llama.cpp built-in template name; absent means the model file's own.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         template: Option<String>,
     },
@@ -75,19 +91,21 @@ pub enum PromptFormat {
     Completion,
 }
 
+/// How tokens are chosen and when generation stops; every field has a default.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct SamplingParams {
     /// Most tokens to generate; absent means until end of sequence or the context is full.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// 0 means greedy.
+    /// Sampling temperature (default 0.8); 0 means greedy.
     pub temperature: f32,
-    /// 0 disables top-k.
+    /// Candidates kept for top-k sampling (default 40); 0 disables top-k.
     pub top_k: u32,
     /// Nucleus sampling; absent means the engine's default (gemma-engine: 0.95), 1.0 disables it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f32>,
+    /// Random seed, for reproducible sampling; absent means a time-based seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u32>,
     /// Generation stops before the first occurrence of any of these strings.
@@ -113,7 +131,10 @@ impl Default for SamplingParams {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Model loading progress, a fraction from 0 to 1 (weighted by bytes read).
-    Loading { progress: f32 },
+    Loading {
+        /// Fraction of the model read, 0 to 1.
+        progress: f32,
+    },
     /// The model is loaded and requests are accepted. Sent exactly once.
     Ready(ReadyInfo),
     /// The answer to `--probe`: what this build can use, with no model loaded.
@@ -143,9 +164,12 @@ pub enum Event {
     Error(ErrorInfo),
 }
 
+/// The `ready` event: the loaded model and the settings in force.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ReadyInfo {
+    /// The protocol version the engine speaks ([`PROTOCOL_VERSION`]).
     pub protocol: u32,
+    /// What the engine learned about the loaded model.
     pub model: ModelFacts,
     /// Backends compiled into this build (e.g. `["CPU"]`, `["CUDA", "CPU"]`).
     pub backends: Vec<String>,
@@ -157,46 +181,66 @@ pub struct ReadyInfo {
     pub context: u32,
     /// Requests decoded together at most; more wait in the engine's queue.
     pub parallel: u32,
+    /// CPU threads used for prefill and decode.
     pub threads: u32,
+    /// Milliseconds from the start of loading to ready.
     pub load_ms: u64,
 }
 
+/// Facts about the loaded model, read from its GGUF file by llama.cpp.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ModelFacts {
+    /// The model file the engine loaded.
     pub path: String,
+    /// The model's name from its metadata (`general.name`), if it has one.
     pub name: Option<String>,
+    /// The model's architecture from its metadata (e.g. `gemma3`), if it has one.
     pub architecture: Option<String>,
-    /// Context length the model was trained for.
+    /// Context length the model was trained for, in tokens.
     pub train_context: u32,
+    /// Number of weights (parameters) in the model.
     pub parameters: u64,
+    /// Transformer layers (blocks) in the model.
     pub layers: u32,
+    /// Size of the model file in bytes.
     pub size_bytes: u64,
     /// The model file's own chat template, if any.
     pub chat_template: Option<String>,
-    /// Sliding-window size of the model's local-attention layers (0 if none).
+    /// Sliding-window size of the model's local-attention layers in tokens (0 if none).
     pub sliding_window: u32,
 }
 
+/// The `probe` event: what this engine build can use, with no model loaded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProbeInfo {
+    /// The protocol version the engine speaks ([`PROTOCOL_VERSION`]).
     pub protocol: u32,
+    /// Backends compiled into this build (e.g. `["CPU"]`, `["CUDA", "CPU"]`).
     pub backends: Vec<String>,
+    /// Every device those backends can see.
     pub devices: Vec<Device>,
     /// Cargo features this engine was built with (`cuda`, `vulkan`, ...).
     pub features: Vec<String>,
 }
 
+/// A compute device as llama.cpp's backend registry reports it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Device {
+    /// The backend's short name for it (e.g. `CPU`, `CUDA0`).
     pub name: String,
+    /// A longer, human description (e.g. the CPU or GPU model).
     pub description: String,
+    /// The backend that drives it (e.g. `CPU`, `CUDA`, `Vulkan`).
     pub backend: String,
     /// `cpu`, `gpu`, `igpu`, `accel` or `unknown`.
     pub kind: String,
+    /// The device's memory in bytes.
     pub memory_total: u64,
+    /// The device's free memory in bytes, when the event was written.
     pub memory_free: u64,
 }
 
+/// Why a reply ended.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
@@ -210,47 +254,61 @@ pub enum FinishReason {
     Error,
 }
 
+/// Token counts of one request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Usage {
     /// Tokens of the whole prompt (the conversation after templating).
     pub prompt_tokens: u32,
     /// Prompt tokens found in the session's cache and not read again.
     pub cached_tokens: u32,
+    /// Tokens generated (an end-of-sequence token is not counted).
     pub completion_tokens: u32,
 }
 
+/// How long one request took, and how fast it went.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Timings {
-    /// Time spent waiting for a free sequence slot before work started.
+    /// Milliseconds spent waiting for a free sequence slot before work started.
     pub queue_ms: f64,
-    /// From the request's arrival to its first generated token.
+    /// Time to first token: milliseconds from the request's arrival to its first generated token.
     pub ttft_ms: f64,
     /// Prompt tokens read per second (excluding cached ones).
     pub prefill_tokens_per_s: f64,
     /// Generated tokens per second after the first one.
     pub decode_tokens_per_s: f64,
+    /// Milliseconds from the request's arrival to its `done` event.
     pub total_ms: f64,
 }
 
+/// The `done` event: how a request's reply ended, with its counts and timings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DoneInfo {
+    /// The request.
     pub id: String,
+    /// Why the reply ended.
     pub finish_reason: FinishReason,
+    /// Token counts of the request.
     pub usage: Usage,
+    /// Timings of the request.
     pub timings: Timings,
 }
 
+/// The `error` event: what failed, as a code to branch on and a sentence to show.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ErrorInfo {
+    /// The request that failed; absent when the failure concerns the engine itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The kind of failure.
     pub code: ErrorCode,
     /// One sentence naming the thing and the fix.
     pub message: String,
+    /// The file concerned, for failures to load a model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }
 
+/// The kind of an `error` event, for callers that branch on it.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

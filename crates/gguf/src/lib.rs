@@ -20,24 +20,40 @@ use std::path::{Path, PathBuf};
 /// What the header of a GGUF file says about the model in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GgufInfo {
+    /// The GGUF format version (2 or 3).
     pub version: u32,
+    /// Tensors the header lists.
     pub tensor_count: u64,
+    /// Metadata key-value pairs the header lists.
     pub metadata_count: u64,
+    /// `general.architecture` (e.g. `gemma3`); the prefix of the architecture-specific keys.
     pub architecture: Option<String>,
+    /// `general.name`: the model's human name.
     pub name: Option<String>,
+    /// `<arch>.context_length`: the context length the model was trained for, in tokens.
     pub context_length: Option<u64>,
+    /// `<arch>.block_count`: transformer layers.
     pub block_count: Option<u64>,
+    /// `<arch>.embedding_length`: width of the hidden state, in elements.
     pub embedding_length: Option<u64>,
+    /// `<arch>.attention.head_count`: query heads per layer.
     pub head_count: Option<u64>,
+    /// `<arch>.attention.head_count_kv`: key/value heads per layer (fewer than query heads
+    /// under grouped-query attention); sizes the KV cache.
     pub head_count_kv: Option<u64>,
+    /// `<arch>.attention.key_length`: elements per key head.
     pub key_length: Option<u64>,
+    /// `<arch>.attention.value_length`: elements per value head.
     pub value_length: Option<u64>,
+    /// `<arch>.attention.sliding_window`: window of the local-attention layers, in tokens.
     pub sliding_window: Option<u64>,
     /// llama.cpp's `llama_ftype` (15 = Q4_K_M); see [`file_type_name`].
     pub file_type: Option<u32>,
+    /// `tokenizer.chat_template`: the model's own chat template (Jinja text), if it has one.
     pub chat_template: Option<String>,
     /// Sum of the element counts of all tensors.
     pub parameter_count: u64,
+    /// Size of the file in bytes.
     pub file_size: u64,
     /// The byte just past the last tensor's data: a file shorter than this is truncated.
     pub data_end: u64,
@@ -46,32 +62,49 @@ pub struct GgufInfo {
 /// Why a file cannot be used as a GGUF model. `Display` is one sentence naming the file and fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GgufError {
+    /// The file could not be opened or read.
     Io {
+        /// The model file.
         path: PathBuf,
+        /// The operating system's words.
         message: String,
     },
+    /// No file exists at the path.
     Missing {
+        /// The path given.
         path: PathBuf,
     },
     /// The file does not start with "GGUF"; `sbs` says it starts with gemma.cpp's BlobStore magic.
     NotGguf {
+        /// The file.
         path: PathBuf,
+        /// The file is a gemma.cpp `.sbs` weights file.
         sbs: bool,
     },
+    /// The GGUF version is not 2 or 3 (a byte-swapped 2 or 3 means a big-endian file).
     UnsupportedVersion {
+        /// The model file.
         path: PathBuf,
+        /// The version number as read (little-endian).
         version: u32,
     },
     /// The file is shorter than its header says. `in_header` means it ends inside the header
     /// itself, and `expected_bytes` is then only a lower bound.
     Truncated {
+        /// The model file.
         path: PathBuf,
+        /// Bytes the header says the file holds (a lower bound when `in_header`).
         expected_bytes: u64,
+        /// Bytes the file holds.
         actual_bytes: u64,
+        /// The file ends inside the header.
         in_header: bool,
     },
+    /// The header contradicts itself or the format (a bad type tag, an impossible length).
     Malformed {
+        /// The model file.
         path: PathBuf,
+        /// What is wrong, as a phrase naming the part of the header and its byte offset.
         reason: String,
     },
 }

@@ -33,6 +33,7 @@ const PROMPT: &str = "The history of the city begins with a small fishing villag
 Over the centuries, merchants, builders and scholars arrived, bridges were raised, and markets grew along the water. \
 Today the old town still keeps";
 
+/// `gemmactl bench`'s arguments.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// Model name or GGUF path [default: config's default_model]
@@ -56,8 +57,9 @@ pub struct BenchArgs {
     suite: Suite,
 }
 
+/// Which benchmark `--suite` runs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Suite {
+pub(crate) enum Suite {
     Engine,
     Supervisor,
 }
@@ -80,6 +82,7 @@ enum Way {
     Run,
 }
 
+/// Runs `gemmactl bench`: checks the arguments, resolves the model and runs the chosen suite.
 pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
     if args.runs == 0 || args.max_tokens < 2 {
         bail!("--runs must be at least 1 and --max-tokens at least 2");

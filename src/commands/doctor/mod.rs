@@ -16,6 +16,7 @@ use crate::hardware::select::{bytes, is_real_device};
 use crate::models::registry::Registry;
 use report::Report;
 
+/// `gemmactl doctor`'s arguments.
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
     /// Print the whole report as one JSON object
@@ -26,6 +27,7 @@ pub struct DoctorArgs {
     probe_gpu: Option<String>,
 }
 
+/// Runs `gemmactl doctor`: prints the report (or answers a `--probe-gpu` request as the child).
 pub fn run(args: DoctorArgs, paths: &Paths, config: &Config) -> Result<ExitCode> {
     if let Some(kind) = &args.probe_gpu {
         println!(
