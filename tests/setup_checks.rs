@@ -199,12 +199,15 @@ fn libclang_path_is_the_only_place_looked_at_when_set() {
     );
     let lib = tree.elf("elsewhere/libclang-15.so", 2);
     assert_eq!(find_libclang(&tree, &env), Some(lib.display().to_string()));
-    // LIBCLANG_PATH may also name the file itself.
+    // LIBCLANG_PATH may also name the file itself: then only that file counts.
     let file = lib.display().to_string();
     assert_eq!(
         find_libclang(&tree, &[("LIBCLANG_PATH", file.as_str())]),
         Some(file.clone())
     );
+    let text = tree.write("elsewhere/libclang.so", b"not a library");
+    let named = text.display().to_string();
+    assert_eq!(find_libclang(&tree, &[("LIBCLANG_PATH", named.as_str())]), None);
 }
 
 #[test]

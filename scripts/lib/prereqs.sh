@@ -35,9 +35,10 @@ prereq_find_libclang() {
   local root=${1%/} dirs=() dir name file
   if [ -n "${LIBCLANG_PATH:-}" ]; then
     if [ -f "$LIBCLANG_PATH" ]; then
+      # A file: that one, or none.
       prereq_libclang_name "$(basename "$LIBCLANG_PATH")" && prereq_is_elf64 "$LIBCLANG_PATH" &&
         { echo "$LIBCLANG_PATH"; return 0; }
-      dirs=("$(dirname "$LIBCLANG_PATH")")
+      return 1
     else
       dirs=("$LIBCLANG_PATH")
     fi
