@@ -6,5 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-./target/debug/gemmactl models pull gemma3-270m
-exec ./target/debug/gemmactl bench --model gemma3-270m "$@"
+# Where cargo put the binaries (CARGO_TARGET_DIR moves them, e.g. in scripts/fresh-check.sh).
+gemmactl="${CARGO_TARGET_DIR:-target}/debug/gemmactl"
+"$gemmactl" models pull gemma3-270m
+exec "$gemmactl" bench --model gemma3-270m "$@"

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 prompt="${1:-The capital of France is}"
 
 ./scripts/setup.sh
+# Where cargo put the binaries (CARGO_TARGET_DIR moves them, e.g. in scripts/fresh-check.sh).
+gemmactl="${CARGO_TARGET_DIR:-target}/debug/gemmactl"
 printf '\033[1m==> %s\033[0m\n' "downloading the default model (skipped when it is already there)" >&2
-./target/debug/gemmactl models pull gemma3-270m
+"$gemmactl" models pull gemma3-270m
 printf '\033[1m==> %s\033[0m\n' "gemmactl run --model gemma3-270m --max-tokens 48 --stats \"$prompt\"" >&2
-./target/debug/gemmactl run --model gemma3-270m --max-tokens 48 --stats "$prompt"
+"$gemmactl" run --model gemma3-270m --max-tokens 48 --stats "$prompt"

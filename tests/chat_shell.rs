@@ -207,6 +207,36 @@ fn a_turn_streams_is_stored_and_branches_show_in_history() {
 }
 
 #[test]
+fn lines_that_arrive_together_are_each_taken_in_turn() {
+    // Three lines in one write: the shell reads them in one go, as it does lines typed ahead on a
+    // busy machine or sent by a script. Each must be taken at its own prompt; the line editor
+    // used to drop all but the first, and the shell then sat at its prompt with the message gone.
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m"]);
+    chat.session
+        .send("/set max_tokens 3\n/set temperature 0\nThe capital of France is\n")
+        .unwrap();
+    // The settings lines each command prints (the typed lines are echoed without the `·`).
+    chat.expect("max_tokens 3 · seed random");
+    chat.expect("temperature 0 · top_k");
+    chat.expect("tok/s");
+    chat.expect(PROMPT);
+    chat.quit();
+
+    let rows = messages(&home);
+    let users: Vec<&Row> = rows.iter().filter(|r| r.2 == "user").collect();
+    let replies: Vec<&Row> = rows.iter().filter(|r| r.2 == "assistant").collect();
+    assert_eq!(users.len(), 1, "{rows:?}");
+    assert_eq!(users[0].3, "The capital of France is");
+    assert_eq!(replies.len(), 1, "{rows:?}");
+    let tokens = replies[0].7.unwrap();
+    assert!(
+        (1..=3).contains(&tokens),
+        "the reply was not bound by the typed-ahead max_tokens 3: {rows:?}"
+    );
+}
+
+#[test]
 fn ctrl_c_stops_the_reply_keeps_the_shell_and_stores_the_partial_reply() {
     let home = home_with_models();
     let mut chat = long_reply_under_way(&home);
