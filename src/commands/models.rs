@@ -505,7 +505,22 @@ fn add_sbs(
         ),
         None => None,
     };
-    let kind = kind.unwrap_or_else(|| crate::models::sbs_kind(&info));
+    // A single-file model's config decides whether gemma.cpp applies the chat template; a
+    // registry entry saying otherwise would send the wrong kind of prompt.
+    let from_file = crate::models::sbs_kind(&info);
+    if let (Some(k), Some(_)) = (kind, info.instruct) {
+        if k != from_file {
+            anyhow::bail!(
+                "--kind {} does not fit {}: its config says gemma.cpp runs it as a{} {} model ({}), which no setting changes; leave --kind out",
+                k.as_str(),
+                path.display(),
+                if from_file == ModelKind::Instruct { "n" } else { "" },
+                from_file.as_str(),
+                info.wrapping.as_deref().unwrap_or("its prompt wrapping")
+            );
+        }
+    }
+    let kind = kind.unwrap_or(from_file);
     let entry = ModelEntry {
         name: name.to_string(),
         path: canonical.clone(),
@@ -694,6 +709,12 @@ fn print_sbs(
             "family": info.family,
             "specifier": info.specifier,
             "weight_type": info.weight_type,
+            "display_name": info.display_name,
+            "wrapping": info.wrapping,
+            "model_dim": info.model_dim,
+            "vocab_size": info.vocab_size,
+            "max_seq_len": info.max_seq_len,
+            "config_note": info.config_note,
             "kind": kind.as_str(),
             "tokenizer": if info.has_tokenizer { Some("embedded".to_string()) } else { tokenizer.map(|t| t.display().to_string()) },
             "size_bytes": info.file_size,
@@ -707,7 +728,10 @@ fn print_sbs(
         return Ok(());
     }
     let model = match (&info.specifier, &info.family) {
-        (Some(s), _) => s.clone(),
+        (Some(s), _) => match &info.display_name {
+            Some(d) => format!("{s} ({d})"),
+            None => s.clone(),
+        },
         (None, Some(f)) => format!("{f} (from its tensor names)"),
         (None, None) => "unknown family".to_string(),
     };
@@ -733,6 +757,34 @@ fn print_sbs(
                 kind.as_str()
             ),
         ),
+    ]);
+    if let Some(w) = &info.wrapping {
+        let hint = if info.instruct == Some(false) {
+            ": send plain text (`run --raw`)"
+        } else {
+            ""
+        };
+        lines.push(("wrapping", format!("{w}{hint}")));
+    }
+    if let (Some(d), Some(v), Some(c)) = (info.model_dim, info.vocab_size, info.max_seq_len) {
+        lines.push((
+            "config",
+            format!("width {d}, vocabulary {v}, context up to {c} tokens"),
+        ));
+    }
+    if info.format == sbs::SbsFormat::SingleFile {
+        lines.push((
+            "integrity",
+            format!(
+                "config, table of {} tensors and blob directory agree",
+                info.tensor_count
+            ),
+        ));
+    }
+    if let Some(note) = &info.config_note {
+        lines.push(("note", note.clone()));
+    }
+    lines.extend([
         (
             "blobs",
             format!(

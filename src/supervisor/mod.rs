@@ -771,7 +771,7 @@ impl Inner {
             EngineKind::GemmaCpp => {
                 use crate::engines::gemma_cpp::{find_binary, GemmaCpp, GemmaCppSpec};
                 // The .sbs pre-flight runs before every launch, restarts included.
-                crate::models::preflight_sbs(model).map_err(|e| EngineError::Load {
+                let info = crate::models::preflight_sbs(model).map_err(|e| EngineError::Load {
                     code: crate::engines::ErrorCode::LoadFailed,
                     message: e.to_string(),
                     path: Some(model.path.display().to_string()),
@@ -780,7 +780,10 @@ impl Inner {
                 let mut spec =
                     GemmaCppSpec::new(find_binary(None, &self.config)?, model.path.clone());
                 spec.tokenizer = model.tokenizer.clone();
-                spec.chat = model.kind == crate::models::ModelKind::Instruct;
+                // A single-file model's config decides the wrapping; older files follow the kind.
+                spec.chat = info
+                    .instruct
+                    .unwrap_or(model.kind == crate::models::ModelKind::Instruct);
                 spec.seq_len = settings.seq_len;
                 spec.threads = settings.threads.or(options.threads);
                 spec.spin = settings.spin;
