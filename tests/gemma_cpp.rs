@@ -87,6 +87,12 @@ fn fixture() -> Fixture {
 impl Fixture {
     fn spec(&self) -> GemmaCppSpec {
         let mut spec = GemmaCppSpec::new(self.binary.clone(), self.weights.clone());
+        // The file's config says whether gemma.cpp applies the chat template (the real file
+        // converted from the default GGUF is a base model; the stand-in's fixture an instruct one).
+        spec.chat = gemmactl::models::sbs::inspect(&self.weights)
+            .expect("the fixture's weights pass the pre-flight")
+            .instruct
+            .unwrap_or(true);
         spec.load_timeout = WAIT;
         spec.max_generated_tokens = 48;
         spec.temperature = 1.0;
@@ -339,12 +345,15 @@ async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
     };
     let mut stream = engine.generate(request("s1", vec![user(long)])).unwrap();
     let mut partial = String::new();
-    let first = tokio::time::timeout(WAIT, stream.recv())
-        .await
-        .expect("no first token");
-    match first {
-        Some(ReplyEvent::Token(t)) => partial.push_str(&t),
-        other => panic!("expected a token first, got {other:?}"),
+    // Several tokens stream before the stop, so the stopped reply has a speed to report.
+    for _ in 0..6 {
+        let event = tokio::time::timeout(WAIT, stream.recv())
+            .await
+            .expect("no token");
+        match event {
+            Some(ReplyEvent::Token(t)) => partial.push_str(&t),
+            other => panic!("expected tokens first, got {other:?}"),
+        }
     }
     engine.cancel("s1");
     let rest = read(stream).await;
@@ -352,9 +361,19 @@ async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
     let done = rest.done();
     assert_eq!(done.finish_reason, FinishReason::Cancelled);
     assert!(
-        done.usage.completion_tokens >= 1 && done.usage.prompt_tokens > 0,
+        done.usage.completion_tokens >= 6 && done.usage.prompt_tokens > 0,
         "{:?}",
         done.usage
+    );
+    // gemma.cpp prints no Generate line for a reply it never finished: the speed is measured
+    // from the tokens' arrival, and the first-token time from its Prefill line.
+    assert!(
+        done.timings.decode_tokens_per_s > 0.0
+            && done.timings.decode_tokens_per_s.is_finite()
+            && done.timings.ttft_ms > 0.0
+            && done.timings.prefill_tokens_per_s > 0.0,
+        "a stopped reply reports no speed: {:?}",
+        done.timings
     );
     assert!(
         engine.exit_status().is_none(),
@@ -536,11 +555,19 @@ async fn parameters_gemma_cpp_cannot_honour_are_refused() {
     let base = request("p", vec![user("Hi")]);
     refused(base.clone(), &|r| r.params.seed = Some(7), "no seed");
     refused(base.clone(), &|r| r.params.top_p = Some(0.9), "no top-p");
-    refused(
-        base.clone(),
-        &|r| r.prompt = PromptFormat::Completion,
-        "raw (completion) prompt",
-    );
+    if f.spec().chat {
+        refused(
+            base.clone(),
+            &|r| r.prompt = PromptFormat::Completion,
+            "raw (completion) prompt",
+        );
+    } else {
+        refused(
+            base.clone(),
+            &|r| r.prompt = PromptFormat::Chat { template: None },
+            "is a pretrained (-pt) model",
+        );
+    }
     refused(
         base.clone(),
         &|r| r.params.top_k = 0,
@@ -812,11 +839,15 @@ fn models_check_reports_good_files_and_refuses_bad_ones() {
         "{out}"
     );
     assert!(
-        out.contains("gemma3-270m-sfp-it, weight type sfp, instruct"),
+        out.contains("gemma3-270m-sfp-it (Gemma3_270M), weight type sfp, instruct"),
         "{out}"
     );
     assert!(
-        out.contains("185 (182 tensors, 18 layers)") && out.contains("readable:  yes"),
+        out.contains("221 (218 tensors, 18 layers)") && out.contains("readable:  yes"),
+        "{out}"
+    );
+    assert!(
+        out.contains("config, table of 218 tensors and blob directory agree"),
         "{out}"
     );
     assert!(out.contains("of memory available"), "{out}");
@@ -830,7 +861,8 @@ fn models_check_reports_good_files_and_refuses_bad_ones() {
     assert_eq!(json["family"], "gemma3-270m");
     assert_eq!(json["sbs_format"], "single-file");
     assert_eq!(json["layout"], "v2");
-    assert_eq!(json["blob_count"], 185);
+    assert_eq!(json["blob_count"], 221);
+    assert_eq!(json["display_name"], "Gemma3_270M");
 
     let multi = dir.join("2b-it-sfp.sbs");
     std::fs::write(&multi, test_writer::multi_file(26)).unwrap();
@@ -892,9 +924,15 @@ fn models_check_reports_good_files_and_refuses_bad_ones() {
     );
 
     if real() {
+        // The converted default model: a base file, read from its config.
         let weights = std::env::var("GEMMA_WEIGHTS").unwrap();
         let out = ok(&home.run(&["models", "check", &weights]));
         assert!(out.contains("single-file"), "{out}");
+        assert!(
+            out.contains("gemma3-270m-bf16-pt (Gemma3_270M), weight type bf16, base"),
+            "{out}"
+        );
+        assert!(out.contains("none (pretrained base model)"), "{out}");
     }
 }
 

@@ -88,6 +88,31 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a Gemma 3 GGUF into a gemma.cpp .sbs file and register it, so the same weights
+    /// run on gemma.cpp (conversion by gemma-engine, with llama.cpp's own dequantization).
+    Import {
+        /// Name to register the converted model under.
+        name: String,
+        /// The GGUF file to convert.
+        #[arg(long, value_name = "FILE.gguf")]
+        from: PathBuf,
+        /// The format to write: `sbs` (gemma.cpp's single-file format).
+        #[arg(long, value_enum)]
+        to: ImportTarget,
+        /// Weight type of the written file.
+        #[arg(long = "type", value_enum, default_value = "bf16")]
+        ty: crate::models::import::SbsType,
+        /// Base (plain completion) or instruct (gemma.cpp applies the chat template) [default:
+        /// instruct if the GGUF has a chat template, else base].
+        #[arg(long, value_enum)]
+        kind: Option<ModelKind>,
+        /// Where to write the file [default: gemmactl's model cache, NAME.TYPE.sbs].
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Replace an existing model of the same name and an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Unregister a model.
     Rm {
         /// Registered name.
@@ -96,6 +121,12 @@ pub enum ModelsCommand {
         #[arg(long)]
         purge: bool,
     },
+}
+
+/// `--to` for `models import`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportTarget {
+    Sbs,
 }
 
 /// `--engine` for `models check`.
@@ -140,6 +171,15 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
             json,
         } => check(&path, tokenizer.as_deref(), engine, json),
         ModelsCommand::Show { name, json } => show(paths, &name, json),
+        ModelsCommand::Import {
+            name,
+            from,
+            to: ImportTarget::Sbs,
+            ty,
+            kind,
+            out,
+            force,
+        } => import(paths, config, &name, &from, ty, kind, out, force),
         ModelsCommand::Rm { name, purge } => rm(paths, &name, purge),
     }
 }
@@ -818,6 +858,70 @@ fn print_sbs(
         ));
     }
     print_lines(&lines)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn import(
+    paths: &Paths,
+    config: &Config,
+    name: &str,
+    from: &Path,
+    ty: crate::models::import::SbsType,
+    kind: Option<ModelKind>,
+    out: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
+    use crate::models::import;
+    validate_name(name)?;
+    let mut registry = Registry::load(paths)?;
+    if let (Some(existing), false) = (registry.get(name), force) {
+        return Err(ModelError::AlreadyRegistered {
+            name: name.to_string(),
+            path: existing.path.clone(),
+        }
+        .into());
+    }
+    import::check_source(from)?;
+    let out = match out {
+        Some(p) => p,
+        None => {
+            let dir = paths.model_cache_dir();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            import::default_path(&dir, name, ty)
+        }
+    };
+    if out.exists() && !force {
+        anyhow::bail!(
+            "{} already exists: pass --force to replace it, or choose another file with --out",
+            out.display()
+        );
+    }
+    let engine = config.engine_binary()?;
+    let info = import::export(&engine, from, &out, ty, kind)?;
+    let canonical = std::fs::canonicalize(&out)
+        .with_context(|| format!("cannot resolve the path {}", out.display()))?;
+    let kind = crate::models::sbs_kind(&info);
+    let entry = ModelEntry {
+        name: name.to_string(),
+        path: canonical.clone(),
+        engine: EngineKind::GemmaCpp,
+        format: ModelFormat::Sbs,
+        kind,
+        sha256: None,
+        chat_template: None,
+        tokenizer: None,
+    };
+    let verb = register(&mut registry, paths, entry)?;
+    say!(
+        "{verb} '{name}': gemma.cpp {} ({}), {} tensors, {} → {}",
+        info.specifier.as_deref().unwrap_or("model"),
+        kind.as_str(),
+        info.tensor_count,
+        human_bytes(info.file_size),
+        canonical.display()
+    );
+    Ok(())
 }
 
 fn rm(paths: &Paths, name: &str, purge: bool) -> Result<()> {

@@ -302,6 +302,32 @@ impl GemmaCpp {
     }
 }
 
+/// The statistics of a stopped reply. gemma.cpp prints its Generate line only when a reply ends,
+/// so decode speed is measured from the arrival of the reply's text (one delivery per flushed
+/// token), the way a client sees it; the Prefill line, printed with the first token, gives
+/// prefill speed and time to first token when it came.
+fn stopped_timings(p: &process::Partial, queue_ms: f64, total_ms: f64) -> Timings {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let decode_tokens_per_s = match (p.first, p.last) {
+        (Some(first), Some(last)) if p.pieces > 1 && last > first => {
+            (p.pieces - 1) as f64 / last.duration_since(first).as_secs_f64()
+        }
+        _ => 0.0,
+    };
+    let ttft_ms = match (p.prefill, p.first) {
+        (Some(prefill), _) => queue_ms + prefill.ttft_ms,
+        (None, Some(first)) => queue_ms + ms(first.duration_since(p.sent)),
+        (None, None) => 0.0,
+    };
+    Timings {
+        queue_ms,
+        ttft_ms,
+        prefill_tokens_per_s: p.prefill.map_or(0.0, |pf| pf.tokens_per_s),
+        decode_tokens_per_s,
+        total_ms,
+    }
+}
+
 /// An `--eot_line` terminator no user line can be: 128 random bits (std's randomly keyed
 /// hasher, seeded per process) mixed with the time and pid.
 fn sentinel() -> String {
@@ -595,18 +621,14 @@ impl Driver {
                     timings,
                 }));
             }
-            TurnEnd::Stopped { dots } => {
+            TurnEnd::Stopped(partial) => {
                 // The only way to stop gemma.cpp mid-reply is to kill it.
                 let usage = Usage {
-                    prompt_tokens: (before + dots as u64) as u32,
+                    prompt_tokens: (before + partial.dots as u64) as u32,
                     cached_tokens: before as u32,
                     completion_tokens: pieces,
                 };
-                let timings = Timings {
-                    queue_ms,
-                    total_ms: total_ms(),
-                    ..Timings::default()
-                };
+                let timings = stopped_timings(&partial, queue_ms, total_ms());
                 if let Some(mut p) = self.process.take() {
                     p.kill().await;
                 }

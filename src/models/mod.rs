@@ -8,6 +8,7 @@
 
 pub mod catalogue;
 pub mod gguf;
+pub mod import;
 pub mod pull;
 pub mod registry;
 pub mod sbs;

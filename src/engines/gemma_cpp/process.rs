@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
@@ -120,9 +120,24 @@ pub enum TurnEnd {
         generate: Generate,
     },
     /// Asked to stop; the process is still in the middle of the turn.
-    Stopped { dots: u32 },
+    Stopped(Partial),
     /// The process died (its exit and stderr are on the [`Process`]).
     Died,
+}
+
+/// What a stopped turn got as far as: gemma.cpp prints its Generate line only at the end, so a
+/// stopped reply's speed is measured here, from when its text arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Partial {
+    pub dots: u32,
+    /// The Prefill line, printed with the first token.
+    pub prefill: Option<Prefill>,
+    /// Reply text deliveries (gemma.cpp flushes each token, so one per token as a rule).
+    pub pieces: u32,
+    /// When the prompt was sent, and when the first and the latest reply text arrived.
+    pub sent: Instant,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
 }
 
 /// Why the process did not become ready.
@@ -261,8 +276,10 @@ impl Process {
         } else if let Some(p) = turn::parse_prefill(line) {
             self.prefill = Some(p);
         } else if let Some(rest) = line.strip_prefix("Model") {
+            // `Model : gemma3-270m-bf16-pt, to_bf16 -1, mmap -1 => Read`: the specifier.
             if let Some((_, value)) = rest.split_once(':') {
-                self.model_line = Some(value.trim().to_string());
+                let specifier = value.split(',').next().unwrap_or(value);
+                self.model_line = Some(specifier.trim().to_string());
             }
         }
     }
@@ -286,28 +303,44 @@ impl Process {
         let before = self.generate_lines;
         self.prefill = None;
         let mut parser = TurnParser::new();
-        let dots = |p: &TurnParser| p.dots() as u32;
         if !self
             .write(payload(text, &self.launch.sentinel).as_bytes())
             .await
         {
             return TurnEnd::Died;
         }
+        let mut partial = Partial {
+            dots: 0,
+            prefill: None,
+            pieces: 0,
+            sent: Instant::now(),
+            first: None,
+            last: None,
+        };
         while !(self.generate_lines > before && parser.at_prompt()) {
             tokio::select! {
                 out = self.output.recv() => match out {
                     Some(Output::Stdout(bytes)) => {
                         let text = parser.feed(&bytes);
                         if !text.is_empty() {
+                            let now = Instant::now();
+                            partial.first.get_or_insert(now);
+                            partial.last = Some(now);
+                            partial.pieces += 1;
                             on_text(text);
                         }
                     }
                     Some(Output::Stderr(line)) => self.note(&line),
                     Some(Output::StdoutClosed) | None => return TurnEnd::Died,
                 },
-                _ = stopped(stop) => return TurnEnd::Stopped { dots: dots(&parser) },
+                _ = stopped(stop) => {
+                    partial.dots = parser.dots() as u32;
+                    partial.prefill = self.prefill.take();
+                    return TurnEnd::Stopped(partial);
+                }
             }
         }
+        let dots = |p: &TurnParser| p.dots() as u32;
         let (reply, rest) = parser.finish();
         if !rest.is_empty() {
             on_text(rest);
