@@ -2,6 +2,7 @@
 //! registry or the store, and prints the result. Nothing here talks to an engine process directly.
 
 pub mod bench;
+mod bench_gemma_cpp;
 pub mod bench_supervisor;
 pub mod doctor;
 pub mod history;
