@@ -4,7 +4,7 @@
 #
 # Needs: a Rust toolchain (rustup). Installs on Debian/Ubuntu: a C/C++ compiler, CMake and
 # libclang (llama.cpp and its Rust bindings), Python's pip (model downloads come as Python
-# wheels). Uses sudo when not run as root.
+# wheels) and venv (the tests' gemma.cpp converter). Uses sudo when not run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,10 @@ if ! ls /usr/lib/*/libvulkan.so.1 >/dev/null 2>&1 || ! ls /usr/share/vulkan/icd.
 fi
 if ! python3 -m pip --version >/dev/null 2>&1; then
   missing+=(python3-pip)
+fi
+# Virtual environments (the tests keep the gemma.cpp converter's packages in one).
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+  missing+=(python3-venv)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -79,7 +79,7 @@ pub fn export(
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let bar = progress_bar(&from.display().to_string());
+    let bar = progress_bar();
     let mut error = None;
     let mut finished = false;
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
@@ -132,10 +132,10 @@ pub fn default_path(cache: &Path, name: &str, ty: SbsType) -> PathBuf {
     cache.join(format!("{name}.{}.sbs", ty.as_str()))
 }
 
-fn progress_bar(label: &str) -> ProgressBar {
+fn progress_bar() -> ProgressBar {
     use std::io::IsTerminal;
+    // Progress only on a terminal: a script sees one line, the result (or one error).
     if !std::io::stderr().is_terminal() {
-        eprintln!("converting {label} (this takes about a minute for Gemma 3 270M)");
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());

@@ -36,6 +36,8 @@ pub const MAX_BLOBS: u32 = 16384;
 const HEADER_BYTES: u64 = 16;
 /// Blobs start on these boundaries; a V2 file's first blob follows its 256-byte placeholder.
 const BLOB_ALIGN: u64 = 256;
+/// gemma.cpp's writer makes V2 files a multiple of this long.
+const END_ALIGN: u64 = 64 << 10;
 /// Largest `config` and `toc` blobs read (real ones take a few KiB; 16384 tensors' records fit).
 const CONFIG_MAX_BYTES: u64 = 1 << 20;
 const TOC_MAX_BYTES: u64 = 16 << 20;
@@ -455,9 +457,11 @@ fn v2<R: Read + Seek>(
     let tail = src.read(size - HEADER_BYTES, HEADER_BYTES as usize)?;
     let (magic, count, bytes) = header(&tail);
     if magic != MAGIC {
-        // The end is not a header: a damaged header in front of an intact directory, a file cut
-        // short, or no BlobStore at all.
-        if find_directory(src)?.is_some() {
+        // The end is not a header: a damaged header after an intact directory, a file cut
+        // short, or no BlobStore at all. gemma.cpp's writer pads V2 files to a multiple of
+        // 64 KiB, and a directory found before the last 16 bytes of such a file is its own (a
+        // file cut inside its directory can show a shorter one that reads back to back).
+        if size % END_ALIGN == 0 && find_directory(src)?.is_some() {
             return Err(src.damaged(
                 HEADER_PART,
                 format!(
@@ -1034,6 +1038,34 @@ mod tests {
             err.to_string().contains("end without the directory"),
             "{err}"
         );
+
+        // A whole V2 file with a damaged trailing header is damaged, not truncated; one cut
+        // anywhere (even just before its header) is truncated.
+        let n = v2.len();
+        for (at, says) in [
+            (n - 16, "does not start with the BlobStore magic"),
+            (
+                n - 12,
+                "says the file holds 4294967074 blobs, but the directory before it lists 221",
+            ),
+            (n - 8, "records a file size of"),
+        ] {
+            let mut bad = v2.clone();
+            bad[at..at + 4].iter_mut().for_each(|b| *b ^= 0xff);
+            let err = parse_bytes(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains("is a damaged gemma.cpp .sbs file: its trailing BlobStore header")
+                    && err.contains(says),
+                "{err}"
+            );
+        }
+        for cut in [n - 16, n - 1, n - 100, n / 2] {
+            let err = parse_bytes(&v2[..cut]).unwrap_err().to_string();
+            assert!(
+                err.contains("is a truncated gemma.cpp .sbs file"),
+                "cut at {cut}: {err}"
+            );
+        }
 
         let mut huge = v1.clone();
         huge[4..8].copy_from_slice(&(MAX_BLOBS + 1).to_le_bytes());
