@@ -8,7 +8,7 @@
 //! (exact replies, exact token counts, forced crashes) are skipped there; each says so with
 //! `if real() { ... }` or `standin_only!`.
 //!
-//! Every wait is bounded (`WAIT`), so a hang fails instead of blocking the suite.
+//! Every wait is bounded (`wait()`), so a hang fails instead of blocking the suite.
 
 mod common;
 
@@ -24,8 +24,11 @@ use gemmactl::engines::{
 };
 use gemmactl::models::sbs::test_writer;
 
-/// Generous bound on any single wait; a real 270M model answers in seconds.
-const WAIT: Duration = Duration::from_secs(120);
+/// Generous bound on any single wait: a real 270M model answers in seconds on an idle machine,
+/// but a shared 2-core machine under heavy load can slow it twentyfold.
+fn wait() -> Duration {
+    Duration::from_secs(if real() { 300 } else { 120 })
+}
 
 /// Real-binary mode: both variables set.
 fn real() -> bool {
@@ -93,8 +96,10 @@ impl Fixture {
             .expect("the fixture's weights pass the pre-flight")
             .instruct
             .unwrap_or(true);
-        spec.load_timeout = WAIT;
-        spec.max_generated_tokens = 48;
+        spec.load_timeout = wait();
+        // The real binary decodes slowly on a loaded machine: short replies keep every wait
+        // bounded; the stand-in's replies need 48 tokens to show what they show.
+        spec.max_generated_tokens = if real() { 24 } else { 48 };
         spec.temperature = 1.0;
         spec.top_k = 1;
         spec
@@ -121,7 +126,7 @@ impl Fixture {
 }
 
 async fn start(spec: &GemmaCppSpec) -> Result<GemmaCpp, EngineError> {
-    tokio::time::timeout(WAIT, GemmaCpp::start(spec, |_| {}))
+    tokio::time::timeout(wait(), GemmaCpp::start(spec, |_| {}))
         .await
         .expect("gemma.cpp start hung")
 }
@@ -129,7 +134,7 @@ async fn start(spec: &GemmaCppSpec) -> Result<GemmaCpp, EngineError> {
 /// Greedy sampling, matching the fixture's flags so no request restarts the process.
 fn greedy() -> SamplingParams {
     SamplingParams {
-        max_tokens: Some(48),
+        max_tokens: Some(if real() { 24 } else { 48 }),
         temperature: 1.0,
         top_k: 1,
         top_p: None,
@@ -187,7 +192,7 @@ async fn collect(engine: &GemmaCpp, req: GenerateRequest) -> Reply {
 async fn read(mut stream: gemmactl::engines::ReplyStream) -> Reply {
     let mut text = String::new();
     let mut pieces = Vec::new();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + wait();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let event = tokio::time::timeout(left, stream.recv())
@@ -347,7 +352,7 @@ async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
     let mut partial = String::new();
     // Several tokens stream before the stop, so the stopped reply has a speed to report.
     for _ in 0..6 {
-        let event = tokio::time::timeout(WAIT, stream.recv())
+        let event = tokio::time::timeout(wait(), stream.recv())
             .await
             .expect("no token");
         match event {
@@ -411,6 +416,45 @@ async fn a_stopped_reply_is_cancelled_and_the_next_turn_works() {
         full.starts_with(&partial) && partial.len() < full.len(),
         "the cancel came too late to test anything: {partial}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_string_ends_the_reply_before_it_and_the_next_turn_works() {
+    let f = fixture();
+    let engine = start(&f.spec()).await.unwrap();
+    let (ask, stop) = if real() {
+        // The base model writes on; a space is sure to come within a few tokens.
+        ("Once upon a time", " ")
+    } else {
+        ("SLOW story", " w5")
+    };
+    let mut req = request("st", vec![user(ask)]);
+    req.params.stop = vec![stop.to_string()];
+    let reply = collect(&engine, req).await;
+    let done = reply.done();
+    assert_eq!(done.finish_reason, FinishReason::Stop, "{:?}", reply.text);
+    assert!(!reply.text.contains(stop), "{:?}", reply.text);
+    if !real() {
+        assert_eq!(reply.text, "w1 w2 w3 w4");
+        assert!(done.timings.decode_tokens_per_s > 0.0, "{:?}", done.timings);
+    }
+    // gemma.cpp was ended at the stop string; the next request is served.
+    let next = collect(
+        &engine,
+        request(
+            "st2",
+            vec![
+                user(ask),
+                model(&reply.text),
+                user(if real() { "Then" } else { "COUNT 2" }),
+            ],
+        ),
+    )
+    .await;
+    next.done();
+    assert!(engine.exit_status().is_none());
+    standin_only!("exact reply");
+    assert_eq!(next.text, "1 2");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -727,7 +771,7 @@ async fn deaths_mid_reply_carry_signal_and_stderr() {
     };
     let mut stream = engine.generate(request("k", vec![user(long)])).unwrap();
     assert!(matches!(
-        tokio::time::timeout(WAIT, stream.recv()).await.unwrap(),
+        tokio::time::timeout(wait(), stream.recv()).await.unwrap(),
         Some(ReplyEvent::Token(_))
     ));
     unsafe {
@@ -959,11 +1003,18 @@ fn run_streams_a_reply_from_a_registered_gemma_cpp_model() {
     assert!(show.contains("gemma.cpp BlobStore"), "{show}");
 
     let mut cmd = home.cmd();
-    cmd.env("GEMMA_BIN", &f.binary)
-        .args(["run", "--model", "tiny", "--stats", "Hello"]);
+    cmd.env("GEMMA_BIN", &f.binary).args([
+        "run",
+        "--model",
+        "tiny",
+        "--stats",
+        "--max-tokens",
+        "24",
+        "Hello",
+    ]);
     let started = Instant::now();
     let out = cmd.output().unwrap();
-    assert!(started.elapsed() < WAIT);
+    assert!(started.elapsed() < wait());
     let text = ok(&out);
     let stats = common::stderr(&out);
     assert!(
@@ -978,6 +1029,42 @@ fn run_streams_a_reply_from_a_registered_gemma_cpp_model() {
         );
         assert!(stats.contains("prompt 11 tokens"), "{stats}");
     }
+
+    // A base (-pt) file, as its config says, takes plain text: `run --raw` (and `run`, which
+    // sends base models plain text) work; the stand-in's fixture is instruct, so a -pt one is made.
+    let base = if real() {
+        f.weights.clone()
+    } else {
+        let p = f.dir.path().join("gemma3-270m-bf16-pt.sbs");
+        std::fs::write(&p, test_writer::single_file("gemma3-270m-bf16-pt", true)).unwrap();
+        p
+    };
+    let said = ok(&home.run(&["models", "add", "base", path_str(&base)]));
+    assert!(said.contains("-pt") && said.contains(" base,"), "{said}");
+    for raw in [true, false] {
+        let mut cmd = home.cmd();
+        cmd.env("GEMMA_BIN", &f.binary).args([
+            "run",
+            "--model",
+            "base",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+        ]);
+        if raw {
+            cmd.arg("--raw");
+        }
+        cmd.arg("The capital of France is");
+        let text = ok(&common::run_bounded(cmd));
+        assert!(!text.trim().is_empty(), "raw {raw}: empty reply");
+    }
+    // --kind cannot contradict the file's config.
+    let err = fails(&home.run(&["models", "add", "b2", path_str(&base), "--kind", "instruct"]));
+    assert!(
+        err.contains("--kind instruct does not fit") && err.contains("leave --kind out"),
+        "{err}"
+    );
 
     // The same file registered for the wrong engine by hand is refused before launch.
     let registry = home.path().join("config/models.toml");
@@ -1558,43 +1645,52 @@ fn the_shell_shows_a_stopped_replys_real_speed_and_the_conversation_goes_on() {
         .env("NO_COLOR", "1")
         .env("TERM", "xterm");
     let mut chat = Session::spawn(cmd).expect("spawn gemmactl chat in a pty");
-    chat.set_expect_timeout(Some(WAIT));
+    chat.set_expect_timeout(Some(wait()));
     let prompt = ">>> ";
     chat.expect(prompt).unwrap();
     for setting in ["/set max_tokens 400", "/set temperature 0"] {
         chat.send_line(setting).unwrap();
         chat.expect(prompt).unwrap();
     }
-    // Two words typed, so only the reply can show four in a row: then it is streaming.
+    // Two words typed, so only the reply can show six in a row: then it is streaming.
     let (ask, streaming) = if real() {
-        (
-            "Once upon",
-            "[A-Za-z,']+ [A-Za-z,']+ [A-Za-z,']+ [A-Za-z,']+",
-        )
+        ("Once upon", "[A-Za-z,'.]+( [A-Za-z,'.]+){5}")
     } else {
         ("SLOW story", "w1 w2 w3 w4 w5 w6")
     };
     chat.send_line(ask).unwrap();
     chat.expect(Regex(streaming)).unwrap();
     chat.send([3u8]).unwrap();
-    let stats = chat
-        .expect(Regex(
-            r"\[(\d+) tokens · ([0-9.]+) tok/s · first token (\d+) ms[^\]]*\]",
-        ))
-        .expect("no stats line after the stop");
-    let field = |i: usize| String::from_utf8_lossy(stats.get(i).unwrap()).into_owned();
-    let line = field(0);
-    let (tokens, speed, first): (u32, f64, f64) = (
-        field(1).parse().unwrap(),
-        field(2).parse().unwrap(),
-        field(3).parse().unwrap(),
-    );
-    assert!(tokens >= 4 && speed > 0.0 && first > 0.0, "{line}");
-    if !real() {
+    let shown = chat.expect(prompt).expect("no prompt after the stop");
+    let shown = String::from_utf8_lossy(shown.before()).into_owned();
+    // "[12 tokens · 20.1 tok/s · first token 310 ms · prompt ... · cancelled · gemma.cpp on CPU]"
+    let line = shown
+        .lines()
+        .find(|l| l.contains(" tok/s · first token "))
+        .unwrap_or_else(|| panic!("no stats line after the stop: {shown:?}"))
+        .to_string();
+    let number = |before: &str| -> f64 {
+        let head = line.split(before).next().unwrap();
+        head.rsplit(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .find(|w| !w.is_empty())
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no number before {before:?} in {line}"))
+    };
+    let (tokens, speed) = (number(" tokens ·"), number(" tok/s"));
+    let first: f64 = line
+        .split("first token ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no first-token time in {line}"));
+    assert!(tokens >= 4.0 && speed > 0.0, "{line}");
+    if real() {
+        // The stand-in answers within a millisecond, which shows as 0.
+        assert!(first > 0.0, "{line}");
+    } else {
         // The stand-in's reply runs 40 tokens, 50 ms apart: the stop came first.
         assert!(line.contains("cancelled"), "{line}");
     }
-    chat.expect(prompt).unwrap();
     // The next turn works: gemma.cpp was restarted and the conversation replayed into it.
     chat.send_line(if real() { "Then" } else { "CONTEXT next" })
         .unwrap();

@@ -18,6 +18,7 @@
 mod conversation;
 mod failure;
 mod process;
+mod stop;
 mod turn;
 
 use std::collections::HashMap;
@@ -140,6 +141,8 @@ struct Job {
     max_tokens: Option<u32>,
     temperature: f32,
     top_k: u32,
+    /// Stop strings, watched for in the streamed reply (`stop.rs`).
+    stop: Vec<String>,
     events: mpsc::UnboundedSender<ReplyEvent>,
     cancel: watch::Receiver<bool>,
     received: Instant,
@@ -267,11 +270,6 @@ impl GemmaCpp {
         if p.top_p.is_some_and(|t| t < 1.0) {
             return Err("gemma.cpp has no top-p (nucleus) sampling: leave top-p out (or set it to 1) and use top-k instead".into());
         }
-        if !p.stop.is_empty() {
-            return Err(
-                "gemma.cpp cannot stop at a given string: leave the stop strings out".into(),
-            );
-        }
         if !(p.temperature.is_finite() && p.temperature >= 0.0) {
             return Err(format!(
                 "temperature {} is not valid: use a number ≥ 0 (0 = greedy)",
@@ -314,7 +312,8 @@ fn stopped_timings(p: &process::Partial, queue_ms: f64, total_ms: f64) -> Timing
         }
         _ => 0.0,
     };
-    let ttft_ms = match (p.prefill, p.first) {
+    // gemma.cpp prints whole milliseconds: a 0 there is below its resolution, not a measure.
+    let ttft_ms = match (p.prefill.filter(|pf| pf.ttft_ms > 0.0), p.first) {
         (Some(prefill), _) => queue_ms + prefill.ttft_ms,
         (None, Some(first)) => queue_ms + ms(first.duration_since(p.sent)),
         (None, None) => 0.0,
@@ -566,12 +565,24 @@ impl Driver {
         let before = self.pos;
         let mut pieces = 0u32;
         let events = job.events.clone();
+        let mut filter = stop::StopFilter::new(&job.stop);
         let end = process
             .turn(&text, &mut job.cancel, |t| {
+                // One delivery per flushed token, whether or not its text is shown yet.
                 pieces += 1;
-                let _ = events.send(ReplyEvent::Token(t));
+                let shown = filter.feed(&t);
+                if !shown.is_empty() {
+                    let _ = events.send(ReplyEvent::Token(shown));
+                }
+                !filter.hit()
             })
             .await;
+        if !filter.hit() {
+            let held = filter.finish();
+            if !held.is_empty() {
+                let _ = events.send(ReplyEvent::Token(held));
+            }
+        }
         let total_ms = || job.received.elapsed().as_secs_f64() * 1000.0;
         match end {
             TurnEnd::Done {
@@ -588,6 +599,10 @@ impl Driver {
                         seq_len,
                         "gemma.cpp's KV cache wrapped around; the next request replays"
                     );
+                    self.held = Conversation::default();
+                } else if filter.hit() {
+                    // The caller keeps the reply cut at its stop string, not what the process
+                    // holds: the next request replays.
                     self.held = Conversation::default();
                 } else {
                     let mut held = conv;
@@ -610,7 +625,9 @@ impl Driver {
                     decode_tokens_per_s: generate.tokens_per_s,
                     total_ms: total_ms(),
                 };
-                let finish_reason = if generate.tokens >= limit {
+                let finish_reason = if filter.hit() {
+                    FinishReason::Stop
+                } else if generate.tokens >= limit {
                     FinishReason::Length
                 } else {
                     FinishReason::Stop
@@ -622,7 +639,9 @@ impl Driver {
                 }));
             }
             TurnEnd::Stopped(partial) => {
-                // The only way to stop gemma.cpp mid-reply is to kill it.
+                // A cancel, or a stop string: the only way to stop gemma.cpp mid-reply is to
+                // kill it.
+                let at_stop_string = filter.hit();
                 let usage = Usage {
                     prompt_tokens: (before + partial.dots as u64) as u32,
                     cached_tokens: before as u32,
@@ -635,14 +654,23 @@ impl Driver {
                 self.held = Conversation::default();
                 self.pos = 0;
                 send(ReplyEvent::Finished(Completion {
-                    finish_reason: FinishReason::Cancelled,
+                    finish_reason: if at_stop_string {
+                        FinishReason::Stop
+                    } else {
+                        FinishReason::Cancelled
+                    },
                     usage,
                     timings,
                 }));
                 if stopping.borrow().is_none() {
                     let reason = format!(
-                        "request {} was cancelled, and gemma.cpp can only be stopped by killing it",
-                        job.id
+                        "request {} {}, and gemma.cpp can only be stopped by killing it",
+                        job.id,
+                        if at_stop_string {
+                            "reached a stop string"
+                        } else {
+                            "was cancelled"
+                        }
                     );
                     if let Err(e) = self.restart(sampling, &reason).await {
                         tracing::warn!("gemma.cpp could not be restarted after a cancel: {e}");
@@ -789,6 +817,7 @@ impl Engine for GemmaCpp {
             max_tokens: request.params.max_tokens,
             temperature: request.params.temperature,
             top_k: request.params.top_k,
+            stop: request.params.stop.clone(),
             events,
             cancel,
             received: Instant::now(),

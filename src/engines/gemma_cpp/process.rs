@@ -292,13 +292,13 @@ impl Process {
     }
 
     /// Types `text` as one prompt and reads the turn, passing reply text to `on_text` as the
-    /// binary flushes it. `stop` turning true abandons the turn (the caller then kills the
-    /// process: gemma.cpp cannot be interrupted otherwise).
+    /// binary flushes it. `stop` turning true, or `on_text` answering false, abandons the turn
+    /// (the caller then kills the process: gemma.cpp cannot be interrupted otherwise).
     pub async fn turn(
         &mut self,
         text: &str,
         stop: &mut watch::Receiver<bool>,
-        mut on_text: impl FnMut(String),
+        mut on_text: impl FnMut(String) -> bool,
     ) -> TurnEnd {
         let before = self.generate_lines;
         self.prefill = None;
@@ -327,7 +327,11 @@ impl Process {
                             partial.first.get_or_insert(now);
                             partial.last = Some(now);
                             partial.pieces += 1;
-                            on_text(text);
+                            if !on_text(text) {
+                                partial.dots = parser.dots() as u32;
+                                partial.prefill = self.prefill.take();
+                                return TurnEnd::Stopped(partial);
+                            }
                         }
                     }
                     Some(Output::Stderr(line)) => self.note(&line),
@@ -343,7 +347,8 @@ impl Process {
         let dots = |p: &TurnParser| p.dots() as u32;
         let (reply, rest) = parser.finish();
         if !rest.is_empty() {
-            on_text(rest);
+            // The turn is over: the answer no longer matters.
+            let _ = on_text(rest);
         }
         TurnEnd::Done {
             dots: dots(&parser),
