@@ -4,7 +4,7 @@
 #
 # Needs: a Rust toolchain (rustup). Installs on Debian/Ubuntu: a C/C++ compiler, CMake and
 # libclang (llama.cpp and its Rust bindings), Python's pip (model downloads come as Python
-# wheels), the Vulkan loader and Mesa's software device (the doctor tests). Uses sudo when not
+# wheels), the Vulkan loader and Mesa's software device (the doctor tests) and venv (the tests' Python packages). Uses sudo when not
 # run as root. Each need is checked for what the build uses (scripts/lib/prereqs.sh); one that
 # cannot be met is one sentence naming the package and the command.
 set -euo pipefail
@@ -46,5 +46,11 @@ if [ -n "$report" ]; then
   exit 1
 fi
 
+# --tests (scripts/test.sh, .ci/run): build the test targets too, with the hooks only tests use,
+# so `cargo test` afterwards compiles nothing again (llama.cpp alone takes minutes).
+build=(--workspace --locked)
+if [ "${1:-}" = --tests ]; then
+  build+=(--all-targets --features gemmactl/test-support)
+fi
 say "building gemmactl and gemma-engine (the first build compiles llama.cpp: several minutes)"
-cargo build --workspace --locked
+cargo build "${build[@]}"

@@ -26,7 +26,7 @@ enum Command {
     Chat(crate::shell::ChatArgs),
     /// Generate a reply to one prompt and stream it to stdout.
     Run(commands::run::RunArgs),
-    /// Manage model files: list, pull, add, show, rm.
+    /// Manage model files: list, pull, add, show, check, import, rm.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
     /// Show the engines held by running gemmactl processes.

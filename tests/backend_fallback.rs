@@ -139,7 +139,10 @@ fn a_cuda_engine_that_hangs_is_stopped_and_replaced_by_the_cpu() {
     // The hung build was stopped, not left running.
     let pid = std::fs::read_to_string(&pid_file).expect("the stand-in ran");
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
     assert!(
         matches!(state, None | Some("Z") | Some("X")),
         "the hung GPU engine {} is still running: {stat}",

@@ -207,7 +207,10 @@ fn libclang_path_is_the_only_place_looked_at_when_set() {
     );
     let text = tree.write("elsewhere/libclang.so", b"not a library");
     let named = text.display().to_string();
-    assert_eq!(find_libclang(&tree, &[("LIBCLANG_PATH", named.as_str())]), None);
+    assert_eq!(
+        find_libclang(&tree, &[("LIBCLANG_PATH", named.as_str())]),
+        None
+    );
 }
 
 #[test]

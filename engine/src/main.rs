@@ -7,12 +7,18 @@
 //!     gemma-engine --model gemma-3-270m-q4_k_m.gguf
 //!     {"op":"generate","id":"1","messages":[{"role":"user","content":"The capital of France is"}],"params":{"max_tokens":16}}
 
+mod export_sbs;
 mod llama_log;
 mod loader;
 mod output;
 mod prompt;
 mod scheduler;
+mod spm;
 mod text;
+
+// gemma.cpp's `.sbs` format as gemmactl reads it, written here by `--export-sbs`.
+#[allow(dead_code)]
+mod sbs;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -27,13 +33,15 @@ use output::{emit, emit_error};
 use scheduler::{Inbox, Scheduler};
 
 const USAGE: &str = "usage: gemma-engine --model PATH [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--verbose]
-       gemma-engine --probe";
+       gemma-engine --probe
+       gemma-engine --export-sbs IN.gguf --out OUT.sbs [--type bf16|f32] [--kind base|instruct]";
 
 struct Args {
     model: Option<PathBuf>,
     probe: bool,
     verbose: bool,
     options: EngineOptions,
+    export: Option<export_sbs::ExportArgs>,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +73,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(export) = &args.export {
+        return export_mode(export);
+    }
     if args.probe {
         let devices = loader::list_devices();
         emit(&Event::Probe(ProbeInfo {
@@ -119,6 +130,40 @@ fn main() -> ExitCode {
     )
     .run(rx);
     ExitCode::SUCCESS
+}
+
+/// `--export-sbs`: progress lines, then one `exported` line or an error event.
+fn export_mode(export: &export_sbs::ExportArgs) -> ExitCode {
+    let mut last = -1.0;
+    let outcome = export_sbs::export(export, |fraction, tensor| {
+        if fraction - last >= 0.01 || fraction >= 1.0 {
+            last = fraction;
+            output::emit_value(&serde_json::json!({
+                "event": "export_progress", "fraction": fraction, "tensor": tensor,
+            }));
+        }
+    });
+    match outcome {
+        Ok(done) => {
+            output::emit_value(&serde_json::json!({
+                "event": "exported",
+                "path": export.output.display().to_string(),
+                "specifier": done.specifier,
+                "tensors": done.tensors,
+                "bytes": done.bytes,
+            }));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            emit_error(
+                None,
+                e.code,
+                e.message,
+                Some(&export.input.display().to_string()),
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Reads stdin line by line for the scheduler. A closed stdin means the supervisor is gone: the
@@ -187,7 +232,9 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
             threads: cores,
             gpu_layers: None,
         },
+        export: None,
     };
+    let (mut out, mut ty, mut kind) = (None, sbs::config::TYPE_BF16, None);
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
@@ -201,11 +248,40 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
             "--gpu-layers" => {
                 args.options.gpu_layers = Some(number(&value("--gpu-layers")?, "--gpu-layers", 0)?)
             }
+            "--export-sbs" => {
+                args.export = Some(export_sbs::ExportArgs {
+                    input: PathBuf::from(value("--export-sbs")?),
+                    output: PathBuf::new(),
+                    ty: 0,
+                    chat: None,
+                })
+            }
+            "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--type" => {
+                ty = match value("--type")?.as_str() {
+                    "bf16" => sbs::config::TYPE_BF16,
+                    "f32" => sbs::config::TYPE_F32,
+                    other => return Err(format!("--type wants bf16 or f32, got {other:?}")),
+                }
+            }
+            "--kind" => {
+                kind = match value("--kind")?.as_str() {
+                    "base" => Some(false),
+                    "instruct" => Some(true),
+                    other => return Err(format!("--kind wants base or instruct, got {other:?}")),
+                }
+            }
             "--probe" => args.probe = true,
             "--verbose" => args.verbose = true,
             "--help" | "-h" => return Err("help requested".into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if let Some(export) = &mut args.export {
+        export.output = out.ok_or("--export-sbs needs --out OUT.sbs")?;
+        export.ty = ty;
+        export.chat = kind;
+        return Ok(args);
     }
     if !args.probe && args.model.is_none() {
         return Err("--model PATH is required (or --probe)".into());

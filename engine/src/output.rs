@@ -20,6 +20,15 @@ pub(crate) fn emit(event: &Event) {
     let _ = out.write_all(&line).and_then(|_| out.flush());
 }
 
+/// A line outside the serving protocol (the `--export-sbs` mode's progress), same discipline.
+pub(crate) fn emit_value(value: &serde_json::Value) {
+    let mut line = serde_json::to_vec(value).expect("JSON values always serialize");
+    line.push(b'\n');
+    let _guard = STDOUT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&line).and_then(|_| out.flush());
+}
+
 pub(crate) fn emit_error(
     id: Option<&str>,
     code: ErrorCode,

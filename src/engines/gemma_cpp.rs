@@ -18,6 +18,7 @@
 mod conversation;
 mod failure;
 mod process;
+mod stop;
 mod turn;
 
 use std::collections::HashMap;
@@ -123,6 +124,8 @@ struct Job {
     max_tokens: Option<u32>,
     temperature: f32,
     top_k: u32,
+    /// Stop strings, watched for in the streamed reply (`stop.rs`).
+    stop: Vec<String>,
     events: mpsc::UnboundedSender<ReplyEvent>,
     cancel: watch::Receiver<bool>,
     received: Instant,
@@ -239,11 +242,6 @@ impl GemmaCpp {
         if p.top_p.is_some_and(|t| t < 1.0) {
             return Err("gemma.cpp has no top-p (nucleus) sampling: leave top-p out (or set it to 1) and use top-k instead".into());
         }
-        if !p.stop.is_empty() {
-            return Err(
-                "gemma.cpp cannot stop at a given string: leave the stop strings out".into(),
-            );
-        }
         if !(p.temperature.is_finite() && p.temperature >= 0.0) {
             return Err(format!(
                 "temperature {} is not valid: use a number ≥ 0 (0 = greedy)",
@@ -271,6 +269,33 @@ impl GemmaCpp {
             _ => {}
         }
         Conversation::from_messages(&request.messages)
+    }
+}
+
+/// The statistics of a stopped reply. gemma.cpp prints its Generate line only when a reply ends,
+/// so decode speed is measured from the arrival of the reply's text (one delivery per flushed
+/// token), the way a client sees it; the Prefill line, printed with the first token, gives
+/// prefill speed and time to first token when it came.
+fn stopped_timings(p: &process::Partial, queue_ms: f64, total_ms: f64) -> Timings {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let decode_tokens_per_s = match (p.first, p.last) {
+        (Some(first), Some(last)) if p.pieces > 1 && last > first => {
+            (p.pieces - 1) as f64 / last.duration_since(first).as_secs_f64()
+        }
+        _ => 0.0,
+    };
+    // gemma.cpp prints whole milliseconds: a 0 there is below its resolution, not a measure.
+    let ttft_ms = match (p.prefill.filter(|pf| pf.ttft_ms > 0.0), p.first) {
+        (Some(prefill), _) => queue_ms + prefill.ttft_ms,
+        (None, Some(first)) => queue_ms + ms(first.duration_since(p.sent)),
+        (None, None) => 0.0,
+    };
+    Timings {
+        queue_ms,
+        ttft_ms,
+        prefill_tokens_per_s: p.prefill.map_or(0.0, |pf| pf.tokens_per_s),
+        decode_tokens_per_s,
+        total_ms,
     }
 }
 
@@ -512,12 +537,24 @@ impl Driver {
         let before = self.pos;
         let mut pieces = 0u32;
         let events = job.events.clone();
+        let mut filter = stop::StopFilter::new(&job.stop);
         let end = process
             .turn(&text, &mut job.cancel, |t| {
+                // One delivery per flushed token, whether or not its text is shown yet.
                 pieces += 1;
-                let _ = events.send(ReplyEvent::Token(t));
+                let shown = filter.feed(&t);
+                if !shown.is_empty() {
+                    let _ = events.send(ReplyEvent::Token(shown));
+                }
+                !filter.hit()
             })
             .await;
+        if !filter.hit() {
+            let held = filter.finish();
+            if !held.is_empty() {
+                let _ = events.send(ReplyEvent::Token(held));
+            }
+        }
         let total_ms = || job.received.elapsed().as_secs_f64() * 1000.0;
         match end {
             TurnEnd::Done {
@@ -534,6 +571,10 @@ impl Driver {
                         seq_len,
                         "gemma.cpp's KV cache wrapped around; the next request replays"
                     );
+                    self.held = Conversation::default();
+                } else if filter.hit() {
+                    // The caller keeps the reply cut at its stop string, not what the process
+                    // holds: the next request replays.
                     self.held = Conversation::default();
                 } else {
                     let mut held = conv;
@@ -556,7 +597,9 @@ impl Driver {
                     decode_tokens_per_s: generate.tokens_per_s,
                     total_ms: total_ms(),
                 };
-                let finish_reason = if generate.tokens >= limit {
+                let finish_reason = if filter.hit() {
+                    FinishReason::Stop
+                } else if generate.tokens >= limit {
                     FinishReason::Length
                 } else {
                     FinishReason::Stop
@@ -567,32 +610,39 @@ impl Driver {
                     timings,
                 }));
             }
-            TurnEnd::Stopped { dots } => {
-                // The only way to stop gemma.cpp mid-reply is to kill it.
+            TurnEnd::Stopped(partial) => {
+                // A cancel, or a stop string: the only way to stop gemma.cpp mid-reply is to
+                // kill it.
+                let at_stop_string = filter.hit();
                 let usage = Usage {
-                    prompt_tokens: (before + dots as u64) as u32,
+                    prompt_tokens: (before + partial.dots as u64) as u32,
                     cached_tokens: before as u32,
                     completion_tokens: pieces,
                 };
-                let timings = Timings {
-                    queue_ms,
-                    total_ms: total_ms(),
-                    ..Timings::default()
-                };
+                let timings = stopped_timings(&partial, queue_ms, total_ms());
                 if let Some(mut p) = self.process.take() {
                     p.kill().await;
                 }
                 self.held = Conversation::default();
                 self.pos = 0;
                 send(ReplyEvent::Finished(Completion {
-                    finish_reason: FinishReason::Cancelled,
+                    finish_reason: if at_stop_string {
+                        FinishReason::Stop
+                    } else {
+                        FinishReason::Cancelled
+                    },
                     usage,
                     timings,
                 }));
                 if stopping.borrow().is_none() {
                     let reason = format!(
-                        "request {} was cancelled, and gemma.cpp can only be stopped by killing it",
-                        job.id
+                        "request {} {}, and gemma.cpp can only be stopped by killing it",
+                        job.id,
+                        if at_stop_string {
+                            "reached a stop string"
+                        } else {
+                            "was cancelled"
+                        }
                     );
                     if let Err(e) = self.restart(sampling, &reason).await {
                         tracing::warn!("gemma.cpp could not be restarted after a cancel: {e}");
@@ -742,6 +792,7 @@ impl Engine for GemmaCpp {
             // gemma.cpp's flag is single precision.
             temperature: request.params.temperature as f32,
             top_k: request.params.top_k,
+            stop: request.params.stop.clone(),
             events,
             cancel,
             received: Instant::now(),

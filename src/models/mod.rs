@@ -7,6 +7,7 @@
 //! models in `models.toml` ([`registry`]) and the downloader ([`pull`]).
 
 pub mod catalogue;
+pub mod import;
 pub mod memory;
 
 pub mod pull;

@@ -8,9 +8,21 @@
 //! `{magic, 0, 65536}` there and the directory plus the real header at the very end. Like
 //! gemma.cpp, [`parse`] tries V1 first, then V2.
 //!
+//! Beyond the directory, a single-file model's `config` blob (gemma.cpp's serialized
+//! `ModelConfig`, `sbs/config.rs`) and `toc` blob (its table of tensors, `sbs/toc.rs`) are decoded
+//! and checked against each other and against the directory (`sbs/tensors.rs`), so every damage
+//! gemma.cpp would abort on is refused here first, naming the blob and the field. The directory
+//! itself is checked the way gemma.cpp checks it: blobs back to back on 256-byte boundaries.
+//!
 //! The reader never trusts a size from the file before checking it against the file's length and
-//! a fixed cap, so no input makes it panic or allocate more than about 600 KiB (the property tests
+//! a fixed cap, so no input makes it panic or allocate more than a few MiB (the property tests
 //! below feed it arbitrary and mutated bytes).
+
+pub mod config;
+pub mod fields;
+pub mod tensors;
+pub mod toc;
+pub mod writer;
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
@@ -22,8 +34,13 @@ pub const MAGIC: u32 = 0x0A53_4253;
 /// gemma.cpp refuses more blobs than this.
 pub const MAX_BLOBS: u32 = 16384;
 const HEADER_BYTES: u64 = 16;
-/// Bytes of the `config` blob searched for the model specifier.
-const CONFIG_SCAN_BYTES: u64 = 64 << 10;
+/// Blobs start on these boundaries; a V2 file's first blob follows its 256-byte placeholder.
+const BLOB_ALIGN: u64 = 256;
+/// gemma.cpp's writer makes V2 files a multiple of this long.
+const END_ALIGN: u64 = 64 << 10;
+/// Largest `config` and `toc` blobs read (real ones take a few KiB; 16384 tensors' records fit).
+const CONFIG_MAX_BYTES: u64 = 1 << 20;
+const TOC_MAX_BYTES: u64 = 16 << 20;
 
 /// Where the directory sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,11 +83,21 @@ pub struct SbsInfo {
     pub specifier: Option<String>,
     /// `f32`, `bf16`, `sfp`, `nuq` (or `i8`).
     pub weight_type: Option<String>,
-    /// `Some(true)` for an instruction-tuned (`-it`) file, `Some(false)` for pretrained (`-pt`).
+    /// Whether gemma.cpp wraps prompts in Gemma's chat template: the config's prompt wrapping
+    /// (`-it`, `-vlm`, `-pg`: yes; `-pt`: no). `None` for pre-2025 files, which do not say.
     pub instruct: Option<bool>,
     pub layers: Option<u32>,
     pub has_tokenizer: bool,
     pub file_size: u64,
+    /// From the config blob: gemma.cpp's display name (e.g. `Gemma3_270M`), sizes, wrapping.
+    pub display_name: Option<String>,
+    pub model_dim: Option<u32>,
+    pub vocab_size: Option<u32>,
+    pub max_seq_len: Option<u32>,
+    /// The prompt wrapping in words, e.g. "none (pretrained base model)".
+    pub wrapping: Option<String>,
+    /// Set when the config was written by another gemma.cpp version (fields missing or extra).
+    pub config_note: Option<String>,
 }
 
 /// Why a file cannot be used as gemma.cpp weights. `Display` is one sentence naming the file and
@@ -100,6 +127,13 @@ pub enum SbsError {
         path: PathBuf,
         reason: String,
     },
+    /// A full-length file with damage in one part: `part` names it (e.g. "table of tensors (toc
+    /// blob)"), `reason` says what is wrong with it, as a clause.
+    Damaged {
+        path: PathBuf,
+        part: &'static str,
+        reason: String,
+    },
     /// A pre-2025 file was given without its tokenizer.
     NeedsTokenizer {
         path: PathBuf,
@@ -124,6 +158,7 @@ impl SbsError {
             | SbsError::NotBlobStore { path, .. }
             | SbsError::Truncated { path, .. }
             | SbsError::Malformed { path, .. }
+            | SbsError::Damaged { path, .. }
             | SbsError::NeedsTokenizer { path }
             | SbsError::TokenizerMissing { path, .. }
             | SbsError::TooLarge { path, .. } => path,
@@ -156,7 +191,7 @@ impl fmt::Display for SbsError {
             ),
             SbsError::Truncated { path, expected_bytes: 0, actual_bytes } => write!(
                 f,
-                "{} is a truncated gemma.cpp .sbs file: it starts with a V2 BlobStore header but its {actual_bytes} bytes end without the directory; {RECOPY}",
+                "{} is a truncated gemma.cpp .sbs file: it starts with a V2 BlobStore header but its {actual_bytes} bytes end without the directory (cut short, or its end is damaged); {RECOPY}",
                 path.display()
             ),
             SbsError::Truncated { path, expected_bytes, actual_bytes } => write!(
@@ -167,6 +202,11 @@ impl fmt::Display for SbsError {
             SbsError::Malformed { path, reason } => write!(
                 f,
                 "{} is not a valid gemma.cpp BlobStore ({reason}): the file is damaged; {RECOPY}",
+                path.display()
+            ),
+            SbsError::Damaged { path, part, reason } => write!(
+                f,
+                "{} is a damaged gemma.cpp .sbs file: its {part} {reason}; {RECOPY}",
                 path.display()
             ),
             SbsError::NeedsTokenizer { path } => write!(
@@ -288,147 +328,359 @@ struct Blob {
     size: u64,
 }
 
-/// Parses a BlobStore of `file_size` bytes from `reader`; `path` only names the file in errors.
-pub fn parse<R: Read + Seek>(
-    mut reader: R,
+const HEADER_PART: &str = "trailing BlobStore header";
+const LEADING_PART: &str = "leading BlobStore header";
+const DIRECTORY_PART: &str = "blob directory";
+const CONFIG_PART: &str = "model config (config blob)";
+const TOC_PART: &str = "table of tensors (toc blob)";
+
+/// The reader, the file's size and its name for errors.
+struct Source<'p, R> {
+    reader: R,
     file_size: u64,
-    path: &Path,
-) -> Result<SbsInfo, SbsError> {
-    let p = || path.to_path_buf();
-    let io = |e: std::io::Error| SbsError::Unreadable {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    path: &'p Path,
+}
+
+impl<R: Read + Seek> Source<'_, R> {
+    fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, SbsError> {
+        read_at(&mut self.reader, offset, len).map_err(|e| SbsError::Unreadable {
+            path: self.path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn damaged(&self, part: &'static str, reason: String) -> SbsError {
+        SbsError::Damaged {
+            path: self.path.to_path_buf(),
+            part,
+            reason,
+        }
+    }
+}
+
+/// Parses a BlobStore of `file_size` bytes from `reader`; `path` only names the file in errors.
+pub fn parse<R: Read + Seek>(reader: R, file_size: u64, path: &Path) -> Result<SbsInfo, SbsError> {
+    let mut src = Source {
+        reader,
+        file_size,
+        path,
     };
     if file_size < HEADER_BYTES {
-        return Err(
-            if file_size >= 4 && read_at(&mut reader, 0, 4).map_err(io)? == b"GGUF" {
-                SbsError::NotBlobStore {
-                    path: p(),
-                    gguf: true,
-                }
-            } else {
-                SbsError::NotBlobStore {
-                    path: p(),
-                    gguf: false,
-                }
-            },
-        );
-    }
-    let head = read_at(&mut reader, 0, HEADER_BYTES as usize).map_err(io)?;
-    let (magic, count, bytes) = header(&head);
-    let (layout, count, dir_start, data_limit) = if magic == MAGIC && count != 0 {
-        // V1: directory right after the header, blobs anywhere after it.
-        if bytes > file_size {
-            return Err(SbsError::Truncated {
-                path: p(),
-                expected_bytes: bytes,
-                actual_bytes: file_size,
-            });
-        }
-        (Layout::V1, count, HEADER_BYTES, file_size)
-    } else {
-        let tail =
-            read_at(&mut reader, file_size - HEADER_BYTES, HEADER_BYTES as usize).map_err(io)?;
-        let (tail_magic, tail_count, tail_bytes) = header(&tail);
-        if tail_magic != MAGIC {
-            return Err(if magic == MAGIC {
-                // The placeholder header of a V2 file, whose end is missing.
-                SbsError::Truncated {
-                    path: p(),
-                    expected_bytes: 0,
-                    actual_bytes: file_size,
-                }
-            } else {
-                SbsError::NotBlobStore {
-                    path: p(),
-                    gguf: &head[..4] == b"GGUF",
-                }
-            });
-        }
-        if tail_bytes != file_size {
-            return Err(SbsError::Truncated {
-                path: p(),
-                expected_bytes: tail_bytes.max(file_size + 1),
-                actual_bytes: file_size,
-            });
-        }
-        if tail_count == 0 {
-            return Err(SbsError::Malformed {
-                path: p(),
-                reason: "its directory lists no blobs".into(),
-            });
-        }
-        let dir_bytes = directory_bytes(tail_count, path)?;
-        let Some(start) = (file_size - HEADER_BYTES).checked_sub(dir_bytes) else {
-            return Err(SbsError::Malformed {
-                path: p(),
-                reason: format!("a directory of {tail_count} blobs does not fit in the file"),
-            });
-        };
-        (Layout::V2, tail_count, start, start)
-    };
-    let dir_bytes = directory_bytes(count, path)?;
-    if layout == Layout::V1 && dir_start + dir_bytes > file_size {
-        return Err(SbsError::Truncated {
-            path: p(),
-            expected_bytes: dir_start + dir_bytes,
-            actual_bytes: file_size,
+        let gguf = file_size >= 4 && src.read(0, 4)? == b"GGUF";
+        return Err(SbsError::NotBlobStore {
+            path: path.to_path_buf(),
+            gguf,
         });
     }
+    let head = src.read(0, HEADER_BYTES as usize)?;
+    let (magic, count, bytes) = header(&head);
+    // Like gemma.cpp: a front header with blobs is V1; one claiming more blobs than allowed is
+    // skipped for the end of the file (so is a V2 placeholder, which says 0).
+    let (layout, blobs) = if magic == MAGIC && count != 0 && count <= MAX_BLOBS {
+        match v1(&mut src, count, bytes) {
+            Ok(blobs) => (Layout::V1, blobs),
+            Err(e) => {
+                // gemma.cpp reads the front header first too, and refuses the file on it.
+                if !matches!(e, SbsError::Unreadable { .. }) && v2(&mut src, true, &head).is_ok() {
+                    return Err(src.damaged(
+                        LEADING_PART,
+                        format!("says the file holds {count} blobs where a file with its directory at the end says 0"),
+                    ));
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        match v2(&mut src, magic == MAGIC, &head) {
+            Ok(blobs) => (Layout::V2, blobs),
+            // Neither end reads: a V1 file whose front header claims too many blobs.
+            Err(e)
+                if magic == MAGIC
+                    && count > MAX_BLOBS
+                    && !matches!(e, SbsError::Unreadable { .. }) =>
+            {
+                return Err(src.damaged(
+                    LEADING_PART,
+                    format!("claims {count} blobs, more than gemma.cpp's limit of {MAX_BLOBS}"),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut info = describe(&blobs, layout, file_size);
+    check_single_file(&mut src, &blobs, &mut info)?;
+    Ok(info)
+}
+
+/// The V1 layout: header and directory at the front.
+fn v1<R: Read + Seek>(src: &mut Source<R>, count: u32, bytes: u64) -> Result<Vec<Blob>, SbsError> {
+    let dir_bytes = directory_bytes(count, src.path)?;
+    if bytes > src.file_size || HEADER_BYTES + dir_bytes > src.file_size {
+        return Err(SbsError::Truncated {
+            path: src.path.to_path_buf(),
+            expected_bytes: bytes.max(HEADER_BYTES + dir_bytes),
+            actual_bytes: src.file_size,
+        });
+    }
+    if bytes != src.file_size {
+        return Err(src.damaged(
+            LEADING_PART,
+            format!(
+                "records a file size of {bytes} bytes, but the file has {}",
+                src.file_size
+            ),
+        ));
+    }
     // Bounded by MAX_BLOBS × 32 bytes (512 KiB).
-    let dir = read_at(&mut reader, dir_start, dir_bytes as usize).map_err(io)?;
-    let n = count as usize;
-    let mut blobs = Vec::with_capacity(n);
-    let mut end = 0u64;
+    let dir = src.read(HEADER_BYTES, dir_bytes as usize)?;
+    let first = (HEADER_BYTES + dir_bytes).div_ceil(BLOB_ALIGN) * BLOB_ALIGN;
+    match directory(&dir, count as usize, first, src.file_size) {
+        Ok(blobs) => Ok(blobs),
+        Err(DirFault::PastEnd { end, .. }) => Err(SbsError::Truncated {
+            path: src.path.to_path_buf(),
+            expected_bytes: end,
+            actual_bytes: src.file_size,
+        }),
+        Err(DirFault::Bad(reason)) => Err(src.damaged(DIRECTORY_PART, reason)),
+    }
+}
+
+/// The V2 layout: the directory and the real header at the end. `placeholder` says whether the
+/// file starts with a BlobStore header (as a V2 file does), which tells a cut-short file from
+/// something that is no BlobStore at all.
+fn v2<R: Read + Seek>(
+    src: &mut Source<R>,
+    placeholder: bool,
+    head: &[u8],
+) -> Result<Vec<Blob>, SbsError> {
+    let size = src.file_size;
+    let tail = src.read(size - HEADER_BYTES, HEADER_BYTES as usize)?;
+    let (magic, count, bytes) = header(&tail);
+    if magic != MAGIC {
+        // The end is not a header: a damaged header after an intact directory, a file cut
+        // short, or no BlobStore at all. gemma.cpp's writer pads V2 files to a multiple of
+        // 64 KiB, and a directory found before the last 16 bytes of such a file is its own (a
+        // file cut inside its directory can show a shorter one that reads back to back).
+        if size % END_ALIGN == 0 && find_directory(src)?.is_some() {
+            return Err(src.damaged(
+                HEADER_PART,
+                format!(
+                    "does not start with the BlobStore magic \"SBS\\n\" (it has {:02x} {:02x} {:02x} {:02x}); the blob directory before it is intact",
+                    tail[0], tail[1], tail[2], tail[3]
+                ),
+            ));
+        }
+        return Err(if placeholder {
+            SbsError::Truncated {
+                path: src.path.to_path_buf(),
+                expected_bytes: 0,
+                actual_bytes: size,
+            }
+        } else {
+            SbsError::NotBlobStore {
+                path: src.path.to_path_buf(),
+                gguf: &head[..4] == b"GGUF",
+            }
+        });
+    }
+    // The header ends the file, so the file is whole: a wrong size or count in it is damage.
+    if bytes != size {
+        return Err(src.damaged(
+            HEADER_PART,
+            format!("records a file size of {bytes} bytes, but the file has {size} bytes and ends with that header"),
+        ));
+    }
+    let fits = count != 0
+        && count <= MAX_BLOBS
+        && (count as u64) * 32 + HEADER_BYTES <= size.saturating_sub(BLOB_ALIGN);
+    if fits {
+        let dir_start = size - HEADER_BYTES - count as u64 * 32;
+        let dir = src.read(dir_start, count as usize * 32)?;
+        match directory(&dir, count as usize, BLOB_ALIGN, dir_start) {
+            Ok(blobs) => return Ok(blobs),
+            Err(fault) => {
+                if let Some((n, _)) = find_directory(src)?.filter(|(n, _)| *n != count as usize) {
+                    return Err(src.damaged(
+                        HEADER_PART,
+                        format!("says the file holds {count} blobs, but the directory before it lists {n}"),
+                    ));
+                }
+                let reason = match fault {
+                    DirFault::Bad(r) => r,
+                    DirFault::PastEnd { key, size, .. } => format!(
+                        "gives blob {key} {size} bytes, which would run into the directory at the end of the file"
+                    ),
+                };
+                return Err(src.damaged(DIRECTORY_PART, reason));
+            }
+        }
+    }
+    if let Some((n, _)) = find_directory(src)? {
+        return Err(src.damaged(
+            HEADER_PART,
+            format!("says the file holds {count} blobs, but the directory before it lists {n}"),
+        ));
+    }
+    Err(src.damaged(
+        HEADER_PART,
+        if count == 0 {
+            "says the file holds no blobs".to_string()
+        } else {
+            format!("says the file holds {count} blobs, more than gemma.cpp's limit of {MAX_BLOBS} or than fit in the file")
+        },
+    ))
+}
+
+/// Looks for an intact V2 directory just before the last 16 bytes, whatever the header there
+/// says: the blob count whose directory reads back to back from byte 256.
+fn find_directory<R: Read + Seek>(
+    src: &mut Source<R>,
+) -> Result<Option<(usize, Vec<Blob>)>, SbsError> {
+    let size = src.file_size;
+    let span = (MAX_BLOBS as u64 * 32).min(size.saturating_sub(HEADER_BYTES + BLOB_ALIGN));
+    let buf = src.read(size - HEADER_BYTES - span, span as usize)?;
+    for n in 1..=(span / 32) as usize {
+        let dir = &buf[buf.len() - 32 * n..];
+        // Quick filter: a printable first key and a first blob at byte 256.
+        let first_offset =
+            u64::from_le_bytes(dir[16 * n..16 * n + 8].try_into().unwrap_or_default());
+        if first_offset != BLOB_ALIGN || !dir[0].is_ascii_graphic() {
+            continue;
+        }
+        let dir_start = size - HEADER_BYTES - 32 * n as u64;
+        if let Ok(blobs) = directory(dir, n, BLOB_ALIGN, dir_start) {
+            return Ok(Some((n, blobs)));
+        }
+    }
+    Ok(None)
+}
+
+enum DirFault {
+    /// Blob `key` of `size` bytes ends past the limit, at byte `end`.
+    PastEnd {
+        key: String,
+        size: u64,
+        end: u64,
+    },
+    Bad(String),
+}
+
+/// Reads `n` keys and ranges; blobs must lie back to back from `first` on 256-byte boundaries
+/// (gemma.cpp checks exactly this) and end by `limit`.
+fn directory(dir: &[u8], n: usize, first: u64, limit: u64) -> Result<Vec<Blob>, DirFault> {
+    let mut blobs: Vec<Blob> = Vec::with_capacity(n);
+    let mut expected = first;
+    let mut keys = std::collections::HashSet::new();
     for i in 0..n {
         let key_bytes = &dir[i * 16..i * 16 + 16];
         let len = key_bytes.iter().position(|b| *b == 0).unwrap_or(16);
         let key = &key_bytes[..len];
         if key.is_empty() || !key.iter().all(|b| b.is_ascii_graphic()) {
-            return Err(SbsError::Malformed {
-                path: p(),
-                reason: format!("blob {i} has no readable key"),
-            });
+            return Err(DirFault::Bad(format!("has no readable key for blob {i}")));
         }
+        let key = String::from_utf8_lossy(key).into_owned();
         let pair = n * 16 + i * 16;
         let offset = u64::from_le_bytes(dir[pair..pair + 8].try_into().unwrap_or_default());
         let size = u64::from_le_bytes(dir[pair + 8..pair + 16].try_into().unwrap_or_default());
-        let Some(blob_end) = offset.checked_add(size) else {
-            return Err(SbsError::Malformed {
-                path: p(),
-                reason: format!(
-                    "blob {} has an impossible size",
-                    String::from_utf8_lossy(key)
+        if !keys.insert(key.clone()) {
+            return Err(DirFault::Bad(format!("lists blob {key} twice")));
+        }
+        if size == 0 {
+            return Err(DirFault::Bad(format!("gives blob {key} no bytes")));
+        }
+        if offset != expected {
+            return Err(DirFault::Bad(match blobs.last() {
+                Some(prev) => format!(
+                    "puts blob {key} at byte {offset}, but the blob before it ({}) ends at byte {expected}",
+                    prev.key
                 ),
-            });
+                None => format!("puts the first blob ({key}) at byte {offset} instead of {expected}"),
+            }));
+        }
+        let Some(end) = offset.checked_add(size) else {
+            return Err(DirFault::Bad(format!(
+                "gives blob {key} an impossible size of {size} bytes"
+            )));
         };
-        end = end.max(blob_end);
-        blobs.push(Blob {
-            key: String::from_utf8_lossy(key).into_owned(),
-            offset,
-            size,
-        });
+        if end > limit {
+            return Err(DirFault::PastEnd { key, size, end });
+        }
+        expected = end.div_ceil(BLOB_ALIGN) * BLOB_ALIGN;
+        blobs.push(Blob { key, offset, size });
     }
-    if end > data_limit {
-        return Err(match layout {
-            Layout::V1 => SbsError::Truncated {
-                path: p(),
-                expected_bytes: end,
-                actual_bytes: file_size,
-            },
-            Layout::V2 => SbsError::Malformed {
-                path: p(),
-                reason: "a blob overlaps the directory at the end of the file".into(),
-            },
-        });
+    Ok(blobs)
+}
+
+/// Decodes and cross-checks the config and toc blobs of a single-file model, and fills in what
+/// the config says.
+fn check_single_file<R: Read + Seek>(
+    src: &mut Source<R>,
+    blobs: &[Blob],
+    info: &mut SbsInfo,
+) -> Result<(), SbsError> {
+    let find = |key: &str| blobs.iter().find(|b| b.key == key);
+    let (config_blob, toc_blob) = match (find("config"), find("toc")) {
+        (None, None) => return Ok(()),
+        (Some(c), Some(t)) => (c.clone(), t.clone()),
+        (Some(_), None) => {
+            return Err(src.damaged(
+                DIRECTORY_PART,
+                "lists a config blob but no toc blob (the table of tensors every single-file model has)".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(src.damaged(
+                DIRECTORY_PART,
+                "lists a toc blob (table of tensors) but no config blob".into(),
+            ))
+        }
+    };
+    for (blob, max) in [(&config_blob, CONFIG_MAX_BYTES), (&toc_blob, TOC_MAX_BYTES)] {
+        if blob.size > max {
+            return Err(src.damaged(
+                DIRECTORY_PART,
+                format!(
+                    "gives the {} blob {} bytes, far more than one takes",
+                    blob.key, blob.size
+                ),
+            ));
+        }
     }
-    let mut info = describe(&blobs, layout, file_size);
-    if let Some(config) = blobs.iter().find(|b| b.key == "config") {
-        let take = config.size.min(CONFIG_SCAN_BYTES);
-        let bytes = read_at(&mut reader, config.offset, take as usize).map_err(io)?;
-        apply_config(&mut info, &bytes);
+    let bytes = src.read(config_blob.offset, config_blob.size as usize)?;
+    let (config, summary) =
+        config::ModelConfig::read(&bytes).map_err(|e| src.damaged(CONFIG_PART, e.to_string()))?;
+    if let Some(problem) = config.problems().into_iter().next() {
+        return Err(src.damaged(CONFIG_PART, problem));
     }
-    Ok(info)
+    let bytes = src.read(toc_blob.offset, toc_blob.size as usize)?;
+    let toc = toc::read(&bytes).map_err(|e| src.damaged(TOC_PART, e.to_string()))?;
+    let sizes: std::collections::HashMap<&str, u64> =
+        blobs.iter().map(|b| (b.key.as_str(), b.size)).collect();
+    tensors::check(&config, &toc, &sizes).map_err(|reason| src.damaged(TOC_PART, reason))?;
+
+    info.specifier = Some(config.specifier());
+    info.family = config.family().map(str::to_string);
+    info.weight_type = Some(config::type_name(config.weight).to_string());
+    info.instruct = Some(config.chat());
+    info.layers = Some(config.num_layers);
+    info.tensor_count = toc.len() as u32;
+    info.display_name = Some(config.display_name.clone()).filter(|n| !n.is_empty());
+    info.model_dim = Some(config.model_dim);
+    info.vocab_size = Some(config.vocab_size);
+    info.max_seq_len = Some(config.max_seq_len);
+    info.wrapping = config::WRAPPINGS
+        .get(config.wrapping as usize)
+        .map(|w| w.1.to_string());
+    info.config_note = match (summary.missing, summary.extra) {
+        (0, 0) => None,
+        (m, 0) => Some(format!(
+            "written by an older gemma.cpp ({m} fields absent, defaults used)"
+        )),
+        (_, x) => Some(format!(
+            "written by a newer gemma.cpp ({x} words this reader does not know)"
+        )),
+    };
+    Ok(())
 }
 
 fn header(bytes: &[u8]) -> (u32, u32, u64) {
@@ -534,82 +786,13 @@ fn describe(blobs: &[Blob], layout: Layout, file_size: u64) -> SbsInfo {
         layers,
         has_tokenizer: blobs.iter().any(|b| b.key == "tokenizer" && b.size > 0),
         file_size,
+        display_name: None,
+        model_dim: None,
+        vocab_size: None,
+        max_seq_len: None,
+        wrapping: None,
+        config_note: None,
     }
-}
-
-/// gemma.cpp's model prefixes, longest first so `gemma3-27b` is not read as `gemma3-2...`.
-const PREFIXES: [&str; 12] = [
-    "paligemma2-10b-224",
-    "paligemma2-10b-448",
-    "paligemma2-3b-224",
-    "paligemma2-3b-448",
-    "gemma3-270m",
-    "gemma2-27b",
-    "gemma3-12b",
-    "gemma3-27b",
-    "gemma2-2b",
-    "gemma2-9b",
-    "gemma3-1b",
-    "gemma3-4b",
-];
-const TYPES: [&str; 4] = ["bf16", "f32", "sfp", "nuq"];
-
-/// The config blob is a stream of u32 fields whose strings (display name, specifier) are stored
-/// as bytes; searching it for a specifier does not depend on the field order, which changes
-/// between gemma.cpp versions.
-fn apply_config(info: &mut SbsInfo, config: &[u8]) {
-    let mut best: Option<(String, Option<&str>, Option<bool>)> = None;
-    for prefix in PREFIXES {
-        let mut from = 0;
-        while let Some(at) = find(&config[from..], prefix.as_bytes()).map(|i| i + from) {
-            from = at + 1;
-            let rest = &config[at + prefix.len()..];
-            let ty = TYPES.iter().copied().find(|t| {
-                rest.len() > t.len() && rest[0] == b'-' && rest[1..].starts_with(t.as_bytes())
-            });
-            let instruct = ty.and_then(|t| {
-                let after = &rest[1 + t.len()..];
-                if after.starts_with(b"-it") {
-                    Some(true)
-                } else if after.starts_with(b"-pt") {
-                    Some(false)
-                } else {
-                    None
-                }
-            });
-            let better = match &best {
-                None => true,
-                Some((_, bt, bi)) => {
-                    (ty.is_some() && bt.is_none()) || (instruct.is_some() && bi.is_none())
-                }
-            };
-            if better {
-                best = Some((prefix.to_string(), ty, instruct));
-            }
-        }
-        if best
-            .as_ref()
-            .is_some_and(|(_, t, i)| t.is_some() && i.is_some())
-        {
-            break;
-        }
-    }
-    if let Some((prefix, ty, instruct)) = best {
-        info.specifier = ty.map(|t| match instruct {
-            Some(true) => format!("{prefix}-{t}-it"),
-            Some(false) => format!("{prefix}-{t}-pt"),
-            None => format!("{prefix}-{t}"),
-        });
-        info.family = Some(prefix);
-        if ty.is_some() {
-            info.weight_type = ty.map(str::to_string);
-        }
-        info.instruct = instruct;
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Writes small synthetic BlobStores for tests (here and in `tests/`).
@@ -694,33 +877,65 @@ pub mod test_writer {
         keys
     }
 
-    /// A config blob naming `specifier` the way gemma.cpp stores strings: a u32 length, then
-    /// the bytes padded to whole u32 words, among other u32 fields.
-    pub fn config(specifier: &str) -> Vec<u8> {
-        let mut out = Vec::new();
-        for word in [1u32, 3, 18, 640] {
-            out.extend_from_slice(&word.to_le_bytes());
-        }
-        out.extend_from_slice(&(specifier.len() as u32).to_le_bytes());
-        out.extend_from_slice(specifier.as_bytes());
-        out.resize(out.len().div_ceil(4) * 4, 0);
-        out.extend_from_slice(&262144u32.to_le_bytes());
-        out
+    /// A tiny config shaped exactly like a real one (gemma.cpp's serialized `ModelConfig`) for
+    /// the model, weight type and wrapping `specifier` names (e.g. `gemma3-270m-sfp-it`), with
+    /// the family's real layer count and small widths so the whole file stays a few KiB.
+    pub fn tiny_config(specifier: &str) -> super::config::ModelConfig {
+        use super::config::*;
+        let (model, prefix) = MODELS
+            .iter()
+            .filter(|(_, p)| specifier.starts_with(&format!("{p}-")))
+            .max_by_key(|(_, p)| p.len())
+            .copied()
+            .unwrap_or((MODEL_GEMMA3_270M, "gemma3-270m"));
+        let rest = &specifier[prefix.len().min(specifier.len())..];
+        let weight = TYPE_NAMES
+            .iter()
+            .position(|t| rest.starts_with(&format!("-{t}")))
+            .unwrap_or(3) as u32;
+        let wrapping = WRAPPINGS
+            .iter()
+            .position(|(s, _)| rest.ends_with(s))
+            .unwrap_or(0) as u32;
+        let layers = match prefix {
+            "gemma3-1b" | "gemma2-2b" => 26,
+            "gemma3-4b" => 34,
+            "gemma3-12b" => 48,
+            "gemma3-27b" => 62,
+            _ => 18,
+        };
+        let mut c = gemma3_text(18, 640, 16, 2, 1, 4, 128, 32, 16, weight, wrapping == 0)
+            .expect("a 270M-sized config");
+        c.model = model;
+        c.wrapping = wrapping;
+        c.model_dim = 8;
+        c.num_layers = layers;
+        c.layer_configs = vec![LayerConfig::gemma3(8, 16, 2, 1, 4); layers as usize];
+        c.attention_window_sizes = (0..layers)
+            .map(|i| if i % 6 == 5 { 32 } else { 16 })
+            .collect();
+        c
     }
 
-    /// A whole single-file (2025) model: config, tokenizer, toc and an 18-layer Gemma 3's tensors.
+    /// A whole single-file (2025) model laid out like gemma.cpp's and the converter's files:
+    /// every tensor of a Gemma 3 text model (`tiny_config` sizes), then the config, a tokenizer
+    /// blob and the table of tensors.
     pub fn single_file(specifier: &str, v2: bool) -> Vec<u8> {
-        let mut blobs: Vec<(String, Vec<u8>)> = vec![
-            ("config".into(), config(specifier)),
-            (
-                "tokenizer".into(),
-                b"\x0a\x05stand-in sentencepiece".to_vec(),
-            ),
-            ("toc".into(), vec![7u8; 64]),
-        ];
-        for key in gemma3_keys(18, "") {
-            blobs.push((key, vec![1u8; 40]));
-        }
+        let config = tiny_config(specifier);
+        let toc = super::tensors::gemma3_layout(&config, config.weight);
+        let mut blobs: Vec<(String, Vec<u8>)> = toc
+            .iter()
+            .map(|e| (e.name.clone(), vec![1u8; e.expected_bytes() as usize]))
+            .collect();
+        blobs.push(("config".into(), config.to_bytes().expect("a valid config")));
+        blobs.push((
+            "tokenizer".into(),
+            b"\x0a\x05stand-in sentencepiece".to_vec(),
+        ));
+        blobs.push((
+            "toc".into(),
+            super::toc::to_bytes(&toc).expect("a valid toc"),
+        ));
         let refs: Vec<(&str, Vec<u8>)> =
             blobs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         build(&refs, v2)
@@ -767,8 +982,8 @@ mod tests {
             let info = parse_bytes(&bytes).unwrap();
             assert_eq!(info.layout, if v2 { Layout::V2 } else { Layout::V1 });
             assert_eq!(info.format, SbsFormat::SingleFile);
-            assert_eq!(info.blob_count, 3 + 2 + 180);
-            assert_eq!(info.tensor_count, 182);
+            assert_eq!(info.blob_count, 3 + 2 + 18 * 12);
+            assert_eq!(info.tensor_count, 2 + 18 * 12);
             assert_eq!(info.family.as_deref(), Some("gemma3-270m"));
             assert_eq!(info.specifier.as_deref(), Some("gemma3-270m-sfp-it"));
             assert_eq!(info.weight_type.as_deref(), Some("sfp"));
@@ -823,6 +1038,34 @@ mod tests {
             err.to_string().contains("end without the directory"),
             "{err}"
         );
+
+        // A whole V2 file with a damaged trailing header is damaged, not truncated; one cut
+        // anywhere (even just before its header) is truncated.
+        let n = v2.len();
+        for (at, says) in [
+            (n - 16, "does not start with the BlobStore magic"),
+            (
+                n - 12,
+                "says the file holds 4294967074 blobs, but the directory before it lists 221",
+            ),
+            (n - 8, "records a file size of"),
+        ] {
+            let mut bad = v2.clone();
+            bad[at..at + 4].iter_mut().for_each(|b| *b ^= 0xff);
+            let err = parse_bytes(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains("is a damaged gemma.cpp .sbs file: its trailing BlobStore header")
+                    && err.contains(says),
+                "{err}"
+            );
+        }
+        for cut in [n - 16, n - 1, n - 100, n / 2] {
+            let err = parse_bytes(&v2[..cut]).unwrap_err().to_string();
+            assert!(
+                err.contains("is a truncated gemma.cpp .sbs file"),
+                "cut at {cut}: {err}"
+            );
+        }
 
         let mut huge = v1.clone();
         huge[4..8].copy_from_slice(&(MAX_BLOBS + 1).to_le_bytes());

@@ -125,7 +125,8 @@ impl ProcessLauncher {
             ..ModelFacts::default()
         };
         spec.tokenizer = model.tokenizer.clone();
-        spec.chat = model.kind == ModelKind::Instruct;
+        // A single-file model's config decides the wrapping; older files follow the kind.
+        spec.chat = info.instruct.unwrap_or(model.kind == ModelKind::Instruct);
         spec.seq_len = settings.seq_len;
         spec.threads = settings.threads.or(options.threads);
         spec.spin = settings.spin.map(|s| match s {

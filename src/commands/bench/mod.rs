@@ -17,13 +17,14 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+mod gemma_cpp;
 mod stats;
 mod supervisor;
 
 use engine_protocol as protocol;
 
 use crate::config::{Config, Paths};
-use crate::domain::GenerateRequest;
+use crate::domain::{EngineKind, GenerateRequest};
 use crate::models::{self, ModelEntry};
 use crate::supervisor::{Supervisor, SupervisorEvent};
 use stats::{median, ms};
@@ -65,14 +66,14 @@ pub(crate) enum Suite {
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
-struct Sample {
-    load_ms: f64,
-    ttft_ms: f64,
-    prefill_tokens_per_s: f64,
-    decode_tokens_per_s: f64,
-    peak_rss_mib: Option<f64>,
-    prompt_tokens: u32,
-    completion_tokens: u32,
+pub(super) struct Sample {
+    pub load_ms: f64,
+    pub ttft_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub peak_rss_mib: Option<f64>,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -102,7 +103,13 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         supervisor::run(&model, &config, args.runs, args.max_tokens, args.json).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let engine_bin = config.engine_binary()?;
+    // Every model runs on its own engine: the baseline is that engine's binary, spoken to directly.
+    let engine = match model.engine {
+        EngineKind::GemmaEngine => Baseline::GemmaEngine(config.engine_binary()?),
+        EngineKind::GemmaCpp => {
+            Baseline::GemmaCpp(config.gemma_cpp_binary().map_err(|e| anyhow!(e))?)
+        }
+    };
     let supervisor = Supervisor::unpublished(config.clone());
 
     let ways = [Way::Direct, Way::Supervisor, Way::Run];
@@ -116,7 +123,12 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         };
         for way in order {
             let sample = match way {
-                Way::Direct => direct(&engine_bin, &model, &config, args.max_tokens)?,
+                Way::Direct => match &engine {
+                    Baseline::GemmaEngine(bin) => direct(bin, &model, &config, args.max_tokens)?,
+                    Baseline::GemmaCpp(bin) => {
+                        gemma_cpp::direct(bin, &model, &config, PROMPT, args.max_tokens)?
+                    }
+                },
                 Way::Supervisor => supervised(&supervisor, &model, args.max_tokens).await?,
                 Way::Run => through_run(&model, &config, args.max_tokens)?,
             };
@@ -180,7 +192,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         println!(
             "{}",
             json!({
-                "model": model.name, "runs": args.runs, "max_tokens": args.max_tokens, "threads": threads,
+                "model": model.name, "engine": model.engine.as_str(), "runs": args.runs, "max_tokens": args.max_tokens, "threads": threads,
                 "median": figures,
                 "decode_ratio_supervisor": sup_ratio,
                 "decode_ratio_run": run_ratio,
@@ -190,8 +202,16 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{} on gemma-engine, {} runs, {} prompt tokens, {} generated tokens, {} threads (medians)",
-        model.name, args.runs, base.prompt_tokens, args.max_tokens, threads
+        "{} on {}, {} runs, {} prompt tokens, {} generated tokens, {} threads (medians)",
+        model.name,
+        match model.engine {
+            EngineKind::GemmaEngine => "gemma-engine",
+            EngineKind::GemmaCpp => "gemma.cpp",
+        },
+        args.runs,
+        base.prompt_tokens,
+        args.max_tokens,
+        threads
     );
     println!(
         "{:<24}{:>12}{:>12}{:>14}",
@@ -283,7 +303,11 @@ fn direct(
         match e["event"].as_str() {
             Some("ready") => break ms(started.elapsed()),
             Some("loading") => {}
-            _ => bail!("gemma-engine failed to load: {e}"),
+            _ => bail!(
+                "gemma-engine failed to load {}: {}",
+                model.path.display(),
+                sentence(&e)
+            ),
         }
     };
     let sent = Instant::now();
@@ -301,7 +325,7 @@ fn direct(
             }
             Some("done") => break e,
             Some("progress") => {}
-            _ => bail!("gemma-engine failed the request: {e}"),
+            _ => bail!("gemma-engine failed the request: {}", sentence(&e)),
         }
     };
     let peak = peak_rss_mib(pid);
@@ -328,8 +352,11 @@ async fn supervised(
     let started = Instant::now();
     supervisor.preload(model, |_| {}).await?;
     let load_ms = ms(started.elapsed());
-    let request =
+    let mut request =
         GenerateRequest::greedy_completion(supervisor.new_request_id(), PROMPT, max_tokens);
+    if chat_only(model) {
+        request.prompt = crate::domain::PromptFormat::Chat { template: None };
+    }
     let sent = Instant::now();
     let mut reply = supervisor.submit(model, request)?;
     let mut first = None;
@@ -366,8 +393,11 @@ async fn supervised(
 fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<Sample> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("run").arg("--model").arg(&model.path).args([
-        "--raw",
+    cmd.arg("run").arg("--model").arg(&model.path);
+    if !chat_only(model) {
+        cmd.arg("--raw");
+    }
+    cmd.args([
         "--temperature",
         "0",
         "--stats",
@@ -453,8 +483,28 @@ fn sample(
     }
 }
 
+/// The binary a model's baseline runs: its own engine.
+enum Baseline {
+    GemmaEngine(std::path::PathBuf),
+    GemmaCpp(std::path::PathBuf),
+}
+
+/// gemma.cpp wraps every prompt to an instruct model in its chat template, so such a model gets
+/// the prompt as a chat message (anything else gets it as plain text).
+fn chat_only(model: &ModelEntry) -> bool {
+    model.engine == EngineKind::GemmaCpp && model.kind == crate::models::ModelKind::Instruct
+}
+
+/// An engine's error event as its sentence (never the raw JSON).
+fn sentence(event: &Value) -> String {
+    event["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| "it ended without saying why".to_string())
+}
+
 /// The process's peak resident memory so far (Linux `VmHWM`).
-fn peak_rss_mib(pid: u32) -> Option<f64> {
+pub(super) fn peak_rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status
         .lines()

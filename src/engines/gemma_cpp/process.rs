@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
@@ -120,9 +120,24 @@ pub(super) enum TurnEnd {
         generate: Generate,
     },
     /// Asked to stop; the process is still in the middle of the turn.
-    Stopped { dots: u32 },
+    Stopped(Partial),
     /// The process died (its exit and stderr are on the [`Process`]).
     Died,
+}
+
+/// What a stopped turn got as far as: gemma.cpp prints its Generate line only at the end, so a
+/// stopped reply's speed is measured here, from when its text arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Partial {
+    pub dots: u32,
+    /// The Prefill line, printed with the first token.
+    pub prefill: Option<Prefill>,
+    /// Reply text deliveries (gemma.cpp flushes each token, so one per token as a rule).
+    pub pieces: u32,
+    /// When the prompt was sent, and when the first and the latest reply text arrived.
+    pub sent: Instant,
+    pub first: Option<Instant>,
+    pub last: Option<Instant>,
 }
 
 /// Why the process did not become ready.
@@ -259,8 +274,10 @@ impl Process {
         } else if let Some(p) = turn::parse_prefill(line) {
             self.prefill = Some(p);
         } else if let Some(rest) = line.strip_prefix("Model") {
+            // `Model : gemma3-270m-bf16-pt, to_bf16 -1, mmap -1 => Read`: the specifier.
             if let Some((_, value)) = rest.split_once(':') {
-                self.model_line = Some(value.trim().to_string());
+                let specifier = value.split(',').next().unwrap_or(value);
+                self.model_line = Some(specifier.trim().to_string());
             }
         }
     }
@@ -273,42 +290,63 @@ impl Process {
     }
 
     /// Types `text` as one prompt and reads the turn, passing reply text to `on_text` as the
-    /// binary flushes it. `stop` turning true abandons the turn (the caller then kills the
-    /// process: gemma.cpp cannot be interrupted otherwise).
+    /// binary flushes it. `stop` turning true, or `on_text` answering false, abandons the turn
+    /// (the caller then kills the process: gemma.cpp cannot be interrupted otherwise).
     pub(super) async fn turn(
         &mut self,
         text: &str,
         stop: &mut watch::Receiver<bool>,
-        mut on_text: impl FnMut(String),
+        mut on_text: impl FnMut(String) -> bool,
     ) -> TurnEnd {
         let before = self.generate_lines;
         self.prefill = None;
         let mut parser = TurnParser::new();
-        let dots = |p: &TurnParser| p.dots() as u32;
         if !self
             .write(payload(text, &self.launch.sentinel).as_bytes())
             .await
         {
             return TurnEnd::Died;
         }
+        let mut partial = Partial {
+            dots: 0,
+            prefill: None,
+            pieces: 0,
+            sent: Instant::now(),
+            first: None,
+            last: None,
+        };
         while !(self.generate_lines > before && parser.at_prompt()) {
             tokio::select! {
                 out = self.output.recv() => match out {
                     Some(Output::Stdout(bytes)) => {
                         let text = parser.feed(&bytes);
                         if !text.is_empty() {
-                            on_text(text);
+                            let now = Instant::now();
+                            partial.first.get_or_insert(now);
+                            partial.last = Some(now);
+                            partial.pieces += 1;
+                            if !on_text(text) {
+                                partial.dots = parser.dots() as u32;
+                                partial.prefill = self.prefill.take();
+                                return TurnEnd::Stopped(partial);
+                            }
                         }
                     }
                     Some(Output::Stderr(line)) => self.note(&line),
                     Some(Output::StdoutClosed) | None => return TurnEnd::Died,
                 },
-                _ = stopped(stop) => return TurnEnd::Stopped { dots: dots(&parser) },
+                _ = stopped(stop) => {
+                    partial.dots = parser.dots() as u32;
+                    partial.prefill = self.prefill.take();
+                    return TurnEnd::Stopped(partial);
+                }
             }
         }
+        let dots = |p: &TurnParser| p.dots() as u32;
         let (reply, rest) = parser.finish();
         if !rest.is_empty() {
-            on_text(rest);
+            // The turn is over: the answer no longer matters.
+            let _ = on_text(rest);
         }
         TurnEnd::Done {
             dots: dots(&parser),

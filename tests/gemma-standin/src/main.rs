@@ -151,7 +151,11 @@ fn main() {
             "Prompt wrapping               : {}",
             if weights.wrapping { "on" } else { "off" }
         );
-        eprintln!("Model                         : {}", weights.specifier);
+        // The real binary appends its weight-loading choices to the specifier.
+        eprintln!(
+            "Model                         : {}, to_bf16 -1, mmap -1 => Read",
+            weights.specifier
+        );
     }
 
     let mut cache = Cache::new(seq_len);

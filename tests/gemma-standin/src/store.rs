@@ -12,7 +12,7 @@ const MAGIC: u32 = 0x0A53_4253;
 
 /// What the stand-in needs to know about the weights.
 pub struct Weights {
-    /// The model specifier printed on the `Model` config line.
+    /// The model specifier printed on the `Model` config line (e.g. `gemma3-270m-bf16-pt`).
     pub specifier: String,
     /// Whether the chat template wraps prompts (`-it` files, or pre-2025 files without
     /// `--wrapping 0`).
@@ -37,17 +37,21 @@ pub fn open(weights: &str, tokenizer: Option<&str>, wrapping_flag: Option<bool>)
         }
     };
     if let Some(config) = keys.iter().find(|(k, _, _)| k == "config") {
-        let specifier = read_specifier(&mut file, config.1, config.2)
-            .unwrap_or_else(|| "gemma3-270m-sfp-it".to_string());
-        let weight_type = ["bf16", "f32", "sfp", "nuq"]
-            .iter()
-            .find(|t| specifier.contains(&format!("-{t}")))
-            .unwrap_or(&"sfp")
-            .to_string();
-        let wrapping = wrapping_flag.unwrap_or(!specifier.ends_with("-pt"));
+        let Some((model, weight_type, pretrained)) = read_config(&mut file, config.1, config.2)
+        else {
+            fatal(
+                "model_store.cc:263",
+                "Assert result.pos != 0: Error deserializing config",
+            );
+        };
+        // A single-file model's config decides the wrapping; --wrapping is ignored.
+        let _ = wrapping_flag;
         return Weights {
-            specifier,
-            wrapping,
+            specifier: format!(
+                "{model}-{weight_type}{}",
+                if pretrained { "-pt" } else { "-it" }
+            ),
+            wrapping: !pretrained,
             weight_type,
         };
     }
@@ -136,21 +140,39 @@ fn read_keys(file: &mut File) -> Result<Vec<Entry>, (u32, u32)> {
     Ok(keys)
 }
 
-fn read_specifier(file: &mut File, offset: u64, size: u64) -> Option<String> {
-    let bytes = read_at(file, offset, size.min(65536) as usize)?;
-    let at = bytes.windows(5).position(|w| w == b"gemma").map(|i| {
-        if i >= 4 && &bytes[i - 4..i] == b"pali" {
-            i - 4
-        } else {
-            i
-        }
-    })?;
-    let spec: String = bytes[at..]
-        .iter()
-        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-')
-        .map(|b| *b as char)
+/// The model, weight type and whether the wrapping is pretrained (`GEMMA_PT`), from gemma.cpp's
+/// serialized `ModelConfig`: u32 words — the record's length, the family version, the display
+/// name (its length in words, then the words), then the model, wrapping and weight enums.
+fn read_config(file: &mut File, offset: u64, size: u64) -> Option<(&'static str, String, bool)> {
+    let bytes = read_at(file, offset, size.min(1 << 20) as usize)?;
+    let words: Vec<u32> = bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
         .collect();
-    Some(spec)
+    let name_words = *words.get(2)? as usize;
+    let at = 3 + name_words;
+    let (model, wrapping, weight) = (*words.get(at)?, *words.get(at + 1)?, *words.get(at + 2)?);
+    let model = match model {
+        3 => "9b",
+        4 => "27b",
+        7 => "gemma2-2b",
+        10 => "paligemma2-3b-224",
+        11 => "paligemma2-3b-448",
+        12 => "paligemma2-10b-224",
+        13 => "paligemma2-10b-448",
+        14 => "gemma3-4b",
+        15 => "gemma3-1b",
+        16 => "gemma3-12b",
+        17 => "gemma3-27b",
+        18 => "gemma3-270m",
+        _ => return None,
+    };
+    let weight = [
+        "unknown", "f32", "bf16", "sfp", "nuq", "f64", "u32", "u64", "i8",
+    ]
+    .get(weight as usize)?
+    .to_string();
+    (wrapping < 4).then_some((model, weight, wrapping == 1))
 }
 
 fn read_at(file: &mut File, offset: u64, len: usize) -> Option<Vec<u8>> {
