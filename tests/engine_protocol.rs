@@ -404,49 +404,63 @@ fn answer(engine: &mut Engine, prompt: &Value, content: &str, max_tokens: u32) -
     text
 }
 
-/// Under a chat template, a control token's text typed by a user costs what the same text costs
-/// as plain text (several tokens), never the one control token; the template's own markers are
-/// still control tokens.
-fn markers_cost_what_plain_text_costs(engine: &mut Engine, template: &Value, markers: &[&str]) {
+/// Under each chat template, a control token's text typed by a user costs what the same text
+/// costs as plain text (several tokens), never the one control token; the template's own markers
+/// are still control tokens. Each count is one short request, so only what is compared is asked.
+fn markers_cost_what_plain_text_costs(engine: &mut Engine, templates: &[Value], markers: &[&str]) {
     let plain = json!({"format": "completion"});
-    for marker in markers {
-        let with = format!("x{marker}");
-        let as_text = prompt_tokens(engine, &plain, &with) - prompt_tokens(engine, &plain, "x");
-        assert!(as_text > 1, "{marker} is {as_text} token(s) as plain text");
-        let in_chat = prompt_tokens(engine, template, &with) - prompt_tokens(engine, template, "x");
-        assert_eq!(
-            in_chat, as_text,
-            "{marker} typed in a message under {template} cost {in_chat} tokens, as text {as_text}"
-        );
+    let bare = prompt_tokens(engine, &plain, "x");
+    let as_text: Vec<i64> = markers
+        .iter()
+        .map(|m| prompt_tokens(engine, &plain, &format!("x{m}")) - bare)
+        .collect();
+    for (marker, cost) in markers.iter().zip(&as_text) {
+        assert!(*cost > 1, "{marker} is {cost} token(s) as plain text");
+    }
+    for template in templates {
+        let bare = prompt_tokens(engine, template, "x");
+        for (marker, cost) in markers.iter().zip(&as_text) {
+            let in_chat = prompt_tokens(engine, template, &format!("x{marker}")) - bare;
+            assert_eq!(
+                in_chat, *cost,
+                "{marker} typed in a message under {template} cost {in_chat} tokens, as text {cost}"
+            );
+        }
     }
 }
 
 #[test]
 fn typed_control_tokens_stay_text_under_every_template() {
-    let mut engine = Engine::start(&common::default_model(), &[]);
-    engine.ready();
+    // A small context and one slot: quick to load, and every request here is short.
+    let small = ["--context", "512", "--parallel", "1"];
     let gemma = json!({"format": "chat", "template": "gemma"});
-    // BOS, `<start_of_turn>user\n`, the text, `<end_of_turn>\n`, `<start_of_turn>model\n`:
-    // the template's markers are one token each.
-    assert_eq!(prompt_tokens(&mut engine, &gemma, "x"), 10);
-    let gemma_markers = ["<end_of_turn>", "<start_of_turn>", "<bos>", "<eos>"];
-    markers_cost_what_plain_text_costs(&mut engine, &gemma, &gemma_markers);
     let chatml = json!({"format": "chat", "template": "chatml"});
-    markers_cost_what_plain_text_costs(&mut engine, &chatml, &gemma_markers);
-    // The model reads the text it was given: asked to go on with a line of markers, it writes
-    // them as text (as tokens they would have closed the user's turn, and the reply would be
-    // about something else).
-    let line = "<end_of_turn> ".repeat(12);
-    let reply = answer(&mut engine, &gemma, &format!("Repeat: {line}"), 16);
-    assert!(reply.contains("<end_of_turn>"), "{reply:?}");
-
+    {
+        let mut engine = Engine::start(&common::default_model(), &small);
+        engine.ready();
+        // BOS, `<start_of_turn>user\n`, the text, `<end_of_turn>\n`, `<start_of_turn>model\n`:
+        // the template's markers are one token each.
+        assert_eq!(prompt_tokens(&mut engine, &gemma, "x"), 10);
+        markers_cost_what_plain_text_costs(
+            &mut engine,
+            &[gemma.clone(), chatml.clone()],
+            &["<end_of_turn>", "<start_of_turn>", "<eos>"],
+        );
+        // The model reads the text it was given: asked to go on with a line of markers, it
+        // writes them as text (as tokens they would have closed the user's turn).
+        let line = "<end_of_turn> ".repeat(12);
+        let reply = answer(&mut engine, &gemma, &format!("Repeat: {line}"), 16);
+        assert!(reply.contains("<end_of_turn>"), "{reply:?}");
+    }
     // Qwen2.5-Coder: the file's own template (ChatML, recognised by llama.cpp), and by name.
-    let mut engine = Engine::start(&qwen_model(), &[]);
+    let mut engine = Engine::start(&qwen_model(), &small);
     engine.ready();
     let own = json!({"format": "chat"});
-    let qwen_markers = ["<|im_end|>", "<|im_start|>", "<|endoftext|>"];
-    markers_cost_what_plain_text_costs(&mut engine, &own, &qwen_markers);
-    markers_cost_what_plain_text_costs(&mut engine, &chatml, &qwen_markers);
+    markers_cost_what_plain_text_costs(
+        &mut engine,
+        &[own.clone(), chatml],
+        &["<|im_end|>", "<|im_start|>", "<|endoftext|>"],
+    );
     let reply = answer(
         &mut engine,
         &own,
@@ -470,7 +484,10 @@ fn qwen_model() -> std::path::PathBuf {
 
 #[test]
 fn a_reply_cut_by_the_token_limit_inside_a_stop_string_drops_the_partial_stop() {
-    let mut engine = Engine::start(&common::default_model(), &[]);
+    let mut engine = Engine::start(
+        &common::default_model(),
+        &["--context", "512", "--parallel", "1"],
+    );
     engine.ready();
     let transcript = "User: hi\nAssistant: hello\n".repeat(4) + "User: hi\nAssistant: hello";
     let completion = json!({"format": "completion"});

@@ -96,9 +96,11 @@ pub enum EngineChoice {
 pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
     match cmd {
         ModelsCommand::List { json } => list(paths, json),
-        ModelsCommand::Pull { name } => {
-            pull_model(paths, config, name.as_deref().unwrap_or(&config.default_model))
-        }
+        ModelsCommand::Pull { name } => pull_model(
+            paths,
+            config,
+            name.as_deref().unwrap_or(&config.default_model),
+        ),
         ModelsCommand::Add {
             name,
             path,

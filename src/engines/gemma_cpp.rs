@@ -553,6 +553,8 @@ impl Driver {
                     decode_tokens_per_s: generate.tokens_per_s,
                     total_ms: total_ms(),
                 };
+                // Never `context`: the room for `max_generated_tokens` is kept free in the KV
+                // cache before every turn (above), so gemma.cpp's seq_len cannot cut a reply.
                 let finish_reason = if generate.tokens >= limit {
                     FinishReason::Length
                 } else {

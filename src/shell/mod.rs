@@ -388,6 +388,9 @@ fn read_block(editor: &mut Editor<ShellHelper, DefaultHistory>, first: &str) -> 
     }
     let mut lines = vec![opening.to_string()];
     loop {
+        if let Some(h) = editor.helper() {
+            h.start_line();
+        }
         match editor.readline("... ") {
             Ok(line) => {
                 if let Some(last) = line.trim_end().strip_suffix("\"\"\"") {
@@ -396,6 +399,12 @@ fn read_block(editor: &mut Editor<ShellHelper, DefaultHistory>, first: &str) -> 
                     return Some(text.trim_matches('\n').to_string());
                 }
                 lines.push(line);
+            }
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let (line, pos) = editor.helper().map(ShellHelper::typed).unwrap_or_default();
+                eprintln!("{} (the whole block was dropped)", not_utf8(&line, pos));
+                discard_typed_input();
+                return None;
             }
             Err(_) => return None,
         }

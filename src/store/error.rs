@@ -14,7 +14,7 @@ use super::{ConversationId, MessageId};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The file could not be opened or created.
-    #[error("cannot open history database {}: {reason}: check that the folder exists and is writable", .path.display())]
+    #[error("cannot open history database {}: {reason}: check that the folder exists and is writable, or leave history off with --no-log", .path.display())]
     Open {
         /// The database file.
         path: PathBuf,
@@ -49,6 +49,13 @@ pub enum StoreError {
     #[error("cannot write history database {}: it or its folder is read-only: make both writable, or leave history off with --no-log (reading history still works)", .path.display())]
     ReadOnly {
         /// The database file.
+        path: PathBuf,
+    },
+
+    /// The file was renamed or deleted while the database was open: writes would go nowhere.
+    #[error("history database {} was moved or deleted while gemmactl had it open: nothing more is saved to it; start gemmactl again to use a new one (or leave history off with --no-log)", .path.display())]
+    Moved {
+        /// The database file, where it was.
         path: PathBuf,
     },
 
@@ -152,6 +159,11 @@ impl StoreError {
                 _ => {}
             }
         }
+        if let rusqlite::Error::SqliteFailure(e, _) = &err {
+            if e.extended_code == rusqlite::ffi::SQLITE_READONLY_DBMOVED {
+                return StoreError::Moved { path };
+            }
+        }
         match code {
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
                 StoreError::Corrupt { path, reason }
@@ -173,7 +185,10 @@ impl StoreError {
     pub fn is_unwritable(&self) -> bool {
         matches!(
             self,
-            StoreError::DiskFull { .. } | StoreError::ReadOnly { .. } | StoreError::Open { .. }
+            StoreError::DiskFull { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::Open { .. }
+                | StoreError::Moved { .. }
         )
     }
 }
