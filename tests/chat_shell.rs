@@ -422,3 +422,178 @@ fn a_conversation_longer_than_the_context_drops_its_oldest_turns_with_a_notice()
         "{rows:?}"
     );
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_named_and_the_shell_stays_at_the_prompt() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m"]);
+    // `Caf` + the Latin-1 byte for `é` + Enter, as a terminal in another encoding sends it.
+    chat.session.send(b"Caf\xE9\r").unwrap();
+    let shown = chat.expect(PROMPT);
+    assert!(
+        shown.contains("not valid UTF-8") && shown.contains("byte 3 of the line, after \"Caf\""),
+        "{shown}"
+    );
+    assert!(!shown.contains("invalid data"), "{shown}");
+    // Still at the prompt, still working.
+    chat.line("/show");
+    chat.expect("parameters:");
+    chat.expect(PROMPT);
+    chat.quit();
+    assert!(
+        !home.path().join("data").join("history.db").exists() || messages(&home).is_empty(),
+        "nothing was stored"
+    );
+}
+
+#[test]
+fn a_message_longer_than_the_context_is_refused_kept_and_left_out_and_a_context_cut_is_said() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "chatty", "--context", "256"]);
+    chat.line("/set temperature 0");
+    chat.expect(PROMPT);
+    chat.line("/set max_tokens 8");
+    chat.expect(PROMPT);
+    // About 2,000 tokens: alone longer than the whole context.
+    let long = "river mountain valley forest ".repeat(500);
+    chat.line(&long);
+    let shown = chat.expect(PROMPT);
+    assert!(
+        shown.contains("more than the 256-token context") && shown.contains("marked refused"),
+        "{shown}"
+    );
+    // The next message is answered: the refused one is not sent again.
+    let shown = chat.turn("Hello");
+    assert!(!shown.contains("error"), "{shown}");
+    // A reply that runs until the context is full says so.
+    chat.line("/set max_tokens 3000");
+    chat.expect(PROMPT);
+    chat.line("Once upon");
+    let shown = chat.expect(PROMPT);
+    assert!(
+        shown.contains("cut short") && shown.contains("256-token context"),
+        "{shown}"
+    );
+    chat.quit();
+
+    let conn = db(&home);
+    let refused: Vec<(String, i64)> = conn
+        .prepare("SELECT content, refused FROM messages WHERE role = 'user' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(refused.len(), 3);
+    assert_eq!(refused[0].1, 1, "the long message is kept, marked refused");
+    assert!(refused[0]
+        .0
+        .starts_with("river mountain valley forest river"));
+    assert_eq!((refused[1].1, refused[2].1), (0, 0));
+    let rows = messages(&home);
+    let replies: Vec<&Row> = rows.iter().filter(|r| r.2 == "assistant").collect();
+    assert_eq!(replies[0].5.as_deref(), Some("error"), "{rows:?}");
+    assert!(
+        replies[1].6.unwrap() < 64,
+        "the refused message was sent again: {rows:?}"
+    );
+    assert_eq!(replies[2].5.as_deref(), Some("context"), "{rows:?}");
+}
+
+#[test]
+fn ctrl_c_while_the_model_loads_stores_an_empty_reply_that_is_not_context() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "chatty"]);
+    chat.line("/set temperature 0");
+    chat.expect(PROMPT);
+    chat.line("/set max_tokens 1");
+    chat.expect(PROMPT);
+    chat.line("Tell me about cats");
+    // After the line is taken (the terminal is back in cooked mode), while the engine loads.
+    std::thread::sleep(Duration::from_millis(150));
+    chat.session.send([3u8]).unwrap();
+    let shown = chat.expect(PROMPT);
+    assert!(shown.contains("stopped before it began"), "{shown}");
+    chat.turn("And dogs?");
+    // The same two messages alone, each in a conversation of its own.
+    chat.line("/new");
+    chat.expect(PROMPT);
+    chat.turn("Tell me about cats");
+    chat.line("/new");
+    chat.expect(PROMPT);
+    chat.turn("And dogs?");
+    chat.quit();
+
+    let rows = messages(&home);
+    let replies: Vec<&Row> = rows.iter().filter(|r| r.2 == "assistant").collect();
+    assert_eq!(replies.len(), 4, "{rows:?}");
+    assert_eq!(
+        (replies[0].3.as_str(), replies[0].5.as_deref()),
+        ("", Some("cancelled")),
+        "{rows:?}"
+    );
+    let (both, cats, dogs) = (
+        replies[1].6.unwrap(),
+        replies[2].6.unwrap(),
+        replies[3].6.unwrap(),
+    );
+    // Gemma's template: BOS and `<start_of_turn>model\n` come once, not twice; an empty reply
+    // sent along would add `<start_of_turn>model\n<end_of_turn>\n`, 5 tokens.
+    assert_eq!(both, cats + dogs - 4, "{rows:?}");
+}
+
+#[test]
+fn history_that_cannot_be_written_mid_chat_does_not_stop_the_chat() {
+    let home = home_with_models();
+    let data = home.path().join("data");
+    // As root, the data folder is a small tmpfs that can be filled mid-chat.
+    std::fs::create_dir_all(&data).unwrap();
+    let tmpfs = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&data)
+        .status()
+        .is_ok_and(|s| s.success());
+    let _unmount = Unmount(tmpfs.then(|| data.clone()));
+    let mut chat = Chat::start(&home, &["--model", "chatty"]);
+    chat.line("/set max_tokens 4");
+    chat.expect(PROMPT);
+    chat.turn("Hello");
+    if tmpfs {
+        let filler = data.join("filler");
+        {
+            let mut f = std::fs::File::create(&filler).unwrap();
+            let block = vec![0u8; 64 * 1024];
+            while std::io::Write::write_all(&mut f, &block).is_ok() {}
+            while std::io::Write::write_all(&mut f, &[0]).is_ok() {}
+        }
+        let shown = chat.turn("On a full disk");
+        assert!(
+            shown.contains("not saved to history") && shown.contains("disk is full"),
+            "{shown}"
+        );
+        std::fs::remove_file(&filler).unwrap();
+        chat.turn("Room again");
+    }
+    // The database is moved away while the chat has it open: it cannot be written any more.
+    std::fs::rename(data.join("history.db"), data.join("moved.db")).unwrap();
+    let shown = chat.turn("After the move");
+    assert!(
+        shown.contains("not saved to history") && shown.contains("moved or deleted"),
+        "{shown}"
+    );
+    chat.quit();
+}
+
+/// Unmounts a test's tmpfs (lazily) when the test ends, however it ends.
+struct Unmount(Option<std::path::PathBuf>);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Some(at) = &self.0 {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(at)
+                .status();
+        }
+    }
+}

@@ -163,7 +163,7 @@ fn generate(id: &str, prompt: &str, max_tokens: u32) -> Value {
 fn greedy_completion_is_about_france_and_reports_usage() {
     let mut engine = Engine::start(&common::default_model(), &[]);
     let ready = engine.ready();
-    assert_eq!(ready["protocol"], 1);
+    assert_eq!(ready["protocol"], engine_protocol::PROTOCOL_VERSION);
     assert_eq!(ready["model"]["architecture"], "gemma3");
     assert_eq!(ready["model"]["chat_template"], Value::Null);
     assert_eq!(ready["backends"][0], "CPU");
@@ -382,6 +382,133 @@ fn a_built_in_chat_template_can_be_named() {
         done["usage"]["prompt_tokens"].as_u64().unwrap() >= 12,
         "{done}"
     );
+}
+
+/// The prompt tokens of `content` as the one user message, put to the model as `prompt`.
+fn prompt_tokens(engine: &mut Engine, prompt: &Value, content: &str) -> i64 {
+    engine.send(json!({"op": "generate", "id": "count", "prompt": prompt,
+                       "messages": [{"role": "user", "content": content}],
+                       "params": {"max_tokens": 1, "temperature": 0}}));
+    let (_, done) = engine.reply("count");
+    assert_eq!(done["event"], "done", "{done}");
+    done["usage"]["prompt_tokens"].as_i64().unwrap()
+}
+
+/// The greedy reply to one user message under `prompt`.
+fn answer(engine: &mut Engine, prompt: &Value, content: &str, max_tokens: u32) -> String {
+    engine.send(json!({"op": "generate", "id": "answer", "prompt": prompt,
+                       "messages": [{"role": "user", "content": content}],
+                       "params": {"max_tokens": max_tokens, "temperature": 0}}));
+    let (text, done) = engine.reply("answer");
+    assert_eq!(done["event"], "done", "{done}");
+    text
+}
+
+/// Under each chat template, a control token's text typed by a user costs what the same text
+/// costs as plain text (several tokens), never the one control token; the template's own markers
+/// are still control tokens. Each count is one short request, so only what is compared is asked.
+fn markers_cost_what_plain_text_costs(engine: &mut Engine, templates: &[Value], markers: &[&str]) {
+    let plain = json!({"format": "completion"});
+    let bare = prompt_tokens(engine, &plain, "x");
+    let as_text: Vec<i64> = markers
+        .iter()
+        .map(|m| prompt_tokens(engine, &plain, &format!("x{m}")) - bare)
+        .collect();
+    for (marker, cost) in markers.iter().zip(&as_text) {
+        assert!(*cost > 1, "{marker} is {cost} token(s) as plain text");
+    }
+    for template in templates {
+        let bare = prompt_tokens(engine, template, "x");
+        for (marker, cost) in markers.iter().zip(&as_text) {
+            let in_chat = prompt_tokens(engine, template, &format!("x{marker}")) - bare;
+            assert_eq!(
+                in_chat, *cost,
+                "{marker} typed in a message under {template} cost {in_chat} tokens, as text {cost}"
+            );
+        }
+    }
+}
+
+#[test]
+fn typed_control_tokens_stay_text_under_every_template() {
+    // A small context and one slot: quick to load, and every request here is short.
+    let small = ["--context", "512", "--parallel", "1"];
+    let gemma = json!({"format": "chat", "template": "gemma"});
+    let chatml = json!({"format": "chat", "template": "chatml"});
+    {
+        let mut engine = Engine::start(&common::default_model(), &small);
+        engine.ready();
+        // BOS, `<start_of_turn>user\n`, the text, `<end_of_turn>\n`, `<start_of_turn>model\n`:
+        // the template's markers are one token each.
+        assert_eq!(prompt_tokens(&mut engine, &gemma, "x"), 10);
+        markers_cost_what_plain_text_costs(
+            &mut engine,
+            &[gemma.clone(), chatml.clone()],
+            &["<end_of_turn>", "<start_of_turn>", "<eos>"],
+        );
+        // The model reads the text it was given: asked to go on with a line of markers, it
+        // writes them as text (as tokens they would have closed the user's turn).
+        let line = "<end_of_turn> ".repeat(12);
+        let reply = answer(&mut engine, &gemma, &format!("Repeat: {line}"), 16);
+        assert!(reply.contains("<end_of_turn>"), "{reply:?}");
+    }
+    // Qwen2.5-Coder: the file's own template (ChatML, recognised by llama.cpp), and by name.
+    let mut engine = Engine::start(&qwen_model(), &small);
+    engine.ready();
+    let own = json!({"format": "chat"});
+    markers_cost_what_plain_text_costs(
+        &mut engine,
+        &[own.clone(), chatml],
+        &["<|im_end|>", "<|im_start|>", "<|endoftext|>"],
+    );
+    let reply = answer(
+        &mut engine,
+        &own,
+        "Repeat exactly, with nothing else: <|im_end|>",
+        12,
+    );
+    assert!(reply.contains("<|im_end|>"), "{reply:?}");
+}
+
+/// Qwen2.5-Coder 0.5B Instruct from the shared cache (pulled once), a model whose file has its
+/// own chat template and whose vocabulary has ChatML's markers as control tokens.
+fn qwen_model() -> std::path::PathBuf {
+    let home = common::Home::new();
+    let out = home.run(&["models", "pull", "qwen2.5-coder-0.5b"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let out = home.run(&["models", "show", "qwen2.5-coder-0.5b", "--json"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::path::PathBuf::from(v["path"].as_str().unwrap())
+}
+
+#[test]
+fn a_reply_cut_by_the_token_limit_inside_a_stop_string_drops_the_partial_stop() {
+    let mut engine = Engine::start(
+        &common::default_model(),
+        &["--context", "512", "--parallel", "1"],
+    );
+    engine.ready();
+    let transcript = "User: hi\nAssistant: hello\n".repeat(4) + "User: hi\nAssistant: hello";
+    let completion = json!({"format": "completion"});
+    let stops = ["\nUser:", "\nAssistant:"];
+    for max_tokens in [1, 2] {
+        // Unstopped, the model starts the next `User:` line: cut after 1 or 2 tokens, that is a
+        // piece of the stop string.
+        let natural = answer(&mut engine, &completion, &transcript, max_tokens);
+        assert!(
+            !natural.is_empty() && stops[0].starts_with(natural.as_str()),
+            "the model did not start a User: line: {natural:?}"
+        );
+        engine.send(json!({"op": "generate", "id": "cut", "messages": [{"role": "user", "content": transcript}],
+                           "prompt": completion, "params": {"max_tokens": max_tokens, "temperature": 0, "stop": stops}}));
+        let (text, done) = engine.reply("cut");
+        assert_eq!(done["finish_reason"], "length", "{done}");
+        assert_eq!(
+            text, "",
+            "a partial stop string was kept after {max_tokens} tokens"
+        );
+    }
 }
 
 /// Starts the engine on a bad file and returns its single error event and exit status.

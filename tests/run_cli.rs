@@ -214,6 +214,26 @@ fn no_engine_survives_gemmactl_killed_by_sigterm_sigint_or_sigkill() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // A reply stopped by SIGTERM or SIGINT is stored as cancelled with its token counts,
+        // like one stopped in the shell; SIGKILL leaves it unfinished with its text so far.
+        let db = rusqlite::Connection::open(home.path().join("data").join("history.db")).unwrap();
+        let (reason, prompt, completion): (Option<String>, Option<i64>, Option<i64>) = db
+            .query_row(
+                "SELECT finish_reason, prompt_tokens, completion_tokens FROM messages
+                 WHERE role = 'assistant' ORDER BY id DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        if sig == libc::SIGKILL {
+            assert_eq!(reason, None);
+        } else {
+            assert_eq!(reason.as_deref(), Some("cancelled"), "signal {sig}");
+            assert!(
+                prompt.is_some_and(|p| p > 0) && completion.is_some_and(|c| c > 0),
+                "signal {sig} stored no usage: prompt {prompt:?}, completion {completion:?}"
+            );
+        }
     }
 }
 

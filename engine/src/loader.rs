@@ -52,6 +52,7 @@ pub(crate) fn preflight(path: &Path) -> Result<gguf::GgufInfo, LoadError> {
             GgufError::Io { .. } => ErrorCode::ModelUnreadable,
             GgufError::Truncated { .. } => ErrorCode::ModelTruncated,
             GgufError::NotGguf { .. }
+            | GgufError::LfsPointer { .. }
             | GgufError::UnsupportedVersion { .. }
             | GgufError::Malformed { .. } => ErrorCode::NotGguf,
         };

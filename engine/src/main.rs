@@ -32,6 +32,13 @@ use loader::EngineOptions;
 use output::{emit, emit_error};
 use scheduler::{Inbox, Scheduler};
 
+/// Smallest context the engine runs with: less leaves no room for a prompt and a reply. Said, not
+/// silently raised, so a caller learns that its value was not used.
+const MIN_CONTEXT: u32 = 64;
+
+/// Most sequences llama.cpp decodes together in one context.
+const MAX_PARALLEL: u32 = 256;
+
 const USAGE: &str = "usage: gemma-engine --model PATH [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--verbose]
        gemma-engine --probe
        gemma-engine --export-sbs IN.gguf --out OUT.sbs [--type bf16|f32] [--kind base|instruct]";
@@ -240,9 +247,17 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match flag.as_str() {
             "--model" => args.model = Some(PathBuf::from(value("--model")?)),
-            "--context" => args.options.context = number(&value("--context")?, "--context", 1)?,
+            "--context" => {
+                args.options.context = number(&value("--context")?, "--context", MIN_CONTEXT)?
+            }
             "--parallel" => {
-                args.options.parallel = number(&value("--parallel")?, "--parallel", 1)?.min(256)
+                args.options.parallel = number(&value("--parallel")?, "--parallel", 1)?;
+                if args.options.parallel > MAX_PARALLEL {
+                    return Err(format!(
+                        "--parallel is at most {MAX_PARALLEL} (llama.cpp's sequence limit), got {}",
+                        args.options.parallel
+                    ));
+                }
             }
             "--threads" => args.options.threads = number(&value("--threads")?, "--threads", 1)?,
             "--gpu-layers" => {

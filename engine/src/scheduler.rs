@@ -458,8 +458,12 @@ impl Scheduler {
                 }
             }
             let context_full = self.slots[a.slot].cached.len() + 1 >= self.context as usize;
-            if a.generated >= a.max_tokens || context_full {
+            if a.generated >= a.max_tokens {
                 finished.push((i, FinishReason::Length));
+            } else if context_full {
+                // Not the caller's limit: the reply was cut because the context has no room
+                // for another token, which a caller must be able to tell from `length`.
+                finished.push((i, FinishReason::Context));
             } else {
                 a.next_token = Some(token);
             }

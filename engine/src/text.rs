@@ -46,13 +46,13 @@ impl TextStream {
         self.release()
     }
 
-    /// Everything still held back, at the end of the reply.
+    /// What is left to send at the end of the reply. Text held back as the possible start of a
+    /// stop string is dropped: the reply ended (token limit, end of sequence, cancel) in the
+    /// middle of what was becoming a stop string, such as a base-model transcript's `\nUser`,
+    /// which is never part of the reply. Only an unfinished UTF-8 character is released.
     pub(crate) fn finish(&mut self) -> String {
-        let mut rest = std::mem::take(&mut self.held);
-        rest.push_str(&String::from_utf8_lossy(&std::mem::take(
-            &mut self.pending_bytes,
-        )));
-        rest
+        self.held.clear();
+        String::from_utf8_lossy(&std::mem::take(&mut self.pending_bytes)).into_owned()
     }
 
     fn release(&mut self) -> Step {
@@ -120,10 +120,19 @@ mod tests {
     }
 
     #[test]
-    fn finish_returns_what_was_held() {
+    fn finish_drops_a_partial_stop_string() {
         let mut t = TextStream::new(vec!["END".into()]);
         assert_eq!(emitted(t.push(b"abc EN")), "abc ");
-        assert_eq!(t.finish(), "EN");
+        assert_eq!(t.finish(), "");
+        // A transcript reply cut by the token limit inside the next speaker's marker.
+        let mut t = TextStream::new(vec!["\nUser:".into(), "\nAssistant:".into()]);
+        assert_eq!(emitted(t.push(b"Paris.")), "Paris.");
+        assert_eq!(emitted(t.push(b"\nUser")), "");
+        assert_eq!(t.finish(), "");
+        // With no stop strings nothing is held, and an unfinished character is still released.
+        let mut t = TextStream::new(vec![]);
+        assert_eq!(emitted(t.push(b"ok \xc3")), "ok ");
+        assert_eq!(t.finish(), "\u{fffd}");
     }
 
     #[test]

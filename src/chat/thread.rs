@@ -12,13 +12,26 @@ use super::turn::Turn;
 use super::TurnService;
 use crate::domain::{EngineDescription, GenerateRequest, Message, Origin, Role, SamplingParams};
 use crate::models::ModelEntry;
-use crate::store::{ConversationId, MessageId};
+use crate::store::{ConversationId, MessageId, StoreError};
 
 /// A message on the thread's branch, with its id in the store when it is stored.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) id: Option<MessageId>,
     pub(super) message: Message,
+    /// A user message the model refused as longer than the whole context: kept, and left out
+    /// of every later request (sent again only when it is itself being answered, by a retry).
+    pub(super) refused: bool,
+}
+
+impl Entry {
+    fn new(id: Option<MessageId>, message: Message) -> Entry {
+        Entry {
+            id,
+            message,
+            refused: false,
+        }
+    }
 }
 
 /// Where `/fork` continues from.
@@ -45,6 +58,9 @@ pub struct Thread {
     origin: Origin,
     session: String,
     sessions_started: u32,
+    /// Why the last write to the history failed (a full disk, a read-only database), until the
+    /// next turn tells the user; the conversation goes on unsaved rather than stopping.
+    pub(super) not_saved: Option<String>,
 }
 
 impl Thread {
@@ -68,6 +84,7 @@ impl Thread {
             origin: Origin::new(service.source()),
             session: String::new(),
             sessions_started: 0,
+            not_saved: None,
         };
         thread.new_session();
         thread
@@ -93,6 +110,7 @@ impl Thread {
             .map(|m| Entry {
                 id: Some(m.id),
                 message: m.message(),
+                refused: m.refused,
             })
             .collect();
         self.id = Some(conv.id);
@@ -185,14 +203,29 @@ impl Thread {
 
     /// Sends a user message and starts the reply. The message is committed before anything is
     /// generated.
+    ///
+    /// When the history cannot be written (a full disk, a database that became read-only), the
+    /// message is still answered, unsaved, and the turn says so in a [`Notice::NotSaved`].
+    ///
+    /// [`Notice::NotSaved`]: super::Notice::NotSaved
     pub fn send(&mut self, text: &str) -> Result<Turn<'_>> {
-        let parent = self.branch.last().and_then(|e| e.id);
-        let id = self.commit_user_message(parent, text)?;
-        self.branch.push(Entry {
-            id,
-            message: Message::new(Role::User, text),
-        });
+        let parent = self.last_stored();
+        let id = match self.commit_user_message(parent, text) {
+            Ok(id) => id,
+            Err(e) if e.is_unwritable() => {
+                self.not_saved = Some(e.to_string());
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.branch
+            .push(Entry::new(id, Message::new(Role::User, text)));
         self.reply()
+    }
+
+    /// The newest message on the branch that is in the store: where the next one hangs.
+    fn last_stored(&self) -> Option<MessageId> {
+        self.branch.iter().rev().find_map(|e| e.id)
     }
 
     /// Generates the last reply again; the old one stays in the store as a sibling branch.
@@ -283,7 +316,7 @@ impl Thread {
         &mut self,
         parent: Option<MessageId>,
         text: &str,
-    ) -> Result<Option<MessageId>> {
+    ) -> Result<Option<MessageId>, StoreError> {
         let Some(mut store) = self.service.store() else {
             return Ok(None);
         };
@@ -307,11 +340,19 @@ impl Thread {
     /// Starts the reply to the branch's last (user) message.
     fn reply(&mut self) -> Result<Turn<'_>> {
         let parent = self.branch.last().and_then(|e| e.id);
-        let reply_id = match (self.service.store(), parent) {
-            (Some(mut store), Some(parent)) => {
-                Some(store.start_reply(parent, &self.model.name, &self.params)?)
+        let started = match (self.service.store(), parent) {
+            (Some(mut store), Some(parent)) => store
+                .start_reply(parent, &self.model.name, &self.params)
+                .map(Some),
+            _ => Ok(None),
+        };
+        let reply_id = match started {
+            Ok(id) => id,
+            Err(e) if e.is_unwritable() => {
+                self.not_saved = Some(e.to_string());
+                None
             }
-            _ => None,
+            Err(e) => return Err(e.into()),
         };
         Turn::start(self, reply_id)
     }
@@ -319,11 +360,17 @@ impl Thread {
     /// The request for the branch as it stands (minus dropped messages).
     pub(super) fn request(&self) -> (GenerateRequest, RequestParts) {
         // Replies with no text (stopped before the first token, or failed) carry nothing for
-        // the model to read, and would only add the template's markers.
+        // the model to read, and would only add the template's markers. A refused message is
+        // left out unless it is the one being answered (a retry).
+        let last = self.branch.len().saturating_sub(1);
         let turns: Vec<Message> = self.branch[self.dropped..]
             .iter()
-            .filter(|e| !(e.message.role == Role::Assistant && e.message.content.is_empty()))
-            .map(|e| e.message.clone())
+            .enumerate()
+            .filter(|(i, e)| {
+                let empty_reply = e.message.role == Role::Assistant && e.message.content.is_empty();
+                !empty_reply && !(e.refused && self.dropped + i != last)
+            })
+            .map(|(_, e)| e.message.clone())
             .collect();
         let parts = request_parts(
             &self.model,
@@ -342,22 +389,66 @@ impl Thread {
         (request, parts)
     }
 
-    /// Leaves the oldest exchange out of the requests to come; `false` when only the message
-    /// being answered is left.
+    /// Leaves the oldest exchange out of the requests to come: everything before the next user
+    /// message still sent. `false` when only the message being answered is left.
     pub(super) fn drop_oldest(&mut self) -> bool {
-        if self.branch.len() - self.dropped > 2 {
-            self.dropped += 2;
-            true
-        } else {
-            false
+        let last = self.branch.len().saturating_sub(1);
+        let next = self
+            .branch
+            .iter()
+            .enumerate()
+            .skip(self.dropped + 1)
+            .find(|(i, e)| e.message.role == Role::User && (!e.refused || *i == last));
+        match next {
+            Some((i, _)) => {
+                self.dropped = i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks the message being answered as refused — alone it is longer than the context — so
+    /// it stays stored and shown but is never sent again, and puts back the exchanges trimmed
+    /// for its sake (`dropped_before`). `false` if the last message is not a user's.
+    pub(super) fn refuse_last(&mut self, dropped_before: usize) -> bool {
+        let Some(entry) = self.branch.last_mut() else {
+            return false;
+        };
+        if entry.message.role != Role::User {
+            return false;
+        }
+        entry.refused = true;
+        let id = entry.id;
+        self.dropped = dropped_before.min(self.branch.len());
+        self.set_refused(id, true);
+        true
+    }
+
+    /// The message being answered got its reply after all (say, on a model with a larger
+    /// context): it is part of the conversation again.
+    pub(super) fn accept_last(&mut self) {
+        let Some(entry) = self.branch.last_mut().filter(|e| e.refused) else {
+            return;
+        };
+        entry.refused = false;
+        let id = entry.id;
+        self.set_refused(id, false);
+    }
+
+    fn set_refused(&mut self, id: Option<MessageId>, refused: bool) {
+        let stored = match (self.service.store(), id) {
+            (Some(mut store), Some(id)) => store.set_refused(id, refused),
+            _ => Ok(()),
+        };
+        if let Err(e) = stored {
+            self.not_saved = Some(e.to_string());
         }
     }
 
     /// Adds the finished reply to the branch.
     pub(super) fn push_reply(&mut self, id: Option<MessageId>, text: String) {
-        self.branch.push(Entry {
-            id,
-            message: Message::new(Role::Assistant, text),
-        });
+        self.branch
+            .push(Entry::new(id, Message::new(Role::Assistant, text)));
     }
 }

@@ -32,6 +32,31 @@ pub enum Notice {
         /// Messages left out, in all.
         dropped: usize,
     },
+    /// The message alone is longer than the context, so the model refused it. It is kept (in
+    /// the history, marked refused) but left out of every later request, so the conversation
+    /// goes on without it.
+    Refused,
+    /// The history could not be written (the reason names the database and the fix): the turn
+    /// went on, but what it says is missing from the history.
+    NotSaved {
+        /// The store's sentence.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Notice::ContextTrimmed { dropped } => write!(
+                f,
+                "the conversation is longer than the context: the oldest {dropped} messages are no longer sent"
+            ),
+            Notice::Refused => f.write_str(
+                "the message alone is longer than the context: it is kept in the history, marked refused, and left out of what is sent from now on, so the conversation goes on without it",
+            ),
+            Notice::NotSaved { reason } => write!(f, "not saved to history: {reason}"),
+        }
+    }
 }
 
 /// What a front end hears about a turn, in order, ending with exactly one `Ended`.
@@ -90,6 +115,22 @@ impl TurnEnd {
             Err(_) => FinishReason::Error,
         }
     }
+
+    /// When the context window cut the reply short (not the token limit), the sentence to tell
+    /// the user.
+    pub fn cut_by_context(&self) -> Option<String> {
+        if self.finish_reason() != FinishReason::Context {
+            return None;
+        }
+        let size = self
+            .engine
+            .as_ref()
+            .map(|d| format!("{}-token ", d.context))
+            .unwrap_or_default();
+        Some(format!(
+            "the reply was cut short: the conversation filled the {size}context window; raise the context (--context) or start a new conversation"
+        ))
+    }
 }
 
 /// One reply being generated.
@@ -104,8 +145,11 @@ pub struct Turn<'a> {
     /// Text generated since the last save.
     dirty: bool,
     last_save: Instant,
-    /// A trim notice waits to be shown with the turn's first text (or its end), once.
-    notice: Option<Notice>,
+    /// Notices wait to be shown with the turn's first text (or its end), each once.
+    notices: VecDeque<Notice>,
+    /// Messages the thread left out before this turn trimmed any (restored if the message
+    /// being answered is refused).
+    dropped_before: usize,
     /// Events decided but not yet handed out.
     outbox: VecDeque<TurnEvent>,
     cancelled: bool,
@@ -114,6 +158,13 @@ pub struct Turn<'a> {
 
 impl<'a> Turn<'a> {
     pub(super) fn start(thread: &'a mut Thread, reply_id: Option<MessageId>) -> Result<Turn<'a>> {
+        let notices: VecDeque<Notice> = thread
+            .not_saved
+            .take()
+            .map(|reason| Notice::NotSaved { reason })
+            .into_iter()
+            .collect();
+        let dropped_before = thread.dropped;
         let (request, parts) = thread.request();
         let submitted = submit(thread, request);
         let reply = match submitted {
@@ -144,7 +195,8 @@ impl<'a> Turn<'a> {
             engine: None,
             dirty: false,
             last_save: Instant::now(),
-            notice: None,
+            notices,
+            dropped_before,
             outbox: VecDeque::new(),
             cancelled: false,
             ended: false,
@@ -212,21 +264,32 @@ impl<'a> Turn<'a> {
                     return Some(self.after_notice(end));
                 }
                 Some(SupervisorEvent::Failed(e)) => {
-                    if self.should_trim(&e) && self.thread.drop_oldest() {
-                        let (request, parts) = self.thread.request();
-                        match submit(self.thread, request) {
-                            Ok(reply) => {
-                                self.reply = reply;
-                                self.parts = parts;
-                                self.notice = Some(Notice::ContextTrimmed {
-                                    dropped: self.thread.dropped,
-                                });
-                                continue;
+                    if self.should_trim(&e) {
+                        if self.thread.drop_oldest() {
+                            let (request, parts) = self.thread.request();
+                            match submit(self.thread, request) {
+                                Ok(reply) => {
+                                    self.reply = reply;
+                                    self.parts = parts;
+                                    self.notices
+                                        .retain(|n| !matches!(n, Notice::ContextTrimmed { .. }));
+                                    self.notices.push_back(Notice::ContextTrimmed {
+                                        dropped: self.thread.dropped,
+                                    });
+                                    continue;
+                                }
+                                Err(e) => {
+                                    let end = self.end(Err(e));
+                                    return Some(self.after_notice(end));
+                                }
                             }
-                            Err(e) => {
-                                let end = self.end(Err(e));
-                                return Some(self.after_notice(end));
-                            }
+                        }
+                        // Only the message being answered is left, and alone it is too long:
+                        // keep it out of the turns to come, or it would fail every one of them.
+                        self.notices
+                            .retain(|n| !matches!(n, Notice::ContextTrimmed { .. }));
+                        if self.thread.refuse_last(self.dropped_before) {
+                            self.notices.push_back(Notice::Refused);
                         }
                     }
                     let end = self.end(Err(e));
@@ -238,10 +301,12 @@ impl<'a> Turn<'a> {
         }
     }
 
-    /// `event`, preceded by the pending notice if there is one (said once per turn).
+    /// `event`, preceded by the pending notices if there are any (each said once per turn).
     fn after_notice(&mut self, event: TurnEvent) -> TurnEvent {
-        match self.notice.take() {
+        match self.notices.pop_front() {
             Some(notice) => {
+                self.outbox
+                    .extend(self.notices.drain(..).map(TurnEvent::Notice));
                 self.outbox.push_back(event);
                 TurnEvent::Notice(notice)
             }
@@ -316,8 +381,12 @@ impl<'a> Turn<'a> {
             (Some(mut store), Some(id)) => store.finish_reply(id, &end).map_err(|e| e.to_string()),
             _ => Ok(()),
         };
-        if let Err(e) = stored {
-            tracing::warn!("the reply could not be saved to history: {e}");
+        if let Err(reason) = stored {
+            tracing::warn!("the reply could not be saved to history: {reason}");
+            self.notices.push_back(Notice::NotSaved { reason });
+        }
+        if matches!(&result, Ok(done) if done.finish_reason != FinishReason::Cancelled) {
+            self.thread.accept_last();
         }
         if !(text.is_empty() && finish_reason == FinishReason::Error) {
             self.thread.push_reply(self.reply_id, text.clone());

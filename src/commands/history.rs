@@ -19,7 +19,7 @@ use crate::store::export::{branch_label, message_facts};
 use crate::store::tree::depth_first;
 use crate::store::{Conversation, ConversationId, Store};
 use crate::ui::say;
-use crate::ui::text::short_time;
+use crate::ui::text::{printable_block, printable_line, short_time};
 
 /// `gemmactl history`'s subcommands.
 #[derive(Subcommand, Debug)]
@@ -103,12 +103,16 @@ pub enum ExportFormat {
 
 /// Runs one `gemmactl history` subcommand against the default history database.
 pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
-    let mut store = Store::open_default(paths)?;
+    // Commands that only read open the database read-only, so they work on a full disk and in a
+    // read-only folder too.
+    let reading = || Store::open_default_for_reading(paths);
     match cmd {
-        HistoryCommand::List { limit, model, json } => list(&store, limit, model.as_deref(), json),
-        HistoryCommand::Show { id, json } => show(&store, id, json),
+        HistoryCommand::List { limit, model, json } => {
+            list(&reading()?, limit, model.as_deref(), json)
+        }
+        HistoryCommand::Show { id, json } => show(&reading()?, id, json),
         HistoryCommand::Search { text, limit, json } => {
-            search(&store, &text.join(" "), limit, json)
+            search(&reading()?, &text.join(" "), limit, json)
         }
         HistoryCommand::Export {
             id,
@@ -117,10 +121,12 @@ pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
             output,
         } => {
             let format = if json { ExportFormat::Jsonl } else { format };
-            export(&store, id, format, output)
+            export(&reading()?, id, format, output)
         }
-        HistoryCommand::Rm { id, yes, json } => rm(&mut store, id, yes, json),
-        HistoryCommand::Import { file, json } => import(&mut store, &file, json),
+        HistoryCommand::Rm { id, yes, json } => rm(&mut Store::open_default(paths)?, id, yes, json),
+        HistoryCommand::Import { file, json } => {
+            import(&mut Store::open_default(paths)?, &file, json)
+        }
     }
 }
 
@@ -164,10 +170,12 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
         );
         return Ok(());
     }
+    // Stored text reaches the terminal only through `printable_*`: a title or a message holding
+    // escape sequences is shown, not obeyed.
     say!(
         "conversation {} · {}",
         c.id,
-        c.title.as_deref().unwrap_or("(untitled)")
+        printable_line(c.title.as_deref().unwrap_or("(untitled)"))
     );
     let mut facts = format!(
         "created {} UTC · updated {} UTC · {} messages",
@@ -176,13 +184,16 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
         messages.len()
     );
     if let Some(model) = &c.model {
-        facts.push_str(&format!(" · last model {model}"));
+        facts.push_str(&format!(" · last model {}", printable_line(model)));
     }
     say!("{facts}");
     if let Some(system) = &c.system {
         say!(
             "system: {}",
-            system.lines().collect::<Vec<_>>().join("\n        ")
+            printable_block(system)
+                .lines()
+                .collect::<Vec<_>>()
+                .join("\n        ")
         );
     }
     for visit in depth_first(&messages) {
@@ -201,17 +212,17 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
         );
         for fact in message_facts(m) {
             header.push_str(" · ");
-            header.push_str(&fact);
+            header.push_str(&printable_line(&fact));
         }
         if c.head == Some(m.id) {
             header.push_str("  ← head");
         }
         say!("{header}");
-        for line in m.content.lines() {
+        for line in printable_block(&m.content).lines() {
             say!("{indent}    {line}");
         }
         if let Some(error) = &m.error {
-            say!("{indent}    error: {error}");
+            say!("{indent}    error: {}", printable_line(error));
         }
     }
     Ok(())
@@ -243,16 +254,16 @@ fn search(store: &Store, text: &str, limit: usize, json: bool) -> Result<()> {
             role_name(h.role)
         );
         if let (Role::Assistant, Some(model)) = (h.role, &h.model) {
-            header.push_str(&format!(" ({model})"));
+            header.push_str(&format!(" ({})", printable_line(model)));
         }
         header.push_str(&format!(" · {}", short_time(&h.created_at)));
         if let Some(title) = &h.title {
-            header.push_str(&format!(" · {title}"));
+            header.push_str(&format!(" · {}", printable_line(title)));
         }
         say!("{header}");
         say!(
             "    {}",
-            h.snippet.split_whitespace().collect::<Vec<_>>().join(" ")
+            printable_line(&h.snippet.split_whitespace().collect::<Vec<_>>().join(" "))
         );
     }
     Ok(())
@@ -277,6 +288,13 @@ fn export(
         }
         None => {
             use std::io::Write as _;
+            // JSONL escapes everything itself; Markdown holds the texts as they are, which a
+            // terminal must not obey (a file or a pipe gets them unchanged).
+            let text = if format == ExportFormat::Md && std::io::stdout().is_terminal() {
+                printable_block(&text)
+            } else {
+                text
+            };
             let mut out = std::io::stdout().lock();
             if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {
@@ -297,7 +315,7 @@ fn rm(store: &mut Store, id: ConversationId, yes: bool, json: bool) -> Result<()
         }
         eprint!(
             "delete conversation {id} \"{}\" and its {count} messages? [y/N] ",
-            c.title.as_deref().unwrap_or("untitled")
+            printable_line(c.title.as_deref().unwrap_or("untitled"))
         );
         let mut answer = String::new();
         std::io::stdin()

@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::chat::{Notice, PromptStyle, Thread, TurnEnd, TurnEvent, TurnService};
 use crate::config::flags::{EngineFlags, LogFlag, ModelFlag, SamplingFlags};
 use crate::config::{Config, Paths};
-use crate::domain::{EngineDescription, Source};
+use crate::domain::{utf8, EngineDescription, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
 use crate::supervisor::Supervisor;
@@ -110,6 +110,9 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
         eprintln!("interrupted");
         return Ok(ExitCode::from(code));
     }
+    if let Some(note) = end.cut_by_context() {
+        eprintln!("note: {note}");
+    }
     let done = end.result.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
     if args.json {
         let value = json!({
@@ -156,6 +159,7 @@ async fn stream(thread: &mut Thread, prompt: &str, json: bool) -> Result<(TurnEn
             TurnEvent::Reloading { reason } => bar.set_message(reason),
             TurnEvent::Started(_) => bar.finish_and_clear(),
             TurnEvent::Notice(Notice::ContextTrimmed { dropped }) => eprintln!("(the conversation is longer than the context: the oldest {dropped} messages are no longer sent)"),
+            TurnEvent::Notice(notice) => bar.suspend(|| eprintln!("({notice})")),
             TurnEvent::Queued { .. } | TurnEvent::PromptProgress { .. } => {}
             TurnEvent::Token(text) => {
                 if out.write(&text).is_err() && stopped_by.is_none() {
@@ -187,10 +191,11 @@ fn read_prompt(words: &[String]) -> Result<String> {
         _ => false,
     };
     let prompt = if from_stdin {
-        let mut text = String::new();
+        let mut bytes = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .context("cannot read the prompt from stdin")?;
+        let mut text = utf8::decode(bytes, "the prompt on stdin").map_err(anyhow::Error::msg)?;
         // `echo text | gemmactl run` should not make the model continue after a line break.
         let kept = text.trim_end_matches(['\n', '\r']).len();
         text.truncate(kept);
@@ -209,6 +214,9 @@ struct Output {
     json: bool,
     written: bool,
     ends_with_newline: bool,
+    /// stdout is a terminal: the model's control characters are shown, not obeyed (a pipe gets
+    /// the text exactly as generated).
+    terminal: bool,
 }
 
 impl Output {
@@ -217,6 +225,7 @@ impl Output {
             json,
             written: false,
             ends_with_newline: false,
+            terminal: std::io::stdout().is_terminal(),
         }
     }
 
@@ -226,8 +235,13 @@ impl Output {
         }
         self.written = true;
         self.ends_with_newline = piece.ends_with('\n');
+        let shown = if self.terminal {
+            ui::text::printable_block(piece)
+        } else {
+            piece.to_string()
+        };
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(piece.as_bytes())?;
+        stdout.write_all(shown.as_bytes())?;
         stdout.flush()
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 
 use super::backend::{parse_order, BackendRequest};
+use super::bounds;
 use super::Config;
 
 /// How long a hardware probe may take unless `GEMMACTL_PROBE_TIMEOUT` (seconds) says otherwise.
@@ -89,19 +90,20 @@ pub(super) fn apply(config: &mut Config) -> Result<()> {
     if let Some(v) = non_empty_env("GEMMACTL_ENGINE") {
         config.engine.path = Some(PathBuf::from(v));
     }
-    if let Some(v) = parse_env::<u32>("GEMMACTL_CONTEXT")? {
+    // Engine settings are checked against the same ranges as their flags and config keys.
+    if let Some(v) = bounded_env(&bounds::CONTEXT)? {
         config.engine.context = v;
     }
-    if let Some(v) = parse_env::<u32>("GEMMACTL_THREADS")? {
+    if let Some(v) = bounded_env(&bounds::THREADS)? {
         config.engine.threads = Some(v);
     }
-    if let Some(v) = parse_env::<u32>("GEMMACTL_PARALLEL")? {
+    if let Some(v) = bounded_env(&bounds::PARALLEL)? {
         config.engine.parallel = v;
     }
-    if let Some(v) = parse_env::<u64>("GEMMACTL_LOAD_TIMEOUT")? {
+    if let Some(v) = bounded_env(&bounds::LOAD_TIMEOUT)? {
         config.engine.load_timeout_secs = v;
     }
-    if let Some(v) = parse_env::<u32>("GEMMACTL_MAX_MODELS")? {
+    if let Some(v) = bounded_env(&bounds::MAX_MODELS)? {
         config.supervisor.max_models = v;
     }
     if let Some(v) = parse_env::<u64>("GEMMACTL_MEMORY_BUDGET_MIB")? {
@@ -144,6 +146,20 @@ pub(super) fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A numeric variable of `bound`, parsed and checked against its range.
+fn bounded_env<T: TryFrom<u64>>(bound: &bounds::Bound) -> Result<Option<T>> {
+    let Some(name) = bound.env else {
+        return Ok(None);
+    };
+    let Some(value) = parse_env::<u64>(name)? else {
+        return Ok(None);
+    };
+    bound.check_env(value)?;
+    T::try_from(value)
+        .map(Some)
+        .map_err(|_| anyhow!("environment variable {name}={value} is too large"))
+}
+
 fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
     match non_empty_env(name) {
         None => Ok(None),
@@ -151,6 +167,6 @@ fn parse_env<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
             .trim()
             .parse()
             .map(Some)
-            .map_err(|_| anyhow!("environment variable {name}={v:?} is not a valid number")),
+            .map_err(|_| anyhow!("environment variable {name}={v:?} is not a whole number: use digits only, or unset it")),
     }
 }

@@ -17,6 +17,8 @@ pub const MIN_CONTEXT: u32 = 64;
 pub const MAX_CONTEXT: u32 = 1 << 20;
 /// Most CPU threads one engine may be given.
 pub const MAX_THREADS: u32 = 1024;
+/// Most requests one gemma-engine decodes together (llama.cpp's limit on sequences).
+pub const MAX_PARALLEL: u32 = 256;
 /// Tokens a reply may have unless a command says otherwise.
 pub const DEFAULT_MAX_TOKENS: u32 = 512;
 

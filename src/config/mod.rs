@@ -6,6 +6,7 @@
 //! and then overlay their own flags (`cli::args`), so no front end re-implements the order.
 
 pub mod backend;
+mod bounds;
 mod env;
 pub mod flags;
 mod paths;
@@ -195,13 +196,15 @@ impl Config {
                     .with_context(|| format!("cannot read config file {}", path.display()))
             }
         };
-        toml::from_str(&text).map_err(|e| {
+        let config: Config = toml::from_str(&text).map_err(|e| {
             anyhow::anyhow!(
                 "config file {} is not valid: {} (fix or delete the file)",
                 path.display(),
                 e.message()
             )
-        })
+        })?;
+        bounds::check_file(&config, path)?;
+        Ok(config)
     }
 
     /// Finds the `gemma-engine` binary: configured path, else next to our own executable.
@@ -283,6 +286,30 @@ mod tests {
             toml::from_str(&readme[start..end]).expect("README's config.toml example parses");
         assert_eq!(config.supervisor, SupervisorSettings::default());
         assert_eq!(config.engine.context, DEFAULT_CONTEXT);
+    }
+
+    #[test]
+    fn out_of_range_file_values_are_refused_before_any_engine_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        for (text, key) in [
+            ("[engine]\ncontext = 0\n", "engine.context = 0"),
+            ("[engine]\ncontext = 1\n", "engine.context = 1"),
+            ("[engine]\nthreads = 0\n", "engine.threads = 0"),
+            ("[engine]\nparallel = 0\n", "engine.parallel = 0"),
+            ("[engine]\nparallel = 1000\n", "engine.parallel = 1000"),
+            (
+                "[engines.gemma_cpp]\nseq_len = 2\n",
+                "engines.gemma_cpp.seq_len = 2",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let err = Config::read_file(&file).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("out of range"),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod message;
 mod origin;
 mod outcome;
 mod params;
+pub mod utf8;
 
 pub use backend::{label as backend_label, Backend};
 pub use engine::{Device, EngineDescription, EngineKind, ModelFacts};

@@ -11,6 +11,9 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` was reached.
     Length,
+    /// The context window filled up: the reply was cut with no room for another token (not a
+    /// limit the caller set, so front ends say so).
+    Context,
     /// Stopped on request (Ctrl-C, a cancel, a closed client).
     Cancelled,
     /// Cut short by a failure.
@@ -23,6 +26,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::Context => "context",
             FinishReason::Cancelled => "cancelled",
             FinishReason::Error => "error",
         }
@@ -33,6 +37,7 @@ impl FinishReason {
         Some(match text {
             "stop" => FinishReason::Stop,
             "length" => FinishReason::Length,
+            "context" => FinishReason::Context,
             "cancelled" => FinishReason::Cancelled,
             "error" => FinishReason::Error,
             _ => return None,

@@ -597,6 +597,8 @@ impl Driver {
                     decode_tokens_per_s: generate.tokens_per_s,
                     total_ms: total_ms(),
                 };
+                // Never `context`: the room for `max_generated_tokens` is kept free in the KV
+                // cache before every turn (above), so gemma.cpp's seq_len cannot cut a reply.
                 let finish_reason = if filter.hit() {
                     FinishReason::Stop
                 } else if generate.tokens >= limit {

@@ -72,6 +72,18 @@ impl GemmaEngine {
         let waiting = wait_ready(&mut events, &process, &stderr_tail, on_progress);
         let ready = match tokio::time::timeout(spec.load_timeout, waiting).await {
             Ok(Ok(ready)) => ready,
+            Ok(Err(EngineError::Load {
+                code: ErrorCode::BadArguments,
+                message,
+                path,
+            })) => {
+                process.kill();
+                return Err(EngineError::Load {
+                    code: ErrorCode::BadArguments,
+                    message: refused_arguments(&spec.binary, &message),
+                    path,
+                });
+            }
             Ok(Err(e)) => {
                 process.kill();
                 return Err(e);
@@ -215,6 +227,17 @@ async fn wait_ready(
     }
 }
 
+/// The sentence for an engine that refused its command line. gemmactl checks every setting
+/// before starting an engine, so this means a gemma-engine from another version; the engine's
+/// usage text (the lines after the first) is for someone running it by hand, never shown here.
+fn refused_arguments(binary: &std::path::Path, message: &str) -> String {
+    let why = message.lines().next().unwrap_or("").trim();
+    format!(
+        "{} refused the settings gemmactl started it with ({why}): it is probably from another version of gemmactl; rebuild both with `cargo build --workspace`, or point GEMMACTL_ENGINE at the matching gemma-engine",
+        binary.display()
+    )
+}
+
 /// The engine's ready report in gemmactl's terms. The backend is where the layers really are:
 /// a GPU build that put none on its GPU is reported as CPU.
 fn describe(ready: protocol::ReadyInfo, pid: Option<u32>) -> EngineDescription {
@@ -287,6 +310,7 @@ fn finish_reason(reason: protocol::FinishReason) -> FinishReason {
     match reason {
         protocol::FinishReason::Stop => FinishReason::Stop,
         protocol::FinishReason::Length => FinishReason::Length,
+        protocol::FinishReason::Context => FinishReason::Context,
         protocol::FinishReason::Cancelled => FinishReason::Cancelled,
         protocol::FinishReason::Error => FinishReason::Error,
     }
@@ -486,5 +510,21 @@ impl Drop for GemmaEngine {
     fn drop(&mut self) {
         // Never leave an engine behind, whatever path dropped it.
         self.process.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engines_usage_text_never_reaches_the_user() {
+        let said = "--context wants a whole number ≥ 64, got \"0\"\nusage: gemma-engine --model PATH [--context N]\n       gemma-engine --probe";
+        let shown = refused_arguments(std::path::Path::new("/opt/gemma-engine"), said);
+        assert!(!shown.contains("usage") && !shown.contains('\n'), "{shown}");
+        assert!(
+            shown.contains("/opt/gemma-engine") && shown.contains("--context wants"),
+            "{shown}"
+        );
     }
 }

@@ -588,6 +588,7 @@ fn rename_path(err: GgufError, given: &Path) -> GgufError {
         GgufError::Io { message, .. } => GgufError::Io { path: p, message },
         GgufError::Missing { .. } => GgufError::Missing { path: p },
         GgufError::NotGguf { sbs, .. } => GgufError::NotGguf { path: p, sbs },
+        GgufError::LfsPointer { size, .. } => GgufError::LfsPointer { path: p, size },
         GgufError::UnsupportedVersion { version, .. } => {
             GgufError::UnsupportedVersion { path: p, version }
         }

@@ -116,6 +116,13 @@ pub enum SbsError {
         path: PathBuf,
         gguf: bool,
     },
+    /// A Git LFS pointer stands where the weights should be (`size`: theirs, as it says).
+    LfsPointer {
+        /// The pointer file.
+        path: PathBuf,
+        /// The size of the weights it stands for, when it says.
+        size: Option<u64>,
+    },
     /// The file is shorter than its directory says; `expected_bytes` is 0 when only the missing
     /// end-of-file directory of a V2 file shows it.
     Truncated {
@@ -156,6 +163,7 @@ impl SbsError {
             SbsError::Missing { path }
             | SbsError::Unreadable { path, .. }
             | SbsError::NotBlobStore { path, .. }
+            | SbsError::LfsPointer { path, .. }
             | SbsError::Truncated { path, .. }
             | SbsError::Malformed { path, .. }
             | SbsError::Damaged { path, .. }
@@ -183,6 +191,12 @@ impl fmt::Display for SbsError {
                 "{} is a GGUF model file, which gemma.cpp cannot load: run it on gemma-engine (`gemmactl models add NAME {}`) or use gemma.cpp .sbs weights",
                 path.display(),
                 path.display()
+            ),
+            SbsError::LfsPointer { path, size } => write!(
+                f,
+                "{} is a Git LFS pointer, not gemma.cpp weights: {}; run `git lfs pull` in the repository it came from, or download the .sbs file itself",
+                path.display(),
+                gguf::lfs_what(*size)
             ),
             SbsError::NotBlobStore { path, gguf: false } => write!(
                 f,
@@ -318,6 +332,17 @@ pub fn preflight(path: &Path, tokenizer: Option<&Path>) -> Result<SbsInfo, SbsEr
         }
     }
     Ok(info)
+}
+
+/// The size a Git LFS pointer file stands for, if the whole file is one.
+fn lfs_pointer<R: Read + Seek>(
+    reader: &mut R,
+    file_size: u64,
+) -> std::io::Result<Option<Option<u64>>> {
+    if file_size > gguf::LFS_POINTER_MAX_BYTES {
+        return Ok(None);
+    }
+    Ok(gguf::lfs_pointer(&read_at(reader, 0, file_size as usize)?))
 }
 
 /// One directory entry.
@@ -475,6 +500,16 @@ fn v2<R: Read + Seek>(
                 path: src.path.to_path_buf(),
                 expected_bytes: 0,
                 actual_bytes: size,
+            }
+        } else if let Some(size) =
+            lfs_pointer(&mut src.reader, size).map_err(|e| SbsError::Unreadable {
+                path: src.path.to_path_buf(),
+                message: e.to_string(),
+            })?
+        {
+            SbsError::LfsPointer {
+                path: src.path.to_path_buf(),
+                size,
             }
         } else {
             SbsError::NotBlobStore {
@@ -1146,5 +1181,24 @@ mod tests {
                 Err(e) => prop_assert!(!e.to_string().is_empty()),
             }
         }
+    }
+
+    #[test]
+    fn a_git_lfs_pointer_is_named_with_the_fix() {
+        let pointer = "version https://git-lfs.example/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 536870912\n";
+        let err = parse(
+            std::io::Cursor::new(pointer.as_bytes()),
+            pointer.len() as u64,
+            Path::new("/w/gemma.sbs"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            SbsError::LfsPointer {
+                path: "/w/gemma.sbs".into(),
+                size: Some(536870912)
+            }
+        );
+        assert!(err.to_string().contains("git lfs pull"), "{err}");
     }
 }

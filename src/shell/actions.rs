@@ -139,7 +139,7 @@ impl Shell {
                 h.conversation,
                 h.message,
                 role_name(h.role),
-                h.snippet.replace('\n', " ")
+                ui::text::printable_line(&h.snippet.replace('\n', " "))
             );
         }
         Ok(())
@@ -187,7 +187,10 @@ impl Shell {
     fn system(&mut self, change: SystemChange) -> Result<()> {
         let text = match change {
             SystemChange::Show => {
-                println!("{}", self.thread.system().unwrap_or("(no system prompt)"));
+                println!(
+                    "{}",
+                    ui::text::printable_block(self.thread.system().unwrap_or("(no system prompt)"))
+                );
                 return Ok(());
             }
             SystemChange::Set(text) => Some(text),
@@ -243,7 +246,10 @@ impl Shell {
             println!("fallback:     {reason}");
         }
         println!("parameters:   {}", params_line(self.thread.params()));
-        println!("system:       {}", self.thread.system().unwrap_or("(none)"));
+        println!(
+            "system:       {}",
+            ui::text::printable_line(self.thread.system().unwrap_or("(none)"))
+        );
         println!(
             "conversation: {} ({} messages on this branch{})",
             self.thread
@@ -301,7 +307,7 @@ impl Shell {
                     ))
                 );
             }
-            None => print!("{text}"),
+            None => print!("{}", ui::text::printable_block(&text)),
         }
         Ok(())
     }
@@ -365,5 +371,7 @@ fn edit_in_editor(text: &str, editor: Option<&str>) -> Result<String> {
     if !status.success() {
         bail!("the editor {editor:?} exited with {status}: nothing sent");
     }
-    Ok(std::fs::read_to_string(file.path())?)
+    let bytes = std::fs::read(file.path())
+        .with_context(|| format!("cannot read back {}", file.path().display()))?;
+    crate::domain::utf8::decode(bytes, "the edited message").map_err(anyhow::Error::msg)
 }

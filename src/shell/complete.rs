@@ -1,6 +1,8 @@
 //! Tab completion for the shell: slash commands, model names after `/model`, parameter names
 //! after `/set`, formats after `/export`.
 
+use std::cell::RefCell;
+
 use rustyline::completion::{Completer, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
@@ -11,9 +13,30 @@ use super::command::{COMMANDS, PARAMETERS};
 
 pub(super) struct ShellHelper {
     pub models: Vec<String>,
+    /// The line being typed and the cursor's byte offset in it, as of the last key rustyline
+    /// took. rustyline reports a byte that is not UTF-8 only as "invalid data", so this is how
+    /// the shell can say where in the line it came.
+    typed: RefCell<(String, usize)>,
 }
 
 impl ShellHelper {
+    pub(super) fn new(models: Vec<String>) -> ShellHelper {
+        ShellHelper {
+            models,
+            typed: RefCell::default(),
+        }
+    }
+
+    /// Forgets the last line, before a new one is read.
+    pub(super) fn start_line(&self) {
+        *self.typed.borrow_mut() = (String::new(), 0);
+    }
+
+    /// The line typed so far and the cursor's byte offset.
+    pub(super) fn typed(&self) -> (String, usize) {
+        self.typed.borrow().clone()
+    }
+
     /// Candidates for the word ending at `pos`, and where that word starts.
     pub(super) fn candidates(&self, line: &str, pos: usize) -> (usize, Vec<String>) {
         let before = &line[..pos];
@@ -72,6 +95,13 @@ impl Completer for ShellHelper {
 
 impl Hinter for ShellHelper {
     type Hint = String;
+
+    /// Shows no hint; rustyline calls it after every change to the line, which is when the
+    /// line is recorded.
+    fn hint(&self, line: &str, pos: usize, _ctx: &Context<'_>) -> Option<String> {
+        *self.typed.borrow_mut() = (line.to_string(), pos);
+        None
+    }
 }
 impl Highlighter for ShellHelper {}
 impl Validator for ShellHelper {}
@@ -83,9 +113,7 @@ mod tests {
 
     #[test]
     fn completes_commands_models_and_parameters() {
-        let h = ShellHelper {
-            models: vec!["gemma3-270m".into(), "qwen2.5-coder-0.5b".into()],
-        };
+        let h = ShellHelper::new(vec!["gemma3-270m".into(), "qwen2.5-coder-0.5b".into()]);
         assert_eq!(
             h.candidates("/mo", 3),
             (0, vec!["/model".to_string(), "/models".to_string()])

@@ -146,9 +146,9 @@ impl Shell {
             .bracketed_paste(true)
             .build();
         let mut editor: Editor<ShellHelper, DefaultHistory> = Editor::with_config(config)?;
-        editor.set_helper(Some(ShellHelper {
-            models: actions::model_names(self.service.paths()),
-        }));
+        editor.set_helper(Some(ShellHelper::new(actions::model_names(
+            self.service.paths(),
+        ))));
         let state_dir = self.service.paths().state_dir.clone();
         let history_file = state_dir.join("chat_history");
         let _ = std::fs::create_dir_all(&state_dir);
@@ -164,8 +164,17 @@ impl Shell {
             ))
         );
         loop {
+            if let Some(h) = editor.helper() {
+                h.start_line();
+            }
             let line = match editor.readline(&self.style.prompt()) {
                 Ok(line) => line,
+                Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    let typed = editor.helper().map(ShellHelper::typed).unwrap_or_default();
+                    eprintln!("{}", self.style.error(&not_utf8(&typed.0, typed.1)));
+                    discard_typed_input();
+                    continue;
+                }
                 Err(ReadlineError::Interrupted) => {
                     println!(
                         "{}",
@@ -224,15 +233,17 @@ impl Shell {
             self.style.dim(&format!(
                 "conversation #{} — {} ({} messages on this branch)",
                 id,
-                title.as_deref().unwrap_or("untitled"),
+                ui::text::printable_line(title.as_deref().unwrap_or("untitled")),
                 self.thread.len()
             ))
         );
         if let Some(last) = self.thread.last_reply() {
             println!(
                 "{}",
-                self.style
-                    .dim(&format!("last reply: {}", ui::text::ellipsis(last, 200)))
+                self.style.dim(&format!(
+                    "last reply: {}",
+                    ui::text::printable_line(&ui::text::ellipsis(last, 200))
+                ))
             );
         }
         Ok(())
@@ -289,8 +300,14 @@ impl Shell {
                         "{}",
                         style.dim(&format!("(the conversation is longer than the context: the oldest {dropped} messages are no longer sent; the system prompt is kept)"))
                     ),
+                    Some(TurnEvent::Notice(notice)) => {
+                        spinner.suspend(|| println!("{}", style.dim(&format!("({notice})"))))
+                    }
                     Some(TurnEvent::Token(t)) => {
                         wrote = true;
+                        // The model's text may hold escape sequences; only line breaks and tabs
+                        // of it reach the terminal as such.
+                        let t = ui::text::printable_block(&t);
                         let _ = stdout.write_all(t.as_bytes());
                         let _ = stdout.flush();
                     }
@@ -306,6 +323,9 @@ impl Shell {
             }
         });
         let Some(end) = end else { return Ok(()) };
+        if let Some(note) = end.cut_by_context() {
+            println!("{}", style.dim(&format!("({note})")));
+        }
         match end.result {
             Ok(done) => {
                 if done.finish_reason == FinishReason::Cancelled {
@@ -329,6 +349,32 @@ impl Shell {
     }
 }
 
+/// The line for input that is not UTF-8: where it came (after `line[..pos]`, the text before
+/// the cursor) and what to do. The line is not sent.
+fn not_utf8(line: &str, pos: usize) -> String {
+    let before = line.get(..pos).unwrap_or(line);
+    let chars: Vec<char> = before.chars().collect();
+    let tail: String = chars[chars.len().saturating_sub(20)..].iter().collect();
+    let place = if before.is_empty() {
+        "at the start of the line".to_string()
+    } else {
+        format!("at byte {} of the line, after {tail:?},", before.len())
+    };
+    format!("input is not valid UTF-8: a byte {place} is not part of a UTF-8 character; the line was not sent: type it again, and check that the terminal uses UTF-8 (e.g. LANG=C.UTF-8)")
+}
+
+/// Drops what else was typed on the line that was not UTF-8 (still waiting in the terminal),
+/// so its rest is not taken for a new message.
+fn discard_typed_input() {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        // SAFETY: tcflush only discards the terminal's pending input on a descriptor we own.
+        unsafe {
+            libc::tcflush(libc::STDIN_FILENO, libc::TCIFLUSH);
+        }
+    }
+}
+
 /// Forgets Ctrl-Cs pressed while nothing was running, so they cannot cancel the next reply.
 async fn drain(interrupt: &mut tokio::signal::unix::Signal) {
     while let Ok(Some(())) = tokio::time::timeout(Duration::ZERO, interrupt.recv()).await {}
@@ -342,6 +388,9 @@ fn read_block(editor: &mut Editor<ShellHelper, DefaultHistory>, first: &str) -> 
     }
     let mut lines = vec![opening.to_string()];
     loop {
+        if let Some(h) = editor.helper() {
+            h.start_line();
+        }
         match editor.readline("... ") {
             Ok(line) => {
                 if let Some(last) = line.trim_end().strip_suffix("\"\"\"") {
@@ -351,7 +400,34 @@ fn read_block(editor: &mut Editor<ShellHelper, DefaultHistory>, first: &str) -> 
                 }
                 lines.push(line);
             }
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let (line, pos) = editor.helper().map(ShellHelper::typed).unwrap_or_default();
+                eprintln!("{} (the whole block was dropped)", not_utf8(&line, pos));
+                discard_typed_input();
+                return None;
+            }
             Err(_) => return None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_that_is_not_utf8_is_placed_in_the_line() {
+        let said = not_utf8("Caf", 3);
+        assert!(
+            said.contains("at byte 3 of the line, after \"Caf\""),
+            "{said}"
+        );
+        assert!(
+            said.contains("not sent") && said.contains("UTF-8"),
+            "{said}"
+        );
+        assert!(not_utf8("", 0).contains("at the start of the line"));
+        // The cursor may be inside the line: the byte came where the cursor was.
+        assert!(not_utf8("héllo", 3).contains("after \"hé\""));
     }
 }

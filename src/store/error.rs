@@ -14,7 +14,7 @@ use super::{ConversationId, MessageId};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The file could not be opened or created.
-    #[error("cannot open history database {}: {reason}: check that the folder exists and is writable", .path.display())]
+    #[error("cannot open history database {}: {reason}: check that the folder exists and is writable, or leave history off with --no-log", .path.display())]
     Open {
         /// The database file.
         path: PathBuf,
@@ -39,16 +39,23 @@ pub enum StoreError {
     },
 
     /// The disk holding it is full.
-    #[error("cannot write history database {}: the disk is full: free some space and try again", .path.display())]
+    #[error("cannot write history database {}: the disk is full: free some space, or leave history off with --no-log (reading history still works)", .path.display())]
     DiskFull {
         /// The database file.
         path: PathBuf,
     },
 
-    /// The file or its folder cannot be written.
-    #[error("history database {} is read-only: make it and its folder writable", .path.display())]
+    /// The file or its folder cannot be written (permissions, a read-only file system).
+    #[error("cannot write history database {}: it or its folder is read-only: make both writable, or leave history off with --no-log (reading history still works)", .path.display())]
     ReadOnly {
         /// The database file.
+        path: PathBuf,
+    },
+
+    /// The file was renamed or deleted while the database was open: writes would go nowhere.
+    #[error("history database {} was moved or deleted while gemmactl had it open: nothing more is saved to it; start gemmactl again to use a new one (or leave history off with --no-log)", .path.display())]
+    Moved {
+        /// The database file, where it was.
         path: PathBuf,
     },
 
@@ -87,6 +94,10 @@ pub enum StoreError {
     /// Only a reply that has not finished can be saved or finished.
     #[error("message {0} is not a reply in progress: only a reply started with start_reply can be finished")]
     NotAReply(MessageId),
+
+    /// Only a user message can be marked refused.
+    #[error("message {0} is not a user message: only what a user sent can be marked refused")]
+    NotAUserMessage(MessageId),
 
     /// A search with nothing to search for.
     #[error("cannot search for {query:?}: {reason}: use plain words")]
@@ -129,10 +140,31 @@ pub enum StoreError {
 
 impl StoreError {
     /// Translates a SQLite failure on the database at `path` into the sentence a user can act on.
+    ///
+    /// A full disk rarely reaches SQLite as "database or disk is full": writing the log or the
+    /// shared-memory file fails first, as a bare "disk I/O error" or "unable to open database
+    /// file". So an I/O or open failure on a file system with no room left is called what it
+    /// is, and so is one on a file system mounted read-only.
     pub(crate) fn from_sqlite(path: &Path, err: rusqlite::Error) -> StoreError {
-        let path = path.to_path_buf();
         let reason = err.to_string();
-        match err.sqlite_error_code() {
+        let code = err.sqlite_error_code();
+        let path = path.to_path_buf();
+        if matches!(
+            code,
+            Some(ErrorCode::SystemIoFailure | ErrorCode::CannotOpen | ErrorCode::DiskFull)
+        ) {
+            match space(&path) {
+                Some(Space::Full) => return StoreError::DiskFull { path },
+                Some(Space::ReadOnly) => return StoreError::ReadOnly { path },
+                _ => {}
+            }
+        }
+        if let rusqlite::Error::SqliteFailure(e, _) = &err {
+            if e.extended_code == rusqlite::ffi::SQLITE_READONLY_DBMOVED {
+                return StoreError::Moved { path };
+            }
+        }
+        match code {
             Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
                 StoreError::Corrupt { path, reason }
             }
@@ -146,5 +178,92 @@ impl StoreError {
             }
             _ => StoreError::Other { path, reason },
         }
+    }
+
+    /// Whether the failure is that the database cannot be written (a full disk, a read-only
+    /// file or folder, a file that cannot be opened for writing): reading may still work.
+    pub fn is_unwritable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::Open { .. }
+                | StoreError::Moved { .. }
+        )
+    }
+}
+
+/// What the file system holding a database says about writing to it.
+#[derive(Debug, PartialEq, Eq)]
+enum Space {
+    /// Less room left than SQLite needs for a page of log and its shared memory.
+    Full,
+    /// Mounted read-only.
+    ReadOnly,
+    Available,
+}
+
+/// Room below which a write failure is put down to a full disk.
+const NEARLY_FULL_BYTES: u64 = 256 * 1024;
+
+/// Asks the file system holding `path` (or its folder, before the file exists).
+fn space(path: &Path) -> Option<Space> {
+    use std::os::unix::ffi::OsStrExt;
+    let probe = if path.exists() { path } else { path.parent()? };
+    let c_path = std::ffi::CString::new(probe.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated path and `stat` is a buffer of the right type that
+    // statvfs(3) fills in completely when it returns 0, which is checked before it is read.
+    let stat = unsafe {
+        if libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    if stat.f_flag & libc::ST_RDONLY != 0 {
+        return Some(Space::ReadOnly);
+    }
+    let free = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
+    Some(if free < NEARLY_FULL_BYTES {
+        Space::Full
+    } else {
+        Space::Available
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ordinary_folder_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            space(&dir.path().join("history.db")),
+            Some(Space::Available)
+        );
+        assert_eq!(space(Path::new("/nonexistent/folder/history.db")), None);
+    }
+
+    #[test]
+    fn every_unwritable_kind_says_how_to_go_on() {
+        for e in [
+            StoreError::DiskFull {
+                path: "/x/history.db".into(),
+            },
+            StoreError::ReadOnly {
+                path: "/x/history.db".into(),
+            },
+        ] {
+            let text = e.to_string();
+            assert!(e.is_unwritable());
+            assert!(
+                text.contains("/x/history.db") && text.contains("--no-log"),
+                "{text}"
+            );
+        }
+        assert!(StoreError::DiskFull { path: "/x".into() }
+            .to_string()
+            .contains("disk is full"));
     }
 }

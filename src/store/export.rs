@@ -9,7 +9,10 @@
 //! conversations.
 //!
 //! Markdown shows the whole tree in reading order; where it branches, each branch is announced
-//! with the message it continues from.
+//! with the message it continues from. No stored text can change the document's structure:
+//! message texts, the system prompt and errors are fenced code blocks whose fence is longer than
+//! any run of backticks inside them (so nothing in them can close it, and inside a code block
+//! nothing else is syntax), and titles and model names are escaped onto one line.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -22,7 +25,7 @@ use super::tree::{depth_first, Branch};
 use super::{
     fail, Conversation, ConversationId, MessageId, Result, Store, StoreError, StoredMessage,
 };
-use crate::domain::{FinishReason, Role};
+use crate::domain::{utf8, FinishReason, Role};
 
 /// Version of the JSONL layout, written on every conversation line.
 const FORMAT_VERSION: u32 = 1;
@@ -47,9 +50,13 @@ pub struct ImportSummary {
     pub messages: usize,
 }
 
-/// The facts shown next to a message: model, finish reason, tokens, speed.
+/// The facts shown next to a message: model, finish reason, tokens, speed; for a user message
+/// the model refused, that it was.
 pub fn message_facts(m: &StoredMessage) -> Vec<String> {
     let mut facts = Vec::new();
+    if m.refused {
+        facts.push("refused: longer than the context, not sent again".to_string());
+    }
     if m.role == Role::Assistant {
         if let Some(model) = &m.model {
             facts.push(model.clone());
@@ -102,26 +109,25 @@ impl Store {
         let c = self.conversation(id)?;
         let messages = self.messages(id)?;
         let mut out = String::new();
-        let title = c
-            .title
-            .clone()
-            .unwrap_or_else(|| format!("Conversation {}", c.id));
+        let title = match &c.title {
+            Some(title) => inline(title),
+            None => format!("Conversation {}", c.id),
+        };
         let _ = writeln!(out, "# {title}\n");
         let _ = write!(
             out,
             "Conversation {} · created {} · updated {}",
-            c.id, c.created_at, c.updated_at
+            c.id,
+            inline(&c.created_at),
+            inline(&c.updated_at)
         );
         if let Some(model) = &c.model {
-            let _ = write!(out, " · last model {model}");
+            let _ = write!(out, " · last model {}", inline(model));
         }
         out.push_str("\n\n");
         if let Some(system) = &c.system {
             out.push_str("**System prompt:**\n\n");
-            for line in system.lines() {
-                let _ = writeln!(out, "> {line}");
-            }
-            out.push('\n');
+            code_block(&mut out, system);
         }
         for visit in depth_first(&messages) {
             let m = visit.message;
@@ -133,17 +139,18 @@ impl Store {
                 Role::Assistant => "Model",
                 Role::System => "System",
             };
-            let mut heading = format!("### {who} · #{} · {}", m.id, m.created_at);
+            let mut heading = format!("### {who} · #{} · {}", m.id, inline(&m.created_at));
             for fact in message_facts(m) {
                 heading.push_str(" · ");
-                heading.push_str(&fact);
+                heading.push_str(&inline(&fact));
             }
             let _ = writeln!(out, "{heading}\n");
             if !m.content.is_empty() {
-                let _ = writeln!(out, "{}\n", m.content.trim_end());
+                code_block(&mut out, &m.content);
             }
             if let Some(error) = &m.error {
-                let _ = writeln!(out, "> error: {error}\n");
+                out.push_str("**Error:**\n\n");
+                code_block(&mut out, error);
             }
         }
         Ok(out)
@@ -171,11 +178,14 @@ impl Store {
                 messages: 0,
             },
         };
-        for (index, line) in input.lines().enumerate() {
+        for (index, line) in input.split(b'\n').enumerate() {
             let line = line.map_err(|e| StoreError::ImportRead {
                 source_name: source_name.to_string(),
                 reason: e.to_string(),
             })?;
+            // Bytes first, so a line that is not UTF-8 is named with where it goes wrong.
+            let line =
+                utf8::decode(line, "it").map_err(|reason| importer.bad(index + 1, reason))?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -194,6 +204,60 @@ impl Store {
         tx.commit().map_err(fail(path))?;
         Ok(summary)
     }
+}
+
+/// Appends `text` as a fenced code block and a blank line. The fence is a run of backticks one
+/// longer than the longest run inside the text (at least three): only a line holding at least as
+/// many backticks could close it, so the text cannot end the block early, and inside the block
+/// no heading, list, HTML or fence of the text is syntax.
+fn code_block(out: &mut String, text: &str) {
+    let fence = "`".repeat(longest_backtick_run(text).max(2) + 1);
+    out.push_str(&fence);
+    out.push('\n');
+    out.push_str(text);
+    if !text.ends_with(['\n', '\r']) {
+        out.push('\n');
+    }
+    out.push_str(&fence);
+    out.push_str("\n\n");
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+/// `text` made safe inside one line of Markdown (a heading, a paragraph): line breaks and other
+/// control characters become spaces, and every character with an inline meaning is escaped with
+/// a backslash, so the text reads as written and starts or ends nothing.
+fn inline(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push(' ');
+            continue;
+        }
+        if matches!(
+            c,
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '&'
+                | '!'
+                | '~'
+                | '|'
+                | '#'
+                | '{'
+                | '}'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn push_json(out: &mut String, line: &Line) {
@@ -296,8 +360,8 @@ impl Importer<'_> {
                 "INSERT INTO messages (conversation_id, parent_id, role, content, model, engine, backend, parameters,
                      prompt_tokens, cached_tokens, completion_tokens,
                      queue_ms, ttft_ms, prefill_tokens_per_s, decode_tokens_per_s, total_ms,
-                     finish_reason, error, created_at, completed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                     finish_reason, error, created_at, completed_at, refused)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
                 params![
                     current.id.0,
                     parent.map(|p| p.0),
@@ -319,6 +383,7 @@ impl Importer<'_> {
                     m.error,
                     created,
                     completed,
+                    m.refused && m.role == Role::User,
                 ],
             )
             .map_err(fail(self.path))?;
@@ -470,6 +535,24 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_is_not_utf8_is_named_with_its_offset() {
+        let (_dir, mut store) = temp_store();
+        let (c, _) = turn(&mut store, None, "hello", "hi");
+        let mut bytes = store.export_jsonl(c).unwrap().into_bytes();
+        bytes.extend_from_slice(b"{\"type\":\"message\",\"content\":\"Caf\xE9\"}\n");
+        let err = store
+            .import_jsonl(&bytes[..], "latin1.jsonl")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4 of latin1.jsonl"), "{err}");
+        assert!(
+            err.contains("not valid UTF-8") && err.contains("0xE9"),
+            "{err}"
+        );
+        assert_eq!(store.list_conversations(10, None).unwrap().len(), 1);
+    }
+
+    #[test]
     fn import_keeps_timestamps_in_utc() {
         let (_dir, mut store) = temp_store();
         let input = "{\"type\":\"conversation\",\"format_version\":1,\"id\":7,\"title\":\"t\",\"created_at\":\"2025-03-01T10:00:00+02:00\",\"updated_at\":\"2025-03-01T10:00:00Z\"}\n\
@@ -512,7 +595,7 @@ mod tests {
             .unwrap();
         let md = store.export_markdown(c).unwrap();
         assert!(md.starts_with("# What is Rust?\n"), "{md}");
-        assert!(md.contains("> Answer briefly."), "{md}");
+        assert!(md.contains("```\nAnswer briefly.\n```"), "{md}");
         assert!(
             md.contains(&format!("*branch 1 of 2 after #{reply}*")),
             "{md}"
@@ -531,5 +614,180 @@ mod tests {
             md.find("One.").unwrap() < md.find("Branch two").unwrap(),
             "{md}"
         );
+    }
+
+    /// What a CommonMark parser sees at the top level of a document: each block's kind, with
+    /// the text of headings and code blocks.
+    #[derive(Debug, PartialEq)]
+    enum Block {
+        Heading(u8, String),
+        Code(String),
+        Paragraph,
+        Rule,
+        Other(String),
+    }
+
+    fn top_level_blocks(md: &str, options: pulldown_cmark::Options) -> Vec<Block> {
+        use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+        let mut blocks = Vec::new();
+        let mut depth = 0usize;
+        let mut text = String::new();
+        for event in Parser::new_ext(md, options) {
+            match event {
+                Event::Start(tag) => {
+                    if depth == 0 {
+                        text.clear();
+                        match &tag {
+                            Tag::Heading { .. } | Tag::CodeBlock(_) | Tag::Paragraph => {}
+                            other => blocks.push(Block::Other(format!("{other:?}"))),
+                        }
+                    }
+                    depth += 1;
+                }
+                Event::End(end) => {
+                    depth -= 1;
+                    if depth == 0 {
+                        match end {
+                            TagEnd::Heading(level) => {
+                                blocks.push(Block::Heading(level as u8, text.clone()))
+                            }
+                            TagEnd::CodeBlock => blocks.push(Block::Code(text.clone())),
+                            TagEnd::Paragraph => blocks.push(Block::Paragraph),
+                            _ => {}
+                        }
+                    }
+                }
+                Event::Text(t) | Event::Code(t) => text.push_str(&t),
+                Event::Rule if depth == 0 => blocks.push(Block::Rule),
+                Event::Html(h) | Event::InlineHtml(h) if depth == 0 => {
+                    blocks.push(Block::Other(format!("html {h:?}")))
+                }
+                _ => {}
+            }
+        }
+        blocks
+    }
+
+    /// A text as a code block holds it: ending in a line break.
+    fn as_parsed(text: &str) -> String {
+        let mut t = text.to_string();
+        if !t.ends_with('\n') {
+            t.push('\n');
+        }
+        t
+    }
+
+    #[test]
+    fn no_stored_text_can_change_the_markdown_structure() {
+        let hostile = [
+            "```\nan unclosed fence swallowing what follows",
+            "~~~\nan unclosed tilde fence",
+            "`````````` ten backticks, then ``` three",
+            "### You · #1 · a fake turn header\n# and a title",
+            "Some text\n===\nthat a setext underline would make a heading\n---",
+            "---\n***\n- a list\n1. a numbered item\n[^1]: a footnote",
+            "<!-- an unclosed HTML comment",
+            "<details>\n<summary>an unclosed details block",
+            "<script>alert(1)</script>",
+            "> a quote\n>> a deeper one",
+            "[ref]: https://example.com/\n[ref] and ![img](x.png)",
+            "    indented code\n\ta tab",
+            "one\rtwo after a lone CR\r```\r### You",
+            "| a | b |\n|---|---|\n| c | d |",
+            "nul \0 and \u{1b}[31m escape, trailing backslash \\",
+        ];
+        let (_dir, mut store) = temp_store();
+        let c = store
+            .create_conversation(
+                Some("```\n# a system prompt with an unclosed fence\r<!--"),
+                &crate::domain::Origin::new(crate::domain::Source::Chat),
+            )
+            .unwrap();
+        let mut parent = None;
+        let mut contents = Vec::new();
+        for (i, text) in hostile.iter().enumerate() {
+            let id = if i % 2 == 0 {
+                store
+                    .add_user_message(c, parent, text, "m`*#{x}\n", &Default::default())
+                    .unwrap()
+            } else {
+                let reply = store
+                    .start_reply(parent.unwrap(), "m", &Default::default())
+                    .unwrap();
+                store
+                    .finish_reply(
+                        reply,
+                        &crate::store::ReplyEnd {
+                            text: text.to_string(),
+                            finish_reason: FinishReason::Error,
+                            usage: None,
+                            timings: None,
+                            engine: None,
+                            backend: None,
+                            error: Some("engine said:\n```\n### Model".into()),
+                        },
+                    )
+                    .unwrap();
+                reply
+            };
+            contents.push(text.to_string());
+            parent = Some(id);
+        }
+        store
+            .set_title(c, "```\n# not the title <!-- *x* [a](b) #")
+            .unwrap();
+        let md = store.export_markdown(c).unwrap();
+
+        let mut expected_code = vec![as_parsed(
+            "```\n# a system prompt with an unclosed fence\r<!--",
+        )];
+        for (i, text) in contents.iter().enumerate() {
+            expected_code.push(as_parsed(text));
+            if i % 2 == 1 {
+                expected_code.push(as_parsed("engine said:\n```\n### Model"));
+            }
+        }
+        use pulldown_cmark::Options;
+        let gfm = Options::ENABLE_TABLES
+            | Options::ENABLE_STRIKETHROUGH
+            | Options::ENABLE_TASKLISTS
+            | Options::ENABLE_FOOTNOTES
+            | Options::ENABLE_HEADING_ATTRIBUTES;
+        for options in [Options::empty(), gfm] {
+            let blocks = top_level_blocks(&md, options);
+            let others: Vec<&Block> = blocks
+                .iter()
+                .filter(|b| matches!(b, Block::Other(_)))
+                .collect();
+            assert!(others.is_empty(), "unexpected blocks {others:?} in\n{md}");
+            let headings: Vec<&Block> = blocks
+                .iter()
+                .filter(|b| matches!(b, Block::Heading(..)))
+                .collect();
+            assert_eq!(
+                headings[0],
+                &Block::Heading(1, "``` # not the title <!-- *x* [a](b) #".into()),
+                "{md}"
+            );
+            assert_eq!(
+                headings.len(),
+                1 + hostile.len(),
+                "one heading per message:\n{md}"
+            );
+            assert!(headings[1..]
+                .iter()
+                .all(|h| matches!(h, Block::Heading(3, t) if t.contains(" · #"))));
+            let code: Vec<String> = blocks
+                .iter()
+                .filter_map(|b| match b {
+                    Block::Code(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                code, expected_code,
+                "every text is one code block, verbatim:\n{md}"
+            );
+        }
     }
 }

@@ -18,6 +18,7 @@
 mod error;
 pub mod export;
 mod migrations;
+mod reading;
 pub mod search;
 pub mod tree;
 
@@ -153,6 +154,10 @@ pub struct StoredMessage {
     pub created_at: String,
     /// When a reply was finished, in the same form; `None` on user messages and unfinished replies.
     pub completed_at: Option<String>,
+    /// A user message the model refused as longer than the whole context: kept, shown, and
+    /// never sent to a model again (schema version 3).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 impl StoredMessage {
@@ -167,6 +172,12 @@ impl StoredMessage {
     /// A reply that never got a finish reason: in progress, or its writer died.
     pub fn is_unfinished(&self) -> bool {
         self.role == Role::Assistant && self.finish_reason.is_none()
+    }
+
+    /// Whether a model is sent this message as part of its conversation: not a reply with no
+    /// text (stopped before its first token, failed, unfinished), not a refused message.
+    pub fn is_context(&self) -> bool {
+        !(self.refused || (self.role == Role::Assistant && self.content.is_empty()))
     }
 }
 
@@ -591,7 +602,8 @@ impl Store {
 
     /// What to send an engine to continue after `message`: the system prompt, then the branch
     /// up to `message`. Replies with no text (failed before their first token, or still
-    /// unfinished) are left out, since they carry nothing for the model to read.
+    /// unfinished) are left out, since they carry nothing for the model to read, and so are
+    /// refused messages (see [`StoredMessage::is_context`]).
     pub fn replay(&self, message: MessageId) -> Result<Vec<Message>> {
         let path = self.path_to(message)?;
         let system = match path.first() {
@@ -607,10 +619,27 @@ impl Store {
             .collect();
         out.extend(
             path.iter()
-                .filter(|m| !(m.role == Role::Assistant && m.content.is_empty()))
+                .filter(|m| m.is_context())
                 .map(StoredMessage::message),
         );
         Ok(out)
+    }
+
+    /// Marks a user message as refused by the model for being longer than the context (or,
+    /// with `false`, clears the mark once it has been answered after all).
+    pub fn set_refused(&mut self, message: MessageId, refused: bool) -> Result<()> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE messages SET refused = ?2 WHERE id = ?1 AND role = 'user'",
+                params![message.0, refused],
+            )
+            .map_err(fail(&self.path))?;
+        if changed == 0 {
+            self.message(message)?;
+            return Err(StoreError::NotAUserMessage(message));
+        }
+        Ok(())
     }
 
     fn query_messages(&self, sql: &str, arg: i64) -> Result<Vec<StoredMessage>> {
@@ -720,7 +749,7 @@ const MESSAGE_COLUMNS: &str =
     "id, conversation_id, parent_id, role, content, model, engine, backend, parameters,
     prompt_tokens, cached_tokens, completion_tokens,
     queue_ms, ttft_ms, prefill_tokens_per_s, decode_tokens_per_s, total_ms,
-    finish_reason, error, created_at, completed_at";
+    finish_reason, error, created_at, completed_at, refused";
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
     let role: String = row.get(3)?;
@@ -770,6 +799,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         error: row.get(18)?,
         created_at: row.get(19)?,
         completed_at: row.get(20)?,
+        refused: row.get(21)?,
     })
 }
 

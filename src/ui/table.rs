@@ -5,12 +5,14 @@ use std::io::IsTerminal;
 
 use comfy_table::{presets, CellAlignment, ColumnConstraint, ContentArrangement, Table, Width};
 
-use super::text::{duration, short_time};
+use super::text::{duration, printable_line, short_time};
 use crate::models::{human_bytes, Listed};
 use crate::store::ConversationSummary;
 use crate::supervisor::status::{rss_bytes, ProcessStatus};
 
-/// Renders `rows` under `header`. Columns listed in `right` are right-aligned.
+/// Renders `rows` under `header`. Columns listed in `right` are right-aligned. Cells often hold
+/// stored text (titles, model names, paths), so control characters in them are shown, never
+/// sent to the terminal ([`printable_line`]).
 pub fn render(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
@@ -19,9 +21,9 @@ pub fn render(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String 
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_width(width);
     }
-    table.set_header(header.iter().copied());
+    table.set_header(header.iter().map(|h| printable_line(h)));
     for row in rows {
-        table.add_row(row.iter().map(String::as_str));
+        table.add_row(row.iter().map(|cell| printable_line(cell)));
     }
     let last = header.len().saturating_sub(1);
     for (i, column) in table.column_iter_mut().enumerate() {
@@ -178,5 +180,16 @@ mod tests {
         assert_eq!(lines[0], "NAME    KIND");
         assert_eq!(lines[1], "g       base");
         assert_eq!(lines[2], "longer  instruct");
+    }
+
+    #[test]
+    fn stored_text_in_a_cell_cannot_reach_the_terminal_raw() {
+        let out = render(
+            &["ID", "TITLE"],
+            &[vec!["1".into(), "\u{1b}[2Jgone\u{7}\u{c}".into()]],
+            &[],
+        );
+        assert!(!out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{c}'));
+        assert!(out.contains("␛[2Jgone␇␌"), "{out}");
     }
 }

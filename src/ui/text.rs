@@ -9,6 +9,50 @@ pub fn ellipsis(text: &str, max: usize) -> String {
     }
 }
 
+/// `text` made safe to print on one line of a terminal (a table cell, a title, a snippet): no
+/// character in it can move the cursor, clear the screen, ring the bell, change colours or
+/// reorder the line. C0 controls and DEL are shown as their Unicode control pictures (`␛`, `␇`,
+/// `␌`, `␊`…), a tab as a space, C1 controls and bidirectional overrides as `\u{…}`.
+pub fn printable_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(' '),
+            c => push_printable(&mut out, c),
+        }
+    }
+    out
+}
+
+/// `text` made safe to print as lines on a terminal (a reply, a message, a system prompt): like
+/// [`printable_line`], but line breaks and tabs are kept (`\r\n` becomes `\n`).
+pub fn printable_block(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' if chars.peek() == Some(&'\n') => {}
+            c => push_printable(&mut out, c),
+        }
+    }
+    out
+}
+
+fn push_printable(out: &mut String, c: char) {
+    match c as u32 {
+        // C0 controls: their control pictures, U+2400 to U+241F.
+        code @ 0x00..=0x1F => out.push(char::from_u32(0x2400 + code).unwrap_or('\u{fffd}')),
+        0x7F => out.push('\u{2421}'),
+        // C1 controls (0x9B is CSI to some terminals) and bidirectional embeddings, overrides
+        // and isolates (they make a line display in another order than it reads).
+        code @ (0x80..=0x9F | 0x202A..=0x202E | 0x2066..=0x2069) => {
+            out.push_str(&format!("\\u{{{code:x}}}"))
+        }
+        _ => out.push(c),
+    }
+}
+
 /// A stored timestamp (`2025-03-01T10:00:01.123Z`) as `2025-03-01 10:00:01`.
 pub fn short_time(ts: &str) -> String {
     match ts.get(..19) {
@@ -38,6 +82,24 @@ mod tests {
         );
         assert_eq!(short_time("garbage"), "garbage");
         assert_eq!(short_time("2025-01-31T12:34:56"), "2025-01-31T12:34:56");
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        let title =
+            "\u{1b}[2J\u{1b}]0;pwned\u{7}bell\u{c}feed\rback\u{7f}\u{9b}31m\u{202e}txt\tend";
+        let line = printable_line(title);
+        assert_eq!(
+            line,
+            "␛[2J␛]0;pwned␇bell␌feed␍back␡\\u{9b}31m\\u{202e}txt end"
+        );
+        assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
+        assert_eq!(printable_line("two\nlines"), "two␊lines");
+        assert_eq!(
+            printable_block("a reply\r\n\twith a tab\n\u{1b}[31mred"),
+            "a reply\n\twith a tab\n␛[31mred"
+        );
+        assert_eq!(printable_block("日本語 é 🎉"), "日本語 é 🎉");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The engine protocol, version 1: the JSON lines gemma-engine reads on stdin and writes on stdout.
+//! The engine protocol, version 2: the JSON lines gemma-engine reads on stdin and writes on stdout.
 //!
 //! This crate is the single definition of the wire format: gemma-engine writes it and gemmactl's
 //! engine adapter reads it, so the two sides cannot drift apart. gemmactl maps these types onto
@@ -8,7 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change would break an existing reader or writer.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2 added the finish reason `context`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// One line on the engine's stdin.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -246,8 +247,10 @@ pub struct Device {
 pub enum FinishReason {
     /// The model ended its turn (end-of-sequence token) or a stop string was met.
     Stop,
-    /// `max_tokens` reached, or the context is full.
+    /// `max_tokens` reached.
     Length,
+    /// The context is full: no room for another token (the reply is cut, not finished).
+    Context,
     /// A `cancel` command (or `shutdown`) stopped it.
     Cancelled,
     /// Used by gemmactl for replies cut short by a failure; the engine itself sends `error`.

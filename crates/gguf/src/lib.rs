@@ -81,6 +81,14 @@ pub enum GgufError {
         /// The file is a gemma.cpp `.sbs` weights file.
         sbs: bool,
     },
+    /// The file is a Git LFS pointer: the small text file Git LFS leaves where a large file
+    /// was not downloaded. `size` is the real file's size, as the pointer says.
+    LfsPointer {
+        /// The pointer file.
+        path: PathBuf,
+        /// The size of the model it stands for, when it says.
+        size: Option<u64>,
+    },
     /// The GGUF version is not 2 or 3 (a byte-swapped 2 or 3 means a big-endian file).
     UnsupportedVersion {
         /// The model file.
@@ -116,6 +124,7 @@ impl GgufError {
             GgufError::Io { path, .. }
             | GgufError::Missing { path }
             | GgufError::NotGguf { path, .. }
+            | GgufError::LfsPointer { path, .. }
             | GgufError::UnsupportedVersion { path, .. }
             | GgufError::Truncated { path, .. }
             | GgufError::Malformed { path, .. } => path,
@@ -151,6 +160,14 @@ impl fmt::Display for GgufError {
                 "{} is not a GGUF model file (it does not start with the bytes \"GGUF\"): point \
                  at a .gguf file, e.g. one fetched with `gemmactl models pull`",
                 path.display()
+            ),
+            GgufError::LfsPointer { path, size } => write!(
+                f,
+                "{} is a Git LFS pointer, not the model: {}; run `git lfs pull` in the \
+                 repository it came from, or download the model file itself (e.g. `gemmactl \
+                 models pull`)",
+                path.display(),
+                lfs_what(*size)
             ),
             GgufError::UnsupportedVersion { path, version } => {
                 let swapped = version.swap_bytes();
@@ -214,6 +231,38 @@ impl fmt::Display for GgufError {
 }
 
 impl std::error::Error for GgufError {}
+
+/// What a Git LFS pointer stands for, for an error sentence.
+pub fn lfs_what(size: Option<u64>) -> String {
+    match size {
+        Some(size) => format!("the real {size}-byte file was never downloaded"),
+        None => "the real file was never downloaded".into(),
+    }
+}
+
+/// Longest Git LFS pointer looked for: real ones are about 130 bytes, the spec caps them at 1024.
+pub const LFS_POINTER_MAX_BYTES: u64 = 1024;
+
+/// If `head` (a whole file of at most [`LFS_POINTER_MAX_BYTES`]) is a Git LFS pointer, the size
+/// of the file it stands for, when it says. A pointer is three or more `key value` lines: first
+/// `version https://…`, then among others `oid sha256:…` and `size N`.
+pub fn lfs_pointer(head: &[u8]) -> Option<Option<u64>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.lines();
+    if !lines.next()?.starts_with("version https://") {
+        return None;
+    }
+    let mut oid = false;
+    let mut size = None;
+    for line in lines {
+        if line.starts_with("oid sha256:") {
+            oid = true;
+        } else if let Some(n) = line.strip_prefix("size ") {
+            size = n.trim().parse().ok();
+        }
+    }
+    oid.then_some(size)
+}
 
 impl GgufInfo {
     /// Facts of a `file_size`-byte file of which nothing else is known yet.
@@ -574,6 +623,17 @@ impl<R: Read + Seek> Reader<'_, R> {
             });
         }
         let magic: [u8; 4] = self.array()?;
+        if &magic == b"vers" && self.size <= LFS_POINTER_MAX_BYTES {
+            let mut rest = vec![0u8; self.size as usize - 4];
+            self.fill(&mut rest)?;
+            let head = [&magic[..], &rest].concat();
+            if let Some(size) = lfs_pointer(&head) {
+                return Err(GgufError::LfsPointer {
+                    path: self.path.to_path_buf(),
+                    size,
+                });
+            }
+        }
         if &magic != MAGIC {
             return Err(GgufError::NotGguf {
                 path: self.path.to_path_buf(),
@@ -1265,6 +1325,45 @@ mod tests {
             }
             let _ = parse_bytes(&bytes);
         }
+    }
+
+    #[test]
+    fn a_git_lfs_pointer_is_named_with_the_fix() {
+        let pointer = b"version https://git-lfs.example/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 253113024\n";
+        let err = parse(
+            io::Cursor::new(&pointer[..]),
+            pointer.len() as u64,
+            Path::new("/m/g.gguf"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            GgufError::LfsPointer {
+                path: "/m/g.gguf".into(),
+                size: Some(253113024)
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("/m/g.gguf")
+                && text.contains("git lfs pull")
+                && text.contains("253113024"),
+            "{text}"
+        );
+        // Text that only starts like one is not a pointer.
+        assert_eq!(lfs_pointer(b"version 2 of my notes\n"), None);
+        assert_eq!(lfs_pointer(b"version https://x/spec/v1\nno oid\n"), None);
+        assert_eq!(
+            lfs_pointer(b"version https://x/spec/v1\noid sha256:ab\n"),
+            Some(None)
+        );
+        let err = parse(
+            io::Cursor::new(&b"version 2 of my notes\n"[..]),
+            22,
+            Path::new("n"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, GgufError::NotGguf { .. }), "{err:?}");
     }
 
     #[test]
