@@ -28,24 +28,22 @@ impl Chat {
     }
 
     fn start_with_env(home: &common::Home, args: &[&str], env: &[(&str, &str)]) -> Chat {
-        let mut cmd = Command::new(common::gemmactl_bin());
-        cmd.arg("chat").args(args);
-        Chat::spawn(home, cmd, env)
+        Chat::spawn(home, args, env, "")
     }
 
-    /// A shell in a terminal `cols` wide from its first line on (set before gemmactl starts).
+    /// A shell in a terminal `cols` wide from its first line on.
     fn start_in_width(home: &common::Home, cols: u16, args: &[&str]) -> Chat {
+        Chat::spawn(home, args, &[], &format!("cols {cols} rows 60"))
+    }
+
+    /// `gemmactl chat ARGS` in a pty set up as a terminal is (the pty library turns echo off;
+    /// a terminal has it on), with `stty` settings applied before gemmactl starts.
+    fn spawn(home: &common::Home, args: &[&str], env: &[(&str, &str)], stty: &str) -> Chat {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg(format!(
-                "stty cols {cols} rows 60 && exec \"$0\" chat \"$@\""
-            ))
+            .arg(format!("stty echo {stty} && exec \"$0\" chat \"$@\""))
             .arg(common::gemmactl_bin())
             .args(args);
-        Chat::spawn(home, cmd, &[])
-    }
-
-    fn spawn(home: &common::Home, mut cmd: Command, env: &[(&str, &str)]) -> Chat {
         cmd.env("GEMMACTL_HOME", home.path())
             .env("NO_COLOR", "1")
             .env("TERM", "xterm")
@@ -617,7 +615,13 @@ fn keys_typed_during_a_reply_are_not_shown_in_it_and_wait_for_the_next_prompt() 
     chat.session
         .send("/set max_tokens 2\rqueued zqxv\rpartial zqxv")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The reply streams on for a while (it rambles for thousands of tokens): the keys must not
+    // show up in it. (Read now: Ctrl-C could discard echoed text not yet read.)
+    chat.session
+        .set_expect_timeout(Some(Duration::from_secs(3)));
+    let echoed = chat.session.expect("zqxv");
+    chat.session.set_expect_timeout(Some(WAIT));
+    assert!(echoed.is_err(), "typed keys were echoed into the reply");
     // Ctrl-C stops the reply and keeps what was typed ahead.
     chat.session.send([3u8]).unwrap();
     let during = chat.expect("reply stopped");

@@ -218,6 +218,10 @@ impl Shell {
                     continue;
                 }
                 Err(ReadlineError::Eof) => break,
+                // The terminal is gone (hung up): leave as at Ctrl-D; the hangup's own handler
+                // may be ending the process meanwhile.
+                Err(ReadlineError::Errno(nix::errno::Errno::EIO)) => break,
+                Err(ReadlineError::Io(e)) if e.raw_os_error() == Some(libc::EIO) => break,
                 Err(e) => return Err(e.into()),
             };
             let input = match input::classify(&line, paste.began_with_paste()) {
