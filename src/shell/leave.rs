@@ -6,6 +6,7 @@
 //! prompt or during a command, a watcher task puts the terminal back, stops the engines and exits.
 //! Either way the exit status is 128 + the signal's number, as if the signal had ended it.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -74,9 +75,18 @@ pub(super) fn watch_idle(
             if let Some(mode) = &original_mode {
                 terminal::reset(mode);
             }
+            // Off the prompt's line, for whatever the terminal shows next.
+            println_quietly();
             service.shutdown().await;
             std::process::exit(128 + sig);
         }
     });
     Ok(())
+}
+
+/// A line break on stdout, ignoring a terminal that is gone.
+fn println_quietly() {
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
 }
