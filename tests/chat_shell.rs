@@ -18,6 +18,8 @@ const PROMPT: &str = ">>> ";
 
 struct Chat {
     session: Session,
+    /// What the shell printed before its first prompt.
+    banner: String,
 }
 
 impl Chat {
@@ -26,17 +28,36 @@ impl Chat {
     }
 
     fn start_with_env(home: &common::Home, args: &[&str], env: &[(&str, &str)]) -> Chat {
-        let mut cmd = Command::new(common::gemmactl_bin());
-        cmd.envs(env.iter().copied());
-        cmd.arg("chat").args(args);
+        Chat::spawn(home, args, env, "")
+    }
+
+    /// A shell in a terminal `cols` wide from its first line on.
+    fn start_in_width(home: &common::Home, cols: u16, args: &[&str]) -> Chat {
+        Chat::spawn(home, args, &[], &format!("cols {cols} rows 60"))
+    }
+
+    /// `gemmactl chat ARGS` in a pty set up as a terminal is (the pty library turns echo off;
+    /// a terminal has it on), with `stty` settings applied before gemmactl starts.
+    fn spawn(home: &common::Home, args: &[&str], env: &[(&str, &str)], stty: &str) -> Chat {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("stty echo {stty} && exec \"$0\" chat \"$@\""))
+            .arg(common::gemmactl_bin())
+            .args(args);
         cmd.env("GEMMACTL_HOME", home.path())
             .env("NO_COLOR", "1")
             .env("TERM", "xterm")
-            .env_remove("GEMMACTL_MODEL");
+            .env_remove("GEMMACTL_MODEL")
+            .env_remove("VISUAL")
+            .env_remove("EDITOR");
+        cmd.envs(env.iter().copied());
         let mut session = Session::spawn(cmd).expect("spawn gemmactl chat in a pty");
         session.set_expect_timeout(Some(WAIT));
-        let mut chat = Chat { session };
-        chat.expect(PROMPT);
+        let mut chat = Chat {
+            session,
+            banner: String::new(),
+        };
+        chat.banner = chat.expect(PROMPT);
         chat
     }
 
@@ -47,8 +68,31 @@ impl Chat {
         }
     }
 
+    /// Like [`Chat::expect`], but returns the matched text too.
+    fn expect_all(&mut self, needle: impl expectrl::Needle) -> String {
+        match self.session.expect(needle) {
+            Ok(found) => String::from_utf8_lossy(found.as_bytes()).into_owned(),
+            Err(e) => panic!("did not see what was expected: {e}"),
+        }
+    }
+
     fn line(&mut self, text: &str) {
         self.session.send_line(text).unwrap();
+    }
+
+    /// Sends `text` as a terminal sends a paste when the program asked for bracketed paste.
+    fn paste(&mut self, text: &str) {
+        self.session
+            .send(format!("\x1b[200~{text}\x1b[201~"))
+            .unwrap();
+    }
+
+    /// Waits for the stats line of a reply (any length, any finish) and the next prompt; returns
+    /// what was shown.
+    fn reply(&mut self) -> String {
+        let shown = self.expect("finish ");
+        self.expect(PROMPT);
+        shown
     }
 
     /// Sends a message and waits for its stats line and the next prompt; returns what was shown.
@@ -57,6 +101,12 @@ impl Chat {
         let shown = self.expect("tok/s");
         self.expect(PROMPT);
         shown
+    }
+
+    /// Sends a message and waits for its reply (see [`Chat::reply`]).
+    fn reply_to(&mut self, text: &str) -> String {
+        self.line(text);
+        self.reply()
     }
 
     fn quit(mut self) {
@@ -108,6 +158,76 @@ fn long_reply_under_way(home: &common::Home) -> Chat {
         .expect(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"))
         .unwrap();
     chat
+}
+
+/// A shell whose greedy, rambling reply is streaming; returns it with everything shown so far.
+fn long_reply_shown(home: &common::Home) -> (Chat, String) {
+    let mut chat = Chat::start(home, &["--model", "chatty"]);
+    chat.line("/set max_tokens 3000");
+    chat.expect(PROMPT);
+    chat.line("/set temperature 0");
+    chat.expect(PROMPT);
+    chat.line("Once upon");
+    let shown = chat.expect_all(Regex("[A-Za-z]+ [A-Za-z]+ [A-Za-z]+ [A-Za-z]+"));
+    (chat, shown)
+}
+
+/// What a terminal shows of a reply, from the raw output since the user's line `sent`: control
+/// sequences dropped, the spinner's frames (each redrawn after a bare `\r`) gone, `\r\n` as `\n`.
+fn reply_text(raw: &str, sent: &str) -> String {
+    let plain = strip_controls(raw);
+    let after = plain
+        .rsplit_once(&format!("{sent}\r\n"))
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("the line {sent:?} is not in {plain:?}"));
+    let mut start = 0;
+    for (i, c) in after.char_indices() {
+        if c == '\r' && !after[i + 1..].starts_with('\n') {
+            start = i + 1;
+        }
+    }
+    after[start..].replace("\r\n", "\n").trim().to_string()
+}
+
+/// `text` without terminal control sequences (CSI, and other two-byte escapes).
+fn strip_controls(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        // A CSI sequence runs to its final byte (@..~); other escapes are two characters.
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The lines a terminal would show, each piece between line breaks and carriage returns.
+fn screen_pieces(raw: &str) -> Vec<String> {
+    strip_controls(raw)
+        .split(['\r', '\n'])
+        .map(str::to_string)
+        .collect()
+}
+
+/// Pids of the processes `pid` started (from every one of its threads).
+fn children(pid: i32) -> Vec<i32> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let path = task.unwrap().path().join("children");
+        if let Ok(list) = std::fs::read_to_string(path) {
+            kids.extend(list.split_whitespace().map(|p| p.parse::<i32>().unwrap()));
+        }
+    }
+    kids
 }
 
 fn db(home: &common::Home) -> Connection {
@@ -402,7 +522,9 @@ fn a_conversation_longer_than_the_context_drops_its_oldest_turns_with_a_notice()
     let mut noticed = false;
     for i in 0..6 {
         let shown = chat.turn(&format!("{long} (part {i})."));
-        noticed |= shown.contains("no longer sent");
+        let notices = shown.matches("no longer sent").count();
+        assert!(notices <= 1, "the notice is said once per turn: {shown}");
+        noticed |= notices == 1;
     }
     assert!(noticed, "no notice that the oldest turns were dropped");
     chat.line("/show");
@@ -596,4 +718,342 @@ impl Drop for Unmount {
                 .status();
         }
     }
+}
+fn user_messages(home: &common::Home) -> Vec<String> {
+    messages(home)
+        .into_iter()
+        .filter(|r| r.2 == "user")
+        .map(|r| r.3)
+        .collect()
+}
+
+#[test]
+fn only_a_typed_line_is_a_command_pasted_and_escaped_text_is_sent_as_written() {
+    let home = home_with_models();
+    let mut chat = Chat::start_with_env(
+        &home,
+        &["--model", "gemma3-270m"],
+        &[("VISUAL", "truncate -s 0")],
+    );
+    chat.line("/set max_tokens 2");
+    chat.expect(PROMPT);
+    // The issue's paste: code opening with a `//` comment, ending in a newline.
+    let code =
+        "// add two numbers\nfn add(a: i32, b: i32) -> i32 {\n    a + b\n}\nExplain this code.\n";
+    chat.paste(code);
+    chat.line("");
+    let shown = chat.reply();
+    assert!(!shown.contains("unknown command"), "{shown}");
+    // One line, pasted: a path is not a command either.
+    chat.paste("/etc/hosts maps names to addresses. Why?");
+    chat.line("");
+    chat.reply();
+    // Typed: `//` stands for one `/`, a leading space is dropped; both send a message.
+    chat.line("//help");
+    chat.reply();
+    chat.line(" /usr/bin/env is missing");
+    chat.reply();
+    // A `"""` block is a message even when its only line looks like a command.
+    chat.line("\"\"\"");
+    chat.expect("... ");
+    chat.line("/model second");
+    chat.expect("... ");
+    chat.line("\"\"\"");
+    chat.reply();
+    // A typed command is still one, and a mistyped one says how to send it as a message.
+    chat.line("/frobnicate");
+    let hint = chat.expect(PROMPT);
+    assert!(
+        hint.contains("unknown command /frobnicate") && hint.contains("//"),
+        "{hint}"
+    );
+    // An editor that empties the file: said so, nothing sent.
+    chat.line("/edit");
+    let edited = chat.expect(PROMPT);
+    assert!(edited.contains("empty: nothing sent"), "{edited}");
+    chat.quit();
+
+    assert_eq!(
+        user_messages(&home),
+        vec![
+            code.trim_end().to_string(),
+            "/etc/hosts maps names to addresses. Why?".to_string(),
+            "/help".to_string(),
+            "/usr/bin/env is missing".to_string(),
+            "/model second".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn lines_arriving_in_one_read_are_each_taken_in_turn() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m"]);
+    // As `tmux send-keys 'a' Enter 'b' Enter`, `expect` or a script sends them: one write.
+    chat.session
+        .send("/set max_tokens 2\rfirst question\rsecond question\r")
+        .unwrap();
+    chat.expect("max_tokens 2");
+    chat.expect("finish ");
+    chat.expect("second question");
+    chat.reply();
+    chat.quit();
+
+    let rows = messages(&home);
+    let users: Vec<&Row> = rows.iter().filter(|r| r.2 == "user").collect();
+    let replies: Vec<&Row> = rows.iter().filter(|r| r.2 == "assistant").collect();
+    assert_eq!(users.len(), 2, "{rows:?}");
+    assert_eq!(users[0].3, "first question");
+    assert_eq!(users[1].3, "second question");
+    // In order, each answered: the second question follows the first reply.
+    assert_eq!(replies.len(), 2, "{rows:?}");
+    assert_eq!(users[1].1, Some(replies[0].0), "{rows:?}");
+    assert_eq!(replies[1].1, Some(users[1].0), "{rows:?}");
+}
+
+#[test]
+fn keys_typed_during_a_reply_are_not_shown_in_it_and_wait_for_the_next_prompt() {
+    let home = home_with_models();
+    let (mut chat, _) = long_reply_shown(&home);
+    // A command and a message ended with Enter, then the start of another line.
+    chat.session
+        .send("/set max_tokens 2\rqueued zqxv\rpartial zqxv")
+        .unwrap();
+    // The reply streams on for a while (it rambles for thousands of tokens): the keys must not
+    // show up in it. (Read now: Ctrl-C could discard echoed text not yet read.)
+    chat.session
+        .set_expect_timeout(Some(Duration::from_secs(3)));
+    let echoed = chat.session.expect("zqxv");
+    chat.session.set_expect_timeout(Some(WAIT));
+    assert!(echoed.is_err(), "typed keys were echoed into the reply");
+    // Ctrl-C stops the reply and keeps what was typed ahead.
+    chat.session.send([3u8]).unwrap();
+    let during = chat.expect("reply stopped");
+    assert!(
+        !during.contains("zqxv"),
+        "typed keys garbled the reply: {during}"
+    );
+    // Then the typed lines are taken as if typed at the prompt, in order.
+    chat.expect("max_tokens 2");
+    chat.expect("queued zqxv");
+    chat.expect("finish ");
+    chat.expect("partial zqxv");
+    chat.line(" sent");
+    chat.reply();
+    chat.quit();
+
+    assert_eq!(
+        user_messages(&home),
+        vec!["Once upon", "queued zqxv", "partial zqxv sent"]
+    );
+}
+
+#[test]
+fn input_history_is_appended_by_each_shell_as_it_goes() {
+    let home = home_with_models();
+    let mut first = Chat::start(&home, &["--model", "gemma3-270m"]);
+    let mut second = Chat::start(&home, &["--model", "gemma3-270m"]);
+    first.line("/set top_k 7");
+    first.expect("top_k 7");
+    first.expect(PROMPT);
+    second.line("/set top_k 9");
+    second.expect("top_k 9");
+    second.expect(PROMPT);
+    // The first shell is killed: its line is kept all the same.
+    // SAFETY: kill(2) only sends a signal to a process this test started.
+    unsafe { libc::kill(first.pid(), libc::SIGKILL) };
+    let _ = first.session.expect(Eof);
+    // Ctrl-D leaves without an entry of its own (`/quit` would be one).
+    second.session.send([4u8]).unwrap();
+    second.session.expect(Eof).unwrap();
+
+    let mut third = Chat::start(&home, &["--model", "gemma3-270m"]);
+    let up = "\x1b[A";
+    third.session.send(up).unwrap();
+    third.expect("/set top_k 9");
+    third.session.send(up).unwrap();
+    third.expect("/set top_k 7");
+    // Ctrl-U clears the recalled line; the shell leaves as usual.
+    third.session.send([0x15u8]).unwrap();
+    third.quit();
+}
+
+#[test]
+fn help_the_banner_and_tables_fit_80_and_40_columns() {
+    let home = home_with_models();
+    let mut chat = Chat::start_in_width(&home, 40, &["--model", "gemma3-270m"]);
+    let fits = |raw: &str, width: usize| {
+        for piece in screen_pieces(raw) {
+            assert!(
+                console::measure_text_width(&piece) <= width,
+                "wider than {width} columns: {piece:?}"
+            );
+        }
+    };
+    fits(&chat.banner, 40);
+    assert!(chat.banner.contains("Ctrl-D"), "{}", chat.banner);
+    chat.line("/set max_tokens 2");
+    chat.expect(PROMPT);
+    chat.line("Tell me about the river Seine in France");
+    chat.reply();
+    chat.line("/help");
+    let help = chat.expect(PROMPT);
+    fits(&help, 40);
+    for word in [
+        "conversations",
+        "Ctrl-D",
+        "$EDITOR",
+        "/export",
+        "[MESSAGE_ID]",
+    ] {
+        assert!(
+            help.split_whitespace()
+                .any(|w| w.trim_matches(['(', ')', ',']) == word),
+            "{word} is not whole in {help}"
+        );
+    }
+    chat.line("/history");
+    let history = chat.expect(PROMPT);
+    fits(&history, 40);
+    for word in ["Tell", "river", "Seine", "France"] {
+        assert!(
+            history.split_whitespace().any(|w| w == word),
+            "{word} in {history}"
+        );
+    }
+    chat.line("/ps");
+    let ps = chat.expect(PROMPT);
+    fits(&ps, 40);
+    assert!(
+        ps.split_whitespace().any(|w| w == "gemma3-270m") && ps.contains("ready"),
+        "{ps}"
+    );
+    // Wider again: two columns, each line within 80.
+    chat.session
+        .get_process_mut()
+        .set_window_size(80, 60)
+        .unwrap();
+    chat.line("/help");
+    let help = chat.expect(PROMPT);
+    fits(&help, 80);
+    assert!(
+        help.lines()
+            .any(|l| l.contains("/model [NAME]") && l.contains("show the model")),
+        "{help}"
+    );
+    chat.quit();
+}
+
+#[test]
+fn what_was_shown_is_stored_when_gemmactl_is_killed_mid_reply() {
+    let home = home_with_models();
+
+    // SIGKILL: nothing can run at the kill, so the bound is the partial save's interval. The
+    // engine is paused first: once the screen has stood still for far longer than 250 ms, the
+    // database must hold all of it.
+    let (mut chat, mut shown) = long_reply_shown(&home);
+    let engine = children(chat.pid());
+    assert_eq!(engine.len(), 1, "one engine runs: {engine:?}");
+    // SAFETY: kill(2) only sends signals to processes this test started.
+    unsafe { libc::kill(engine[0], libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: as above.
+    unsafe { libc::kill(chat.pid(), libc::SIGKILL) };
+    shown.push_str(&chat.expect_all(Eof));
+    let rows = messages(&home);
+    let reply = rows.last().unwrap();
+    assert_eq!(reply.2, "assistant");
+    assert_eq!(reply.5, None, "killed: the reply has no finish");
+    assert!(!reply.3.is_empty());
+    assert_eq!(reply.3.trim(), reply_text(&shown, "Once upon"));
+
+    // SIGTERM and SIGHUP: the shell stops the reply, stores all of it, and leaves as the signal
+    // would have it.
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let (mut chat, mut shown) = long_reply_shown(&home);
+        // SAFETY: kill(2) only sends a signal to a process this test started.
+        unsafe { libc::kill(chat.pid(), signal) };
+        shown.push_str(&chat.expect_all(Eof));
+        let status = chat.session.get_process().wait().unwrap();
+        assert_eq!(
+            status,
+            expectrl::WaitStatus::Exited(chat.session.get_process().pid(), 128 + signal),
+            "signal {signal}"
+        );
+        let rows = messages(&home);
+        let reply = rows.last().unwrap();
+        assert_eq!(reply.5.as_deref(), Some("cancelled"), "signal {signal}");
+        assert!(!reply.3.is_empty());
+        assert_eq!(
+            reply.3.trim(),
+            reply_text(&shown, "Once upon"),
+            "signal {signal}"
+        );
+    }
+}
+
+#[test]
+fn prompt_progress_stats_and_what_history_says_about_a_turn() {
+    let home = home_with_models();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m"]);
+    chat.line("/set temperature 0.7");
+    chat.expect(PROMPT);
+    chat.line("/set max_tokens 1");
+    chat.expect(PROMPT);
+    let shown = chat.reply_to("The capital of France is");
+    assert!(shown.contains("[1 token ·"), "{shown}");
+    assert!(!says_1_tokens(&shown), "{shown}");
+
+    // A long prompt: the spinner says how far the model has read it. Stopped there, the reply
+    // has no text, no rates and no first-token time to show.
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(150);
+    chat.line(&long);
+    chat.expect_all(Regex(r"reading the prompt: \d+ of \d+ tokens \(\d+%\)"));
+    chat.session.send([3u8]).unwrap();
+    let stopped = chat.expect(PROMPT);
+    assert!(stopped.contains("reply stopped"), "{stopped}");
+    for absent in ["0.0 tok/s", "first token 0 ms"] {
+        assert!(!stopped.contains(absent), "{absent}: {stopped}");
+    }
+    assert!(!says_1_tokens(&stopped), "{stopped}");
+    if stopped.contains("what was written is kept") {
+        let rows = messages(&home);
+        assert!(!rows.last().unwrap().3.is_empty(), "nothing was written");
+    }
+    chat.quit();
+
+    // The conversation was last updated when its last reply ended.
+    let conn = db(&home);
+    let (updated, completed): (String, String) = conn
+        .query_row(
+            "SELECT c.updated_at, max(m.completed_at) FROM conversations c JOIN messages m ON m.conversation_id = c.id GROUP BY c.id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(updated, completed);
+    // One temperature, written the same way by `history show --json` and the export.
+    let show = common::stdout(&home.run(&["history", "show", "1", "--json"]));
+    let export = common::stdout(&home.run(&["history", "export", "1", "--format", "jsonl"]));
+    for text in [&show, &export] {
+        let temperatures: Vec<&str> = text
+            .split("\"temperature\":")
+            .skip(1)
+            .map(|rest| {
+                rest.trim_start()
+                    .split([',', '}', '\n'])
+                    .next()
+                    .unwrap()
+                    .trim()
+            })
+            .collect();
+        assert!(!temperatures.is_empty(), "{text}");
+        assert!(temperatures.iter().all(|t| *t == "0.7"), "{temperatures:?}");
+    }
+}
+
+/// Whether `text` counts one thing in the plural ("1 tokens"; "11 tokens" is fine).
+fn says_1_tokens(text: &str) -> bool {
+    text.match_indices("1 tokens")
+        .any(|(i, _)| !text[..i].ends_with(|c: char| c.is_ascii_digit()))
 }

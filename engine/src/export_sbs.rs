@@ -25,12 +25,12 @@ use std::path::{Path, PathBuf};
 
 use llama_cpp_sys_2 as sys;
 
-use crate::protocol::ErrorCode;
 use crate::sbs::config::{self, ModelConfig, TYPE_BF16, TYPE_F32};
 use crate::sbs::tensors;
 use crate::sbs::toc::{self, TocEntry};
 use crate::sbs::writer::BlobWriter;
 use crate::spm;
+use engine_protocol::ErrorCode;
 
 /// Rows converted per step: bounded memory whatever the tensor (the embedding is 262144 rows).
 const CHUNK_VALUES: usize = 1 << 20;

@@ -19,7 +19,7 @@ use crate::store::export::{branch_label, message_facts};
 use crate::store::tree::depth_first;
 use crate::store::{Conversation, ConversationId, Store};
 use crate::ui::say;
-use crate::ui::text::{printable_block, printable_line, short_time};
+use crate::ui::text::{count, printable_block, printable_line, short_time};
 
 /// `gemmactl history`'s subcommands.
 #[derive(Subcommand, Debug)]
@@ -178,10 +178,10 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
         printable_line(c.title.as_deref().unwrap_or("(untitled)"))
     );
     let mut facts = format!(
-        "created {} UTC · updated {} UTC · {} messages",
+        "created {} UTC · updated {} UTC · {}",
         short_time(&c.created_at),
         short_time(&c.updated_at),
-        messages.len()
+        count(messages.len(), "message")
     );
     if let Some(model) = &c.model {
         facts.push_str(&format!(" · last model {}", printable_line(model)));
@@ -308,14 +308,15 @@ fn export(
 
 fn rm(store: &mut Store, id: ConversationId, yes: bool, json: bool) -> Result<()> {
     let c = store.conversation(id)?;
-    let count = store.messages(id)?.len();
+    let messages = store.messages(id)?.len();
     if !yes {
         if !std::io::stdin().is_terminal() {
             bail!("not deleting conversation {id} without confirmation: add --yes");
         }
         eprint!(
-            "delete conversation {id} \"{}\" and its {count} messages? [y/N] ",
-            printable_line(c.title.as_deref().unwrap_or("untitled"))
+            "delete conversation {id} \"{}\" and its {}? [y/N] ",
+            printable_line(c.title.as_deref().unwrap_or("untitled")),
+            count(messages, "message")
         );
         let mut answer = String::new();
         std::io::stdin()
@@ -328,9 +329,9 @@ fn rm(store: &mut Store, id: ConversationId, yes: bool, json: bool) -> Result<()
     }
     store.delete_conversation(id)?;
     if json {
-        say!("{}", json!({ "deleted": id, "messages": count }));
+        say!("{}", json!({ "deleted": id, "messages": messages }));
     } else {
-        say!("deleted conversation {id} ({count} messages)");
+        say!("deleted conversation {id} ({})", count(messages, "message"));
     }
     Ok(())
 }
@@ -352,9 +353,9 @@ fn import(store: &mut Store, file: &std::path::Path, json: bool) -> Result<()> {
             .map(|c| c.to_string())
             .collect();
         say!(
-            "imported {} conversation(s), {} messages, as {}",
-            summary.conversations.len(),
-            summary.messages,
+            "imported {}, {}, as {}",
+            count(summary.conversations.len(), "conversation"),
+            count(summary.messages, "message"),
             ids.join(", ")
         );
     }

@@ -32,6 +32,8 @@ pub struct Environment {
     pub no_color: bool,
     /// The editor for `/edit` (`VISUAL`, then `EDITOR`).
     pub editor: Option<String>,
+    /// The terminal's type (`TERM`): on a `dumb` one the shell reads plain lines.
+    pub term: Option<String>,
     /// The folders of `PATH`, where `gemma` is looked for last.
     pub search_path: Vec<PathBuf>,
     /// `GEMMACTL_TEST_PROBE_FAULT=KIND:crash|hang`: makes a driver probe misbehave, so tests can
@@ -49,6 +51,7 @@ impl Default for Environment {
             log_filter: None,
             no_color: false,
             editor: None,
+            term: None,
             search_path: Vec::new(),
             #[cfg(feature = "test-support")]
             probe_fault: None,
@@ -73,6 +76,7 @@ impl Environment {
             // The convention: set and not empty means no colour, whatever the value.
             no_color: std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
             editor: non_empty_env("VISUAL").or_else(|| non_empty_env("EDITOR")),
+            term: non_empty_env("TERM"),
             search_path: std::env::var_os("PATH")
                 .map(|p| std::env::split_paths(&p).collect())
                 .unwrap_or_default(),

@@ -26,7 +26,7 @@ impl Shell {
         editor: &mut Editor<ShellHelper, DefaultHistory>,
     ) -> Result<Flow> {
         match cmd {
-            Command::Help => print!("{}", command::help_text()),
+            Command::Help => print!("{}", command::help_text(ui::table::terminal_width())),
             Command::Quit => return Ok(Flow::Quit),
             Command::Model(None) => self.show_model(),
             Command::Model(Some(name)) => self.switch_model(&name)?,
@@ -149,12 +149,24 @@ impl Shell {
         let Some(old) = self.thread.last_message().map(str::to_string) else {
             bail!("nothing to edit yet: send a message first");
         };
-        let new = edit_in_editor(&old, self.config.env.editor.as_deref())?;
-        if new.trim().is_empty() || new.trim() == old.trim() {
+        // The editor reads the terminal itself: give it the terminal's own mode meanwhile.
+        self.terminal.restore();
+        let edited = edit_in_editor(&old, self.config.env.editor.as_deref());
+        self.terminal.quiet();
+        let new = edited?;
+        let text = super::input::trim_blank_lines(&new).to_string();
+        if text.trim().is_empty() {
+            println!(
+                "{}",
+                self.style
+                    .dim("the edited message is empty: nothing sent (your last message stays)")
+            );
+            return Ok(());
+        }
+        if text == super::input::trim_blank_lines(&old) {
             println!("{}", self.style.dim("unchanged: nothing sent"));
             return Ok(());
         }
-        let text = new.trim_end().to_string();
         println!("{} {}", self.style.prompt(), text);
         self.render(|thread| thread.edit_last(&text))
     }
@@ -217,7 +229,11 @@ impl Shell {
             Setting::MaxTokens(n) => p.max_tokens = Some(n),
             Setting::Seed(s) => p.seed = s,
         }
-        println!("{}", self.style.dim(&params_line(self.thread.params())));
+        let line = ui::text::wrap(
+            &params_line(self.thread.params()),
+            ui::table::terminal_width(),
+        );
+        println!("{}", self.style.dim(&line));
     }
 
     fn show(&self) {
@@ -251,12 +267,12 @@ impl Shell {
             ui::text::printable_line(self.thread.system().unwrap_or("(none)"))
         );
         println!(
-            "conversation: {} ({} messages on this branch{})",
+            "conversation: {} ({} on this branch{})",
             self.thread
                 .id()
                 .map(|c| format!("#{c}"))
                 .unwrap_or_else(|| "new".into()),
-            self.thread.len(),
+            ui::text::count(self.thread.len(), "message"),
             if self.thread.dropped() > 0 {
                 format!(", oldest {} not sent", self.thread.dropped())
             } else {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::store::{ConversationId, MessageId};
+use crate::ui;
 
 /// Every command with its usage and a one-line description, in `/help` order. Completion uses
 /// the names.
@@ -49,8 +50,8 @@ pub(super) const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "/set",
-        "/set temperature|top_k|top_p|max_tokens|seed VALUE",
-        "change a sampling parameter",
+        "/set NAME VALUE",
+        "change a sampling parameter: temperature, top_k, top_p, max_tokens or seed (`seed random` for a new seed each reply)",
     ),
     (
         "/show",
@@ -165,7 +166,9 @@ pub(super) fn parse(line: &str) -> Result<Command, String> {
         "/export" => parse_export(rest),
         "/ps" => no_args(Command::Ps),
         "/quit" | "/exit" | "/bye" => no_args(Command::Quit),
-        other => Err(format!("unknown command {other}: type /help for the list")),
+        other => Err(format!(
+            "unknown command {other}: type /help for the list, or start the line with // to send it as a message"
+        )),
     }
 }
 
@@ -227,20 +230,29 @@ fn parse_export(rest: &str) -> Result<Command, String> {
     Ok(Command::Export(format, path))
 }
 
-pub(super) fn help_text() -> String {
-    let width = COMMANDS
+/// How input works, under the list of commands in `/help`.
+const NOTES: &[&str] = &[
+    "Only a line you type that starts with / is a command. Start it with // (which stands for one /) or a space to send it as a message; pasted text and text of several lines are always messages.",
+    "\"\"\" starts and ends a multi-line message. Lines typed while a reply streams wait for the next prompt.",
+    "Ctrl-C stops a reply (it is kept, marked cancelled); Ctrl-D or /quit leaves.",
+];
+
+/// `/help`: the commands and how input works, laid out for `width` columns (`None`: not a
+/// terminal, one line each).
+pub(super) fn help_text(width: Option<u16>) -> String {
+    let items: Vec<(&str, &str)> = COMMANDS
         .iter()
-        .map(|(_, usage, _)| usage.len())
-        .max()
-        .unwrap_or(0);
-    let mut text = String::new();
-    for (_, usage, what) in COMMANDS {
-        text.push_str(&format!("  {usage:<width$}  {what}\n"));
+        .map(|(_, usage, what)| (*usage, *what))
+        .collect();
+    let mut text = ui::text::definitions(&items, width);
+    for note in NOTES {
+        text.push('\n');
+        match width {
+            Some(w) => text.push_str(&ui::text::fill(note, usize::from(w), "  ")),
+            None => text.push_str(&format!("  {note}")),
+        }
+        text.push('\n');
     }
-    text.push_str("\n  \"\"\" starts and ends a multi-line message; pasted text may span lines.\n");
-    text.push_str(
-        "  Ctrl-C stops a reply (it is kept, marked cancelled); Ctrl-D or /quit leaves.\n",
-    );
     text
 }
 
@@ -317,9 +329,30 @@ mod tests {
 
     #[test]
     fn help_lists_every_command() {
-        let help = help_text();
+        let help = help_text(None);
         for (name, _, _) in COMMANDS {
             assert!(help.contains(name));
+        }
+    }
+
+    #[test]
+    fn help_fits_the_terminal_and_breaks_lines_between_words() {
+        let words = |text: &str| {
+            text.split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let whole = words(&help_text(None));
+        for width in [40u16, 60, 80, 120] {
+            let help = help_text(Some(width));
+            for line in help.lines() {
+                assert!(
+                    console::measure_text_width(line) <= usize::from(width),
+                    "{width} columns: {line:?}"
+                );
+            }
+            // The same words in the same order: nothing was cut inside a word.
+            assert_eq!(words(&help), whole, "{width} columns");
         }
     }
 }

@@ -483,12 +483,18 @@ impl Store {
     }
 
     /// Completes a reply started with [`Store::start_reply`]: its text, how it ended, its token
-    /// counts and timings, and which engine and backend made it.
+    /// counts and timings, and which engine and backend made it. The conversation's `updated_at`
+    /// becomes the reply's completion time: a conversation was last updated when its last reply
+    /// ended, not when it began.
     pub fn finish_reply(&mut self, reply: MessageId, end: &ReplyEnd) -> Result<()> {
         let usage = end.usage.as_ref();
         let timings = end.timings.as_ref();
-        let changed = self
+        let path = &self.path;
+        let tx = self
             .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail(path))?;
+        let changed = tx
             .execute(
                 &format!(
                     "UPDATE messages SET content = ?2, finish_reason = ?3, error = ?4, engine = ?5, backend = ?6,
@@ -514,7 +520,16 @@ impl Store {
                     timings.map(|t| t.total_ms),
                 ],
             )
-            .map_err(fail(&self.path))?;
+            .map_err(fail(path))?;
+        if changed > 0 {
+            tx.execute(
+                "UPDATE conversations SET updated_at = (SELECT completed_at FROM messages WHERE id = ?1)
+                 WHERE id = (SELECT conversation_id FROM messages WHERE id = ?1)",
+                [reply.0],
+            )
+            .map_err(fail(path))?;
+        }
+        tx.commit().map_err(fail(path))?;
         self.changed_reply(reply, changed)
     }
 

@@ -229,6 +229,29 @@ fn finished_reply_keeps_everything_about_how_it_was_made() {
 }
 
 #[test]
+fn a_conversation_was_updated_when_its_last_reply_ended() {
+    let (_dir, mut store) = temp_store();
+    let c = store
+        .create_conversation(None, &Origin::new(Source::Chat))
+        .unwrap();
+    let params = SamplingParams::default();
+    let u = store
+        .add_user_message(c, None, "hello", "gemma3-270m", &params)
+        .unwrap();
+    let r = store.start_reply(u, "gemma3-270m", &params).unwrap();
+    let started = store.conversation(c).unwrap().updated_at;
+    // Timestamps have millisecond resolution: let the reply take longer than that.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    store
+        .finish_reply(r, &finished("hi", FinishReason::Stop))
+        .unwrap();
+    let updated = store.conversation(c).unwrap().updated_at;
+    let completed = store.message(r).unwrap().completed_at.unwrap();
+    assert_eq!(updated, completed);
+    assert!(updated > started, "{updated} is not after {started}");
+}
+
+#[test]
 fn a_reply_cut_short_keeps_its_text_reason_and_error() {
     let (_dir, mut store) = temp_store();
     let c = store

@@ -42,13 +42,8 @@ pub fn stats_line(done: &Completion, engine: Option<&EngineDescription>) -> Stri
     parts.join(" · ")
 }
 
-/// `1 token`, `2 tokens`.
 fn count(n: u32, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
+    super::text::count(n as usize, what)
 }
 
 #[cfg(test)]

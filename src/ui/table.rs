@@ -1,5 +1,7 @@
 //! Tables on stdout, laid out by comfy-table: plain columns two spaces apart, wrapped at word
-//! boundaries to the terminal's width when stdout is one (a pipe gets full lines).
+//! boundaries to the terminal's width when stdout is one (a pipe gets full lines). A table too
+//! wide for the terminal first leaves out its least useful columns, in an order each table
+//! names, so a narrow terminal shows fewer columns rather than every cell broken in pieces.
 
 use std::io::IsTerminal;
 
@@ -14,9 +16,88 @@ use crate::supervisor::status::{rss_bytes, ProcessStatus};
 /// stored text (titles, model names, paths), so control characters in them are shown, never
 /// sent to the terminal ([`printable_line`]).
 pub fn render(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
+    fitted(
+        header,
+        rows,
+        &Fit {
+            right,
+            ..Fit::default()
+        },
+        terminal_width(),
+    )
+}
+
+/// How a table gives way to a narrow terminal.
+#[derive(Default)]
+struct Fit<'a> {
+    /// Right-aligned columns.
+    right: &'a [usize],
+    /// Columns to leave out, first to last, while the table is wider than the terminal.
+    drop_order: &'a [usize],
+    /// A column of free text that may wrap over several lines: it counts as at most
+    /// [`FLEXIBLE_MIN`] wide when deciding what to leave out.
+    flexible: Option<usize>,
+}
+
+/// Narrowest a wrapping text column is squeezed to before other columns are left out.
+const FLEXIBLE_MIN: usize = 20;
+
+/// Renders `rows` under `header` for `width` columns (`None`: no limit).
+fn fitted(header: &[&str], rows: &[Vec<String>], fit: &Fit<'_>, width: Option<u16>) -> String {
+    let mut keep: Vec<usize> = (0..header.len()).collect();
+    if let Some(width) = width.map(usize::from) {
+        let natural = |i: usize| {
+            let w = rows
+                .iter()
+                .filter_map(|r| r.get(i))
+                .chain(std::iter::once(&header[i].to_string()))
+                .map(|cell| {
+                    cell.lines()
+                        .map(console::measure_text_width)
+                        .max()
+                        .unwrap_or(0)
+                })
+                .max()
+                .unwrap_or(0);
+            if fit.flexible == Some(i) {
+                w.min(FLEXIBLE_MIN)
+            } else {
+                w
+            }
+        };
+        let total = |keep: &[usize]| {
+            keep.iter().map(|&i| natural(i)).sum::<usize>() + 2 * keep.len().saturating_sub(1)
+        };
+        for &column in fit.drop_order {
+            if total(&keep) <= width {
+                break;
+            }
+            keep.retain(|&i| i != column);
+        }
+    }
+    let header: Vec<&str> = keep.iter().map(|&i| header[i]).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            keep.iter()
+                .map(|&i| r.get(i).cloned().unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    let right: Vec<usize> = keep
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| fit.right.contains(i))
+        .map(|(position, _)| position)
+        .collect();
+    layout(&header, &rows, &right, width)
+}
+
+/// Lays out the columns as they are, wrapping cells to `width`.
+fn layout(header: &[&str], rows: &[Vec<String>], right: &[usize], width: Option<u16>) -> String {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING);
-    if let Some(width) = terminal_width() {
+    if let Some(width) = width {
         table
             .set_content_arrangement(ContentArrangement::Dynamic)
             .set_width(width);
@@ -66,10 +147,15 @@ pub fn conversations(rows: &[ConversationSummary]) -> String {
             ]
         })
         .collect();
-    render(
+    fitted(
         &["ID", "UPDATED (UTC)", "MSGS", "MODEL", "TITLE"],
         &body,
-        &[2],
+        &Fit {
+            right: &[2],
+            drop_order: &[2, 3, 1],
+            flexible: Some(4),
+        },
+        terminal_width(),
     )
 }
 
@@ -121,17 +207,25 @@ pub fn processes(processes: &[ProcessStatus], now: u64) -> String {
             }
         }
     }
-    let mut out = render(
+    let width = terminal_width();
+    let mut out = fitted(
         &[
             "GEMMACTL", "MODEL", "ENGINE", "BACKEND", "STATE", "PID", "RSS", "UPTIME", "IDLE",
             "SERVED", "QUEUE",
         ],
         &body,
-        &[6, 7, 8, 9, 10],
+        &Fit {
+            right: &[6, 7, 8, 9, 10],
+            // Kept longest: the model and its state, then what runs it and whether it is busy.
+            drop_order: &[9, 7, 0, 5, 6, 10, 8, 2, 3],
+            flexible: None,
+        },
+        width,
     );
     for note in notes {
-        out.push_str("\n└ ");
-        out.push_str(&note);
+        out.push('\n');
+        let note = format!("└ {note}");
+        out.push_str(&super::text::wrap(&note, width));
     }
     out
 }
@@ -155,10 +249,15 @@ pub fn models(rows: &[Listed]) -> String {
             ]
         })
         .collect();
-    render(
+    fitted(
         &["NAME", "KIND", "ENGINE", "SIZE", "PATH/STATUS"],
         &body,
-        &[],
+        &Fit {
+            right: &[],
+            drop_order: &[2, 3, 1],
+            flexible: Some(4),
+        },
+        terminal_width(),
     )
 }
 
@@ -191,5 +290,49 @@ mod tests {
         );
         assert!(!out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{c}'));
         assert!(out.contains("␛[2Jgone␇␌"), "{out}");
+    }
+
+    #[test]
+    fn a_narrow_terminal_drops_columns_in_order_then_wraps_text_between_words() {
+        let header = ["ID", "UPDATED (UTC)", "MSGS", "MODEL", "TITLE"];
+        let rows = vec![vec![
+            "12".to_string(),
+            "2025-03-01 10:00:01".to_string(),
+            "4".to_string(),
+            "gemma3-270m".to_string(),
+            "A question about the capital of France and its river".to_string(),
+        ]];
+        let fit = Fit {
+            right: &[2],
+            drop_order: &[2, 3, 1],
+            flexible: Some(4),
+        };
+        let wide = fitted(&header, &rows, &fit, Some(120));
+        assert!(
+            wide.starts_with("ID  UPDATED (UTC)        MSGS  MODEL"),
+            "{wide}"
+        );
+        let medium = fitted(&header, &rows, &fit, Some(50));
+        assert!(
+            medium.starts_with("ID  UPDATED (UTC)        TITLE"),
+            "{medium}"
+        );
+        let narrow = fitted(&header, &rows, &fit, Some(40));
+        assert!(narrow.starts_with("ID  TITLE"), "{narrow}");
+        for (table, width) in [(&wide, 120), (&medium, 50), (&narrow, 40)] {
+            assert!(
+                table
+                    .lines()
+                    .all(|l| console::measure_text_width(l) <= width),
+                "{table}"
+            );
+            // Every word of the title is still whole.
+            for word in rows[0][4].split(' ') {
+                assert!(
+                    table.split_whitespace().any(|w| w == word),
+                    "{word} in {table}"
+                );
+            }
+        }
     }
 }
