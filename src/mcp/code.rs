@@ -209,8 +209,9 @@ mod tests {
         let text = "    a + b\n}\n\nfn main() {}\n";
         let b = Boundary::new(prefix, "", true);
         assert_eq!(tidy(text, prefix, "", "", &b), "    a + b\n}");
+        // The suffix's brace starts its own line, so the line break before it stays.
         let b = Boundary::new(prefix, "}\n", true);
-        assert_eq!(tidy(text, prefix, "}\n", "", &b), "    a + b");
+        assert_eq!(tidy(text, prefix, "}\n", "", &b), "    a + b\n");
     }
 
     #[test]
