@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 printf '\033[1m==> %s\033[0m\n' "downloading the default model for the tests (skipped when it is already there)" >&2
 ./target/debug/gemmactl models pull gemma3-270m
+./scripts/lib/mcp-clients.sh
 
 printf '\033[1m==> %s\033[0m\n' "running the tests" >&2
 log=$(mktemp)
