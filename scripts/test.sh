@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 gemmactl="${CARGO_TARGET_DIR:-target}/debug/gemmactl"
 printf '\033[1m==> %s\033[0m\n' "downloading the default model for the tests (skipped when it is already there)" >&2
 model=$("$gemmactl" models pull gemma3-270m | sed -n 's/^gemma3-270m: //p')
+./scripts/lib/mcp-clients.sh
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -8,6 +8,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands;
 use crate::config::{Config, Paths};
+use crate::mcp;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +34,8 @@ enum Command {
     Ps(commands::ps::PsArgs),
     /// Measure a model's speed directly and through gemmactl (medians over interleaved runs).
     Bench(commands::bench::BenchArgs),
+    /// Serve the models to MCP clients (Claude Code, …) on stdio or HTTP, or register with one.
+    Mcp(mcp::McpArgs),
     /// Saved conversations: list, show, search, export, rm.
     #[command(subcommand)]
     History(commands::history::HistoryCommand),
@@ -62,7 +65,10 @@ pub fn main() -> ExitCode {
     let outcome = (|| -> anyhow::Result<ExitCode> {
         let paths = Paths::discover()?;
         let config = Config::load(&paths)?;
-        init_logging(&paths, &config);
+        // An MCP server's stdout is the protocol: its logs also go to stderr, which clients
+        // show as the server's log.
+        let stderr_too = matches!(&cli.command, Command::Mcp(args) if mcp::serves(args));
+        init_logging(&paths, &config, stderr_too);
         match cli.command {
             Command::Chat(args) => crate::shell::run(args, &paths, config),
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
@@ -73,6 +79,7 @@ pub fn main() -> ExitCode {
             }
             Command::History(cmd) => commands::history::run(cmd, &paths).map(|_| ExitCode::SUCCESS),
             Command::Doctor(args) => commands::doctor::run(args, &paths, &config),
+            Command::Mcp(args) => mcp::run(args, &paths, config),
             Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     })();
@@ -92,8 +99,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Logs go to `<state>/logs/gemmactl.log`, never to the terminal, so they cannot mix into a
-/// reply on stdout. `GEMMACTL_LOG` sets the filter (default `info`).
-fn init_logging(paths: &Paths, config: &Config) {
+/// reply on stdout; `stderr_too` also sends them to stderr (`gemmactl mcp`). `GEMMACTL_LOG`
+/// sets the filter (default `info`; the MCP library's own chatter only from `warn`).
+fn init_logging(paths: &Paths, config: &Config, stderr_too: bool) {
     let dir = paths.log_dir();
     let file = std::fs::create_dir_all(&dir).and_then(|_| {
         std::fs::OpenOptions::new()
@@ -107,10 +115,15 @@ fn init_logging(paths: &Paths, config: &Config) {
         .log_filter
         .as_deref()
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .try_init();
+        .with_ansi(false);
+    let file = std::sync::Mutex::new(file);
+    let _ = if stderr_too {
+        use tracing_subscriber::fmt::writer::MakeWriterExt;
+        builder.with_writer(file.and(std::io::stderr)).try_init()
+    } else {
+        builder.with_writer(file).try_init()
+    };
 }

@@ -1,8 +1,9 @@
 //! Turns a request's conversation into prompt tokens.
 //!
 //! Instruct models get a chat template (the file's own, or one of llama.cpp's built-in ones by
-//! name); base models, like the default Gemma 3 270M, get plain completion. The rules are in
-//! docs/engine-protocol.md under "Prompt formats".
+//! name); base models, like the default Gemma 3 270M, get plain completion; code models with
+//! fill-in-the-middle tokens can be asked to write what goes between a prefix and a suffix. The
+//! rules are in docs/engine-protocol.md under "Prompt formats".
 //!
 //! Only the template's own markers may become control tokens. A rendered template is one string,
 //! and tokenizing it with special tokens parsed would also turn a user's typed `<end_of_turn>`
@@ -25,6 +26,7 @@ pub(crate) fn tokens(
         return Err("the request has no messages: send at least one user message".into());
     }
     let chat_template = match format {
+        PromptFormat::FillInMiddle { suffix } => return fill_in_middle(model, messages, suffix),
         PromptFormat::Completion => None,
         PromptFormat::Chat { template: Some(name) } => Some(
             LlamaChatTemplate::new(name).map_err(|_| format!("chat template name {name:?} contains a NUL byte"))?,
@@ -61,6 +63,41 @@ pub(crate) fn tokens(
     if tokens.is_empty() {
         return Err("the prompt is empty after tokenizing".into());
     }
+    Ok(tokens)
+}
+
+/// The vocabulary's fill-in-the-middle tokens (prefix, suffix, middle), if it has all three.
+/// llama.cpp finds them in the GGUF's `tokenizer.ggml.fim_*_token_id` keys, or by their usual
+/// texts (`<|fim_prefix|>`, `<fim-prefix>`, …) when the keys are missing.
+pub(crate) fn fim_tokens(model: &LlamaModel) -> Option<[LlamaToken; 3]> {
+    let vocab = model.vocab();
+    let tokens = [vocab.fim_pre(), vocab.fim_suf(), vocab.fim_mid()];
+    // llama.cpp says "none" with a negative id.
+    tokens.iter().all(|t| t.0 >= 0).then_some(tokens)
+}
+
+/// `<prefix token> prefix <suffix token> suffix <middle token>`: the prefix-suffix-middle order
+/// the code models with these tokens are trained on (and llama.cpp's server sends). The texts
+/// are code the user gave, so they are tokenized without parsing special tokens.
+fn fill_in_middle(
+    model: &LlamaModel,
+    messages: &[Message],
+    suffix: &str,
+) -> Result<Vec<LlamaToken>, String> {
+    let Some([pre, suf, mid]) = fim_tokens(model) else {
+        return Err("the model's vocabulary has no fill-in-the-middle tokens: send the code before the cursor with the completion format, or use a code model that has them (e.g. Qwen2.5-Coder)".into());
+    };
+    let vocab = model.vocab();
+    let prefix = completion_text(messages);
+    let mut tokens = Vec::new();
+    if vocab.should_add_bos() {
+        tokens.push(vocab.bos());
+    }
+    tokens.push(pre);
+    tokens.extend(vocab.tokenize(prefix.as_bytes(), false, false));
+    tokens.push(suf);
+    tokens.extend(vocab.tokenize(suffix.as_bytes(), false, false));
+    tokens.push(mid);
     Ok(tokens)
 }
 

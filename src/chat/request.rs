@@ -101,6 +101,24 @@ pub(super) fn request_parts(
     }
 }
 
+/// A fill-in-the-middle request: the message being answered is the code before the cursor,
+/// `suffix` the code after it. There is no place for a system prompt or earlier turns in such a
+/// prompt, so only the last message goes.
+pub(super) fn infill_parts(
+    turns: &[Message],
+    suffix: &str,
+    params: &SamplingParams,
+) -> RequestParts {
+    RequestParts {
+        messages: turns.last().cloned().into_iter().collect(),
+        prompt: PromptFormat::FillInMiddle {
+            suffix: suffix.to_string(),
+        },
+        params: params.clone(),
+        transcript: false,
+    }
+}
+
 /// Where a transcript reply ends: the model starting the next speaker's line.
 const TRANSCRIPT_STOPS: [&str; 2] = ["\nUser:", "\nAssistant:"];
 
@@ -160,6 +178,20 @@ mod tests {
             chat_template: Some("gemma".into()),
             tokenizer: None,
         }
+    }
+
+    #[test]
+    fn an_infill_request_carries_the_prefix_and_the_suffix() {
+        let turns = [m(Role::User, "def add(a, b):\n    ")];
+        let parts = infill_parts(&turns, "\n\nprint(add(1, 2))\n", &SamplingParams::default());
+        assert_eq!(parts.messages, turns.to_vec());
+        assert_eq!(
+            parts.prompt,
+            PromptFormat::FillInMiddle {
+                suffix: "\n\nprint(add(1, 2))\n".into()
+            }
+        );
+        assert!(!parts.transcript);
     }
 
     #[test]

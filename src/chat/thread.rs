@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use super::request::{request_parts, PromptStyle, RequestParts};
+use super::request::{infill_parts, request_parts, PromptStyle, RequestParts};
 use super::turn::Turn;
 use super::TurnService;
 use crate::domain::{EngineDescription, GenerateRequest, Message, Origin, Role, SamplingParams};
@@ -56,6 +56,8 @@ pub struct Thread {
     params: SamplingParams,
     style: PromptStyle,
     origin: Origin,
+    /// Set for fill-in-the-middle requests: the code after the cursor.
+    infill: Option<String>,
     session: String,
     sessions_started: u32,
     /// Why the last write to the history failed (a full disk, a read-only database), until the
@@ -82,6 +84,7 @@ impl Thread {
             params,
             style,
             origin: Origin::new(service.source()),
+            infill: None,
             session: String::new(),
             sessions_started: 0,
             not_saved: None,
@@ -132,6 +135,13 @@ impl Thread {
     /// name, a batch line); stored when the conversation is.
     pub fn set_origin(&mut self, origin: Origin) {
         self.origin = origin;
+    }
+
+    /// Makes the thread's requests fill-in-the-middle prompts: each message sent is the code
+    /// before the cursor, `suffix` the code after it (MCP's `complete_code` on a model whose
+    /// vocabulary has the tokens for it: [`crate::domain::ModelFacts::fill_in_middle`]).
+    pub fn fill_in_middle(&mut self, suffix: String) {
+        self.infill = Some(suffix);
     }
 
     /// The stored conversation's id, once it has one.
@@ -372,13 +382,16 @@ impl Thread {
             })
             .map(|(_, e)| e.message.clone())
             .collect();
-        let parts = request_parts(
-            &self.model,
-            self.style,
-            self.system.as_deref(),
-            &turns,
-            &self.params,
-        );
+        let parts = match &self.infill {
+            Some(suffix) => infill_parts(&turns, suffix, &self.params),
+            None => request_parts(
+                &self.model,
+                self.style,
+                self.system.as_deref(),
+                &turns,
+                &self.params,
+            ),
+        };
         let request = GenerateRequest {
             id: self.service.supervisor().new_request_id(),
             messages: parts.messages.clone(),

@@ -36,6 +36,14 @@ pub struct Environment {
     pub term: Option<String>,
     /// The folders of `PATH`, where `gemma` is looked for last.
     pub search_path: Vec<PathBuf>,
+    /// `GEMMACTL_HOME`, when set: written into MCP client registrations so the client's
+    /// server uses the same home.
+    pub home: Option<PathBuf>,
+    /// `GEMMACTL_CACHE`, when set (for the same reason).
+    pub cache: Option<PathBuf>,
+    /// `GEMMACTL_MCP_TOKEN`: the bearer token `gemmactl mcp --http` requires of every request
+    /// (and needs before it serves anything but a loopback address).
+    pub mcp_token: Option<String>,
     /// `GEMMACTL_TEST_PROBE_FAULT=KIND:crash|hang`: makes a driver probe misbehave, so tests can
     /// prove a broken driver cannot take gemmactl down. Only in builds for tests.
     #[cfg(feature = "test-support")]
@@ -53,6 +61,9 @@ impl Default for Environment {
             editor: None,
             term: None,
             search_path: Vec::new(),
+            home: None,
+            cache: None,
+            mcp_token: None,
             #[cfg(feature = "test-support")]
             probe_fault: None,
         }
@@ -80,6 +91,10 @@ impl Environment {
             search_path: std::env::var_os("PATH")
                 .map(|p| std::env::split_paths(&p).collect())
                 .unwrap_or_default(),
+            home: non_empty_env("GEMMACTL_HOME").map(PathBuf::from),
+            cache: non_empty_env("GEMMACTL_CACHE").map(PathBuf::from),
+            // A token is taken as given: surrounding spaces would never match a header.
+            mcp_token: non_empty_env("GEMMACTL_MCP_TOKEN").map(|t| t.trim().to_string()),
             #[cfg(feature = "test-support")]
             probe_fault: non_empty_env("GEMMACTL_TEST_PROBE_FAULT"),
         }

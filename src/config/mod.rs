@@ -145,6 +145,15 @@ impl Default for GemmaCppSettings {
     }
 }
 
+/// `[mcp]`: what `gemmactl mcp` lets its clients reach.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// Folders `analyze_image` may read images from (with everything below them). Empty: only
+    /// the folder `gemmactl mcp` was started in. `--image-dir` adds to them.
+    pub image_dirs: Vec<PathBuf>,
+}
+
 /// Everything `config.toml` may say.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -161,6 +170,9 @@ pub struct Config {
     /// Settings for engines other than the bundled one (`[engines.gemma_cpp]`).
     #[serde(default)]
     pub engines: EnginesSettings,
+    /// What `gemmactl mcp` lets its clients reach (`[mcp]`).
+    #[serde(default)]
+    pub mcp: McpSettings,
     /// What only the environment says (tool paths, `NO_COLOR`, …); never read from the file.
     #[serde(skip)]
     pub env: Environment,
@@ -174,6 +186,7 @@ impl Default for Config {
             engine: EngineSettings::default(),
             supervisor: SupervisorSettings::default(),
             engines: EnginesSettings::default(),
+            mcp: McpSettings::default(),
             env: Environment::default(),
         }
     }

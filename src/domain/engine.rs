@@ -56,6 +56,9 @@ pub struct ModelFacts {
     pub chat_template: Option<String>,
     /// Sliding-window size of the local-attention layers in tokens (0 if none).
     pub sliding_window: u32,
+    /// The vocabulary has fill-in-the-middle tokens (see [`super::PromptFormat::FillInMiddle`]).
+    #[serde(default)]
+    pub fill_in_middle: bool,
 }
 
 /// A compute device an engine uses, with its memory in bytes.

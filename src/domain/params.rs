@@ -21,6 +21,13 @@ pub enum PromptFormat {
     },
     /// No template: the texts are continued as plain text.
     Completion,
+    /// Fill in the middle: the texts are the code before the cursor, `suffix` the code after
+    /// it; the model writes what goes between, prompted with its vocabulary's fill-in-the-middle
+    /// tokens (see [`super::ModelFacts::fill_in_middle`]). Engines without them refuse it.
+    FillInMiddle {
+        /// The code after the cursor (may be empty).
+        suffix: String,
+    },
 }
 
 /// How to sample a reply. The numbers are `f64` so that a value keeps one representation from

@@ -257,6 +257,9 @@ impl GemmaCpp {
             return Err("max tokens 0 asks for nothing: use at least 1".into());
         }
         match (&request.prompt, self.chat) {
+            (PromptFormat::FillInMiddle { .. }, _) => {
+                return Err(format!("gemma.cpp has no fill-in-the-middle prompt, so {w} cannot complete code between a prefix and a suffix: send the code before the cursor as plain text, or use a GGUF code model with fill-in-the-middle tokens (e.g. qwen2.5-coder-0.5b) on gemma-engine"))
+            }
             (PromptFormat::Completion, true) => {
                 return Err(format!("{w} is a chat model that gemma.cpp always wraps in its chat template, so a raw (completion) prompt cannot be sent to it: leave out --raw, or use a pretrained (-pt) file"))
             }

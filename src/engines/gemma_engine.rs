@@ -262,6 +262,7 @@ fn describe(ready: protocol::ReadyInfo, pid: Option<u32>) -> EngineDescription {
             size_bytes: m.size_bytes,
             chat_template: m.chat_template,
             sliding_window: m.sliding_window,
+            fill_in_middle: m.fill_in_middle,
         },
         backend,
         devices: ready.devices.into_iter().map(device).collect(),
@@ -339,6 +340,9 @@ fn command(request: GenerateRequest) -> protocol::GenerateCommand {
             PromptFormat::Auto => protocol::PromptFormat::Auto,
             PromptFormat::Chat { template } => protocol::PromptFormat::Chat { template },
             PromptFormat::Completion => protocol::PromptFormat::Completion,
+            PromptFormat::FillInMiddle { suffix } => {
+                protocol::PromptFormat::FillInMiddle { suffix }
+            }
         },
         // The wire carries single precision; the domain keeps the decimal the user gave.
         params: protocol::SamplingParams {

@@ -160,7 +160,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("history.db");
         {
-            let mut conn = Connection::open(&db).unwrap();
+            let conn = Connection::open(&db).unwrap();
             for m in &migrations::MIGRATIONS[..2] {
                 conn.execute_batch(m.sql).unwrap();
                 conn.execute_batch(&format!("PRAGMA user_version = {}", m.version))

@@ -90,6 +90,15 @@ pub enum PromptFormat {
     /// No template: message texts are concatenated in order (a system message is followed by a
     /// blank line) and continued as plain text.
     Completion,
+    /// Fill in the middle: the message texts (as for `completion`) are the code before the
+    /// cursor, `suffix` the code after it, and the reply is what goes between. The prompt is the
+    /// vocabulary's own fill-in-the-middle tokens around the two texts; a model whose vocabulary
+    /// has none is refused (`bad_request`). `ready.model.fill_in_middle` says which models can.
+    FillInMiddle {
+        /// The code after the cursor (may be empty).
+        #[serde(default)]
+        suffix: String,
+    },
 }
 
 /// How tokens are chosen and when generation stops; every field has a default.
@@ -209,6 +218,10 @@ pub struct ModelFacts {
     pub chat_template: Option<String>,
     /// Sliding-window size of the model's local-attention layers in tokens (0 if none).
     pub sliding_window: u32,
+    /// The vocabulary has fill-in-the-middle tokens (prefix, suffix, middle), so the
+    /// `fill_in_middle` prompt format can be used. Absent (false) from engines before it existed.
+    #[serde(default)]
+    pub fill_in_middle: bool,
 }
 
 /// The `probe` event: what this engine build can use, with no model loaded.

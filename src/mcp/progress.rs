@@ -1,0 +1,295 @@
+//! One tool call's turn, rendered for an MCP client: progress notifications while the model
+//! loads, waits, reads the prompt and writes, and the call's cancellation passed on to the turn.
+//!
+//! MCP has no token streaming; `notifications/progress` is the one channel for partial output,
+//! and the one thing that keeps a client's request timer from running out on a long call. So a
+//! call with a progress token hears something at least every [`HEARTBEAT`], even when nothing
+//! new came: the loading percentage, its place in the queue, or just a higher `progress`.
+//! New text is sent as the notification's `message` (batched every [`FLUSH_EVERY`], so 32
+//! concurrent calls do not mean one notification per token each); `progress` counts tokens and
+//! `total` is the call's `max_tokens`. The full text is always in the result.
+//!
+//! `progress` must grow with every notification. Before the first token it stays below 1 (the
+//! load fraction, then the share of the prompt read); from then on it is the token count; a
+//! heartbeat adds a ten-thousandth to the last value.
+//!
+//! Cancellation (`notifications/cancelled`, or the client going away) cancels the turn: the
+//! engine stops at its next decode step and frees its slot, the turn stores what was written as
+//! cancelled, and nothing more is sent for the call.
+
+use std::time::{Duration, Instant};
+
+use rmcp::model::{ProgressNotificationParam, ProgressToken};
+use rmcp::service::{Peer, RequestContext};
+use rmcp::RoleServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::{Notice, Turn, TurnEnd, TurnEvent};
+
+/// Longest silence towards a client waiting with a progress token. Clients that reset their
+/// time-out on progress time out after tens of seconds at the least; the issue asks for 2 s.
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often new text is sent: often enough to watch, rarely enough to batch tokens.
+pub(super) const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How long a cancelled turn may take to report its end before it is dropped (and so recorded
+/// as cancelled with what it had).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// What a heartbeat adds to `progress`.
+const STEP: f64 = 1e-4;
+
+/// The parts of a tool call its rendering needs.
+pub(super) struct Call {
+    peer: Peer<RoleServer>,
+    token: Option<ProgressToken>,
+    cancelled: CancellationToken,
+    /// The client's name (`clientInfo.name`), for the history.
+    pub(super) client: Option<String>,
+}
+
+impl Call {
+    /// The call `context` belongs to.
+    pub(super) fn new(context: &RequestContext<RoleServer>) -> Call {
+        Call {
+            peer: context.peer.clone(),
+            token: context.meta.get_progress_token(),
+            cancelled: context.ct.clone(),
+            client: context.client_info().map(|i| i.name),
+        }
+    }
+
+    /// Cancelled by the client (or its going away).
+    pub(super) fn cancellation(&self) -> &CancellationToken {
+        &self.cancelled
+    }
+}
+
+/// Why a rendered turn gave no result.
+#[derive(Debug)]
+pub(super) enum Stopped {
+    /// The client cancelled the call: nothing is to be sent.
+    Cancelled,
+}
+
+/// The `progress` values of one call: each higher than the one before.
+#[derive(Debug, Default)]
+struct Values {
+    last: Option<f64>,
+}
+
+impl Values {
+    /// The value to send for `natural` (where the call really is).
+    fn next(&mut self, natural: f64) -> f64 {
+        let value = match self.last {
+            None => natural,
+            Some(last) => natural.max(last + STEP),
+        };
+        self.last = Some(value);
+        value
+    }
+}
+
+/// Sends a call's progress notifications.
+pub(super) struct Reporter<'a> {
+    call: &'a Call,
+    total: f64,
+    tokens: u32,
+    /// Text generated since the last notification.
+    pending: String,
+    /// What the call waits for, before its first token.
+    status: Option<String>,
+    status_changed: bool,
+    /// `progress` of the current phase before the first token (below 1).
+    before_text: f64,
+    values: Values,
+    last_sent: Option<Instant>,
+    silent: bool,
+}
+
+impl<'a> Reporter<'a> {
+    /// Progress of `call` towards `total` tokens.
+    pub(super) fn new(call: &'a Call, total: u32) -> Reporter<'a> {
+        Reporter {
+            call,
+            total: f64::from(total),
+            tokens: 0,
+            pending: String::new(),
+            status: None,
+            status_changed: false,
+            before_text: 0.0,
+            values: Values::default(),
+            last_sent: None,
+            silent: call.token.is_none(),
+        }
+    }
+
+    /// The model loads (fraction 0..1).
+    pub(super) fn loading(&mut self, model: &str, fraction: f32) {
+        let pct = (fraction.clamp(0.0, 1.0) * 100.0).round();
+        self.set_status(
+            format!("loading model {model}: {pct}%"),
+            f64::from(fraction.clamp(0.0, 1.0)) * 0.5,
+        );
+    }
+
+    fn set_status(&mut self, status: String, value: f64) {
+        if self.status.as_deref() != Some(&status) {
+            self.status = Some(status);
+            self.status_changed = true;
+        }
+        self.before_text = value.min(0.99);
+    }
+
+    /// An event of the turn.
+    fn event(&mut self, model: &str, event: &TurnEvent) {
+        match event {
+            TurnEvent::Queued { position } => self.set_status(
+                format!("waiting for a free decode slot: {position} request(s) ahead"),
+                self.before_text,
+            ),
+            TurnEvent::Loading { progress } => self.loading(model, *progress),
+            TurnEvent::Reloading { reason } => self.set_status(reason.clone(), self.before_text),
+            TurnEvent::Started(_) => {
+                self.set_status(format!("{model} is reading the prompt"), 0.5)
+            }
+            TurnEvent::PromptProgress { done, total } => self.set_status(
+                format!("{model} is reading the prompt: {done} of {total} tokens"),
+                0.5 + 0.49 * f64::from(*done) / f64::from((*total).max(1)),
+            ),
+            TurnEvent::Notice(Notice::ContextTrimmed { dropped }) => self.set_status(
+                format!("the conversation is longer than the context: its oldest {dropped} messages are left out"),
+                self.before_text,
+            ),
+            // A refused message or history that cannot be written: the client sees the sentence.
+            TurnEvent::Notice(notice) => self.set_status(notice.to_string(), self.before_text),
+            TurnEvent::Token(text) => {
+                self.tokens += 1;
+                self.pending.push_str(text);
+                self.status = None;
+            }
+            TurnEvent::Ended(_) => {}
+        }
+    }
+
+    /// Sends what is due: new text, a changed status, or a heartbeat.
+    pub(super) async fn tick(&mut self) {
+        if self.silent {
+            return;
+        }
+        let natural = if self.tokens > 0 {
+            f64::from(self.tokens)
+        } else {
+            self.before_text
+        };
+        if !self.pending.is_empty() {
+            let text = std::mem::take(&mut self.pending);
+            self.send(natural, Some(text)).await;
+        } else if self.status_changed {
+            self.status_changed = false;
+            let status = self.status.clone();
+            self.send(natural, status).await;
+        } else if self.last_sent.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+            let status = self.status.clone();
+            self.send(natural, status).await;
+        }
+    }
+
+    async fn send(&mut self, natural: f64, message: Option<String>) {
+        let Some(token) = self.call.token.clone() else {
+            return;
+        };
+        let value = self.values.next(natural);
+        self.last_sent = Some(Instant::now());
+        let mut param = ProgressNotificationParam::new(token, value).with_total(self.total);
+        if let Some(m) = message {
+            param = param.with_message(m);
+        }
+        if let Err(e) = self.call.peer.notify_progress(param).await {
+            // The client is gone; the call's cancellation follows.
+            tracing::debug!("progress notification not sent: {e}");
+            self.silent = true;
+        }
+    }
+
+    /// Nothing more is sent (the call was cancelled).
+    pub(super) fn silence(&mut self) {
+        self.silent = true;
+    }
+}
+
+/// Renders `turn` for `call` until it ends, and returns how it ended. `cut` sees the text so
+/// far after each token and may end the turn early (where `complete_code` found the end of
+/// the block): the engine stops and the turn ends as cancelled, with the text it had.
+pub(super) async fn render(
+    turn: &mut Turn<'_>,
+    call: &Call,
+    model: &str,
+    max_tokens: u32,
+    mut cut: impl FnMut(&str) -> bool,
+) -> Result<(TurnEnd, bool), Stopped> {
+    let mut reporter = Reporter::new(call, max_tokens);
+    let mut ticker = tokio::time::interval(FLUSH_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut text = String::new();
+    let mut was_cut = false;
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = call.cancelled.cancelled(), if stop_deadline.is_none() => {
+                turn.cancel();
+                reporter.silence();
+                stop_deadline = Some(tokio::time::Instant::now() + STOP_WAIT);
+            }
+            _ = sleep_until(stop_deadline), if stop_deadline.is_some() => {
+                // Dropping the turn (by returning) records it as cancelled.
+                return Err(Stopped::Cancelled);
+            }
+            event = turn.next() => {
+                let Some(event) = event else {
+                    return Err(Stopped::Cancelled);
+                };
+                if let TurnEvent::Ended(end) = event {
+                    if stop_deadline.is_some() {
+                        return Err(Stopped::Cancelled);
+                    }
+                    reporter.tick().await;
+                    return Ok((end, was_cut));
+                }
+                if let TurnEvent::Token(piece) = &event {
+                    text.push_str(piece);
+                    if !was_cut && cut(&text) {
+                        was_cut = true;
+                        turn.cancel();
+                    }
+                }
+                reporter.event(model, &event);
+            }
+            _ = ticker.tick() => reporter.tick().await,
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_grows_with_every_notification() {
+        let mut v = Values::default();
+        // Loading, a heartbeat while nothing moves, a phase that starts lower, then tokens.
+        let sent: Vec<f64> = [0.2, 0.2, 0.1, 0.5, 1.0, 1.0, 2.0]
+            .into_iter()
+            .map(|n| v.next(n))
+            .collect();
+        assert!(sent.windows(2).all(|w| w[1] > w[0]), "{sent:?}");
+        assert_eq!(sent[0], 0.2);
+        assert_eq!(sent[4], 1.0);
+        assert_eq!(sent[6], 2.0);
+    }
+}
