@@ -25,12 +25,15 @@ use crate::ui::text::short_time;
 pub enum HistoryCommand {
     /// List conversations, most recently used first.
     List {
-        /// How many to show.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// How many to show [default: 20; with --batch, all].
+        #[arg(long)]
+        limit: Option<usize>,
         /// Only conversations in which this model was used.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "batch")]
         model: Option<String>,
+        /// Only the lines of this `gemmactl batch` run, in the order they started.
+        #[arg(long, value_name = "ID")]
+        batch: Option<String>,
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -98,7 +101,18 @@ pub enum ExportFormat {
 pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
     let mut store = Store::open_default(paths)?;
     match cmd {
-        HistoryCommand::List { limit, model, json } => list(&store, limit, model.as_deref(), json),
+        HistoryCommand::List {
+            limit,
+            batch: Some(batch),
+            json,
+            ..
+        } => list_batch(&store, &batch, limit.unwrap_or(usize::MAX), json),
+        HistoryCommand::List {
+            limit,
+            model,
+            batch: None,
+            json,
+        } => list(&store, limit.unwrap_or(20), model.as_deref(), json),
         HistoryCommand::Show { id, json } => show(&store, id, json),
         HistoryCommand::Search { text, limit, json } => {
             search(&store, &text.join(" "), limit, json)
@@ -144,6 +158,19 @@ fn list(store: &Store, limit: usize, model: Option<&str>, json: bool) -> Result<
         return Ok(());
     }
     say!("{}", crate::ui::table::conversations(&rows));
+    Ok(())
+}
+
+fn list_batch(store: &Store, batch: &str, limit: usize, json: bool) -> Result<()> {
+    let rows = store.batch_conversations(batch, limit)?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        bail!("no saved conversation belongs to batch {batch}: `gemmactl batch` prints its id when it starts (and stores nothing with --no-log)");
+    }
+    say!("{}", crate::ui::table::batch_lines(&rows));
     Ok(())
 }
 
