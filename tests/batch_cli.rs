@@ -554,7 +554,7 @@ fn two_models_in_one_file_each_line_on_its_own() {
 }
 
 #[test]
-fn ctrl_c_once_finishes_the_lines_in_flight_and_twice_cancels_them() {
+fn ctrl_c_once_finishes_the_lines_in_flight_twice_cancels_them_and_sigterm_too() {
     let home = home_with_model();
     let lines: Vec<Value> = (0..10)
         .map(|i| json!({"id": format!("l{i}"), "prompt": format!("Story {i}: once upon a time")}))
@@ -611,6 +611,20 @@ fn ctrl_c_once_finishes_the_lines_in_flight_and_twice_cancels_them() {
     assert!(records
         .iter()
         .all(|r| r["usage"]["completion_tokens"] == 12 || r["finish_reason"] == "stop"));
+
+    // SIGTERM cancels what is in flight at once, like a second Ctrl-C.
+    let mut child = spawn(&home, &with_resume, &err);
+    let before = lines_in(&out);
+    assert!(wait_for_lines(&mut child, &out, before + 1));
+    signal(&child, libc::SIGTERM);
+    let status = wait(&mut child);
+    assert_eq!(
+        status.code(),
+        Some(143),
+        "{}",
+        std::fs::read_to_string(&err).unwrap()
+    );
+    assert!(results(&out).len() < 10);
 
     // And the rest on resuming.
     let mut child = spawn(&home, &with_resume, &err);

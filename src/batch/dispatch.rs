@@ -38,13 +38,24 @@ pub(super) trait Report {
     fn note(&mut self, text: &str);
 }
 
-/// Runs `work` to its end or until interrupted; returns whether it was interrupted.
+/// How a run ended before its last line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stopped {
+    /// Ctrl-C (SIGINT).
+    Interrupt,
+    /// SIGTERM.
+    Terminate,
+    /// The output could not be written.
+    Output,
+}
+
+/// Runs `work` to its end, or until stopped (and why).
 pub(super) async fn run(
     work: Vec<Work>,
     shared: Arc<Shared>,
     limits: Limits,
     report: &mut dyn Report,
-) -> Result<bool> {
+) -> Result<Option<Stopped>> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut pending: VecDeque<Work> = work.into();
@@ -52,14 +63,14 @@ pub(super) async fn run(
     let mut models: HashMap<String, usize> = HashMap::new();
     let mut running: HashMap<tokio::task::Id, (usize, usize, String)> = HashMap::new();
     let mut set: JoinSet<Outcome> = JoinSet::new();
-    let mut stopping = false;
+    let mut stopped: Option<Stopped> = None;
     let mut cancel_deadline: Option<Instant> = None;
     let mut aborted = false;
     let mut ticker = tokio::time::interval(Duration::from_millis(250));
     let parallel = limits.parallel.max(1);
     let max_models = limits.max_models.max(1);
     loop {
-        while !stopping && set.len() < parallel {
+        while stopped.is_none() && set.len() < parallel {
             let Some(i) = startable(&pending, &models, max_models) else {
                 break;
             };
@@ -100,14 +111,14 @@ pub(super) async fn run(
                     o => o,
                 };
                 if !report.finished(seq, outcome) && cancel_deadline.is_none() {
-                    stopping = true;
+                    stopped.get_or_insert(Stopped::Output);
                     shared.cancel.cancel();
                     cancel_deadline = Some(Instant::now() + CANCEL_WAIT);
                 }
             }
             _ = interrupt.recv() => {
-                if !stopping {
-                    stopping = true;
+                if stopped.is_none() {
+                    stopped = Some(Stopped::Interrupt);
                     report.note(&format!(
                         "stopping: taking no new lines, finishing the {} in flight (Ctrl-C again to cancel them; --resume runs the rest later)",
                         set.len()
@@ -119,7 +130,7 @@ pub(super) async fn run(
                 }
             }
             _ = terminate.recv(), if cancel_deadline.is_none() => {
-                stopping = true;
+                stopped.get_or_insert(Stopped::Terminate);
                 shared.cancel.cancel();
                 cancel_deadline = Some(Instant::now() + CANCEL_WAIT);
             }
@@ -131,7 +142,7 @@ pub(super) async fn run(
             }
         }
     }
-    Ok(stopping)
+    Ok(stopped)
 }
 
 /// The first pending line that may start now: its model is serving already, or another model

@@ -13,7 +13,8 @@
 //! - `progress.rs` draws the bar and writes the summary.
 //!
 //! Exit codes: 0 when every line was answered, 1 when some failed (their results say why),
-//! 2 for a usage error or input that cannot be read (nothing is run), 130 when interrupted.
+//! 2 for a usage error or input that cannot be read (nothing is run), 130 after Ctrl-C and 143
+//! after SIGTERM (what finished is written; `--resume` runs the rest).
 
 mod dispatch;
 mod job;
@@ -45,6 +46,7 @@ use crate::domain::Source;
 use crate::models::{self, ModelEntry, ModelError};
 use crate::store::Store;
 use crate::supervisor::Supervisor;
+use dispatch::Stopped;
 use job::{ErrorKind, Format, Line, LineError};
 use line::{Outcome, Shared, Work};
 use output::Output;
@@ -150,7 +152,7 @@ pub async fn run(args: BatchArgs, paths: &Paths, mut config: Config) -> Result<E
     let outcome = if keep_going {
         dispatch::run(plan.work, shared, limits, &mut runner).await
     } else {
-        Ok(true)
+        Ok(Some(Stopped::Output))
     };
     service.shutdown().await;
     let Runner {
@@ -160,7 +162,7 @@ pub async fn run(args: BatchArgs, paths: &Paths, mut config: Config) -> Result<E
         ..
     } = runner;
     progress.finish();
-    let interrupted = outcome?;
+    let stopped = outcome?;
     let flushed = output.finish();
     if let Some(e) = broken.or(flushed.err()) {
         eprintln!(
@@ -174,7 +176,7 @@ pub async fn run(args: BatchArgs, paths: &Paths, mut config: Config) -> Result<E
     if logs && progress.succeeded + progress.failed > 0 {
         eprintln!("history: gemmactl history list --batch {}", plan.batch_id);
     }
-    if interrupted {
+    if let Some(stopped) = stopped {
         let left = plan.lines.len() - progress.succeeded - progress.failed;
         eprintln!(
             "interrupted: {left} lines not run; the same command with --resume runs them{}",
@@ -184,7 +186,11 @@ pub async fn run(args: BatchArgs, paths: &Paths, mut config: Config) -> Result<E
                 ""
             }
         );
-        return Ok(ExitCode::from(130));
+        let code = match stopped {
+            Stopped::Terminate => 143,
+            _ => 130,
+        };
+        return Ok(ExitCode::from(code));
     }
     Ok(if progress.failed > 0 {
         ExitCode::FAILURE

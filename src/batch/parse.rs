@@ -27,6 +27,8 @@ const SIMPLE_FIELDS: [&str; 11] = [
 
 /// Every non-blank line of `input`, parsed.
 pub(super) fn lines(input: &[u8]) -> Vec<Line> {
+    // Some editors start a UTF-8 file with a byte-order mark; it is not part of the first line.
+    let input = input.strip_prefix(b"\xef\xbb\xbf").unwrap_or(input);
     let raw: Vec<(usize, &[u8])> = input
         .split(|b| *b == b'\n')
         .enumerate()
@@ -365,6 +367,8 @@ mod tests {
             lines(b"\n{\"id\":\"a\",\"prompt\":\"x\"}\r\n  \n{\"id\":\"b\",\"prompt\":\"y\"}");
         let numbers: Vec<usize> = all.iter().map(|l| l.number).collect();
         assert_eq!(numbers, [2, 4]);
+        let bom = lines(b"\xef\xbb\xbf{\"id\":\"a\",\"prompt\":\"x\"}\n");
+        assert!(bom[0].request.is_ok());
     }
 
     #[test]
