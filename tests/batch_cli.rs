@@ -633,3 +633,62 @@ fn ctrl_c_once_finishes_the_lines_in_flight_twice_cancels_them_and_sigterm_too()
     assert_eq!(got.len(), 10);
     assert_eq!(lines_in(&out), 10);
 }
+
+#[test]
+fn two_models_that_do_not_fit_together_take_turns() {
+    let home = home_with_model();
+    let path = common::default_model();
+    let add = home.run(&["models", "add", "second", path.to_str().unwrap()]);
+    assert!(add.status.success(), "{}", common::stderr(&add));
+    let config = home.path().join("config").join("config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    // The engine's memory estimate, from the refusal of a budget nothing fits in.
+    std::fs::write(&config, "[supervisor]\nmemory_budget_mib = 1\n").unwrap();
+    let probe = input(&home, "probe.jsonl", &[json!({"id": 0, "prompt": "Hi"})]);
+    let out = batch(&home, &[probe.to_str().unwrap(), "--parallel", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let message = common::stdout(&out);
+    let needed: u64 = message
+        .split("needs about ")
+        .nth(1)
+        .and_then(|rest| rest.split(" MiB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no estimate in {message}"));
+    // Room for one engine, not two: lines for the second model wait for the first's to drain.
+    std::fs::write(
+        &config,
+        format!("[supervisor]\nmemory_budget_mib = {}\n", needed * 3 / 2),
+    )
+    .unwrap();
+    let lines: Vec<Value> = (0..6)
+        .map(|i| {
+            let model = if i % 2 == 0 { "gemma3-270m" } else { "second" };
+            json!({"id": i, "prompt": format!("Number {i} is"), "model": model})
+        })
+        .collect();
+    let file = input(&home, "two.jsonl", &lines);
+    let out = batch(
+        &home,
+        &[
+            file.to_str().unwrap(),
+            "--parallel",
+            "2",
+            "--max-tokens",
+            "2",
+            "--temperature",
+            "0",
+            "--no-log",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let records: Vec<Value> = common::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 6);
+    for r in &records {
+        let i = r["id"].as_u64().unwrap();
+        let model = if i % 2 == 0 { "gemma3-270m" } else { "second" };
+        assert_eq!(r["model"], model, "{r}");
+    }
+}

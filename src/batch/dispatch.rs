@@ -70,7 +70,11 @@ pub(super) async fn run(
     let parallel = limits.parallel.max(1);
     let max_models = limits.max_models.max(1);
     loop {
-        while stopped.is_none() && set.len() < parallel {
+        // A line the pool refused waits for the others to drain: start nothing meanwhile.
+        while stopped.is_none()
+            && set.len() < parallel
+            && shared.pool_waiting.load(Ordering::SeqCst) == 0
+        {
             let Some(i) = startable(&pending, &models, max_models) else {
                 break;
             };

@@ -15,10 +15,6 @@ use crate::domain::{
 use crate::models::ModelEntry;
 use crate::supervisor::SupervisorError;
 
-/// Times a line refused by the pool (another model held the memory) is tried again, each time
-/// after another line has finished.
-const POOL_RETRIES: u32 = 5;
-
 /// Everything one line needs to run.
 pub(super) struct Work {
     /// Where its result goes among the results of this run (input order).
@@ -60,6 +56,9 @@ pub(super) struct Shared {
     pub(super) cancel: CancellationToken,
     /// Lines in flight now.
     pub(super) in_flight: AtomicUsize,
+    /// Lines in flight that the pool refused and that wait for others to finish; while there
+    /// are any, no new line starts, so the engines they wait on become idle.
+    pub(super) pool_waiting: AtomicUsize,
     /// Told each time a line finishes (a line the pool refused waits for it).
     pub(super) finished: Notify,
 }
@@ -149,17 +148,30 @@ pub(super) async fn run(work: Work, shared: Arc<Shared>) -> Outcome {
             Ok(a) => return Outcome::Answered(a),
             Err(SupervisorError::ShuttingDown) => return Outcome::Cancelled,
             Err(SupervisorError::Pool(e)) => {
-                // Refused while other lines held the pool: try again once one has finished.
-                let others = shared.in_flight.load(Ordering::SeqCst) > 1;
-                if others && attempt < POOL_RETRIES && !shared.cancel.is_cancelled() {
-                    attempt += 1;
-                    tokio::select! {
-                        _ = shared.finished.notified() => {}
-                        _ = shared.cancel.cancelled() => return Outcome::Cancelled,
-                    }
-                    continue;
+                // Refused while other lines' engines hold the pool: wait for one of those lines
+                // to finish (no new line starts meanwhile, so their engines become idle and can
+                // be stopped), then try again. Listening starts before the count is read, so a
+                // line finishing in between is not missed.
+                let finished = shared.finished.notified();
+                tokio::pin!(finished);
+                finished.as_mut().enable();
+                let waiting = shared.pool_waiting.fetch_add(1, Ordering::SeqCst) + 1;
+                let others = shared.in_flight.load(Ordering::SeqCst) > waiting;
+                if !others || shared.cancel.is_cancelled() {
+                    // Nothing else holds the pool: the refusal stands.
+                    shared.pool_waiting.fetch_sub(1, Ordering::SeqCst);
+                    return failed(&work, ErrorKind::EngineFailed, e);
                 }
-                return failed(&work, ErrorKind::EngineFailed, e);
+                attempt += 1;
+                let cancelled = tokio::select! {
+                    _ = finished => false,
+                    _ = shared.cancel.cancelled() => true,
+                };
+                shared.pool_waiting.fetch_sub(1, Ordering::SeqCst);
+                if cancelled {
+                    return Outcome::Cancelled;
+                }
+                continue;
             }
             Err(e) => {
                 let kind = match e.code() {

@@ -129,6 +129,7 @@ pub async fn run(args: BatchArgs, paths: &Paths, mut config: Config) -> Result<E
         batch_id: logs.then(|| plan.batch_id.clone()),
         cancel: CancellationToken::new(),
         in_flight: AtomicUsize::new(0),
+        pool_waiting: AtomicUsize::new(0),
         finished: Notify::new(),
     });
     let mut runner = Runner {
