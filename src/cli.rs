@@ -27,6 +27,8 @@ enum Command {
     Chat(crate::shell::ChatArgs),
     /// Generate a reply to one prompt and stream it to stdout.
     Run(commands::run::RunArgs),
+    /// Answer a file of prompts (JSONL in, JSONL out): parallel, resumable, OpenAI batch format.
+    Batch(crate::batch::BatchArgs),
     /// Manage model files: list, pull, add, show, check, import, rm.
     #[command(subcommand)]
     Models(commands::models::ModelsCommand),
@@ -72,6 +74,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Chat(args) => crate::shell::run(args, &paths, config),
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
+            Command::Batch(args) => runtime()?.block_on(crate::batch::run(args, &paths, config)),
             Command::Ps(args) => commands::ps::run(args, &paths).map(|_| ExitCode::SUCCESS),
             Command::Bench(args) => runtime()?.block_on(commands::bench::run(args, &paths, config)),
             Command::Models(cmd) => {

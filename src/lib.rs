@@ -8,7 +8,8 @@
 //!
 //! - `cli`: the command surface;
 //! - front ends: `shell` (the chat REPL), `commands` (`run`, `models`, `history`, `ps`,
-//!   `doctor`, `bench`) and `mcp` (the MCP server), which never import each other;
+//!   `doctor`, `bench`), `mcp` (the MCP server) and `batch` (a file of prompts), which never
+//!   import each other;
 //! - `ui`: terminal rendering the front ends share;
 //! - `chat`: the turn service — conversations, requests, storing turns;
 //! - `supervisor`: engine processes, their lifecycle, the pool and the queue;
@@ -17,6 +18,7 @@
 //!   backend choice), `config` (settings), and at the bottom `domain` (the shared vocabulary) and
 //!   `isolation` (child processes that die with gemmactl).
 
+pub mod batch;
 pub mod chat;
 pub mod cli;
 pub mod commands;

@@ -90,7 +90,12 @@ pub(super) fn request_parts(
         }
         ModelKind::Base => {
             let mut params = params.clone();
-            params.stop = TRANSCRIPT_STOPS.iter().map(|s| s.to_string()).collect();
+            // The caller's own stop strings still apply, besides the transcript's.
+            for stop in TRANSCRIPT_STOPS {
+                if !params.stop.iter().any(|s| s == stop) {
+                    params.stop.push(stop.to_string());
+                }
+            }
             RequestParts {
                 messages: vec![Message::new(Role::User, transcript(system, turns))],
                 prompt: PromptFormat::Completion,
@@ -210,6 +215,12 @@ mod tests {
             "User: The capital of France is\nAssistant:"
         );
         assert_eq!(shell.params.stop, ["\nUser:", "\nAssistant:"]);
+        let own = SamplingParams {
+            stop: vec!["\n\n".into()],
+            ..SamplingParams::default()
+        };
+        let shell = request_parts(&base, PromptStyle::Conversation, None, &turns, &own);
+        assert_eq!(shell.params.stop, ["\n\n", "\nUser:", "\nAssistant:"]);
 
         let instruct = entry(ModelKind::Instruct);
         let chat = request_parts(

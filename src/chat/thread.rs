@@ -5,14 +5,23 @@
 //! session cache is only a cache. Oldest exchanges that no longer fit the context are left out
 //! of requests (`dropped`), never deleted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::{bail, Context, Result};
 
 use super::request::{infill_parts, request_parts, PromptStyle, RequestParts};
 use super::turn::Turn;
 use super::TurnService;
-use crate::domain::{EngineDescription, GenerateRequest, Message, Origin, Role, SamplingParams};
+use crate::domain::{
+    EngineDescription, FinishReason, GenerateRequest, Message, Origin, Role, SamplingParams,
+};
 use crate::models::ModelEntry;
-use crate::store::{ConversationId, MessageId, StoreError};
+use crate::store::{ConversationId, MessageId, ReplyEnd, StoreError};
+
+/// Session names handed out in this process. Per process, not per thread: threads carried on
+/// side by side (batch lines, MCP calls, HTTP requests) must never share a session, or the engine
+/// would make each wait for the other's request to finish and reuse one's cache for another.
+static SESSIONS: AtomicU64 = AtomicU64::new(0);
 
 /// A message on the thread's branch, with its id in the store when it is stored.
 #[derive(Debug, Clone)]
@@ -59,7 +68,6 @@ pub struct Thread {
     /// Set for fill-in-the-middle requests: the code after the cursor.
     infill: Option<String>,
     session: String,
-    sessions_started: u32,
     /// Why the last write to the history failed (a full disk, a read-only database), until the
     /// next turn tells the user; the conversation goes on unsaved rather than stopping.
     pub(super) not_saved: Option<String>,
@@ -86,7 +94,6 @@ impl Thread {
             origin: Origin::new(service.source()),
             infill: None,
             session: String::new(),
-            sessions_started: 0,
             not_saved: None,
         };
         thread.new_session();
@@ -120,6 +127,53 @@ impl Thread {
         self.system = system.or(conv.system).filter(|s| !s.trim().is_empty());
         self.dropped = 0;
         self.new_session();
+        Ok(())
+    }
+
+    /// Starts a new conversation from messages the caller already has (a batch line's, an
+    /// HTTP request's): system messages first become the system prompt, then the user messages
+    /// and replies are stored as they are, so the reply to the next [`Thread::send`] has them for
+    /// context and `history show` shows them. A given reply is stored as finished with no engine
+    /// or counts: no engine wrote it.
+    pub fn seed(&mut self, messages: &[Message]) -> Result<()> {
+        if !self.branch.is_empty() || self.id.is_some() {
+            bail!("a conversation can only be seeded before its first message");
+        }
+        let leading = messages
+            .iter()
+            .take_while(|m| m.role == Role::System)
+            .count();
+        if let Some(late) = messages[leading..]
+            .iter()
+            .position(|m| m.role == Role::System)
+        {
+            bail!(
+                "message {} is a system message after the conversation started: put system messages first",
+                leading + late + 1
+            );
+        }
+        if leading > 0 {
+            let given: Vec<&str> = messages[..leading]
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect();
+            let system = match self.system.take() {
+                Some(own) => format!("{own}\n\n{}", given.join("\n\n")),
+                None => given.join("\n\n"),
+            };
+            self.system = Some(system).filter(|s| !s.trim().is_empty());
+        }
+        if messages.get(leading).map(|m| m.role) == Some(Role::Assistant) {
+            bail!("the conversation starts with a reply: begin it with a user message");
+        }
+        for message in &messages[leading..] {
+            let parent = self.branch.last().and_then(|e| e.id);
+            let id = match message.role {
+                Role::Assistant => self.commit_given_reply(parent, &message.content)?,
+                _ => self.commit_user_message(parent, &message.content)?,
+            };
+            self.branch.push(Entry::new(id, message.clone()));
+        }
         Ok(())
     }
 
@@ -318,8 +372,8 @@ impl Thread {
     }
 
     fn new_session(&mut self) {
-        self.sessions_started += 1;
-        self.session = format!("chat-{}-{}", std::process::id(), self.sessions_started);
+        let n = SESSIONS.fetch_add(1, Ordering::Relaxed) + 1;
+        self.session = format!("chat-{}-{n}", std::process::id());
     }
 
     fn commit_user_message(
@@ -345,6 +399,32 @@ impl Thread {
             &self.model.name,
             &self.params,
         )?))
+    }
+
+    /// Stores a reply the caller gave (see [`Thread::seed`]); a reply needs a message before it.
+    fn commit_given_reply(
+        &mut self,
+        parent: Option<MessageId>,
+        text: &str,
+    ) -> Result<Option<MessageId>> {
+        let Some(mut store) = self.service.store() else {
+            return Ok(None);
+        };
+        let Some(parent) = parent else {
+            bail!("a reply needs a message before it");
+        };
+        let id = store.start_reply(parent, &self.model.name, &self.params)?;
+        let end = ReplyEnd {
+            text: text.to_string(),
+            finish_reason: FinishReason::Stop,
+            usage: None,
+            timings: None,
+            engine: None,
+            backend: None,
+            error: None,
+        };
+        store.finish_reply(id, &end)?;
+        Ok(Some(id))
     }
 
     /// Starts the reply to the branch's last (user) message.
@@ -463,5 +543,123 @@ impl Thread {
     pub(super) fn push_reply(&mut self, id: Option<MessageId>, text: String) {
         self.branch
             .push(Entry::new(id, Message::new(Role::Assistant, text)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Paths};
+    use crate::domain::Source;
+    use crate::models::{ModelFormat, ModelKind};
+    use crate::store::Store;
+    use crate::supervisor::Supervisor;
+
+    fn model() -> ModelEntry {
+        ModelEntry {
+            name: "m".into(),
+            path: "/m.gguf".into(),
+            engine: crate::domain::EngineKind::GemmaEngine,
+            format: ModelFormat::Gguf,
+            kind: ModelKind::Base,
+            sha256: None,
+            chat_template: None,
+            tokenizer: None,
+        }
+    }
+
+    fn service(dir: &std::path::Path, store: Option<Store>) -> TurnService {
+        let paths = Paths {
+            config_dir: dir.join("config"),
+            data_dir: dir.join("data"),
+            state_dir: dir.join("state"),
+            cache_dir: dir.join("cache"),
+        };
+        let config = Config::default();
+        TurnService::new(
+            Supervisor::unpublished(config.clone()),
+            store,
+            Source::Batch,
+            &paths,
+            &config,
+        )
+    }
+
+    #[tokio::test]
+    async fn threads_side_by_side_never_share_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path(), None);
+        let new = || {
+            Thread::new(
+                &service,
+                model(),
+                None,
+                SamplingParams::default(),
+                PromptStyle::OneShot,
+            )
+        };
+        let (a, b) = (new(), new());
+        assert_ne!(a.request().0.session, b.request().0.session);
+    }
+
+    #[tokio::test]
+    async fn a_seeded_conversation_is_stored_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("history.db")).unwrap();
+        let service = service(dir.path(), Some(store));
+        let mut thread = Thread::new(
+            &service,
+            model(),
+            None,
+            SamplingParams::default(),
+            PromptStyle::Conversation,
+        );
+        let given = [
+            Message::new(Role::System, "Be brief."),
+            Message::new(Role::User, "Hi"),
+            Message::new(Role::Assistant, "Hello!"),
+        ];
+        thread.seed(&given).unwrap();
+        assert_eq!(thread.system(), Some("Be brief."));
+        assert_eq!(thread.len(), 2);
+        let id = thread.id().unwrap();
+        let store = service.store().unwrap();
+        assert_eq!(
+            store.conversation(id).unwrap().system.as_deref(),
+            Some("Be brief.")
+        );
+        let stored = store.messages(id).unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[1].parent, Some(stored[0].id));
+        assert_eq!(
+            (stored[1].role, stored[1].content.as_str()),
+            (Role::Assistant, "Hello!")
+        );
+        assert_eq!(stored[1].finish_reason, Some(FinishReason::Stop));
+        assert_eq!(stored[1].engine, None);
+    }
+
+    #[tokio::test]
+    async fn seeding_refuses_what_no_model_could_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path(), None);
+        let new = || {
+            Thread::new(
+                &service,
+                model(),
+                None,
+                SamplingParams::default(),
+                PromptStyle::Conversation,
+            )
+        };
+        let late = [
+            Message::new(Role::User, "Hi"),
+            Message::new(Role::System, "Be brief."),
+        ];
+        let err = new().seed(&late).unwrap_err().to_string();
+        assert!(err.starts_with("message 2 is a system message"), "{err}");
+        let reply_first = [Message::new(Role::Assistant, "Hello!")];
+        let err = new().seed(&reply_first).unwrap_err().to_string();
+        assert!(err.contains("begin it with a user message"), "{err}");
     }
 }

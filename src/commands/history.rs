@@ -26,12 +26,15 @@ use crate::ui::text::{count, printable_block, printable_line, short_time};
 pub enum HistoryCommand {
     /// List conversations, most recently used first.
     List {
-        /// How many to show.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// How many to show [default: 20; with --batch, all].
+        #[arg(long)]
+        limit: Option<usize>,
         /// Only conversations in which this model was used.
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "batch")]
         model: Option<String>,
+        /// Only the lines of this `gemmactl batch` run, in the order they started.
+        #[arg(long, value_name = "ID")]
+        batch: Option<String>,
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
@@ -107,9 +110,18 @@ pub fn run(cmd: HistoryCommand, paths: &Paths) -> Result<()> {
     // read-only folder too.
     let reading = || Store::open_default_for_reading(paths);
     match cmd {
-        HistoryCommand::List { limit, model, json } => {
-            list(&reading()?, limit, model.as_deref(), json)
-        }
+        HistoryCommand::List {
+            limit,
+            batch: Some(batch),
+            json,
+            ..
+        } => list_batch(&reading()?, &batch, limit.unwrap_or(usize::MAX), json),
+        HistoryCommand::List {
+            limit,
+            model,
+            batch: None,
+            json,
+        } => list(&reading()?, limit.unwrap_or(20), model.as_deref(), json),
         HistoryCommand::Show { id, json } => show(&reading()?, id, json),
         HistoryCommand::Search { text, limit, json } => {
             search(&reading()?, &text.join(" "), limit, json)
@@ -157,6 +169,19 @@ fn list(store: &Store, limit: usize, model: Option<&str>, json: bool) -> Result<
         return Ok(());
     }
     say!("{}", crate::ui::table::conversations(&rows));
+    Ok(())
+}
+
+fn list_batch(store: &Store, batch: &str, limit: usize, json: bool) -> Result<()> {
+    let rows = store.batch_conversations(batch, limit)?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        bail!("no saved conversation belongs to batch {batch}: `gemmactl batch` prints its id when it starts (and stores nothing with --no-log)");
+    }
+    say!("{}", crate::ui::table::batch_lines(&rows));
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 //! Ids are SQLite integers (`12`, not UUIDs): short enough to type in `history show 12` or
 //! `/fork 40`, and never reused after a delete. Message ids are unique across conversations.
 
+mod batch;
 mod error;
 pub mod export;
 mod migrations;

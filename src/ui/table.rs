@@ -159,6 +159,35 @@ pub fn conversations(rows: &[ConversationSummary]) -> String {
     )
 }
 
+/// The conversations of one batch run, with each one's line id: `history list --batch`.
+pub fn batch_lines(rows: &[ConversationSummary]) -> String {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let c = &r.conversation;
+            let line = c
+                .origin
+                .as_ref()
+                .and_then(|o| o.batch.as_ref())
+                .map(|b| b.line_id.clone())
+                .unwrap_or_else(|| "-".into());
+            vec![
+                c.id.to_string(),
+                line,
+                short_time(&c.updated_at),
+                r.messages.to_string(),
+                c.model.clone().unwrap_or_else(|| "-".into()),
+                c.title.clone().unwrap_or_else(|| "(untitled)".into()),
+            ]
+        })
+        .collect();
+    render(
+        &["ID", "LINE", "UPDATED (UTC)", "MSGS", "MODEL", "TITLE"],
+        &body,
+        &[3],
+    )
+}
+
 /// The engines held by gemmactl processes: `ps` and the shell's `/ps`.
 pub fn processes(processes: &[ProcessStatus], now: u64) -> String {
     let mut body = Vec::new();
