@@ -7,8 +7,8 @@
 //! `docs/ARCHITECTURE.md` walks through it):
 //!
 //! - `cli`: the command surface;
-//! - front ends: `shell` (the chat REPL) and `commands` (`run`, `models`, `history`, `ps`,
-//!   `doctor`, `bench`), which never import each other;
+//! - front ends: `shell` (the chat REPL), `commands` (`run`, `models`, `history`, `ps`,
+//!   `doctor`, `bench`) and `serve` (the HTTP server), which never import each other;
 //! - `ui`: terminal rendering the front ends share;
 //! - `chat`: the turn service — conversations, requests, storing turns;
 //! - `supervisor`: engine processes, their lifecycle, the pool and the queue;
@@ -26,6 +26,7 @@ pub mod engines;
 pub mod hardware;
 pub mod isolation;
 pub mod models;
+pub mod serve;
 pub mod shell;
 pub mod store;
 pub mod supervisor;

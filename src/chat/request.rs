@@ -159,6 +159,7 @@ mod tests {
             sha256: None,
             chat_template: Some("gemma".into()),
             tokenizer: None,
+            remote: None,
         }
     }
 

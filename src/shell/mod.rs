@@ -20,12 +20,11 @@ use rustyline::history::DefaultHistory;
 use rustyline::{Config as EditorConfig, Editor};
 
 use crate::chat::{Notice, PromptStyle, Thread, TurnEvent, TurnService};
-use crate::config::flags::{EngineFlags, LogFlag, ModelFlag, DEFAULT_MAX_TOKENS};
+use crate::config::flags::{EngineFlags, LocalFlag, LogFlag, ModelFlag, DEFAULT_MAX_TOKENS};
 use crate::config::{Config, Paths};
 use crate::domain::{FinishReason, SamplingParams, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
-use crate::supervisor::Supervisor;
 use crate::ui::{self, Style};
 use complete::ShellHelper;
 
@@ -45,6 +44,8 @@ pub struct ChatArgs {
     system: Option<String>,
     #[command(flatten)]
     engine: EngineFlags,
+    #[command(flatten)]
+    local: LocalFlag,
     #[command(flatten)]
     log: LogFlag,
 }
@@ -97,18 +98,17 @@ pub fn run(args: ChatArgs, paths: &Paths, mut config: Config) -> Result<ExitCode
         .or_else(|| resumed.as_ref().and_then(|c| c.model.clone()))
         .unwrap_or_else(|| config.default_model.clone());
     let model = models::resolve(paths, &model_name)?;
-    let (service, interrupt) = {
+    let service = rt.block_on(TurnService::start(
+        store,
+        Source::Chat,
+        paths,
+        &config,
+        "gemmactl chat",
+        args.local.local(&args.engine),
+    ));
+    let interrupt = {
         let _guard = rt.enter();
-        (
-            TurnService::new(
-                Supervisor::new(config.clone(), paths, "gemmactl chat"),
-                store,
-                Source::Chat,
-                paths,
-                &config,
-            ),
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
-        )
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?
     };
     let params = SamplingParams {
         max_tokens: Some(DEFAULT_MAX_TOKENS),
