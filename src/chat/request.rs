@@ -90,7 +90,10 @@ pub(super) fn request_parts(
         }
         ModelKind::Base => {
             let mut params = params.clone();
-            params.stop = TRANSCRIPT_STOPS.iter().map(|s| s.to_string()).collect();
+            // The caller's own stop strings (an API client's) still apply.
+            params
+                .stop
+                .extend(TRANSCRIPT_STOPS.iter().map(|s| s.to_string()));
             RequestParts {
                 messages: vec![Message::new(Role::User, transcript(system, turns))],
                 prompt: PromptFormat::Completion,

@@ -349,6 +349,8 @@ mod tests {
             toml::from_str(&readme[start..end]).expect("README's config.toml example parses");
         assert_eq!(config.supervisor, SupervisorSettings::default());
         assert_eq!(config.engine.context, DEFAULT_CONTEXT);
+        assert_eq!(config.serve, ServeSettings::default());
+        assert_eq!(config.engines.remote, RemoteSettings::default());
     }
 
     #[test]

@@ -249,6 +249,11 @@ impl Shell {
         if let Some(reason) = engine.and_then(|d| d.fallback) {
             println!("fallback:     {reason}");
         }
+        if let Some(url) = self.service.attached_to() {
+            println!(
+                "server:       attached to gemmactl serve at {url} (--local to run in-process)"
+            );
+        }
         println!("parameters:   {}", params_line(self.thread.params()));
         println!("system:       {}", self.thread.system().unwrap_or("(none)"));
         println!(
