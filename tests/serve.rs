@@ -29,6 +29,7 @@ fn home(config: &str) -> common::Home {
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
+        .user_agent("gemmactl-test")
         .timeout(Duration::from_secs(300))
         .build()
         .unwrap()
@@ -256,14 +257,7 @@ async fn a_client_that_disconnects_frees_its_slot() {
         .find(|c| c["title"].as_str().unwrap().contains("dragon"))
         .expect("the story was stored");
     assert_eq!(story["origin"]["source"], "serve");
-    assert!(
-        story["origin"]["client"]
-            .as_str()
-            .unwrap()
-            .contains("reqwest")
-            || story["origin"]["client"].is_null(),
-        "{story}"
-    );
+    assert_eq!(story["origin"]["client"], "gemmactl-test", "{story}");
     let shown = json_of(&home.run(&["history", "show", &story["id"].to_string(), "--json"]));
     let reply = shown["messages"]
         .as_array()
@@ -418,7 +412,11 @@ fn a_remote_engine_is_another_server_and_its_death_is_one_clear_error() {
         .env_remove("GEMMACTL_MODEL");
     let mut chat = expectrl::Session::spawn(cmd).unwrap();
     chat.set_expect_timeout(Some(Duration::from_secs(300)));
-    chat.expect(">>> ").unwrap();
+    if let Err(e) = chat.expect(">>> ") {
+        let mut rest = String::new();
+        let _ = chat.read_to_string(&mut rest);
+        panic!("the shell did not start ({e}): {rest}");
+    }
     chat.send_line("/set max_tokens 6").unwrap();
     chat.expect(">>> ").unwrap();
     chat.send_line("Hello").unwrap();

@@ -258,7 +258,12 @@ impl Shell {
             ..
         } = self;
         let model_name = thread.model().name.clone();
-        let mut turn = start(thread)?;
+        // Starting a turn spawns its tasks (the supervisor's, or an attached server's client):
+        // they need the runtime's context, which this thread only has inside `block_on`.
+        let mut turn = {
+            let _context = rt.enter();
+            start(thread)?
+        };
         let spinner = ui::spinner(&format!("waiting for {model_name}"));
         let end = rt.block_on(async {
             drain(interrupt).await;
