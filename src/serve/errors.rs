@@ -194,11 +194,11 @@ pub(super) fn scrub_paths(message: &str) -> String {
                 .unwrap_or(rest.len());
             // A sentence's full stop or colon after the path stays.
             let (path, tail) = rest.split_at(end);
-            let (path, dot) = match path.strip_suffix(':').or_else(|| path.strip_suffix('.')) {
-                Some(p) => (p, &path[p.len()..]),
-                None => (path, ""),
+            let dot = if path.ends_with(':') || path.ends_with('.') {
+                &path[path.len() - 1..]
+            } else {
+                ""
             };
-            let _ = path;
             out.push_str(lead);
             out.push_str("[path]");
             out.push_str(dot);
