@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --tests
 # Where cargo put the binaries (CARGO_TARGET_DIR moves them, e.g. in scripts/fresh-check.sh).
 gemmactl="${CARGO_TARGET_DIR:-target}/debug/gemmactl"
+./scripts/lib/openai-venv.sh >/dev/null
 printf '\033[1m==> %s\033[0m\n' "downloading the default model for the tests (skipped when it is already there)" >&2
 model=$("$gemmactl" models pull gemma3-270m | sed -n 's/^gemma3-270m: //p')
 ./scripts/lib/mcp-clients.sh

@@ -34,6 +34,8 @@ enum Command {
     Models(commands::models::ModelsCommand),
     /// Show the engines held by running gemmactl processes.
     Ps(commands::ps::PsArgs),
+    /// Serve warm engines to every front end, and an OpenAI-compatible HTTP API.
+    Serve(crate::serve::ServeArgs),
     /// Measure a model's speed directly and through gemmactl (medians over interleaved runs).
     Bench(commands::bench::BenchArgs),
     /// Serve the models to MCP clients (Claude Code, …) on stdio or HTTP, or register with one.
@@ -76,6 +78,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => runtime()?.block_on(commands::run::run(args, &paths, config)),
             Command::Batch(args) => runtime()?.block_on(crate::batch::run(args, &paths, config)),
             Command::Ps(args) => commands::ps::run(args, &paths).map(|_| ExitCode::SUCCESS),
+            Command::Serve(args) => runtime()?.block_on(crate::serve::run(args, &paths, config)),
             Command::Bench(args) => runtime()?.block_on(commands::bench::run(args, &paths, config)),
             Command::Models(cmd) => {
                 commands::models::run(cmd, &paths, &config).map(|_| ExitCode::SUCCESS)

@@ -8,8 +8,8 @@
 //!
 //! - `cli`: the command surface;
 //! - front ends: `shell` (the chat REPL), `commands` (`run`, `models`, `history`, `ps`,
-//!   `doctor`, `bench`), `mcp` (the MCP server) and `batch` (a file of prompts), which never
-//!   import each other;
+//!   `doctor`, `bench`), `mcp` (the MCP server), `batch` (a file of prompts) and `serve` (the
+//!   HTTP server), which never import each other;
 //! - `ui`: terminal rendering the front ends share;
 //! - `chat`: the turn service — conversations, requests, storing turns;
 //! - `supervisor`: engine processes, their lifecycle, the pool and the queue;
@@ -29,6 +29,7 @@ pub mod hardware;
 pub mod isolation;
 pub mod mcp;
 pub mod models;
+pub mod serve;
 pub mod shell;
 pub mod store;
 pub mod supervisor;

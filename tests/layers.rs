@@ -42,7 +42,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         "supervisor",
         "ui",
     ];
-    const CLI: &[&str] = &["batch", "commands", "config", "mcp", "shell", "ui"];
+    const CLI: &[&str] = &["batch", "commands", "config", "mcp", "serve", "shell", "ui"];
     BTreeMap::from([
         ("domain", DOMAIN),
         ("isolation", ISOLATION),

@@ -182,6 +182,7 @@ mod tests {
             sha256: None,
             chat_template: Some("gemma".into()),
             tokenizer: None,
+            remote: None,
         }
     }
 

@@ -177,6 +177,17 @@ impl Thread {
         Ok(())
     }
 
+    /// Continues a conversation held elsewhere — an HTTP client sends the whole conversation
+    /// with every request — from `messages` (user and assistant turns, oldest first). They are
+    /// sent to the model but not stored; what [`Thread::send`] adds is.
+    pub fn carry_on_from(&mut self, messages: Vec<Message>) {
+        self.branch = messages
+            .into_iter()
+            .map(|message| Entry::new(None, message))
+            .collect();
+        self.dropped = 0;
+    }
+
     /// Forgets the conversation: the next message starts a new one.
     pub fn reset(&mut self) {
         self.id = None;
@@ -359,7 +370,7 @@ impl Thread {
         model: ModelEntry,
         progress: impl FnMut(f32) + Send,
     ) -> Result<EngineDescription> {
-        let loaded = self.service.supervisor().preload(&model, progress).await?;
+        let loaded = self.service.generator().preload(&model, progress).await?;
         self.model = model;
         // The new engine has not seen this conversation: a fresh session cache.
         self.new_session();
@@ -368,7 +379,7 @@ impl Thread {
 
     /// The engine serving the thread's model now, if one runs.
     pub fn engine(&self) -> Option<EngineDescription> {
-        self.service.supervisor().engine_of(&self.model.name)
+        self.service.generator().engine_of(&self.model.name)
     }
 
     fn new_session(&mut self) {
@@ -473,7 +484,7 @@ impl Thread {
             ),
         };
         let request = GenerateRequest {
-            id: self.service.supervisor().new_request_id(),
+            id: self.service.generator().new_request_id(),
             messages: parts.messages.clone(),
             session: Some(self.session.clone()),
             prompt: parts.prompt.clone(),
@@ -565,6 +576,7 @@ mod tests {
             sha256: None,
             chat_template: None,
             tokenizer: None,
+            remote: None,
         }
     }
 

@@ -412,5 +412,5 @@ impl Drop for Turn<'_> {
 }
 
 fn submit(thread: &Thread, request: GenerateRequest) -> Result<Reply, SupervisorError> {
-    thread.service.supervisor().submit(thread.model(), request)
+    thread.service.generator().submit(thread.model(), request)
 }

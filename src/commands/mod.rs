@@ -6,4 +6,5 @@ pub mod doctor;
 pub mod history;
 pub mod models;
 pub mod ps;
+mod remote;
 pub mod run;

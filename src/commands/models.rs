@@ -16,7 +16,7 @@ use crate::models::registry::Registry;
 use crate::models::sbs::{self, SbsInfo};
 use crate::models::{
     catalogue, human_bytes, pull, validate_name, EngineKind, ModelEntry, ModelError, ModelFormat,
-    ModelKind,
+    ModelKind, RemoteModel,
 };
 use crate::ui::say;
 use gguf::GgufInfo;
@@ -35,12 +35,24 @@ pub enum ModelsCommand {
         /// Catalogue name [default: the configured default model].
         name: Option<String>,
     },
-    /// Register a GGUF file (gemma-engine) or a gemma.cpp .sbs file under a name, after checking it.
+    /// Register a GGUF file (gemma-engine), a gemma.cpp .sbs file, or a model on an
+    /// OpenAI-compatible server (`--remote URL`) under a name, after checking it.
     Add {
         /// Name to use with `--model` (letters, digits, '.', '-', '_').
         name: String,
         /// Path to the .gguf or .sbs file.
-        path: PathBuf,
+        #[arg(required_unless_present = "remote", conflicts_with = "remote")]
+        path: Option<PathBuf>,
+        /// The base URL of an OpenAI-compatible server serving the model (vLLM, llama.cpp's
+        /// server, ollama, another `gemmactl serve`), e.g. http://gpu-box:8000/v1.
+        #[arg(long, value_name = "URL")]
+        remote: Option<String>,
+        /// The model's id on that server [default: NAME].
+        #[arg(long, value_name = "ID", requires = "remote")]
+        remote_model: Option<String>,
+        /// The environment variable holding the server's API key (the key is never stored).
+        #[arg(long, value_name = "VAR", requires = "remote")]
+        api_key_env: Option<String>,
         /// gemma.cpp's tokenizer.spm, for pre-2025 multi-file .sbs weights.
         #[arg(long, value_name = "FILE")]
         tokenizer: Option<PathBuf>,
@@ -139,11 +151,27 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
         ModelsCommand::Add {
             name,
             path,
+            remote,
+            remote_model,
+            api_key_env,
             tokenizer,
             kind,
             template,
             force,
         } => {
+            let path = match (path, remote) {
+                (_, Some(url)) => {
+                    let remote = RemoteModel {
+                        url,
+                        model: remote_model,
+                        api_key_env,
+                    };
+                    return super::remote::add(paths, config, &name, remote, kind, force);
+                }
+                (Some(path), None) => path,
+                // clap requires one of them.
+                (None, None) => anyhow::bail!("give the model's file, or --remote URL"),
+            };
             if is_sbs(&path, tokenizer.as_deref()) {
                 add_sbs(
                     paths,
@@ -164,7 +192,7 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
             engine,
             json,
         } => check(&path, tokenizer.as_deref(), engine, json),
-        ModelsCommand::Show { name, json } => show(paths, &name, json),
+        ModelsCommand::Show { name, json } => show(paths, config, &name, json),
         ModelsCommand::Import {
             name,
             from,
@@ -260,6 +288,7 @@ fn add(
         sha256: None,
         chat_template: template,
         tokenizer: None,
+        remote: None,
     };
     let verb = register(&mut registry, paths, entry)?;
     say!(
@@ -275,8 +304,11 @@ fn add(
     Ok(())
 }
 
-fn show(paths: &Paths, name: &str, json: bool) -> Result<()> {
+fn show(paths: &Paths, config: &Config, name: &str, json: bool) -> Result<()> {
     let entry = crate::models::lookup(paths, name)?;
+    if entry.engine == EngineKind::Remote {
+        return super::remote::show(config, &entry, json);
+    }
     if entry.engine == EngineKind::GemmaCpp {
         let info = crate::models::preflight_sbs(&entry)?;
         return print_sbs(
@@ -395,7 +427,11 @@ fn show_json(entry: &ModelEntry, info: &GgufInfo) -> Value {
 /// Whether a file given to `models add` is gemma.cpp weights: its magic, its extension, or a
 /// tokenizer given with it.
 /// Stores `entry` in the registry file; says whether it was new ("registered") or "replaced" one.
-fn register(registry: &mut Registry, paths: &Paths, entry: ModelEntry) -> Result<&'static str> {
+pub(super) fn register(
+    registry: &mut Registry,
+    paths: &Paths,
+    entry: ModelEntry,
+) -> Result<&'static str> {
     let replaced = registry.get(&entry.name).is_some();
     registry.insert(entry);
     registry.save(paths)?;
@@ -466,6 +502,7 @@ fn add_sbs(
         sha256: None,
         chat_template: None,
         tokenizer,
+        remote: None,
     };
     let verb = register(&mut registry, paths, entry)?;
     say!(
@@ -807,6 +844,7 @@ fn import(
         sha256: None,
         chat_template: None,
         tokenizer: None,
+        remote: None,
     };
     let verb = register(&mut registry, paths, entry)?;
     say!(

@@ -15,12 +15,11 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::chat::{Notice, PromptStyle, Thread, TurnEnd, TurnEvent, TurnService};
-use crate::config::flags::{EngineFlags, LogFlag, ModelFlag, SamplingFlags};
+use crate::config::flags::{EngineFlags, LocalFlag, LogFlag, ModelFlag, SamplingFlags};
 use crate::config::{Config, Paths};
 use crate::domain::{utf8, EngineDescription, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
-use crate::supervisor::Supervisor;
 use crate::ui;
 
 /// How long a stopped reply may take to report its counts before gemmactl exits anyway.
@@ -50,6 +49,8 @@ pub struct RunArgs {
     json: bool,
     #[command(flatten)]
     engine: EngineFlags,
+    #[command(flatten)]
+    local: LocalFlag,
     #[command(flatten)]
     log: LogFlag,
     /// Continue the most recent conversation (the model sees its earlier turns)
@@ -87,13 +88,15 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
         }
         _ => None,
     };
-    let service = TurnService::new(
-        Supervisor::new(config.clone(), paths, "gemmactl run"),
+    let service = TurnService::start(
         store,
         Source::Run,
         paths,
         &config,
-    );
+        "gemmactl run",
+        args.local.local(&args.engine),
+    )
+    .await;
     let style = if args.raw {
         PromptStyle::Raw
     } else {

@@ -52,6 +52,8 @@ impl From<Backend> for BackendRequest {
             Backend::Cuda => BackendRequest::Cuda,
             Backend::Vulkan => BackendRequest::Vulkan,
             Backend::Openvino => BackendRequest::Openvino,
+            // Never parsed from a request (see `Backend::parse`): a remote model picks nothing.
+            Backend::Remote => BackendRequest::Auto,
         }
     }
 }
@@ -82,7 +84,7 @@ impl EngineBuilds {
     /// The configured build of `backend`, if any.
     pub fn get(&self, backend: Backend) -> Option<&PathBuf> {
         match backend {
-            Backend::Cpu => None,
+            Backend::Cpu | Backend::Remote => None,
             Backend::Cuda => self.cuda.as_ref(),
             Backend::Vulkan => self.vulkan.as_ref(),
             Backend::Openvino => self.openvino.as_ref(),

@@ -99,6 +99,17 @@ impl Environment {
             probe_fault: non_empty_env("GEMMACTL_TEST_PROBE_FAULT"),
         }
     }
+
+    /// The variable a remote model's `api-key-env` names, if set and not blank. Secrets are read
+    /// when needed and never kept in the configuration (which may be logged).
+    pub fn secret(&self, name: &str) -> Option<String> {
+        non_empty_env(name)
+    }
+
+    /// The API key `gemmactl serve` requires when no key file is given (`GEMMACTL_API_KEY`).
+    pub fn serve_api_key(&self) -> Option<String> {
+        self.secret("GEMMACTL_API_KEY")
+    }
 }
 
 /// Applies the variables that override `config.toml` settings.
@@ -152,6 +163,23 @@ pub(super) fn apply(config: &mut Config) -> Result<()> {
     }
     if let Some(v) = non_empty_env("GEMMACTL_ENGINE_OPENVINO") {
         config.engine.builds.openvino = Some(PathBuf::from(v));
+    }
+    if let Some(v) = non_empty_env("GEMMACTL_SERVE_ADDR") {
+        config.serve.addr = v;
+    }
+    if let Some(v) = non_empty_env("GEMMACTL_API_KEY_FILE") {
+        config.serve.api_key_file = Some(PathBuf::from(v));
+    }
+    if let Some(v) = non_empty_env("GEMMACTL_ATTACH") {
+        config.serve.attach = match v.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                return Err(anyhow!(
+                    "environment variable GEMMACTL_ATTACH={v:?} is not a yes or no: use 1 or 0"
+                ))
+            }
+        };
     }
     if let Some(v) = non_empty_env("GEMMA_BIN") {
         config.engines.gemma_cpp.binary = Some(PathBuf::from(v));

@@ -71,6 +71,15 @@ fn threads_help() -> String {
 }
 
 impl EngineFlags {
+    /// Whether any engine setting was given: such a command runs its own engine, since a
+    /// server's engines run with the server's settings.
+    pub fn any(&self) -> bool {
+        self.context.is_some()
+            || self.threads.is_some()
+            || self.engine.is_some()
+            || self.backend.is_some()
+    }
+
     /// Puts the flags given on top of `config`.
     pub fn apply(&self, config: &mut Config) {
         if let Some(n) = self.context {
@@ -155,4 +164,20 @@ pub struct JsonFlag {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--local`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LocalFlag {
+    /// Run the engine in this process even when a `gemmactl serve` runs for this home (engine
+    /// flags such as --context imply it) [env: GEMMACTL_ATTACH=0; config: serve.attach = false]
+    #[arg(long)]
+    pub local: bool,
+}
+
+impl LocalFlag {
+    /// Whether this command keeps its engines in-process.
+    pub fn local(&self, engine: &EngineFlags) -> bool {
+        self.local || engine.any()
+    }
 }

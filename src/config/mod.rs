@@ -106,6 +106,74 @@ impl Default for SupervisorSettings {
 pub struct EnginesSettings {
     /// `[engines.gemma_cpp]`.
     pub gemma_cpp: GemmaCppSettings,
+    /// `[engines.remote]`: how remote models (OpenAI-compatible servers) are reached.
+    pub remote: RemoteSettings,
+}
+
+/// `[engines.remote]`: timeouts and retries of remote engines.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// Seconds to wait for a connection to a remote server.
+    pub connect_timeout_secs: u64,
+    /// Seconds a remote reply may stay silent (the first token included) before it fails.
+    pub idle_timeout_secs: u64,
+    /// Further tries of a request that failed before its first token (refused, 429, 502–504).
+    pub retries: u32,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        RemoteSettings {
+            connect_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            retries: 2,
+        }
+    }
+}
+
+/// `[serve]`: `gemmactl serve`'s address, limits and security, and whether front ends attach.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Where `gemmactl serve` listens; loopback only unless an API key is configured.
+    pub addr: String,
+    /// A file holding the API key clients must send (`Authorization: Bearer KEY`).
+    pub api_key_file: Option<PathBuf>,
+    /// Largest request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest prompt, in characters of message text (413 beyond).
+    pub max_prompt_chars: usize,
+    /// Seconds a client may take to send a request's headers (slow-loris connections closed).
+    pub header_timeout_secs: u64,
+    /// Seconds a kept-alive connection may sit idle, or a body take to arrive.
+    pub idle_timeout_secs: u64,
+    /// Origins browsers may call the API from (CORS); empty = CORS off.
+    pub cors_origins: Vec<String>,
+    /// Store the HTTP API's exchanges in the history database (source `serve`).
+    pub history: bool,
+    /// `run`, `chat` and the other front ends send their turns to a running `gemmactl serve` of
+    /// this home; `false` (or `--local`) keeps them in-process.
+    pub attach: bool,
+}
+
+/// The address `gemmactl serve` listens on unless told otherwise.
+pub const DEFAULT_SERVE_ADDR: &str = "127.0.0.1:11435";
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        ServeSettings {
+            addr: DEFAULT_SERVE_ADDR.to_string(),
+            api_key_file: None,
+            max_body_bytes: 4 << 20,
+            max_prompt_chars: 1 << 20,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            cors_origins: Vec::new(),
+            history: false,
+            attach: true,
+        }
+    }
 }
 
 /// gemma.cpp's threading spin mode (`--spin`): spinning threads answer faster but burn the cores.
@@ -173,6 +241,9 @@ pub struct Config {
     /// What `gemmactl mcp` lets its clients reach (`[mcp]`).
     #[serde(default)]
     pub mcp: McpSettings,
+    /// `[serve]`: the resident server, and whether front ends attach to it.
+    #[serde(default)]
+    pub serve: ServeSettings,
     /// What only the environment says (tool paths, `NO_COLOR`, …); never read from the file.
     #[serde(skip)]
     pub env: Environment,
@@ -187,6 +258,7 @@ impl Default for Config {
             supervisor: SupervisorSettings::default(),
             engines: EnginesSettings::default(),
             mcp: McpSettings::default(),
+            serve: ServeSettings::default(),
             env: Environment::default(),
         }
     }
@@ -299,6 +371,8 @@ mod tests {
             toml::from_str(&readme[start..end]).expect("README's config.toml example parses");
         assert_eq!(config.supervisor, SupervisorSettings::default());
         assert_eq!(config.engine.context, DEFAULT_CONTEXT);
+        assert_eq!(config.serve, ServeSettings::default());
+        assert_eq!(config.engines.remote, RemoteSettings::default());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub enum Backend {
     Vulkan,
     /// Intel GPUs and NPUs through OpenVINO.
     Openvino,
+    /// Another machine's server (a remote engine): where it computes is its own business.
+    Remote,
 }
 
 impl Backend {
@@ -34,6 +36,7 @@ impl Backend {
             Backend::Cuda => "cuda",
             Backend::Vulkan => "vulkan",
             Backend::Openvino => "openvino",
+            Backend::Remote => "remote",
         }
     }
 
@@ -44,6 +47,7 @@ impl Backend {
             Backend::Cuda => "CUDA",
             Backend::Vulkan => "Vulkan",
             Backend::Openvino => "OpenVINO",
+            Backend::Remote => "remote",
         }
     }
 
@@ -61,10 +65,20 @@ impl Backend {
         reported.to_ascii_lowercase().starts_with(self.id())
     }
 
-    /// Reads [`Backend::id`] back, ignoring case.
+    /// Reads [`Backend::id`] back, ignoring case. `remote` is not a backend one can ask for, so
+    /// it is not read here (see [`Backend::parse_reported`]).
     pub fn parse(text: &str) -> Option<Backend> {
         Backend::ALL.into_iter().find(|b| {
             b.id().eq_ignore_ascii_case(text.trim()) || b.label().eq_ignore_ascii_case(text.trim())
+        })
+    }
+
+    /// Reads a backend as a report wrote it: any of [`Backend::parse`], or `remote`.
+    pub fn parse_reported(text: &str) -> Option<Backend> {
+        Backend::parse(text).or_else(|| {
+            text.trim()
+                .eq_ignore_ascii_case(Backend::Remote.id())
+                .then_some(Backend::Remote)
         })
     }
 }
@@ -90,7 +104,7 @@ pub mod label {
     /// Reads a label or an id.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Backend, D::Error> {
         let text = String::deserialize(d)?;
-        Backend::parse(&text)
+        Backend::parse_reported(&text)
             .ok_or_else(|| serde::de::Error::custom(format!("unknown backend {text:?}")))
     }
 
@@ -112,7 +126,7 @@ pub mod label {
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backend>, D::Error> {
             match Option::<String>::deserialize(d)? {
                 None => Ok(None),
-                Some(text) => Backend::parse(&text)
+                Some(text) => Backend::parse_reported(&text)
                     .map(Some)
                     .ok_or_else(|| serde::de::Error::custom(format!("unknown backend {text:?}"))),
             }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::backend::Backend;
 
 /// Which program serves a model. One spelling everywhere: the registry, `ps`, `doctor`, JSON
-/// output and the history database all write `gemma-engine` or `gemma.cpp`.
+/// output and the history database all write `gemma-engine`, `gemma.cpp` or `remote`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub enum EngineKind {
     /// The bundled llama.cpp engine (`gemma-engine`), for GGUF files.
@@ -17,6 +17,10 @@ pub enum EngineKind {
     /// (`gemma-cpp` is read too: registries written before the spelling was unified use it.)
     #[serde(rename = "gemma.cpp", alias = "gemma-cpp")]
     GemmaCpp,
+    /// An OpenAI-compatible server elsewhere (vLLM, llama.cpp's server, ollama, another
+    /// `gemmactl serve`), reached over HTTP.
+    #[serde(rename = "remote")]
+    Remote,
 }
 
 impl EngineKind {
@@ -25,6 +29,7 @@ impl EngineKind {
         match self {
             EngineKind::GemmaEngine => "gemma-engine",
             EngineKind::GemmaCpp => "gemma.cpp",
+            EngineKind::Remote => "remote",
         }
     }
 }
@@ -79,7 +84,7 @@ pub struct Device {
 }
 
 /// What runs where: reported by `run --stats` and `--json`, `ps`, `/show` and stored with replies.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EngineDescription {
     /// The engine program.
     pub engine: EngineKind,
@@ -123,7 +128,11 @@ mod tests {
 
     #[test]
     fn one_spelling_and_the_old_one_still_reads() {
-        for kind in [EngineKind::GemmaEngine, EngineKind::GemmaCpp] {
+        for kind in [
+            EngineKind::GemmaEngine,
+            EngineKind::GemmaCpp,
+            EngineKind::Remote,
+        ] {
             let json = serde_json::to_string(&kind).unwrap();
             assert_eq!(json, format!("\"{kind}\""));
             assert_eq!(serde_json::from_str::<EngineKind>(&json).unwrap(), kind);

@@ -78,7 +78,7 @@ pub struct Timings {
 }
 
 /// How a reply ended, as an engine reports it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Completion {
     /// Why it ended.
     pub finish_reason: FinishReason,
@@ -129,4 +129,6 @@ pub enum ErrorCode {
     DecodeFailed,
     /// The engine's command-line arguments are wrong.
     BadArguments,
+    /// The engine could not be reached, or its server refused the request (remote engines).
+    Unavailable,
 }

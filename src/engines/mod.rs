@@ -7,12 +7,13 @@
 //!
 //! Adapters speak gemmactl's domain types (`crate::domain`) and map them onto their engine's own
 //! wire format: `gemma_engine` onto the engine protocol crate, `gemma_cpp` onto gemma.cpp's
-//! terminal protocol. Each takes a plain launch spec; finding binaries and reading model files is
+//! terminal protocol, `remote` onto the OpenAI-compatible HTTP API of a server elsewhere. Each takes a plain launch spec; finding binaries and reading model files is
 //! the supervisor's launcher's job.
 
 pub mod child;
 pub mod gemma_cpp;
 pub mod gemma_engine;
+pub mod remote;
 
 use std::future::Future;
 use std::pin::Pin;

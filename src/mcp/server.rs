@@ -104,7 +104,7 @@ impl GemmaServer {
     fn context_of(&self, model: &ModelEntry) -> u32 {
         self.service()
             .supervisor()
-            .engine_of(&model.name)
+            .and_then(|s| s.engine_of(&model.name))
             .map(|d| d.context)
             .unwrap_or(self.service().config().engine.context)
     }
@@ -330,12 +330,15 @@ impl GemmaServer {
     )]
     async fn list_models(&self) -> ToolResult<ListModelsOutput> {
         let listed = models::listing(self.service().paths()).map_err(|e| e.to_string())?;
-        let status = self.service().supervisor().status();
+        // The MCP server always runs its own supervisor; nothing is loaded without one.
+        let status = self.service().supervisor().map(|s| s.status());
         let config = self.service().config();
         let models = listed
             .into_iter()
             .map(|m| {
-                let running = status.engines.iter().find(|e| e.model == m.name);
+                let running = status
+                    .as_ref()
+                    .and_then(|st| st.engines.iter().find(|e| e.model == m.name));
                 let state = match running.map(|e| e.state) {
                     _ if !m.registered => "not downloaded",
                     Some(Phase::Busy) => "loaded",
@@ -404,7 +407,11 @@ impl GemmaServer {
         call: &Call,
         max_tokens: u32,
     ) -> Result<bool, String> {
-        let supervisor = self.service().supervisor();
+        let Some(supervisor) = self.service().supervisor() else {
+            return Err(
+                "fill-in-the-middle needs the model loaded by this server's own supervisor".into(),
+            );
+        };
         if let Some(d) = supervisor.engine_of(&model.name) {
             return Ok(d.model.fill_in_middle);
         }

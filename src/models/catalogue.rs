@@ -43,6 +43,7 @@ impl CatalogueEntry {
             sha256: Some(self.sha256.to_string()),
             chat_template: self.chat_template.map(str::to_string),
             tokenizer: None,
+            remote: None,
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum ModelFormat {
     Gguf,
     /// A gemma.cpp BlobStore (`.sbs`) file, for gemma.cpp.
     Sbs,
+    /// No file here: a remote model served over HTTP.
+    Remote,
 }
 
 impl ModelFormat {
@@ -39,6 +41,7 @@ impl ModelFormat {
         match self {
             ModelFormat::Gguf => "gguf",
             ModelFormat::Sbs => "sbs",
+            ModelFormat::Remote => "remote",
         }
     }
 }
@@ -59,6 +62,16 @@ impl ModelKind {
         match self {
             ModelKind::Base => "base",
             ModelKind::Instruct => "instruct",
+        }
+    }
+}
+
+impl ModelEntry {
+    /// Where the model is: its file, or a remote model's server URL (for listings and `/show`).
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => r.url.clone(),
+            None => self.path.display().to_string(),
         }
     }
 }
@@ -87,6 +100,24 @@ pub struct ModelEntry {
     /// gemma.cpp's separate tokenizer file, for `.sbs` weights that do not embed one.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// Where a remote model is served (engine `remote`); `None` for a local file.
+    #[serde(default)]
+    pub remote: Option<RemoteModel>,
+}
+
+/// A model served by an OpenAI-compatible server elsewhere (`models add NAME --remote URL`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct RemoteModel {
+    /// The server's base URL, e.g. `http://gpu-box:8000/v1`.
+    pub url: String,
+    /// The model's id on that server; `None`: the registered name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The environment variable holding the server's API key, if it needs one (the key itself
+    /// is never written to the registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
 }
 
 /// One model `models list` shows: registered, or in the catalogue and not yet pulled.
@@ -129,7 +160,10 @@ pub fn listing(paths: &Paths) -> Result<Vec<Listed>, ModelError> {
             kind: e.kind,
             engine: e.engine,
             format: e.format,
-            path: Some(e.path.clone()),
+            path: Some(match &e.remote {
+                Some(r) => PathBuf::from(&r.url),
+                None => e.path.clone(),
+            }),
             size: std::fs::metadata(&e.path).ok().map(|m| m.len()),
             sha256: e.sha256.clone(),
             registered: true,
@@ -412,6 +446,10 @@ fn find(paths: &Paths, name_or_path: &str) -> Result<Found, ModelError> {
 /// gemma.cpp entries are checked as BlobStores (see [`preflight_sbs`]); their facts come back in
 /// `GgufInfo`'s shape with `version` 0 (family as architecture, specifier as name).
 pub fn preflight(entry: &ModelEntry) -> Result<GgufInfo, ModelError> {
+    if entry.engine == EngineKind::Remote {
+        // No file here: the launcher asks the server when the model is first used.
+        return Ok(GgufInfo::blank(0));
+    }
     if entry.engine == EngineKind::GemmaCpp {
         return preflight_sbs(entry).map(|info| sbs_as_gguf_info(&info));
     }
@@ -543,6 +581,7 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
         sha256: None,
         chat_template: None,
         tokenizer: None,
+        remote: None,
     };
     Ok(Found::Path(entry, Box::new(info)))
 }
@@ -568,6 +607,7 @@ fn sbs_entry_for_path(given: &Path, path: PathBuf) -> Result<Found, ModelError> 
         sha256: None,
         chat_template: None,
         tokenizer: None,
+        remote: None,
     };
     Ok(Found::Path(entry, Box::new(sbs_as_gguf_info(&info))))
 }

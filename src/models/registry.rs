@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{EngineKind, ModelEntry, ModelError, ModelFormat, ModelKind};
+use super::{EngineKind, ModelEntry, ModelError, ModelFormat, ModelKind, RemoteModel};
 use crate::config::Paths;
 
 /// How one entry is written: the name is the table key, so it is not repeated inside.
@@ -29,6 +29,8 @@ struct Stored {
     chat_template: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     tokenizer: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteModel>,
 }
 
 fn default_engine() -> EngineKind {
@@ -91,6 +93,7 @@ impl Registry {
                     sha256: s.sha256,
                     chat_template: s.chat_template,
                     tokenizer: s.tokenizer,
+                    remote: s.remote,
                 };
                 (name, entry)
             })
@@ -142,6 +145,7 @@ impl Registry {
                         sha256: e.sha256.clone(),
                         chat_template: e.chat_template.clone(),
                         tokenizer: e.tokenizer.clone(),
+                        remote: e.remote.clone(),
                     };
                     (name.clone(), stored)
                 })
@@ -200,6 +204,7 @@ mod tests {
             sha256: Some("ab".repeat(32)),
             chat_template: Some("gemma".into()),
             tokenizer: None,
+            remote: None,
         }
     }
 

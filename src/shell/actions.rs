@@ -50,7 +50,7 @@ impl Shell {
 
     fn show_model(&self) {
         let m = self.thread.model();
-        println!("{} ({}, {})", m.name, m.kind.as_str(), m.path.display());
+        println!("{} ({}, {})", m.name, m.kind.as_str(), m.location());
     }
 
     fn switch_model(&mut self, name: &str) -> Result<()> {
@@ -242,10 +242,17 @@ impl Shell {
             "model:        {} ({}, {})",
             m.name,
             m.kind.as_str(),
-            m.path.display()
+            m.location()
         );
         let engine = self.thread.engine();
         match &engine {
+            Some(d) if d.engine == crate::domain::EngineKind::Remote => println!(
+                "engine:       remote server {} (model {}, {} at once), reached in {} ms",
+                d.model.path,
+                d.model.name.as_deref().unwrap_or("-"),
+                d.parallel,
+                d.load_ms
+            ),
             Some(d) => println!(
                 "engine:       {} pid {} on {} ({} threads, context {}, {} slots), loaded in {} ms",
                 d.engine,
@@ -260,6 +267,11 @@ impl Shell {
         }
         if let Some(reason) = engine.and_then(|d| d.fallback) {
             println!("fallback:     {reason}");
+        }
+        if let Some(url) = self.service.attached_to() {
+            println!(
+                "server:       attached to gemmactl serve at {url} (--local to run in-process)"
+            );
         }
         println!("parameters:   {}", params_line(self.thread.params()));
         println!(

@@ -28,12 +28,11 @@ use rustyline::history::DefaultHistory;
 use rustyline::{Config as EditorConfig, Editor, EventHandler, KeyCode, KeyEvent, Modifiers};
 
 use crate::chat::{Notice, PromptStyle, Thread, TurnEnd, TurnEvent, TurnService};
-use crate::config::flags::{EngineFlags, LogFlag, ModelFlag, DEFAULT_MAX_TOKENS};
+use crate::config::flags::{EngineFlags, LocalFlag, LogFlag, ModelFlag, DEFAULT_MAX_TOKENS};
 use crate::config::{Config, Paths};
 use crate::domain::{FinishReason, SamplingParams, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
-use crate::supervisor::Supervisor;
 use crate::ui::{self, Style};
 use complete::ShellHelper;
 use input::{Input, PasteWatch};
@@ -56,6 +55,8 @@ pub struct ChatArgs {
     system: Option<String>,
     #[command(flatten)]
     engine: EngineFlags,
+    #[command(flatten)]
+    local: LocalFlag,
     #[command(flatten)]
     log: LogFlag,
 }
@@ -115,16 +116,17 @@ pub fn run(args: ChatArgs, paths: &Paths, mut config: Config) -> Result<ExitCode
         .or_else(|| resumed.as_ref().and_then(|c| c.model.clone()))
         .unwrap_or_else(|| config.default_model.clone());
     let model = models::resolve(paths, &model_name)?;
-    let (service, interrupt, leave) = {
+    let service = rt.block_on(TurnService::start(
+        store,
+        Source::Chat,
+        paths,
+        &config,
+        "gemmactl chat",
+        args.local.local(&args.engine),
+    ));
+    let (interrupt, leave) = {
         let _guard = rt.enter();
         (
-            TurnService::new(
-                Supervisor::new(config.clone(), paths, "gemmactl chat"),
-                store,
-                Source::Chat,
-                paths,
-                &config,
-            ),
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?,
             LeaveSignals::new()?,
         )

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use super::LoadOptions;
 use crate::config::{BackendRequest, Config, Spin};
-use crate::domain::{Backend, ErrorCode, ModelFacts, ModelNeeds};
+use crate::domain::{Backend, ErrorCode, MemoryEstimate, ModelFacts, ModelNeeds};
 use crate::engines::gemma_cpp::{GemmaCpp, GemmaCppSpec};
 use crate::engines::gemma_engine::{GemmaEngine, LaunchSpec};
+use crate::engines::remote::{self, RemoteEngine, RemoteSpec};
 use crate::engines::{Engine, EngineError};
 use crate::hardware::select::{self, Inventory, Plan};
 use crate::hardware::{engines, nvidia};
@@ -145,6 +146,17 @@ impl ProcessLauncher {
 
 impl Launcher for ProcessLauncher {
     fn needs(&self, model: &ModelEntry, options: &LoadOptions) -> ModelNeeds {
+        if model.engine == EngineKind::Remote {
+            // Its memory is another machine's: it takes nothing from this one's budget.
+            return ModelNeeds {
+                layers: 0,
+                estimate: MemoryEstimate {
+                    weights: 0,
+                    kv_cache: 0,
+                    compute: 0,
+                },
+            };
+        }
         crate::models::memory::needs(&model.path, options.context, options.parallel)
     }
 
@@ -163,6 +175,14 @@ impl Launcher for ProcessLauncher {
             match model.engine {
                 EngineKind::GemmaEngine => self.gemma_engine(model, options, needs, progress).await,
                 EngineKind::GemmaCpp => self.gemma_cpp(model, options, progress).await,
+                EngineKind::Remote => {
+                    let spec = remote_spec(&self.config, model, options)?;
+                    let engine = RemoteEngine::connect(spec).await?;
+                    Ok(Launched {
+                        engine: Arc::new(engine),
+                        fallback: None,
+                    })
+                }
             }
         })
     }
@@ -285,4 +305,45 @@ fn join(first: Option<String>, then: String) -> String {
         Some(f) => format!("{f}; {then}"),
         None => then,
     }
+}
+
+/// How to reach a remote model: its registry entry, the configured timeouts, and the API key
+/// read from the variable the entry names.
+fn remote_spec(
+    config: &Config,
+    model: &ModelEntry,
+    options: &LoadOptions,
+) -> Result<RemoteSpec, EngineError> {
+    let Some(r) = &model.remote else {
+        return Err(EngineError::Load {
+            code: ErrorCode::BadArguments,
+            message: format!(
+                "model {} is registered as remote but has no URL: register it again with `gemmactl models add {} --remote URL --force`",
+                model.name, model.name
+            ),
+            path: None,
+        });
+    };
+    let settings = &config.engines.remote;
+    Ok(RemoteSpec {
+        url: RemoteSpec::base_url(&r.url),
+        model: r.model.clone().unwrap_or_else(|| model.name.clone()),
+        api_key: r
+            .api_key_env
+            .as_deref()
+            .and_then(|var| config.env.secret(var)),
+        api_key_source: r.api_key_env.clone(),
+        connect_timeout: Duration::from_secs(settings.connect_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(settings.idle_timeout_secs.max(1)),
+        retries: settings.retries,
+        parallel: options.parallel,
+    })
+}
+
+/// What a remote model's server says: the models it serves, or one sentence saying why it could
+/// not be asked (for `doctor` and `models add --remote`).
+pub async fn probe_remote(config: &Config, model: &ModelEntry) -> Result<Vec<String>, String> {
+    let spec =
+        remote_spec(config, model, &LoadOptions::from_config(config)).map_err(|e| e.to_string())?;
+    remote::list_models(&spec).await
 }

@@ -233,6 +233,18 @@ pub struct IllegalTransition {
 pub struct Lifecycle {
     model: String,
     state: EngineState,
+    counts: Transitions,
+}
+
+/// How often a model's engine went through the transitions operators watch (`/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Transitions {
+    /// Starts: first loads, reloads and restarts.
+    pub loads: u64,
+    /// Stops to make room for another model (swaps).
+    pub evictions: u64,
+    /// Failed starts and deaths.
+    pub failures: u64,
 }
 
 impl Lifecycle {
@@ -241,7 +253,13 @@ impl Lifecycle {
         Lifecycle {
             model: model.to_string(),
             state: EngineState::Stopped { why: None },
+            counts: Transitions::default(),
         }
+    }
+
+    /// The transitions counted so far.
+    pub fn counts(&self) -> Transitions {
+        self.counts
     }
 
     /// The current state.
@@ -275,6 +293,14 @@ impl Lifecycle {
             tracing::warn!(model = %self.model, %from, to = %next, "engine {from} → {next}: {why}");
         } else {
             tracing::info!(model = %self.model, %from, to = %next, "engine {from} → {next}: {why}");
+        }
+        match &to {
+            EngineState::Starting { .. } => self.counts.loads += 1,
+            EngineState::Failed { .. } => self.counts.failures += 1,
+            EngineState::Stopping {
+                why: StopReason::Evicted { .. },
+            } => self.counts.evictions += 1,
+            _ => {}
         }
         self.state = to;
         Ok(())

@@ -35,7 +35,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Paths};
 use crate::domain::{Completion, EngineDescription, GenerateRequest};
-use crate::engines::EngineError;
+// Re-exported: callers above the supervisor build and match its errors without importing engines.
+pub use crate::engines::EngineError;
 use crate::models::ModelEntry;
 pub use launch::{Launched, Launcher, ProcessLauncher};
 pub use lifecycle::Phase;
@@ -144,6 +145,26 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// A reply whose events come from elsewhere — a `gemmactl serve` this process is attached
+    /// to — rather than from one of this supervisor's engines. The sender feeds it; the
+    /// receiver turns `true` when the caller cancels.
+    pub fn relayed(
+        id: String,
+    ) -> (
+        mpsc::UnboundedSender<SupervisorEvent>,
+        watch::Receiver<bool>,
+        Reply,
+    ) {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let reply = Reply {
+            id,
+            events,
+            cancel: Canceller(Arc::new(cancel_tx)),
+        };
+        (tx, cancel_rx, reply)
+    }
+
     /// The next event; `None` after the last one.
     pub async fn next(&mut self) -> Option<SupervisorEvent> {
         self.events.recv().await

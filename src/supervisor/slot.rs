@@ -190,6 +190,9 @@ impl ModelSlot {
             active: st.active,
             queued: st.queued,
             fallback: d.as_ref().and_then(|d| d.fallback.clone()),
+            loads: st.lifecycle.counts().loads,
+            evictions: st.lifecycle.counts().evictions,
+            failures: st.lifecycle.counts().failures,
         }
     }
 

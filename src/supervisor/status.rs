@@ -56,6 +56,15 @@ pub struct EngineStatus {
     /// Why the engine is not on the GPU that was asked for or is present (see `hardware`).
     #[serde(default)]
     pub fallback: Option<String>,
+    /// Engine starts (loads, reloads, restarts) since the holder started.
+    #[serde(default)]
+    pub loads: u64,
+    /// Stops to make room for another model.
+    #[serde(default)]
+    pub evictions: u64,
+    /// Failed starts and engine deaths.
+    #[serde(default)]
+    pub failures: u64,
 }
 
 /// This process's status file.

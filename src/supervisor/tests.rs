@@ -238,6 +238,7 @@ fn model(name: &str) -> ModelEntry {
         kind: ModelKind::Base,
         chat_template: None,
         tokenizer: None,
+        remote: None,
         sha256: None,
     }
 }

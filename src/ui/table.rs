@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use comfy_table::{presets, CellAlignment, ColumnConstraint, ContentArrangement, Table, Width};
 
 use super::text::{duration, printable_line, short_time};
-use crate::models::{human_bytes, Listed};
+use crate::models::{human_bytes, EngineKind, Listed};
 use crate::store::ConversationSummary;
 use crate::supervisor::status::{rss_bytes, ProcessStatus};
 
@@ -265,6 +265,7 @@ pub fn models(rows: &[Listed]) -> String {
         .iter()
         .map(|r| {
             let status = match (&r.path, r.registered, r.size) {
+                (Some(p), true, _) if r.engine == EngineKind::Remote => p.display().to_string(),
                 (Some(p), true, Some(_)) => p.display().to_string(),
                 (Some(p), true, None) => format!("{} (missing)", p.display()),
                 _ => format!("available: gemmactl models pull {}", r.name),

@@ -4,6 +4,8 @@
 // Tests fail by panicking, with the reason: unwrapping is how they say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod server;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -125,6 +127,41 @@ pub(crate) fn run_bounded(mut cmd: Command) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             panic!("gemmactl did not finish within {DEADLINE:?}: {cmd:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Waits for a spawned child (stdout may have been taken and read already), killing it if it
+/// outlives [`DEADLINE`]; collects what is left of its output.
+pub(crate) fn run_bounded_wait(mut child: std::process::Child) -> Output {
+    let out_pipe = child.stdout.take();
+    let err_pipe = child.stderr.take();
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let out = read(out_pipe.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let err = read(err_pipe.map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for gemmactl") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gemmactl did not finish within {DEADLINE:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -109,6 +109,10 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         EngineKind::GemmaCpp => {
             Baseline::GemmaCpp(config.gemma_cpp_binary().map_err(|e| anyhow!(e))?)
         }
+        EngineKind::Remote => bail!(
+            "{} is a remote model: gemmactl bench measures its own overhead over a local engine; measure the remote server where it runs",
+            model.name
+        ),
     };
     let supervisor = Supervisor::unpublished(config.clone());
 
@@ -205,8 +209,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         "{} on {}, {} runs, {} prompt tokens, {} generated tokens, {} threads (medians)",
         model.name,
         match model.engine {
-            EngineKind::GemmaEngine => "gemma-engine",
-            EngineKind::GemmaCpp => "gemma.cpp",
+            kind => kind.as_str(),
         },
         args.runs,
         base.prompt_tokens,

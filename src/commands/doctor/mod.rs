@@ -42,14 +42,52 @@ pub fn run(args: DoctorArgs, paths: &Paths, config: &Config) -> Result<ExitCode>
         Err(e) => (Vec::new(), Some(e.to_string())),
     };
     let report = report::gather(config, &models);
+    // Remote models: is each server reachable, and which models does it serve?
+    let remotes: Vec<(String, String, super::remote::Reach)> = models
+        .iter()
+        .filter(|m| m.engine == crate::models::EngineKind::Remote)
+        .map(|m| {
+            (
+                m.name.clone(),
+                m.location(),
+                super::remote::reach(config, m),
+            )
+        })
+        .collect();
     if args.json {
         let mut value = serde_json::to_value(&report)?;
+        value["remote_models"] = remotes
+            .iter()
+            .map(|(name, url, reach)| {
+                serde_json::json!({
+                    "model": name,
+                    "url": url,
+                    "remote_model": reach.id,
+                    "reachable": reach.served.is_ok(),
+                    "serves_model": reach.serves(),
+                    "served_models": reach.served.as_ref().ok(),
+                    "error": reach.served.as_ref().err(),
+                })
+            })
+            .collect();
         value["backend"] = serde_json::to_value(config.engine.backend)?;
         value["backend_order"] = serde_json::to_value(&config.engine.backend_order)?;
         value["registry_error"] = serde_json::to_value(&registry_note)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", render(&report, config, registry_note.as_deref()));
+        for (name, url, reach) in &remotes {
+            let state = match &reach.served {
+                Ok(list) if reach.serves() => format!("reachable, serves {}", list.join(", ")),
+                Ok(list) => format!(
+                    "reachable, but serves no model {:?} (it serves {})",
+                    reach.id,
+                    list.join(", ")
+                ),
+                Err(why) => why.clone(),
+            };
+            println!("Remote    {name} at {url}: {state}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

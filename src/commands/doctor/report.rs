@@ -210,6 +210,17 @@ pub(super) fn hardware_seen(
 }
 
 fn choice_for(config: &Config, inventory: &Inventory, model: &ModelEntry) -> ModelChoice {
+    if model.engine == EngineKind::Remote {
+        return ModelChoice {
+            model: model.name.clone(),
+            engine: EngineKind::Remote,
+            needs: None,
+            backend: Backend::Remote,
+            gpu_layers: None,
+            reason: format!("remote: served by {}", model.location()),
+            fallback: None,
+        };
+    }
     if model.engine == EngineKind::GemmaCpp {
         return ModelChoice {
             model: model.name.clone(),
