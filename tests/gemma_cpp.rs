@@ -1185,8 +1185,7 @@ fn real_binary_refuses(weights: &Path) -> Option<String> {
     Some(
         common::stderr(&out)
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("(nothing on stderr)")
             .to_string(),
     )

@@ -483,12 +483,12 @@ fn a_remote_engine_is_another_server_and_its_death_is_one_clear_error() {
 /// One of the soak's requests; `true` when it was answered or failed cleanly.
 async fn soak_request(http: &reqwest::Client, api: &str, i: usize) -> Result<(), String> {
     let stream = i % 4 == 1 || i % 4 == 2;
-    let body = if i % 2 == 0 {
+    let body = if i.is_multiple_of(2) {
         json!({"model": "gemma3-270m", "prompt": format!("Number {i} is"), "max_tokens": 2, "temperature": 0, "stream": stream})
     } else {
         json!({"model": "gemma3-270m", "messages": [{"role": "user", "content": format!("Say {i}.")}], "max_tokens": 2, "stream": stream, "stream_options": {"include_usage": true}})
     };
-    let path = if i % 2 == 0 {
+    let path = if i.is_multiple_of(2) {
         "completions"
     } else {
         "chat/completions"

@@ -25,17 +25,17 @@ use std::path::{Path, PathBuf};
 
 use llama_cpp_sys_2 as sys;
 
-use crate::sbs::config::{self, ModelConfig, TYPE_BF16, TYPE_F32};
-use crate::sbs::tensors;
-use crate::sbs::toc::{self, TocEntry};
-use crate::sbs::writer::BlobWriter;
 use crate::spm;
 use engine_protocol::ErrorCode;
+use sbs::config::{self, ModelConfig, TYPE_BF16, TYPE_F32};
+use sbs::tensors;
+use sbs::toc::{self, TocEntry};
+use sbs::writer::BlobWriter;
 
 /// Rows converted per step: bounded memory whatever the tensor (the embedding is 262144 rows).
 const CHUNK_VALUES: usize = 1 << 20;
 
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     pub input: PathBuf,
     pub output: PathBuf,
     /// `config::TYPE_BF16` or `config::TYPE_F32`.
@@ -45,7 +45,7 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub code: ErrorCode,
     pub message: String,
 }
@@ -57,7 +57,7 @@ fn fail(code: ErrorCode, message: impl Into<String>) -> Failure {
     }
 }
 
-pub struct Exported {
+pub(crate) struct Exported {
     pub specifier: String,
     pub tensors: usize,
     pub bytes: u64,
@@ -79,6 +79,7 @@ struct Gguf {
 
 impl Drop for Gguf {
     fn drop(&mut self) {
+        // SAFETY: `ctx` came from gguf_init_from_file, is not null, and is freed only here.
         unsafe { sys::gguf_free(self.ctx) }
     }
 }
@@ -90,12 +91,15 @@ impl Gguf {
             no_alloc: true,
             ctx: std::ptr::null_mut(),
         };
+        // SAFETY: `name` is a NUL-terminated string that outlives the call; ggml copies what it
+        // keeps, and a null result (any failure) is checked below.
         let ctx = unsafe { sys::gguf_init_from_file(name.as_ptr(), params) };
         (!ctx.is_null()).then_some(Gguf { ctx })
     }
 
     fn key(&self, key: &str) -> Option<i64> {
         let k = CString::new(key).ok()?;
+        // SAFETY: `ctx` is a live gguf context; `k` is NUL-terminated and outlives the call.
         let id = unsafe { sys::gguf_find_key(self.ctx, k.as_ptr()) };
         (id >= 0).then_some(id)
     }
@@ -103,6 +107,8 @@ impl Gguf {
     /// An integer value of any integer type (ggml aborts on a getter of the wrong type).
     fn uint(&self, key: &str) -> Option<u64> {
         let id = self.key(key)?;
+        // SAFETY: `id` is a key index gguf_find_key returned for this live context, and each
+        // getter is called only for the type gguf_get_kv_type reports.
         unsafe {
             match sys::gguf_get_kv_type(self.ctx, id) {
                 sys::GGUF_TYPE_UINT32 => Some(sys::gguf_get_val_u32(self.ctx, id) as u64),
@@ -117,6 +123,7 @@ impl Gguf {
 
     fn bool(&self, key: &str) -> Option<bool> {
         let id = self.key(key)?;
+        // SAFETY: `id` is a key of this live context; the value is read only when it is a bool.
         unsafe {
             (sys::gguf_get_kv_type(self.ctx, id) == sys::GGUF_TYPE_BOOL)
                 .then(|| sys::gguf_get_val_bool(self.ctx, id))
@@ -129,6 +136,8 @@ impl Gguf {
 
     fn array(&self, key: &str, of: sys::gguf_type) -> Option<(i64, usize)> {
         let id = self.key(key)?;
+        // SAFETY: `id` is a key of this live context; the array is inspected only when the key
+        // holds one.
         unsafe {
             (sys::gguf_get_kv_type(self.ctx, id) == sys::GGUF_TYPE_ARRAY
                 && sys::gguf_get_arr_type(self.ctx, id) == of)
@@ -139,6 +148,9 @@ impl Gguf {
     fn strings(&self, key: &str) -> Option<Vec<String>> {
         let (id, n) = self.array(key, sys::GGUF_TYPE_STRING)?;
         (0..n)
+            // SAFETY: `id` is a string array of this live context with `n` elements, so every
+            // `i` is in range; the returned C string (checked for null) lives as long as `ctx`
+            // and is copied at once.
             .map(|i| unsafe {
                 let s = sys::gguf_get_arr_str(self.ctx, id, i);
                 (!s.is_null()).then(|| CStr::from_ptr(s).to_string_lossy().into_owned())
@@ -148,6 +160,8 @@ impl Gguf {
 
     fn numbers<T: Copy>(&self, key: &str, of: sys::gguf_type) -> Option<Vec<T>> {
         let (id, n) = self.array(key, of)?;
+        // SAFETY: `array` checked that the key holds `n` elements of type `of`, whose layout the
+        // caller's `T` matches; the data (checked for null) is copied before `ctx` can go.
         unsafe {
             let data = sys::gguf_get_arr_data(self.ctx, id) as *const T;
             (!data.is_null()).then(|| std::slice::from_raw_parts(data, n).to_vec())
@@ -156,6 +170,8 @@ impl Gguf {
 
     fn tensor(&self, name: &str) -> Option<Source> {
         let n = CString::new(name).ok()?;
+        // SAFETY: `n` is NUL-terminated; `id` is checked before use; ggml gives every tensor
+        // exactly four dimensions (`ne`), read while `ctx` is alive.
         unsafe {
             let id = sys::gguf_find_tensor(self.ctx, n.as_ptr());
             if id < 0 {
@@ -177,7 +193,10 @@ impl Gguf {
 }
 
 /// Writes the `.sbs`; `progress` hears the fraction done and the tensor being written.
-pub fn export(args: &ExportArgs, mut progress: impl FnMut(f64, &str)) -> Result<Exported, Failure> {
+pub(crate) fn export(
+    args: &ExportArgs,
+    mut progress: impl FnMut(f64, &str),
+) -> Result<Exported, Failure> {
     let shown = args.input.display().to_string();
     // The same inspector gemmactl uses gives the sentences for a missing, unreadable or cut file.
     let info = gguf::inspect(&args.input).map_err(|e| fail(ErrorCode::NotGguf, e.to_string()))?;
@@ -255,6 +274,8 @@ pub fn export(args: &ExportArgs, mut progress: impl FnMut(f64, &str)) -> Result<
             ));
         }
         for p in &parts {
+            // SAFETY: ggml returns a pointer into its static table of type traits, valid for
+            // every type id a tensor of a loaded GGUF can have.
             let traits = unsafe { &*sys::ggml_get_type_traits(p.ty) };
             if p.ty != sys::GGML_TYPE_F32 && traits.to_float.is_none() {
                 return Err(fail(
@@ -359,6 +380,7 @@ fn sources(gguf: &Gguf, name: &str, kv_heads: u32, shown: &str) -> Result<Vec<So
             // Per KV head: its K rows, then its V rows.
             let (k, v) = (get(blk("attn_k"))?, get(blk("attn_v"))?);
             let h = kv_heads.max(1) as u64;
+            // SAFETY: ggml_row_size only computes a size from the type's block layout.
             let row_bytes = |s: &Source| unsafe { sys::ggml_row_size(s.ty, s.cols as i64) } as u64;
             let mut parts = Vec::new();
             for i in 0..h {
@@ -427,6 +449,7 @@ fn write(
         w.begin(&entry.name).map_err(|e| io("write", part, e))?;
         for p in parts {
             let cols = p.cols as usize;
+            // SAFETY: ggml_row_size only computes a size from the type's block layout.
             let row_bytes = unsafe { sys::ggml_row_size(p.ty, p.cols as i64) };
             let rows_per_chunk = (CHUNK_VALUES / cols.max(1)).max(1);
             let mut row = 0u64;
@@ -459,7 +482,7 @@ fn write(
         w.end().map_err(|e| io("write", part, e))?;
         done += entry.expected_bytes();
     }
-    let blob = |r: Result<Vec<u8>, crate::sbs::fields::FieldError>| {
+    let blob = |r: Result<Vec<u8>, sbs::fields::FieldError>| {
         r.map_err(|e| {
             fail(
                 ErrorCode::LoadFailed,
@@ -497,9 +520,14 @@ fn to_f32(
         }
         return;
     }
+    // SAFETY: ggml returns a pointer into its static table of type traits.
     let traits = unsafe { &*sys::ggml_get_type_traits(ty) };
-    let to_float = traits.to_float.expect("checked before writing");
+    let Some(to_float) = traits.to_float else {
+        unreachable!("every source type is checked for a dequantizer before anything is written")
+    };
     for r in 0..rows {
+        // SAFETY: row `r` of `raw` holds `row_bytes` bytes of `cols` values of type `ty` (the
+        // slices panic, safely, if not), and `out` has room for `cols` floats from `r * cols`.
         unsafe {
             to_float(
                 raw[r * row_bytes..].as_ptr() as *const c_void,
@@ -519,8 +547,12 @@ fn from_f32(ty: u32, values: &[f32], out: &mut Vec<u8>) {
     }
     debug_assert_eq!(ty, TYPE_BF16);
     out.resize(values.len() * 2, 0);
+    // SAFETY: ggml returns a pointer into its static table of type traits.
     let traits = unsafe { &*sys::ggml_get_type_traits(sys::GGML_TYPE_BF16) };
-    let from_float = traits.from_float_ref.expect("ggml converts f32 to bf16");
+    let Some(from_float) = traits.from_float_ref else {
+        unreachable!("ggml always converts f32 to bf16")
+    };
+    // SAFETY: `out` was sized to two bytes per value above; both buffers outlive the call.
     unsafe {
         from_float(
             values.as_ptr(),

@@ -173,7 +173,7 @@ pub(crate) fn load(
         size_bytes: info.file_size,
         chat_template,
         sliding_window: info.sliding_window.unwrap_or(0) as u32,
-        fill_in_middle: crate::prompt::fim_tokens(&model).is_some(),
+        fill_in_middle: crate::prompt::fim_tokens(model).is_some(),
     };
     Ok(Loaded {
         model,

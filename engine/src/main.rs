@@ -16,10 +16,6 @@ mod scheduler;
 mod spm;
 mod text;
 
-// gemma.cpp's `.sbs` format as gemmactl reads it, written here by `--export-sbs`.
-#[allow(dead_code)]
-mod sbs;
-
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -22,7 +22,10 @@ pub(crate) fn emit(event: &Event) {
 
 /// A line outside the serving protocol (the `--export-sbs` mode's progress), same discipline.
 pub(crate) fn emit_value(value: &serde_json::Value) {
-    let mut line = serde_json::to_vec(value).expect("JSON values always serialize");
+    // A JSON value always serializes; nothing is written if it somehow does not.
+    let Ok(mut line) = serde_json::to_vec(value) else {
+        return;
+    };
     line.push(b'\n');
     let _guard = STDOUT.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = std::io::stdout().lock();

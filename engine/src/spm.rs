@@ -14,7 +14,7 @@
 use prost::Message;
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ModelProto {
+pub(crate) struct ModelProto {
     #[prost(message, repeated, tag = "1")]
     pub pieces: Vec<SentencePiece>,
     #[prost(message, optional, tag = "2")]
@@ -24,7 +24,7 @@ pub struct ModelProto {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct SentencePiece {
+pub(crate) struct SentencePiece {
     #[prost(string, optional, tag = "1")]
     pub piece: Option<String>,
     #[prost(float, optional, tag = "2")]
@@ -55,7 +55,7 @@ pub enum ModelType {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct TrainerSpec {
+pub(crate) struct TrainerSpec {
     #[prost(enumeration = "ModelType", optional, tag = "3")]
     pub model_type: Option<i32>,
     #[prost(int32, optional, tag = "4")]
@@ -85,7 +85,7 @@ pub struct TrainerSpec {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct NormalizerSpec {
+pub(crate) struct NormalizerSpec {
     #[prost(string, optional, tag = "1")]
     pub name: Option<String>,
     #[prost(bool, optional, tag = "3")]
@@ -98,7 +98,7 @@ pub struct NormalizerSpec {
 
 /// A GGUF vocabulary: pieces, scores and llama.cpp token types (1 normal, 2 unknown, 3 control,
 /// 4 user-defined, 5 unused, 6 byte), with the special ids.
-pub struct Vocabulary {
+pub(crate) struct Vocabulary {
     pub tokens: Vec<String>,
     pub scores: Vec<f32>,
     pub types: Vec<i32>,
@@ -110,7 +110,7 @@ pub struct Vocabulary {
 }
 
 /// The serialized SentencePiece BPE model for `vocab`.
-pub fn serialize(vocab: &Vocabulary) -> Vec<u8> {
+pub(crate) fn serialize(vocab: &Vocabulary) -> Vec<u8> {
     let special = [vocab.bos, vocab.eos, vocab.pad];
     let pieces = vocab
         .tokens

@@ -469,7 +469,7 @@ impl Thread {
             .enumerate()
             .filter(|(i, e)| {
                 let empty_reply = e.message.role == Role::Assistant && e.message.content.is_empty();
-                !empty_reply && !(e.refused && self.dropped + i != last)
+                !empty_reply && (!e.refused || self.dropped + i == last)
             })
             .map(|(_, e)| e.message.clone())
             .collect();

@@ -127,6 +127,7 @@ pub enum ModelsCommand {
 /// `--to` for `models import`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImportTarget {
+    /// gemma.cpp's single-file `.sbs` format.
     Sbs,
 }
 

@@ -20,11 +20,14 @@ use super::{sbs, ModelKind};
 /// compressor, which gemmactl does not have).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SbsType {
+    /// bfloat16: 2 bytes per weight.
     Bf16,
+    /// 32-bit float: 4 bytes per weight.
     F32,
 }
 
 impl SbsType {
+    /// The type's name, as `gemma-engine --export-sbs --type` takes it and in file names.
     pub fn as_str(self) -> &'static str {
         match self {
             SbsType::Bf16 => "bf16",
@@ -73,7 +76,10 @@ pub fn export(
         .spawn()
         .with_context(|| format!("cannot start {}", engine.display()))?;
     // llama.cpp's log goes to stderr; keep it for an error report without blocking the child.
-    let mut stderr = child.stderr.take().expect("piped");
+    let mut stderr = child
+        .stderr
+        .take()
+        .context("gemma-engine's stderr was not piped")?;
     let logs = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
@@ -82,7 +88,14 @@ pub fn export(
     let bar = progress_bar();
     let mut error = None;
     let mut finished = false;
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+    for line in BufReader::new(
+        child
+            .stdout
+            .take()
+            .context("gemma-engine's stdout was not piped")?,
+    )
+    .lines()
+    {
         let Ok(line) = line else { break };
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;

@@ -18,11 +18,7 @@
 //! a fixed cap, so no input makes it panic or allocate more than a few MiB (the property tests
 //! below feed it arbitrary and mutated bytes).
 
-pub mod config;
-pub mod fields;
-pub mod tensors;
-pub mod toc;
-pub mod writer;
+pub use ::sbs::{config, fields, tensors, toc, writer};
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};
@@ -30,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+/// The BlobStore magic, `SBS\n` read as a little-endian u32.
 pub const MAGIC: u32 = 0x0A53_4253;
 /// gemma.cpp refuses more blobs than this.
 pub const MAX_BLOBS: u32 = 16384;
@@ -46,7 +43,9 @@ const TOC_MAX_BYTES: u64 = 16 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
+    /// Header and directory at the start of the file.
     V1,
+    /// A placeholder header at the start; the directory and the real header at the end.
     V2,
 }
 
@@ -61,6 +60,7 @@ pub enum SbsFormat {
 }
 
 impl SbsFormat {
+    /// The format in a few words, for `models` output.
     pub fn describe(self) -> &'static str {
         match self {
             SbsFormat::SingleFile => "single-file (config and tokenizer embedded)",
@@ -72,9 +72,14 @@ impl SbsFormat {
 /// What a BlobStore's directory says about the model in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SbsInfo {
+    /// Where the directory sits.
     pub layout: Layout,
+    /// Single-file (2025 and later) or pre-2025 multi-file.
     pub format: SbsFormat,
+    /// Number of blobs in the directory.
     pub blob_count: u32,
+    /// Number of tensors: the `toc` blob's records, or for a pre-2025 file the blobs other than
+    /// `config`, `tokenizer`, `toc` and `scales`.
     pub tensor_count: u32,
     /// gemma.cpp's model prefix, e.g. `gemma3-270m` (from the config blob, or from the tensor
     /// keys and the layer count of a pre-2025 file).
@@ -86,13 +91,20 @@ pub struct SbsInfo {
     /// Whether gemma.cpp wraps prompts in Gemma's chat template: the config's prompt wrapping
     /// (`-it`, `-vlm`, `-pg`: yes; `-pt`: no). `None` for pre-2025 files, which do not say.
     pub instruct: Option<bool>,
+    /// Number of transformer layers: the config's `num_layers`, or for a pre-2025 file one more
+    /// than the highest layer index in the tensor keys.
     pub layers: Option<u32>,
+    /// Whether a non-empty `tokenizer` blob is inside.
     pub has_tokenizer: bool,
+    /// The file's length in bytes.
     pub file_size: u64,
     /// From the config blob: gemma.cpp's display name (e.g. `Gemma3_270M`), sizes, wrapping.
     pub display_name: Option<String>,
+    /// The config's `model_dim`: the width of a token's embedding.
     pub model_dim: Option<u32>,
+    /// The config's `vocab_size`: tokens in the vocabulary.
     pub vocab_size: Option<u32>,
+    /// The config's `max_seq_len`: the longest context, in tokens.
     pub max_seq_len: Option<u32>,
     /// The prompt wrapping in words, e.g. "none (pretrained base model)".
     pub wrapping: Option<String>,
@@ -104,16 +116,23 @@ pub struct SbsInfo {
 /// the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SbsError {
+    /// The file does not exist.
     Missing {
+        /// The weights file.
         path: PathBuf,
     },
+    /// The file cannot be opened or read, or is not a regular file.
     Unreadable {
+        /// The weights file.
         path: PathBuf,
+        /// Why it cannot be read (the I/O error's text).
         message: String,
     },
     /// No BlobStore magic at either end; `gguf` says the file is a GGUF model instead.
     NotBlobStore {
+        /// The file given as weights.
         path: PathBuf,
+        /// Whether the file starts with the GGUF magic.
         gguf: bool,
     },
     /// A Git LFS pointer stands where the weights should be (`size`: theirs, as it says).
@@ -126,38 +145,55 @@ pub enum SbsError {
     /// The file is shorter than its directory says; `expected_bytes` is 0 when only the missing
     /// end-of-file directory of a V2 file shows it.
     Truncated {
+        /// The weights file.
         path: PathBuf,
+        /// Where the directory says the data ends, in bytes (0: unknown).
         expected_bytes: u64,
+        /// The file's length in bytes.
         actual_bytes: u64,
     },
+    /// The BlobStore header is invalid, e.g. it claims more blobs than gemma.cpp allows.
     Malformed {
+        /// The weights file.
         path: PathBuf,
+        /// What is wrong, as a phrase (shown in parentheses).
         reason: String,
     },
     /// A full-length file with damage in one part: `part` names it (e.g. "table of tensors (toc
     /// blob)"), `reason` says what is wrong with it, as a clause.
     Damaged {
+        /// The weights file.
         path: PathBuf,
+        /// The damaged part.
         part: &'static str,
+        /// What is wrong with the part, as a clause.
         reason: String,
     },
     /// A pre-2025 file was given without its tokenizer.
     NeedsTokenizer {
+        /// The weights file.
         path: PathBuf,
     },
+    /// The tokenizer file given with the weights does not exist or cannot be read.
     TokenizerMissing {
+        /// The weights file.
         path: PathBuf,
+        /// The tokenizer file given.
         tokenizer: PathBuf,
     },
     /// The weights alone need more memory than the machine has available.
     TooLarge {
+        /// The weights file.
         path: PathBuf,
+        /// The weights file's size in bytes.
         file_size: u64,
+        /// Memory available, in bytes.
         available: u64,
     },
 }
 
 impl SbsError {
+    /// The weights file the error is about.
     pub fn path(&self) -> &Path {
         match self {
             SbsError::Missing { path }
@@ -250,8 +286,11 @@ impl std::error::Error for SbsError {}
 /// What a file's first bytes say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sniffed {
+    /// A GGUF model file (`GGUF` magic).
     Gguf,
+    /// A gemma.cpp BlobStore (`SBS\n` magic).
     BlobStore,
+    /// Anything else, including a file shorter than four bytes.
     Other,
 }
 
@@ -486,7 +525,7 @@ fn v2<R: Read + Seek>(
         // short, or no BlobStore at all. gemma.cpp's writer pads V2 files to a multiple of
         // 64 KiB, and a directory found before the last 16 bytes of such a file is its own (a
         // file cut inside its directory can show a shorter one that reads back to back).
-        if size % END_ALIGN == 0 && find_directory(src)?.is_some() {
+        if size.is_multiple_of(END_ALIGN) && find_directory(src)?.is_some() {
             return Err(src.damaged(
                 HEADER_PART,
                 format!(
@@ -830,7 +869,10 @@ fn describe(blobs: &[Blob], layout: Layout, file_size: u64) -> SbsInfo {
     }
 }
 
-/// Writes small synthetic BlobStores for tests (here and in `tests/`).
+/// Writes small synthetic BlobStores for tests (here and in `tests/`, which build with the
+/// `test-support` feature). A panic here is a broken test, never user input.
+#[cfg(any(test, feature = "test-support"))]
+#[allow(clippy::expect_used)]
 pub mod test_writer {
     use super::MAGIC;
 

@@ -190,7 +190,7 @@ pub(super) fn scrub_paths(message: &str) -> String {
         let is_path = (rest.starts_with('/') && rest.len() > 1) || rest.starts_with("~/");
         if is_path {
             let end = rest
-                .find(|c: char| matches!(c, ')' | '"' | '\'' | '`' | ']' | '>' | ',' | ';'))
+                .find([')', '"', '\'', '`', ']', '>', ',', ';'])
                 .unwrap_or(rest.len());
             // A sentence's full stop or colon after the path stays.
             let (path, tail) = rest.split_at(end);

@@ -223,7 +223,7 @@ fn space(path: &Path) -> Option<Space> {
     if stat.f_flag & libc::ST_RDONLY != 0 {
         return Some(Space::ReadOnly);
     }
-    let free = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
     Some(if free < NEARLY_FULL_BYTES {
         Space::Full
     } else {

@@ -187,7 +187,9 @@ mod tests {
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();
         assert!(enforced, "foreign keys are enforced again after migrating");
-        let rows: Vec<(i64, Option<i64>, String, Option<String>, i64)> = conn
+        /// id, parent_id, content, finish_reason, refused
+        type Row = (i64, Option<i64>, String, Option<String>, i64);
+        let rows: Vec<Row> = conn
             .prepare(
                 "SELECT id, parent_id, content, finish_reason, refused FROM messages ORDER BY id",
             )

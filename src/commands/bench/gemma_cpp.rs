@@ -28,7 +28,7 @@ enum Out {
 }
 
 /// One greedy request of `max_tokens` tokens for `prompt`, on a fresh `gemma` process.
-pub fn direct(
+pub(super) fn direct(
     binary: &std::path::Path,
     model: &ModelEntry,
     config: &Config,
@@ -72,9 +72,12 @@ pub fn direct(
         .spawn()
         .with_context(|| format!("cannot start gemma.cpp's binary {}", binary.display()))?;
     let pid = child.id();
-    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdin = child.stdin.take().context("gemma's stdin was not piped")?;
     let (tx, rx) = mpsc::channel();
-    let mut stdout = child.stdout.take().expect("piped");
+    let mut stdout = child
+        .stdout
+        .take()
+        .context("gemma's stdout was not piped")?;
     let out_tx = tx.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
@@ -93,7 +96,10 @@ pub fn direct(
         }
         let _ = out_tx.send(Out::Closed);
     });
-    let stderr = child.stderr.take().expect("piped");
+    let stderr = child
+        .stderr
+        .take()
+        .context("gemma's stderr was not piped")?;
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::BufReader::new(stderr).lines() {

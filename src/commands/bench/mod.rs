@@ -208,9 +208,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     println!(
         "{} on {}, {} runs, {} prompt tokens, {} generated tokens, {} threads (medians)",
         model.name,
-        match model.engine {
-            kind => kind.as_str(),
-        },
+        model.engine.as_str(),
         args.runs,
         base.prompt_tokens,
         args.max_tokens,

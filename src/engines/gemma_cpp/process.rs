@@ -128,7 +128,7 @@ pub(super) enum TurnEnd {
 /// What a stopped turn got as far as: gemma.cpp prints its Generate line only at the end, so a
 /// stopped reply's speed is measured here, from when its text arrived.
 #[derive(Debug, Clone, Copy)]
-pub struct Partial {
+pub(super) struct Partial {
     pub dots: u32,
     /// The Prefill line, printed with the first token.
     pub prefill: Option<Prefill>,

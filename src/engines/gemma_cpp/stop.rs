@@ -6,7 +6,7 @@
 
 /// Watches streamed text for the first of some stop strings.
 #[derive(Debug, Default)]
-pub struct StopFilter {
+pub(super) struct StopFilter {
     stops: Vec<String>,
     /// Text received but not yet released.
     pending: String,
@@ -14,7 +14,7 @@ pub struct StopFilter {
 }
 
 impl StopFilter {
-    pub fn new(stops: &[String]) -> StopFilter {
+    pub(super) fn new(stops: &[String]) -> StopFilter {
         StopFilter {
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
             pending: String::new(),
@@ -23,12 +23,12 @@ impl StopFilter {
     }
 
     /// Whether a stop string has been seen: the reply is over.
-    pub fn hit(&self) -> bool {
+    pub(super) fn hit(&self) -> bool {
         self.hit
     }
 
     /// Takes streamed text; returns what can be shown now.
-    pub fn feed(&mut self, text: &str) -> String {
+    pub(super) fn feed(&mut self, text: &str) -> String {
         if self.hit {
             return String::new();
         }
@@ -65,7 +65,7 @@ impl StopFilter {
     }
 
     /// The reply ended by itself: what was held back is text after all.
-    pub fn finish(&mut self) -> String {
+    pub(super) fn finish(&mut self) -> String {
         std::mem::take(&mut self.pending)
     }
 }

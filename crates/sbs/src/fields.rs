@@ -13,15 +13,16 @@
 //! reader it refuses what gemma.cpp refuses — a bool other than 0/1, an out-of-range enum, a
 //! non-finite float, an over-long or non-ASCII string, a length running past the data — and the
 //! first such fault is kept, with the path of the field it was found in, so a damaged blob is
-//! reported as "layer_configs[9].qkv_dim", not as "invalid".
+//! reported as `layer_configs[9].qkv_dim`, not as "invalid".
 //!
 //! This file has no dependencies beyond `std`: gemma-engine includes it too (it writes `.sbs`
 //! files for `models import`).
 
 use std::fmt;
 
-/// gemma.cpp's limits: string length in words, and vector length.
+/// gemma.cpp's limit on a string's length, in words.
 pub const MAX_STRING_WORDS: u32 = 64;
+/// gemma.cpp's limit on a vector's element count.
 pub const MAX_VECTOR_LEN: u32 = 64 * 1024;
 
 /// The first field a reader could not accept, and why.
@@ -29,11 +30,12 @@ pub const MAX_VECTOR_LEN: u32 = 64 * 1024;
 pub struct FieldError {
     /// Dotted path of the field, e.g. `layer_configs[9].qkv_dim`.
     pub field: String,
+    /// What is wrong with it, as a clause (e.g. `is 2, not a boolean (0 or 1)`).
     pub problem: String,
 }
 
 impl fmt::Display for FieldError {
-    /// "field layer_configs[9].qkv_dim is ...", or just the problem for a whole record.
+    /// `field layer_configs[9].qkv_dim is ...`, or just the problem for a whole record.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.field.is_empty() {
             write!(f, "{}", self.problem)
@@ -92,6 +94,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A writer, which appends each visited field's words.
     pub fn writer() -> Fields<'static> {
         Fields {
             mode: Mode::Write { words: Vec::new() },
@@ -100,6 +103,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// Whether this pass reads rather than writes (a reader sizes vectors from the data).
     pub fn is_reading(&self) -> bool {
         matches!(self.mode, Mode::Read { .. })
     }
@@ -181,18 +185,21 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// A u32 field: one word.
     pub fn u32(&mut self, _name: &str, value: &mut u32) {
         if !self.skip() {
             self.word(value);
         }
     }
 
+    /// An i32 field: one word, its two's-complement bits.
     pub fn i32(&mut self, name: &str, value: &mut i32) {
         let mut w = *value as u32;
         self.u32(name, &mut w);
         *value = w as i32;
     }
 
+    /// An f32 field: one word, its bit pattern; a reader refuses NaN and infinities.
     pub fn f32(&mut self, name: &str, value: &mut f32) {
         if self.skip() {
             return;
@@ -207,6 +214,7 @@ impl<'a> Fields<'a> {
         *value = v;
     }
 
+    /// A bool field: one word; a reader refuses values other than 0 and 1.
     pub fn bool(&mut self, name: &str, value: &mut bool) {
         if self.skip() {
             return;
@@ -234,6 +242,7 @@ impl<'a> Fields<'a> {
         *value = w;
     }
 
+    /// A string: its length in words, then its ASCII bytes zero-padded to whole words.
     pub fn string(&mut self, name: &str, value: &mut String) {
         if self.skip() {
             return;
@@ -393,7 +402,7 @@ impl<'a> Fields<'a> {
 
 /// Little-endian bytes to words; `None` when the length is not a whole number of words.
 pub fn words(bytes: &[u8]) -> Option<Vec<u32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return None;
     }
     Some(
@@ -404,6 +413,7 @@ pub fn words(bytes: &[u8]) -> Option<Vec<u32>> {
     )
 }
 
+/// Words to little-endian bytes (the inverse of [`words`]).
 pub fn bytes(words: &[u32]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }

@@ -8,18 +8,27 @@
 //!
 //! No dependencies beyond `std` and the sibling modules: gemma-engine includes it too.
 
-use super::config::{TYPE_BITS, TYPE_I8, TYPE_NAMES, TYPE_NUQ};
-use super::fields::{self, FieldError, Fields};
+use crate::config::{TYPE_BITS, TYPE_I8, TYPE_NAMES, TYPE_NUQ};
+use crate::fields::{self, FieldError, Fields};
 
+/// One tensor's record in the `toc` blob (gemma.cpp's serialized `MatPtr`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TocEntry {
+    /// The tensor's name, which is also its blob key.
     pub name: String,
+    /// Element `Type`, an index into [`TYPE_NAMES`].
     pub ty: u32,
+    /// Bytes per stored element ([`element_bytes`] of the type).
     pub element_bytes: u32,
+    /// Elements stored ([`num_elements`] for `rows` × `cols` values).
     pub num_elements: u32,
+    /// Number of rows.
     pub rows: u32,
+    /// Number of columns.
     pub cols: u32,
+    /// Scale applied when multiplying (1 for f32 and bf16).
     pub scale: f32,
+    /// Elements from the start of one row to the next (`cols` when packed).
     pub stride: u32,
 }
 
@@ -38,6 +47,7 @@ impl TocEntry {
         }
     }
 
+    /// Reads or writes the record's fields in gemma.cpp's order.
     pub fn visit(&mut self, f: &mut Fields) {
         f.nested("", |f| {
             f.string("name", &mut self.name);
@@ -78,7 +88,10 @@ pub fn num_elements(ty: u32, n: u64) -> u64 {
 pub struct TocError {
     /// Index of the record (0-based) and its name when that much was readable.
     pub index: usize,
+    /// The record's name, when that much was readable.
     pub name: Option<String>,
+    /// The field that could not be read; `None` when the record is cut short or the blob is not
+    /// whole 4-byte words.
     pub error: Option<FieldError>,
 }
 
@@ -160,8 +173,8 @@ pub fn to_bytes(entries: &[TocEntry]) -> Result<Vec<u8>, FieldError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::{TYPE_BF16, TYPE_F32};
     use super::*;
+    use crate::config::{TYPE_BF16, TYPE_F32};
 
     #[test]
     fn records_round_trip_in_order() {

@@ -13,11 +13,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::config::{
+use crate::config::{
     type_name, LayerConfig, ModelConfig, LAYER_GEMMA, POST_NORM_SCALE, TYPE_BF16, TYPE_BITS,
     TYPE_F32,
 };
-use super::toc::{element_bytes, num_elements, TocEntry};
+use crate::toc::{element_bytes, num_elements, TocEntry};
 
 /// Tensor types gemma.cpp stores weights in.
 const WEIGHT_TYPES: [u32; 5] = [1, 2, 3, 4, 8];
@@ -187,7 +187,11 @@ pub fn check(
                 e.stride, e.cols
             ));
         }
-        if !(e.scale > 0.0) || ((e.ty == TYPE_F32 || e.ty == TYPE_BF16) && e.scale != 1.0) {
+        // A NaN scale is refused too: it is not greater than 0.
+        if e.scale.is_nan()
+            || e.scale <= 0.0
+            || ((e.ty == TYPE_F32 || e.ty == TYPE_BF16) && e.scale != 1.0)
+        {
             return Err(format!(
                 "gives tensor {n} a scale of {}, which its type {} cannot have",
                 e.scale,
@@ -344,8 +348,8 @@ pub fn gemma3_layout(config: &ModelConfig, ty: u32) -> Vec<TocEntry> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::gemma3_text;
     use super::*;
+    use crate::config::gemma3_text;
 
     fn setup() -> (ModelConfig, Vec<TocEntry>) {
         let c = gemma3_text(

@@ -9,7 +9,7 @@
 //!
 //! No dependencies beyond `std` and the sibling `fields` module: gemma-engine includes it too.
 
-use super::fields::{self, FieldError, Fields, ReadSummary};
+use crate::fields::{self, FieldError, Fields, ReadSummary};
 
 /// gemma.cpp's `Model` enum: value and model specifier prefix. Values 1, 2, 5, 6, 8 and 9 belong
 /// to removed models (Gemma 1, RecurrentGemma) and are refused.
@@ -27,17 +27,24 @@ pub const MODELS: [(u32, &str); 12] = [
     (17, "gemma3-27b"),
     (18, "gemma3-270m"),
 ];
+/// `Model::GEMMA3_1B`.
 pub const MODEL_GEMMA3_1B: u32 = 15;
+/// `Model::GEMMA3_270M`.
 pub const MODEL_GEMMA3_270M: u32 = 18;
 
 /// gemma.cpp's `Type` enum, in order, and the bits each element takes.
 pub const TYPE_NAMES: [&str; 9] = [
     "unknown", "f32", "bf16", "sfp", "nuq", "f64", "u32", "u64", "i8",
 ];
+/// Bits per element of each `Type`, indexed like [`TYPE_NAMES`] (0 for `unknown`).
 pub const TYPE_BITS: [u32; 9] = [0, 32, 16, 8, 4, 64, 32, 64, 8];
+/// `Type` value of f32.
 pub const TYPE_F32: u32 = 1;
+/// `Type` value of bf16.
 pub const TYPE_BF16: u32 = 2;
+/// `Type` value of NUQ (4-bit non-uniform quantization).
 pub const TYPE_NUQ: u32 = 4;
+/// `Type` value of i8.
 pub const TYPE_I8: u32 = 8;
 
 /// `PromptWrapping`: how gemma.cpp wraps a prompt; the suffix is the specifier's last part.
@@ -47,21 +54,27 @@ pub const WRAPPINGS: [(&str, &str); 4] = [
     ("-vlm", "Gemma chat template with images"),
     ("-pg", "PaliGemma"),
 ];
+/// `PromptWrapping::GEMMA_IT`: the Gemma chat template (instruct models).
 pub const WRAPPING_IT: u32 = 0;
+/// `PromptWrapping::GEMMA_PT`: no wrapping (pretrained base models).
 pub const WRAPPING_PT: u32 = 1;
 
 /// `PostNormType::Scale`: layers with post-attention and post-FFN norms.
 pub const POST_NORM_SCALE: u32 = 1;
-/// `LayerAttentionType`.
+/// `LayerAttentionType::kGemma`: a text transformer layer.
 pub const LAYER_GEMMA: u32 = 0;
+/// `LayerAttentionType::kVit`: a layer of the vision tower.
 pub const LAYER_VIT: u32 = 1;
 /// gemma.cpp refuses larger heads (`kMaxQKVDim`).
 pub const MAX_QKV_DIM: u32 = 1024;
 
+/// The specifier prefix of a `Model` value (e.g. `gemma3-270m` for 18); `None` for 0 and for
+/// values gemma.cpp no longer knows.
 pub fn model_prefix(model: u32) -> Option<&'static str> {
     MODELS.iter().find(|(m, _)| *m == model).map(|(_, p)| *p)
 }
 
+/// The name of a `Type` value (e.g. `bf16` for 2); `unknown` when out of range.
 pub fn type_name(ty: u32) -> &'static str {
     TYPE_NAMES.get(ty as usize).copied().unwrap_or("unknown")
 }
@@ -69,20 +82,35 @@ pub fn type_name(ty: u32) -> &'static str {
 /// One transformer layer (`LayerConfig`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LayerConfig {
+    /// Width of the layer's input and output (the model's `model_dim` for text layers).
     pub model_dim: u32,
+    /// Formerly used for Griffin; kept for the field order.
     pub unused_griffin_dim: u32,
+    /// Hidden width of the feed-forward network.
     pub ff_hidden_dim: u32,
+    /// Number of query heads.
     pub heads: u32,
+    /// Number of key/value heads (fewer than `heads` with grouped-query attention).
     pub kv_heads: u32,
+    /// Length of each head's query, key and value vectors (the head size).
     pub qkv_dim: u32,
+    /// Formerly used for Griffin; kept for the field order.
     pub unused_conv1d_width: u32,
+    /// Whether the feed-forward network has biases (`ffw_gat_b`, `ffw_out_b`).
     pub ff_biases: bool,
+    /// Formerly used for Griffin; kept for the field order.
     pub unused_softmax_attn_output_biases: bool,
+    /// gemma.cpp's `optimized_gating` (set for Gemma 3 layers).
     pub optimized_gating: bool,
+    /// `PostNormType`: [`POST_NORM_SCALE`] adds post-attention and post-FFN norms; 0 has none.
     pub post_norm: u32,
+    /// `LayerAttentionType`: [`LAYER_GEMMA`] or [`LAYER_VIT`].
     pub attention_type: u32,
+    /// `ActivationType`: 0 (GELU), the only value accepted.
     pub activation: u32,
+    /// `PostQKType`: what is applied to queries and keys after projection (0: RoPE, 1: half RoPE).
     pub post_qk: u32,
+    /// Whether queries and keys are normalized (`query_norm`, `key_norm`; Gemma 3).
     pub use_qk_norm: bool,
 }
 
@@ -108,6 +136,7 @@ impl LayerConfig {
         }
     }
 
+    /// Reads or writes the layer's fields in gemma.cpp's order.
     pub fn visit(&mut self, f: &mut Fields) {
         f.u32("model_dim", &mut self.model_dim);
         f.u32("unused_griffin_dim", &mut self.unused_griffin_dim);
@@ -147,12 +176,19 @@ fn layers(f: &mut Fields, name: &str, layers: &mut Vec<LayerConfig>) {
 /// The vision tower (`VitConfig`); empty for text-only models.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VitConfig {
+    /// Width of the vision tower's layers.
     pub model_dim: u32,
+    /// Number of image patches, the rows of `img_pos_emb`.
     pub seq_len: u32,
+    /// gemma.cpp's `num_scales` for the vision tower.
     pub num_scales: u32,
+    /// Side of a square image patch, in pixels.
     pub patch_width: u32,
+    /// Side of the square input image, in pixels.
     pub image_size: u32,
+    /// The vision tower's layers.
     pub layer_configs: Vec<LayerConfig>,
+    /// Pooling of image tokens (1: none).
     pub pool_dim: u32,
 }
 
@@ -171,6 +207,7 @@ impl Default for VitConfig {
 }
 
 impl VitConfig {
+    /// Reads or writes the vision tower's fields in gemma.cpp's order.
     pub fn visit(&mut self, f: &mut Fields) {
         f.u32("model_dim", &mut self.model_dim);
         f.u32("seq_len", &mut self.seq_len);
@@ -185,29 +222,51 @@ impl VitConfig {
 /// gemma.cpp's `ModelConfig`, as stored in the `config` blob.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
+    /// Major version of the model family, which gemma.cpp bumps for architecture changes.
     pub model_family_version: u32,
     /// For display only, e.g. `Gemma3_270M`.
     pub display_name: String,
+    /// `Model` value, one of [`MODELS`] (0: unknown, which gemma.cpp refuses).
     pub model: u32,
+    /// `PromptWrapping`, an index into [`WRAPPINGS`].
     pub wrapping: u32,
+    /// Weight `Type`, an index into [`TYPE_NAMES`].
     pub weight: u32,
+    /// Number of transformer layers.
     pub num_layers: u32,
+    /// Width of a token's embedding and of the residual stream.
     pub model_dim: u32,
+    /// Tokens in the vocabulary (rows of the embedding).
     pub vocab_size: u32,
+    /// Longest context, in tokens; also the attention window of global layers.
     pub max_seq_len: u32,
+    /// No longer set nor used by gemma.cpp; kept for the field order.
     pub unused_num_tensor_scales: u32,
+    /// Soft cap on attention logits (0: none).
     pub att_cap: f32,
+    /// Soft cap on the final logits (0: none).
     pub final_cap: f32,
+    /// Whether absolute positional embeddings are used.
     pub absolute_pe: bool,
+    /// Formerly used for Griffin; kept for the field order.
     pub unused_use_local_attention: bool,
+    /// `QueryScaleType`: 0 scales queries by 1/sqrt(`qkv_dim`), 1 by 1/sqrt(`model_dim` / `heads`).
     pub query_scale: u32,
+    /// One record per layer, `num_layers` of them.
     pub layer_configs: Vec<LayerConfig>,
+    /// Attention window of each layer, in tokens (`max_seq_len` for a global layer).
     pub attention_window_sizes: Vec<u32>,
+    /// gemma.cpp's `norm_num_groups` (1 by default).
     pub norm_num_groups: u32,
+    /// The vision tower; empty for text-only models.
     pub vit_config: VitConfig,
+    /// Pooling of image tokens (1: none); gemma.cpp uses it only for its copy of the ViT config.
     pub pool_dim: u32,
+    /// End-of-sequence token id.
     pub eos_id: i32,
+    /// A second token id that ends generation (Gemma 3: 106, `<end_of_turn>`).
     pub secondary_eos_id: i32,
+    /// Base names (without a layer suffix) of the tensors a pre-2025 file's scales belong to.
     pub scale_base_names: Vec<String>,
 }
 
@@ -263,6 +322,7 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl ModelConfig {
+    /// Reads or writes the whole config, one structure, in gemma.cpp's order.
     pub fn visit(&mut self, f: &mut Fields) {
         f.nested("", |f| {
             f.u32("model_family_version", &mut self.model_family_version);
@@ -490,6 +550,9 @@ fn odd_layer(layers: &[LayerConfig]) -> Option<String> {
 
 /// The config gemma.cpp ships for a Gemma 3 text model with these sizes (`configs.cc`), for
 /// weights of type `weight`; `None` for sizes it has no text-only model for.
+// The arguments are the sizes a GGUF header gives, one by one, as gemma.cpp's own config
+// functions take them; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn gemma3_text(
     num_layers: u32,
     model_dim: u32,

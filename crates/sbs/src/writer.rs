@@ -13,6 +13,7 @@ const MAGIC: u32 = 0x0A53_4253;
 const BLOB_ALIGN: u64 = 256;
 const END_ALIGN: u64 = 64 * 1024;
 
+/// Writes a V2 BlobStore, streaming one blob at a time.
 pub struct BlobWriter<W: Write> {
     out: W,
     pos: u64,
@@ -27,6 +28,7 @@ fn invalid(message: String) -> io::Error {
 }
 
 impl<W: Write> BlobWriter<W> {
+    /// Starts a BlobStore on `out` with its 256-byte placeholder header.
     pub fn new(mut out: W) -> io::Result<BlobWriter<W>> {
         let mut head = Vec::with_capacity(BLOB_ALIGN as usize);
         head.extend_from_slice(&MAGIC.to_le_bytes());
@@ -63,6 +65,7 @@ impl<W: Write> BlobWriter<W> {
         Ok(())
     }
 
+    /// Appends `bytes` to the blob begun with [`begin`](Self::begin).
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.open.is_none() {
             return Err(invalid("bytes written outside a blob".into()));
