@@ -3,6 +3,12 @@
 //! string begins (the string itself is not part of it). gemma.cpp cannot be told to stop, so the
 //! adapter then ends the process as it does for a cancel; the chat shell's transcript of a base
 //! model (cut at the model's next `User:` line) depends on this.
+//!
+//! The reply counts as starting on a new line: gemma.cpp separates the prompt's progress dots from
+//! the reply with a blank line, and a reply that itself opens with line breaks cannot be told apart
+//! from that separator (`turn.rs`), so a model that answers a transcript with `User:` at once has
+//! lost the line break before it. A stop string that begins with a line break therefore also
+//! matches at the very start of the reply.
 
 /// Watches streamed text for the first of some stop strings.
 #[derive(Debug, Default)]
@@ -11,6 +17,10 @@ pub(super) struct StopFilter {
     /// Text received but not yet released.
     pending: String,
     hit: bool,
+    /// `pending` begins with a line break that stands for the reply's start, not text.
+    virtual_break: bool,
+    /// Nothing has been fed yet.
+    fresh: bool,
 }
 
 impl StopFilter {
@@ -19,7 +29,19 @@ impl StopFilter {
             stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
             pending: String::new(),
             hit: false,
+            virtual_break: false,
+            fresh: true,
         }
+    }
+
+    /// Releases `pending[..end]`, less the line break that only stands for the reply's start.
+    fn release(&mut self, end: usize) -> String {
+        let mut shown: String = self.pending.drain(..end).collect();
+        if self.virtual_break && end > 0 {
+            shown.remove(0);
+            self.virtual_break = false;
+        }
+        shown
     }
 
     /// Whether a stop string has been seen: the reply is over.
@@ -35,6 +57,10 @@ impl StopFilter {
         if self.stops.is_empty() {
             return text.to_string();
         }
+        if std::mem::take(&mut self.fresh) && self.stops.iter().any(|s| s.starts_with('\n')) {
+            self.pending.push('\n');
+            self.virtual_break = true;
+        }
         self.pending.push_str(text);
         if let Some(at) = self
             .stops
@@ -43,7 +69,7 @@ impl StopFilter {
             .min()
         {
             self.hit = true;
-            let shown = self.pending[..at].to_string();
+            let shown = self.release(at);
             self.pending.clear();
             return shown;
         }
@@ -59,14 +85,13 @@ impl StopFilter {
             .max()
             .unwrap_or(0);
         let cut = self.pending.len() - hold;
-        let shown = self.pending[..cut].to_string();
-        self.pending.drain(..cut);
-        shown
+        self.release(cut)
     }
 
     /// The reply ended by itself: what was held back is text after all.
     pub(super) fn finish(&mut self) -> String {
-        std::mem::take(&mut self.pending)
+        let all = self.pending.len();
+        self.release(all)
     }
 }
 
@@ -105,6 +130,30 @@ mod tests {
         assert_eq!(run(&["\nUser:"], &["ok\nU"]), ("ok\nU".to_string(), false));
         assert_eq!(run(&[], &["a", "b"]), ("ab".to_string(), false));
         assert_eq!(run(&["é!"], &["caf", "é", "!x"]), ("caf".to_string(), true));
+    }
+
+    #[test]
+    fn a_reply_that_opens_with_a_stop_string_is_cut_there() {
+        // The line break before `User:` was taken for gemma.cpp's separator.
+        assert_eq!(
+            run(&["\nUser:", "\nAssistant:"], &["User", ": Tell me"]),
+            (String::new(), true)
+        );
+        assert_eq!(
+            run(&["\nAssistant:"], &["Assistant:"]),
+            (String::new(), true)
+        );
+        // Otherwise the start of the reply is text as it came, a leading break included.
+        assert_eq!(
+            run(&["\nUser:"], &["Us", "ed"]),
+            ("Used".to_string(), false)
+        );
+        assert_eq!(
+            run(&["\nUser:"], &["\nHi", "\nUser:"]),
+            ("\nHi".to_string(), true)
+        );
+        assert_eq!(run(&["\nUser:"], &["U"]), ("U".to_string(), false));
+        assert_eq!(run(&["END"], &["ENDx"]), (String::new(), true));
     }
 
     #[test]
