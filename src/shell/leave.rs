@@ -75,8 +75,10 @@ pub(super) fn watch_idle(
             if let Some(mode) = &original_mode {
                 terminal::reset(mode);
             }
-            // Off the prompt's line, for whatever the terminal shows next.
-            println_quietly();
+            // Off the prompt's line, for whatever the terminal shows next. On a thread of its
+            // own: a terminal that reads nothing more would block the write, and leaving must
+            // not wait for it (exit ends the thread).
+            std::thread::spawn(println_quietly);
             service.shutdown().await;
             std::process::exit(128 + sig);
         }

@@ -206,6 +206,16 @@ pub struct ReplyEnd {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The file's device and inode when it was opened, to notice it being moved or deleted
+    /// while open (SQLite in WAL mode keeps writing to the moved file without an error);
+    /// `None` for a read-only store.
+    identity: Option<(u64, u64)>,
+}
+
+/// The device and inode of the file at `path`, if there is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Maps a SQLite failure on the database at `path`.
@@ -265,12 +275,24 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_path_buf(),
+            identity: file_identity(path),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses a write when the file was moved or deleted since it was opened: what would be
+    /// written would land in a file nobody opens again.
+    fn writable(&self) -> Result<()> {
+        match self.identity {
+            Some(opened) if file_identity(&self.path) != Some(opened) => Err(StoreError::Moved {
+                path: self.path.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     // ----- conversations -----
@@ -281,6 +303,7 @@ impl Store {
         system: Option<&str>,
         origin: &Origin,
     ) -> Result<ConversationId> {
+        self.writable()?;
         let batch = origin.batch.as_ref();
         self.conn
             .execute(
@@ -353,12 +376,14 @@ impl Store {
 
     /// Sets (or with `None` removes) the system prompt; later turns are sent with it.
     pub fn set_system(&mut self, conversation: ConversationId, system: Option<&str>) -> Result<()> {
+        self.writable()?;
         let sql = format!("UPDATE conversations SET system = ?2, updated_at = {NOW} WHERE id = ?1");
         self.update_conversation(conversation, &sql, system)
     }
 
     /// Sets the conversation's title (replacing the automatic one).
     pub fn set_title(&mut self, conversation: ConversationId, title: &str) -> Result<()> {
+        self.writable()?;
         self.update_conversation(
             conversation,
             "UPDATE conversations SET title = ?2 WHERE id = ?1",
@@ -384,6 +409,7 @@ impl Store {
 
     /// Deletes a conversation and all its messages (and their search entries).
     pub fn delete_conversation(&mut self, id: ConversationId) -> Result<()> {
+        self.writable()?;
         let changed = self
             .conn
             .execute("DELETE FROM conversations WHERE id = ?1", [id.0])
@@ -407,6 +433,7 @@ impl Store {
         model: &str,
         params: &SamplingParams,
     ) -> Result<MessageId> {
+        self.writable()?;
         let path = &self.path;
         let tx = self
             .conn
@@ -447,6 +474,7 @@ impl Store {
         model: &str,
         params: &SamplingParams,
     ) -> Result<MessageId> {
+        self.writable()?;
         let path = &self.path;
         let tx = self
             .conn
@@ -472,6 +500,7 @@ impl Store {
     /// Saves the text generated so far, so a crash keeps it; cheap enough to call every second
     /// or so while a reply streams. Only an unfinished reply can be updated.
     pub fn save_partial_reply(&mut self, reply: MessageId, text: &str) -> Result<()> {
+        self.writable()?;
         let changed = self
             .conn
             .execute(
@@ -488,6 +517,7 @@ impl Store {
     /// becomes the reply's completion time: a conversation was last updated when its last reply
     /// ended, not when it began.
     pub fn finish_reply(&mut self, reply: MessageId, end: &ReplyEnd) -> Result<()> {
+        self.writable()?;
         let usage = end.usage.as_ref();
         let timings = end.timings.as_ref();
         let path = &self.path;
@@ -546,6 +576,7 @@ impl Store {
     /// Makes `message` the point the next turn continues from, so that turn starts a new
     /// branch beside the existing ones. Returns the message's conversation.
     pub fn fork(&mut self, message: MessageId) -> Result<ConversationId> {
+        self.writable()?;
         let path = &self.path;
         let tx = self
             .conn
@@ -644,6 +675,7 @@ impl Store {
     /// Marks a user message as refused by the model for being longer than the context (or,
     /// with `false`, clears the mark once it has been answered after all).
     pub fn set_refused(&mut self, message: MessageId, refused: bool) -> Result<()> {
+        self.writable()?;
         let changed = self
             .conn
             .execute(

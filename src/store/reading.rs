@@ -54,6 +54,7 @@ impl Store {
             return Ok(Store {
                 conn,
                 path: path.to_path_buf(),
+                identity: None,
             });
         }
         match Store::open(path) {
@@ -105,6 +106,7 @@ fn in_memory(path: &Path, from: Option<&Connection>) -> Result<Store> {
     Ok(Store {
         conn,
         path: path.to_path_buf(),
+        identity: None,
     })
 }
 
