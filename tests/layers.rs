@@ -18,7 +18,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
     const ISOLATION: &[&str] = &[];
     const CONFIG: &[&str] = &["domain"];
     const HARDWARE: &[&str] = &["config", "domain", "isolation"];
-    const MODELS: &[&str] = &["config", "domain", "hardware"];
+    const MODELS: &[&str] = &["config", "domain", "hardware", "isolation"];
     const STORE: &[&str] = &["config", "domain"];
     const ENGINES: &[&str] = &["domain", "isolation"];
     const SUPERVISOR: &[&str] = &[

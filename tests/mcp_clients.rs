@@ -96,7 +96,8 @@ fn the_inspector_lints_the_tools_in_both_eras_and_calls_one() {
         .unwrap_or_else(|| panic!("{v}"));
     assert!(!text.trim().is_empty(), "{v}");
     assert_eq!(result["isError"], false);
-    // A tool error is the Inspector's exit 5.
+    // A tool error is the Inspector's exit 5 (an out-of-range argument: the Inspector itself
+    // refuses an empty `prompt=` before calling).
     let out = inspector(
         home.path(),
         &[
@@ -105,10 +106,16 @@ fn the_inspector_lints_the_tools_in_both_eras_and_calls_one() {
             "--tool-name",
             "generate_text",
             "--tool-arg",
-            "prompt=",
+            "prompt=Hi",
+            "max_tokens=0",
         ],
     );
     assert_eq!(out.status.code(), Some(5), "{}", common::stdout(&out));
+    assert!(
+        common::stdout(&out).contains("`max_tokens` 0 is out of range"),
+        "{}",
+        common::stdout(&out)
+    );
 }
 
 /// Claude Code's CLI with a throw-away HOME: offline, its `mcp add` and `mcp list` work.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod mcp_support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::server::{children, fd_count, rss_kib, Server};
+use mcp_support::{Era, Server as McpServer};
 use serde_json::{json, Value};
 
 /// A home with the default model registered, and `config` as its config.toml.
@@ -346,6 +348,74 @@ fn front_ends_attach_to_the_server_and_fall_back_when_it_is_gone() {
             .all(|p| p["engines"].as_array().unwrap().is_empty()),
         "the server loaded nothing for --local: {ps}"
     );
+    drop(server);
+}
+
+/// Requests the server's engine has served; the server must be the only process holding
+/// engines (an attached front end holds none).
+fn served_by_the_server(home: &common::Home) -> u64 {
+    let ps = json_of(&home.run(&["ps", "--json"]));
+    let holders = ps.as_array().unwrap();
+    assert_eq!(holders.len(), 1, "only the server holds engines: {ps}");
+    assert_eq!(holders[0]["command"], "gemmactl serve", "{ps}");
+    holders[0]["engines"][0]["requests_served"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_and_mcp_attach_to_the_server() {
+    let home = home("");
+    let server = Server::start(&home, &[]);
+    server.wait_healthy();
+
+    // batch: its lines are answered by the server's engine and stored by batch.
+    let input = home.path().join("lines.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"a\", \"prompt\": \"One, two,\"}\n{\"id\": \"b\", \"prompt\": \"Red, green,\"}\n",
+    )
+    .unwrap();
+    let out = home.run(&[
+        "batch",
+        input.to_str().unwrap(),
+        "--max-tokens",
+        "2",
+        "--temperature",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let results: Vec<Value> = common::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(|r| r["error"].is_null()), "{results:?}");
+    assert_eq!(served_by_the_server(&home), 2);
+
+    // mcp: a tool call goes to the server's engine too, and the MCP server holds none.
+    let cwd = tempfile::tempdir().unwrap();
+    let mcp = McpServer::start(home.path(), cwd.path(), Era::Initialize, &[], &[]).await;
+    let reply = mcp
+        .ok(
+            "generate_text",
+            json!({"prompt": "The capital of France is", "max_tokens": 3, "temperature": 0}),
+        )
+        .await;
+    assert_eq!(reply["usage"]["completion_tokens"], 3, "{reply}");
+    assert_eq!(served_by_the_server(&home), 3);
+    mcp.close().await;
+
+    // Stored once each, by the front end that owns the turn.
+    let list = json_of(&home.run(&["history", "list", "--json"]));
+    let mut sources: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["origin"]["source"].as_str().unwrap().to_string())
+        .collect();
+    sources.sort();
+    assert_eq!(sources, ["batch", "batch", "mcp"], "{list}");
     drop(server);
 }
 

@@ -39,11 +39,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::TurnService;
-use crate::config::flags::{EngineFlags, LogFlag, ModelFlag, SamplingFlags};
+use crate::config::flags::{EngineFlags, LocalFlag, LogFlag, ModelFlag, SamplingFlags};
 use crate::config::{Config, Paths};
 use crate::domain::Source;
 use crate::store::Store;
-use crate::supervisor::Supervisor;
 use dispatch::Stopped;
 use job::Line;
 use line::{Outcome, Shared};
@@ -65,7 +64,9 @@ pub struct BatchArgs {
     output: Option<String>,
     #[command(flatten)]
     model: ModelFlag,
-    /// Requests in flight at once, decoded together by the engine [env: GEMMACTL_PARALLEL; config: engine.parallel; default: 4]
+    /// Requests in flight at once, decoded together by the engine; given, the engine runs in
+    /// this process (not a `gemmactl serve`'s) [env: GEMMACTL_PARALLEL; config: engine.parallel;
+    /// default: 4]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PARALLEL as i64))]
     parallel: Option<u32>,
     /// Skip the requests already answered in OUT.jsonl (after Ctrl-C, a crash or a kill) and retry failed ones
@@ -83,6 +84,8 @@ pub struct BatchArgs {
     engine: EngineFlags,
     #[command(flatten)]
     log: LogFlag,
+    #[command(flatten)]
+    local: LocalFlag,
 }
 
 /// Runs `gemmactl batch`.
@@ -104,13 +107,18 @@ pub async fn run(args: BatchArgs, paths: &Paths, mut config: Config) -> Result<E
         None
     };
     let logs = store.is_some();
-    let service = TurnService::new(
-        Supervisor::new(config.clone(), paths, "gemmactl batch"),
+    // Attached to this home's `gemmactl serve` when one runs (its warm engines and slots), else
+    // with engines of its own, whose slot count `--parallel` sets.
+    let local = args.local.local(&args.engine) || args.parallel.is_some();
+    let service = TurnService::start(
         store,
         Source::Batch,
         paths,
         &config,
-    );
+        "gemmactl batch",
+        local,
+    )
+    .await;
     for note in &plan.notes {
         eprintln!("{note}");
     }

@@ -249,6 +249,20 @@ fn pull_model(paths: &Paths, config: &Config, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The registry, checked that `name` is a valid name and free (or `force` replaces it).
+pub(super) fn registry_for_new(paths: &Paths, name: &str, force: bool) -> Result<Registry> {
+    validate_name(name)?;
+    let registry = Registry::load(paths)?;
+    if let (Some(existing), false) = (registry.get(name), force) {
+        return Err(ModelError::AlreadyRegistered {
+            name: name.to_string(),
+            path: existing.location().into(),
+        }
+        .into());
+    }
+    Ok(registry)
+}
+
 fn add(
     paths: &Paths,
     name: &str,
@@ -257,15 +271,7 @@ fn add(
     template: Option<String>,
     force: bool,
 ) -> Result<()> {
-    validate_name(name)?;
-    let mut registry = Registry::load(paths)?;
-    if let (Some(existing), false) = (registry.get(name), force) {
-        return Err(ModelError::AlreadyRegistered {
-            name: name.to_string(),
-            path: existing.path.clone(),
-        }
-        .into());
-    }
+    let mut registry = registry_for_new(paths, name, force)?;
     if !path.exists() {
         return Err(ModelError::FileMissing {
             path: path.display().to_string(),
@@ -460,14 +466,7 @@ fn add_sbs(
     if let Some(t) = template {
         anyhow::bail!("--template {t} does not apply to {}: gemma.cpp always uses Gemma's own chat template, so leave --template out", path.display());
     }
-    let mut registry = Registry::load(paths)?;
-    if let (Some(existing), false) = (registry.get(name), force) {
-        return Err(ModelError::AlreadyRegistered {
-            name: name.to_string(),
-            path: existing.path.clone(),
-        }
-        .into());
-    }
+    let mut registry = registry_for_new(paths, name, force)?;
     let info = sbs::preflight(path, tokenizer)?;
     let canonical = std::fs::canonicalize(path)
         .with_context(|| format!("cannot resolve the path {}", path.display()))?;
@@ -806,15 +805,7 @@ fn import(
     force: bool,
 ) -> Result<()> {
     use crate::models::import;
-    validate_name(name)?;
-    let mut registry = Registry::load(paths)?;
-    if let (Some(existing), false) = (registry.get(name), force) {
-        return Err(ModelError::AlreadyRegistered {
-            name: name.to_string(),
-            path: existing.path.clone(),
-        }
-        .into());
-    }
+    let mut registry = registry_for_new(paths, name, force)?;
     import::check_source(from)?;
     let out = match out {
         Some(p) => p,

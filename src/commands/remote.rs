@@ -9,10 +9,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::config::{Config, Paths};
-use crate::models::registry::Registry;
-use crate::models::{
-    validate_name, EngineKind, ModelEntry, ModelError, ModelFormat, ModelKind, RemoteModel,
-};
+use crate::models::{validate_name, EngineKind, ModelEntry, ModelFormat, ModelKind, RemoteModel};
 use crate::supervisor::launch::probe_remote;
 use crate::ui::say;
 
@@ -66,14 +63,7 @@ pub(super) fn add(
             bail!("--api-key-env {var:?} is not an environment variable name: give the variable's name (e.g. VLLM_API_KEY), never the key itself");
         }
     }
-    let mut registry = Registry::load(paths)?;
-    if let (Some(existing), false) = (registry.get(name), force) {
-        return Err(ModelError::AlreadyRegistered {
-            name: name.to_string(),
-            path: existing.location().into(),
-        }
-        .into());
-    }
+    let mut registry = super::models::registry_for_new(paths, name, force)?;
     let entry = ModelEntry {
         name: name.to_string(),
         path: Default::default(),

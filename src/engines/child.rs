@@ -6,7 +6,6 @@
 //! through [`crate::isolation::isolate`] (own process group, dies with gemmactl).
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,63 +21,9 @@ pub fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::proces
     cmd.kill_on_drop(true).spawn()
 }
 
-/// How a child process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExitInfo {
-    /// The exit status, if it exited.
-    pub code: Option<i32>,
-    /// The signal that ended it, if one did.
-    pub signal: Option<i32>,
-}
-
-impl ExitInfo {
-    /// From the operating system's status.
-    pub fn from_status(status: std::process::ExitStatus) -> ExitInfo {
-        use std::os::unix::process::ExitStatusExt;
-        ExitInfo {
-            code: status.code(),
-            signal: status.signal(),
-        }
-    }
-
-    /// A likely cause, where the way it ended tells one.
-    pub fn cause(&self) -> Option<&'static str> {
-        match self.signal? {
-            libc::SIGKILL => Some("most likely the system ran out of memory and killed it (or someone killed it): free memory, use a smaller model or a shorter context"),
-            libc::SIGILL => Some("illegal instruction: the engine was built for a CPU with instructions this one lacks (e.g. AVX-512); rebuild it on this machine without CPU-specific flags"),
-            libc::SIGSEGV | libc::SIGBUS => Some("it crashed (memory fault): the model file may be corrupt; check it with `gemmactl models show`, or report a bug with the engine's stderr"),
-            libc::SIGABRT => Some("it aborted on an internal check: see the engine's last stderr lines below"),
-            libc::SIGTERM | libc::SIGINT => Some("it was asked to stop by a signal from outside gemmactl"),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for ExitInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.code, self.signal) {
-            (_, Some(sig)) => write!(f, "was killed by signal {sig} ({})", signal_name(sig)),
-            (Some(code), None) => write!(f, "exited with status {code}"),
-            (None, None) => write!(f, "ended for an unknown reason"),
-        }
-    }
-}
-
-/// The usual name of a signal number.
-pub fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGHUP => "SIGHUP",
-        _ => "signal",
-    }
-}
+/// How a child process ended, and a signal's name: in [`crate::isolation`], where the model
+/// tools that run an engine binary (`models import`) can use them too.
+pub use crate::isolation::{signal_name, ExitInfo};
 
 /// The last lines a child wrote to stderr, kept for error reports.
 #[derive(Clone, Default)]

@@ -36,11 +36,10 @@ use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::TurnService;
-use crate::config::flags::{EngineFlags, LogFlag, ModelFlag};
+use crate::config::flags::{EngineFlags, LocalFlag, LogFlag, ModelFlag};
 use crate::config::{Config, Paths};
 use crate::domain::Source;
 use crate::store::Store;
-use crate::supervisor::Supervisor;
 pub use install::InstallArgs;
 
 /// `gemmactl mcp`'s arguments.
@@ -59,6 +58,8 @@ pub struct McpArgs {
     engine: EngineFlags,
     #[command(flatten)]
     log: LogFlag,
+    #[command(flatten)]
+    local: LocalFlag,
     /// A folder analyze_image may read images from (repeatable) [config: mcp.image_dirs;
     /// default: the folder gemmactl mcp starts in]
     #[arg(long = "image-dir", value_name = "DIR")]
@@ -95,17 +96,15 @@ pub fn run(args: McpArgs, paths: &Paths, mut config: Config) -> Result<ExitCode>
         None
     };
     let default_model = args.model.name_or_default(&config);
+    let local = args.local.local(&args.engine);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let service = TurnService::new(
-            Supervisor::new(config.clone(), paths, "gemmactl mcp"),
-            store,
-            Source::Mcp,
-            paths,
-            &config,
-        );
+        // Attached to this home's `gemmactl serve` when one runs (its warm engines), else with
+        // engines of its own.
+        let service =
+            TurnService::start(store, Source::Mcp, paths, &config, "gemmactl mcp", local).await;
         let server = server::GemmaServer::new(service.clone(), default_model, images);
         let served = match args.http {
             Some(addr) => serve_http(server, addr, config.env.mcp_token.clone()).await,

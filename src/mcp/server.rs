@@ -29,10 +29,12 @@ use crate::chat::{PromptStyle, Thread, TurnEnd, TurnService};
 use crate::domain::{Completion, FinishReason, Origin, SamplingParams, Source};
 use crate::models::{self, ModelEntry};
 use crate::store::ConversationId;
+use crate::supervisor::status::{self, EngineStatus};
 use crate::supervisor::Phase;
 
-/// A tool's result: structured output, or one sentence for the calling model.
-type ToolResult<T> = Result<Json<T>, String>;
+// A tool's result is structured output, or one sentence for the calling model. Tools return
+// `Result<Json<T>, String>` spelled out: rmcp's `#[tool]` macro derives the published
+// `outputSchema` from that exact return type, and a type alias hides it.
 
 /// Bytes of prompt per token of context beyond which a prompt cannot fit, whatever its
 /// tokens: a refusal before 10 MB are stored and tokenized only to be refused by the engine.
@@ -159,7 +161,7 @@ impl GemmaServer {
         &self,
         arguments: JsonObject,
         context: RequestContext<RoleServer>,
-    ) -> ToolResult<GenerateTextOutput> {
+    ) -> Result<Json<GenerateTextOutput>, String> {
         let args: GenerateTextArgs = parse("generate_text", arguments)?;
         let params = args.params()?;
         if args.prompt.trim().is_empty() {
@@ -194,7 +196,7 @@ impl GemmaServer {
         &self,
         arguments: JsonObject,
         context: RequestContext<RoleServer>,
-    ) -> ToolResult<CompleteCodeOutput> {
+    ) -> Result<Json<CompleteCodeOutput>, String> {
         let args: CompleteCodeArgs = parse("complete_code", arguments)?;
         check_max_tokens(args.max_tokens)?;
         if args.prefix.trim().is_empty() && args.suffix.trim().is_empty() {
@@ -254,7 +256,7 @@ impl GemmaServer {
         &self,
         arguments: JsonObject,
         context: RequestContext<RoleServer>,
-    ) -> ToolResult<ChatOutput> {
+    ) -> Result<Json<ChatOutput>, String> {
         let args: ChatArgs = parse("chat", arguments)?;
         check_max_tokens(args.max_tokens)?;
         if args.message.trim().is_empty() {
@@ -310,7 +312,10 @@ impl GemmaServer {
         description = "Answer a prompt about an image file with a vision-capable local model. The image must lie in a folder the user allowed (by default the server's working folder).",
         input_schema = input_schema::<AnalyzeImageArgs>()
     )]
-    async fn analyze_image(&self, arguments: JsonObject) -> ToolResult<AnalyzeImageOutput> {
+    async fn analyze_image(
+        &self,
+        arguments: JsonObject,
+    ) -> Result<Json<AnalyzeImageOutput>, String> {
         let args: AnalyzeImageArgs = parse("analyze_image", arguments)?;
         let _image = self.state.images.check(&args.image_path)?;
         if args.prompt.trim().is_empty() {
@@ -328,17 +333,21 @@ impl GemmaServer {
         description = "List the local models gemmactl can run: name, engine, backend, state (loaded, idle, not loaded, …), context length, vision yes/no, and kind (base or instruct).",
         input_schema = schema_for_empty_input()
     )]
-    async fn list_models(&self) -> ToolResult<ListModelsOutput> {
+    async fn list_models(&self) -> Result<Json<ListModelsOutput>, String> {
         let listed = models::listing(self.service().paths()).map_err(|e| e.to_string())?;
-        // The MCP server always runs its own supervisor; nothing is loaded without one.
-        let status = self.service().supervisor().map(|s| s.status());
+        let engines: Vec<EngineStatus> = match self.service().supervisor() {
+            Some(supervisor) => supervisor.status().engines,
+            // Attached to a `gemmactl serve`: its engines, as it publishes them for `ps`.
+            None => status::read_all(&self.service().paths().run_dir())
+                .into_iter()
+                .flat_map(|p| p.engines)
+                .collect(),
+        };
         let config = self.service().config();
         let models = listed
             .into_iter()
             .map(|m| {
-                let running = status
-                    .as_ref()
-                    .and_then(|st| st.engines.iter().find(|e| e.model == m.name));
+                let running = engines.iter().find(|e| e.model == m.name);
                 let state = match running.map(|e| e.state) {
                     _ if !m.registered => "not downloaded",
                     Some(Phase::Busy) => "loaded",
@@ -408,9 +417,9 @@ impl GemmaServer {
         max_tokens: u32,
     ) -> Result<bool, String> {
         let Some(supervisor) = self.service().supervisor() else {
-            return Err(
-                "fill-in-the-middle needs the model loaded by this server's own supervisor".into(),
-            );
+            // Attached to a `gemmactl serve`, whose engines this process cannot ask: the prefix
+            // is continued instead (`gemmactl mcp --local` asks the model itself).
+            return Ok(false);
         };
         if let Some(d) = supervisor.engine_of(&model.name) {
             return Ok(d.model.fill_in_middle);

@@ -123,7 +123,7 @@ pub fn export(
         let tail: Vec<&str> = logs.lines().rev().take(3).collect();
         bail!(
             "gemma-engine {} while converting {}{}: run the import again; if it fails again, check the file with `gemmactl models check {}`",
-            crate::engines::child::ExitInfo::from_status(status),
+            crate::isolation::ExitInfo::from_status(status),
             from.display(),
             if tail.is_empty() {
                 String::new()
