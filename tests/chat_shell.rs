@@ -641,6 +641,38 @@ fn a_message_longer_than_the_context_is_refused_kept_and_left_out() {
     );
 }
 
+/// A reply cut because the context is full says so, and is stored with finish reason `context`.
+/// The shell reads these lines from a pipe (as from a script): the note is the same as on a
+/// terminal, where it was also checked by hand.
+#[test]
+fn a_reply_cut_by_the_context_says_so_and_is_stored_as_context() {
+    let home = home_with_models();
+    let mut cmd = home.cmd();
+    cmd.args(["chat", "--model", "chatty", "--context", "256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(
+            &mut stdin,
+            b"/set temperature 0\n/set max_tokens 3000\nOnce upon\n",
+        )
+        .unwrap();
+    }
+    let out = common::run_bounded_wait(child);
+    let said = format!("{}{}", common::stdout(&out), common::stderr(&out));
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("cut short") && said.contains("256-token context"),
+        "{said}"
+    );
+    let rows = messages(&home);
+    let reply = rows.iter().find(|r| r.2 == "assistant").unwrap();
+    assert_eq!(reply.5.as_deref(), Some("context"), "{rows:?}");
+}
+
 #[test]
 fn ctrl_c_while_the_model_loads_stores_an_empty_reply_that_is_not_context() {
     let home = home_with_models();
