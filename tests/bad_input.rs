@@ -11,7 +11,7 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::{stderr, stdout, Home};
 use rusqlite::Connection;
@@ -31,22 +31,8 @@ fn one_clear_sentence(out: &Output) -> String {
     err
 }
 
-fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    // Bounded: the commands here either fail at once or run one short reply.
-    let deadline = std::time::Instant::now() + common::DEADLINE;
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gemmactl did not finish"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+fn with_stdin(cmd: Command, input: &[u8]) -> Output {
+    common::run_bounded_with_stdin(cmd, input)
 }
 
 fn home_with_model() -> Home {

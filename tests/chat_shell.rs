@@ -648,20 +648,11 @@ fn a_message_longer_than_the_context_is_refused_kept_and_left_out() {
 fn a_reply_cut_by_the_context_says_so_and_is_stored_as_context() {
     let home = home_with_models();
     let mut cmd = home.cmd();
-    cmd.args(["chat", "--model", "chatty", "--context", "256"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        std::io::Write::write_all(
-            &mut stdin,
-            b"/set temperature 0\n/set max_tokens 3000\nOnce upon\n",
-        )
-        .unwrap();
-    }
-    let out = common::run_bounded_wait(child);
+    cmd.args(["chat", "--model", "chatty", "--context", "256"]);
+    let out = common::run_bounded_with_stdin(
+        cmd,
+        b"/set temperature 0\n/set max_tokens 3000\nOnce upon\n",
+    );
     let said = format!("{}{}", common::stdout(&out), common::stderr(&out));
     assert!(out.status.success(), "{said}");
     assert!(
