@@ -37,6 +37,19 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 /// What a heartbeat adds to `progress`.
 const STEP: f64 = 1e-4;
 
+/// What a call is waiting for before its text, or that it is writing. Each phase's first
+/// status is sent at once; further statuses of the same phase wait for a tick.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Queued,
+    Loading,
+    Reloading,
+    /// The engine reads the prompt.
+    Prefill,
+    Notice,
+    Decode,
+}
+
 /// The parts of a tool call its rendering needs.
 pub(super) struct Call {
     peer: Peer<RoleServer>,
@@ -98,6 +111,9 @@ pub(super) struct Reporter<'a> {
     /// What the call waits for, before its first token.
     status: Option<String>,
     status_changed: bool,
+    /// The phase `status` belongs to; a new phase is sent at once (see [`Reporter::flush_phase`]).
+    phase: Option<Phase>,
+    phase_began: bool,
     /// `progress` of the current phase before the first token (below 1).
     before_text: f64,
     values: Values,
@@ -115,6 +131,8 @@ impl<'a> Reporter<'a> {
             pending: String::new(),
             status: None,
             status_changed: false,
+            phase: None,
+            phase_began: false,
             before_text: 0.0,
             values: Values::default(),
             last_sent: None,
@@ -126,12 +144,18 @@ impl<'a> Reporter<'a> {
     pub(super) fn loading(&mut self, model: &str, fraction: f32) {
         let pct = (fraction.clamp(0.0, 1.0) * 100.0).round();
         self.set_status(
+            Phase::Loading,
             format!("loading model {model}: {pct}%"),
             f64::from(fraction.clamp(0.0, 1.0)) * 0.5,
         );
     }
 
-    fn set_status(&mut self, status: String, value: f64) {
+    fn set_status(&mut self, phase: Phase, status: String, value: f64) {
+        // Every notice is news of its own (a trimmed context, a refused message).
+        if self.phase != Some(phase) || phase == Phase::Notice {
+            self.phase = Some(phase);
+            self.phase_began = true;
+        }
         if self.status.as_deref() != Some(&status) {
             self.status = Some(status);
             self.status_changed = true;
@@ -143,31 +167,55 @@ impl<'a> Reporter<'a> {
     fn event(&mut self, model: &str, event: &TurnEvent) {
         match event {
             TurnEvent::Queued { position } => self.set_status(
+                Phase::Queued,
                 format!("waiting for a free decode slot: {position} request(s) ahead"),
                 self.before_text,
             ),
             TurnEvent::Loading { progress } => self.loading(model, *progress),
-            TurnEvent::Reloading { reason } => self.set_status(reason.clone(), self.before_text),
-            TurnEvent::Started(_) => {
-                self.set_status(format!("{model} is reading the prompt"), 0.5)
+            TurnEvent::Reloading { reason } => {
+                self.set_status(Phase::Reloading, reason.clone(), self.before_text)
             }
+            TurnEvent::Started(_) => self.set_status(
+                Phase::Prefill,
+                format!("{model} is reading the prompt"),
+                0.5,
+            ),
             TurnEvent::PromptProgress { done, total } => self.set_status(
+                Phase::Prefill,
                 format!("{model} is reading the prompt: {done} of {total} tokens"),
                 0.5 + 0.49 * f64::from(*done) / f64::from((*total).max(1)),
             ),
             TurnEvent::Notice(Notice::ContextTrimmed { dropped }) => self.set_status(
+                Phase::Notice,
                 format!("the conversation is longer than the context: its oldest {dropped} messages are left out"),
                 self.before_text,
             ),
             // A refused message or history that cannot be written: the client sees the sentence.
-            TurnEvent::Notice(notice) => self.set_status(notice.to_string(), self.before_text),
+            TurnEvent::Notice(notice) => {
+                self.set_status(Phase::Notice, notice.to_string(), self.before_text)
+            }
             TurnEvent::Token(text) => {
                 self.tokens += 1;
                 self.pending.push_str(text);
                 self.status = None;
+                self.phase = Some(Phase::Decode);
+                self.phase_began = false;
             }
             TurnEvent::Ended(_) => {}
         }
+    }
+
+    /// Sends the status of a phase that has just begun, without waiting for the next tick: a
+    /// load or a prefill can be over within one [`FLUSH_EVERY`], and the client should still
+    /// hear that it happened (a cold start is why a first call is slow). Updates within a
+    /// phase (the load's percentage) are still batched by [`Reporter::tick`].
+    pub(super) async fn flush_phase(&mut self) {
+        if !std::mem::take(&mut self.phase_began) || self.silent {
+            return;
+        }
+        self.status_changed = false;
+        let status = self.status.clone();
+        self.send(self.before_text, status).await;
     }
 
     /// Sends what is due: new text, a changed status, or a heartbeat.
@@ -262,6 +310,7 @@ pub(super) async fn render(
                     }
                 }
                 reporter.event(model, &event);
+                reporter.flush_phase().await;
             }
             _ = ticker.tick() => reporter.tick().await,
         }

@@ -436,7 +436,10 @@ impl GemmaServer {
                 loaded = &mut load => {
                     return loaded.map(|d| d.model.fill_in_middle).map_err(|e| e.to_string());
                 }
-                Some(p) = loading.recv() => reporter.loading(&model.name, p),
+                Some(p) = loading.recv() => {
+                    reporter.loading(&model.name, p);
+                    reporter.flush_phase().await;
+                }
                 _ = ticker.tick() => reporter.tick().await,
                 // The load goes on in the supervisor, for the next call.
                 _ = call.cancellation().cancelled() => return Err("the call was cancelled".into()),

@@ -177,6 +177,9 @@ impl Inner {
             return Err(SupervisorError::ShuttingDown);
         }
         self.publish();
+        // Said before the engine reports anything, so every caller hears that a load began,
+        // however quickly it then finishes.
+        let _ = tx.send(SupervisorEvent::Loading { progress: 0.0 });
         let progress_tx = tx.clone();
         let progress = Box::new(move |p: f32| {
             let _ = progress_tx.send(SupervisorEvent::Loading { progress: p });
