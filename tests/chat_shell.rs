@@ -20,6 +20,8 @@ struct Chat {
     session: Session,
     /// What the shell printed before its first prompt.
     banner: String,
+    /// The shell's log (`<home>/state/logs/gemmactl.log`), shown when an expectation fails.
+    log: std::path::PathBuf,
 }
 
 impl Chat {
@@ -56,6 +58,7 @@ impl Chat {
         let mut chat = Chat {
             session,
             banner: String::new(),
+            log: home.path().join("state/logs/gemmactl.log"),
         };
         chat.banner = chat.expect(PROMPT);
         chat
@@ -64,7 +67,7 @@ impl Chat {
     fn expect(&mut self, text: &str) -> String {
         match self.session.expect(text) {
             Ok(found) => String::from_utf8_lossy(found.before()).into_owned(),
-            Err(e) => panic!("did not see {text:?}: {e}"),
+            Err(e) => self.fail(&format!("did not see {text:?}: {e}")),
         }
     }
 
@@ -72,8 +75,24 @@ impl Chat {
     fn expect_all(&mut self, needle: impl expectrl::Needle) -> String {
         match self.session.expect(needle) {
             Ok(found) => String::from_utf8_lossy(found.as_bytes()).into_owned(),
-            Err(e) => panic!("did not see what was expected: {e}"),
+            Err(e) => self.fail(&format!("did not see what was expected: {e}")),
         }
+    }
+
+    /// Fails the test with `why`, what the shell showed that no expectation took, and the
+    /// shell's log: a time-out says where the turn stood, not just that it was late.
+    fn fail(&mut self, why: &str) -> ! {
+        let unread = self
+            .session
+            .check(Regex("(?s).+"))
+            .map(|found| found.as_bytes().to_vec())
+            .unwrap_or_default();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("({e})"));
+        panic!(
+            "{why}\n--- shown and not yet expected ---\n{}\n--- {} ---\n{log}",
+            strip_controls(&String::from_utf8_lossy(&unread)),
+            self.log.display()
+        )
     }
 
     fn line(&mut self, text: &str) {

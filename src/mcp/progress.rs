@@ -101,9 +101,17 @@ impl Values {
     }
 }
 
-/// Sends a call's progress notifications.
-pub(super) struct Reporter<'a> {
-    call: &'a Call,
+/// One notification: the `progress` value and the message.
+#[derive(Debug, Clone, PartialEq)]
+struct Note {
+    progress: f64,
+    message: Option<String>,
+}
+
+/// What a call's notifications say and when, apart from sending them: the turn's events go in,
+/// notes come out. Kept apart from [`Reporter`] so the rules can be tested without a client.
+#[derive(Debug)]
+struct Plan {
     total: f64,
     tokens: u32,
     /// Text generated since the last notification.
@@ -111,21 +119,18 @@ pub(super) struct Reporter<'a> {
     /// What the call waits for, before its first token.
     status: Option<String>,
     status_changed: bool,
-    /// The phase `status` belongs to; a new phase is sent at once (see [`Reporter::flush_phase`]).
+    /// The phase `status` belongs to; a new phase is due at once (see [`Plan::phase_note`]).
     phase: Option<Phase>,
     phase_began: bool,
     /// `progress` of the current phase before the first token (below 1).
     before_text: f64,
     values: Values,
     last_sent: Option<Instant>,
-    silent: bool,
 }
 
-impl<'a> Reporter<'a> {
-    /// Progress of `call` towards `total` tokens.
-    pub(super) fn new(call: &'a Call, total: u32) -> Reporter<'a> {
-        Reporter {
-            call,
+impl Plan {
+    fn new(total: u32) -> Plan {
+        Plan {
             total: f64::from(total),
             tokens: 0,
             pending: String::new(),
@@ -136,12 +141,11 @@ impl<'a> Reporter<'a> {
             before_text: 0.0,
             values: Values::default(),
             last_sent: None,
-            silent: call.token.is_none(),
         }
     }
 
     /// The model loads (fraction 0..1).
-    pub(super) fn loading(&mut self, model: &str, fraction: f32) {
+    fn loading(&mut self, model: &str, fraction: f32) {
         let pct = (fraction.clamp(0.0, 1.0) * 100.0).round();
         self.set_status(
             Phase::Loading,
@@ -205,24 +209,21 @@ impl<'a> Reporter<'a> {
         }
     }
 
-    /// Sends the status of a phase that has just begun, without waiting for the next tick: a
+    /// The status of a phase that has just begun, due without waiting for the next tick: a
     /// load or a prefill can be over within one [`FLUSH_EVERY`], and the client should still
     /// hear that it happened (a cold start is why a first call is slow). Updates within a
-    /// phase (the load's percentage) are still batched by [`Reporter::tick`].
-    pub(super) async fn flush_phase(&mut self) {
-        if !std::mem::take(&mut self.phase_began) || self.silent {
-            return;
+    /// phase (the load's percentage) are still batched by [`Plan::due`].
+    fn phase_note(&mut self, now: Instant) -> Option<Note> {
+        if !std::mem::take(&mut self.phase_began) {
+            return None;
         }
         self.status_changed = false;
         let status = self.status.clone();
-        self.send(self.before_text, status).await;
+        Some(self.note(now, self.before_text, status))
     }
 
-    /// Sends what is due: new text, a changed status, or a heartbeat.
-    pub(super) async fn tick(&mut self) {
-        if self.silent {
-            return;
-        }
+    /// What is due at a tick: new text, a changed status, or a heartbeat.
+    fn due(&mut self, now: Instant) -> Option<Note> {
         let natural = if self.tokens > 0 {
             f64::from(self.tokens)
         } else {
@@ -230,25 +231,85 @@ impl<'a> Reporter<'a> {
         };
         if !self.pending.is_empty() {
             let text = std::mem::take(&mut self.pending);
-            self.send(natural, Some(text)).await;
+            Some(self.note(now, natural, Some(text)))
         } else if self.status_changed {
             self.status_changed = false;
             let status = self.status.clone();
-            self.send(natural, status).await;
-        } else if self.last_sent.is_none_or(|t| t.elapsed() >= HEARTBEAT) {
+            Some(self.note(now, natural, status))
+        } else if self
+            .last_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= HEARTBEAT)
+        {
             let status = self.status.clone();
-            self.send(natural, status).await;
+            Some(self.note(now, natural, status))
+        } else {
+            None
         }
     }
 
-    async fn send(&mut self, natural: f64, message: Option<String>) {
+    fn note(&mut self, now: Instant, natural: f64, message: Option<String>) -> Note {
+        self.last_sent = Some(now);
+        Note {
+            progress: self.values.next(natural),
+            message,
+        }
+    }
+}
+
+/// Sends a call's progress notifications, as its [`Plan`] says.
+pub(super) struct Reporter<'a> {
+    call: &'a Call,
+    plan: Plan,
+    silent: bool,
+}
+
+impl<'a> Reporter<'a> {
+    /// Progress of `call` towards `total` tokens.
+    pub(super) fn new(call: &'a Call, total: u32) -> Reporter<'a> {
+        Reporter {
+            call,
+            plan: Plan::new(total),
+            silent: call.token.is_none(),
+        }
+    }
+
+    /// The model loads (fraction 0..1).
+    pub(super) fn loading(&mut self, model: &str, fraction: f32) {
+        self.plan.loading(model, fraction);
+    }
+
+    /// An event of the turn.
+    fn event(&mut self, model: &str, event: &TurnEvent) {
+        self.plan.event(model, event);
+    }
+
+    /// Sends the status of a phase that has just begun (see [`Plan::phase_note`]).
+    pub(super) async fn flush_phase(&mut self) {
+        if self.silent {
+            return;
+        }
+        if let Some(note) = self.plan.phase_note(Instant::now()) {
+            self.send(note).await;
+        }
+    }
+
+    /// Sends what is due: new text, a changed status, or a heartbeat.
+    pub(super) async fn tick(&mut self) {
+        if self.silent {
+            return;
+        }
+        if let Some(note) = self.plan.due(Instant::now()) {
+            self.send(note).await;
+        }
+    }
+
+    async fn send(&mut self, note: Note) {
         let Some(token) = self.call.token.clone() else {
             return;
         };
-        let value = self.values.next(natural);
-        self.last_sent = Some(Instant::now());
-        let mut param = ProgressNotificationParam::new(token, value).with_total(self.total);
-        if let Some(m) = message {
+        let mut param =
+            ProgressNotificationParam::new(token, note.progress).with_total(self.plan.total);
+        if let Some(m) = note.message {
             param = param.with_message(m);
         }
         if let Err(e) = self.call.peer.notify_progress(param).await {
@@ -327,6 +388,69 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A load, a prefill and a notice that all pass between two ticks, then the first token:
+    /// each is still told (the first status of each phase is due at once), the load's own
+    /// percentages wait for a tick, and `progress` grows through all of it.
+    #[test]
+    fn a_phase_over_before_the_next_tick_is_still_told() {
+        let now = Instant::now();
+        let mut plan = Plan::new(16);
+        let events = [
+            TurnEvent::Loading { progress: 0.0 },
+            TurnEvent::Loading { progress: 0.4 },
+            TurnEvent::Loading { progress: 1.0 },
+            TurnEvent::PromptProgress { done: 1, total: 5 },
+            TurnEvent::PromptProgress { done: 5, total: 5 },
+            TurnEvent::Notice(Notice::ContextTrimmed { dropped: 2 }),
+            TurnEvent::Notice(Notice::ContextTrimmed { dropped: 3 }),
+            TurnEvent::Token("Hi".into()),
+        ];
+        let mut notes = Vec::new();
+        for event in &events {
+            plan.event("m", event);
+            notes.extend(plan.phase_note(now));
+        }
+        let messages: Vec<&str> = notes.iter().filter_map(|n| n.message.as_deref()).collect();
+        assert_eq!(
+            messages,
+            [
+                "loading model m: 0%",
+                "m is reading the prompt: 1 of 5 tokens",
+                "the conversation is longer than the context: its oldest 2 messages are left out",
+                "the conversation is longer than the context: its oldest 3 messages are left out",
+            ]
+        );
+        // The tick after them sends the text, at the token count.
+        let text = plan.due(now).unwrap();
+        assert_eq!(text.message.as_deref(), Some("Hi"));
+        assert_eq!(text.progress, 1.0);
+        notes.push(text);
+        assert!(
+            notes.windows(2).all(|w| w[1].progress > w[0].progress),
+            "{notes:?}"
+        );
+        assert!(notes.iter().take(4).all(|n| n.progress < 1.0), "{notes:?}");
+        // Nothing more is due until the heartbeat.
+        assert_eq!(plan.due(now + FLUSH_EVERY), None);
+        assert!(plan.due(now + HEARTBEAT).is_some());
+    }
+
+    /// Without a phase change, status updates are batched: a tick sends only the latest.
+    #[test]
+    fn updates_within_a_phase_wait_for_the_tick() {
+        let now = Instant::now();
+        let mut plan = Plan::new(16);
+        plan.event("m", &TurnEvent::Loading { progress: 0.0 });
+        assert!(plan.phase_note(now).is_some());
+        for p in [0.2, 0.5, 0.7] {
+            plan.event("m", &TurnEvent::Loading { progress: p });
+            assert_eq!(plan.phase_note(now), None);
+        }
+        let note = plan.due(now).unwrap();
+        assert_eq!(note.message.as_deref(), Some("loading model m: 70%"));
+        assert!((note.progress - 0.35).abs() < 1e-6, "{note:?}");
+    }
 
     #[test]
     fn progress_grows_with_every_notification() {
