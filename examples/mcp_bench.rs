@@ -13,7 +13,8 @@
 //! cargo run --example mcp_bench -- --runs 5 --max-tokens 64
 //! ```
 //! Needs the default model in the download cache (`gemmactl models pull gemma3-270m`) and
-//! `cargo build --workspace` (the engine next to gemmactl).
+//! `cargo build --workspace` (gemmactl and the engine next to this example's folder; the
+//! in-process baseline uses that engine unless `GEMMACTL_ENGINE` says otherwise).
 
 // A benchmark stops with its reason on the first failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -34,6 +35,9 @@ use rmcp::service::{NotificationContext, PeerRequestOptions, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{json, Value};
+
+mod common;
+use common::{median, ms, profile_dir};
 
 const PROMPT: &str = "Once upon a time";
 const LEVELS: [usize; 3] = [1, 8, 32];
@@ -59,17 +63,11 @@ impl ClientHandler for Client {
     }
 }
 
-/// The gemmactl binary this example was built with: examples live in `target/<profile>/examples/`,
-/// the binary one folder up (cargo gives examples no `CARGO_BIN_EXE_*`). `GEMMACTL_BIN` overrides.
+/// The gemmactl binary this example was built with; `GEMMACTL_BIN` overrides.
 fn gemmactl_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("GEMMACTL_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().expect("the example's own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|profile| profile.join("gemmactl"))
-        .expect("examples are built under target/<profile>/examples")
+    std::env::var_os("GEMMACTL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| profile_dir().join("gemmactl"))
 }
 
 struct Server {
@@ -156,20 +154,6 @@ impl Server {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn arg(name: &str, default: u32) -> u32 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -180,14 +164,7 @@ fn arg(name: &str, default: u32) -> u32 {
 }
 
 fn main() {
-    let home = tempfile::tempdir().unwrap();
-    // A throw-away home for the server and the baseline alike, set before any thread starts.
-    std::env::set_var("GEMMACTL_HOME", home.path());
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(bench(home.path()));
+    common::run_in_throwaway_home(|home| async move { bench(&home).await });
 }
 
 async fn bench(home: &Path) {
@@ -286,7 +263,7 @@ async fn bench(home: &Path) {
     }
     let _ = server.client.cancel().await;
 
-    let one = median(&mut per_level[0].clone());
+    let one = median(&per_level[0]);
     println!(
         "gemmactl mcp benchmark: {} model, {runs} runs, {max_tokens}-token greedy replies",
         model.name
@@ -295,32 +272,29 @@ async fn bench(home: &Path) {
     println!("|---|---|");
     println!(
         "| cold server: call → first token (load included) | {:.0} ms |",
-        median(&mut cold_first)
+        median(&cold_first)
     );
     println!(
         "| cold server: call → result (8 tokens) | {:.0} ms |",
-        median(&mut cold_total)
+        median(&cold_total)
     );
-    println!("| warm call through MCP | {:.1} ms |", median(&mut mcp));
+    println!("| warm call through MCP | {:.1} ms |", median(&mcp));
     println!(
         "| same request, supervisor in-process | {:.1} ms |",
-        median(&mut direct)
+        median(&direct)
     );
     println!(
         "| MCP ÷ in-process, paired by round | {:.3} |",
-        median(&mut ratios)
+        median(&ratios)
     );
-    println!(
-        "| cancel → engine slot free | {:.1} ms |",
-        median(&mut cancel)
-    );
+    println!("| cancel → engine slot free | {:.1} ms |", median(&cancel));
     println!();
     println!(
         "| concurrent calls | {} |",
         LEVELS.map(|l| l.to_string()).join(" | ")
     );
     println!("|---|{}", "---|".repeat(LEVELS.len()));
-    let agg: Vec<f64> = per_level.iter().map(|v| median(&mut v.clone())).collect();
+    let agg: Vec<f64> = per_level.iter().map(|v| median(v)).collect();
     println!(
         "| aggregate tok/s | {} |",
         agg.iter()

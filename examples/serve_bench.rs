@@ -24,9 +24,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
@@ -38,17 +38,10 @@ use gemmactl::store::Store;
 use gemmactl::supervisor::Supervisor;
 use serde_json::{json, Value};
 
-const MAX_TOKENS: u32 = 8;
+mod common;
+use common::{median, ms, profile_dir};
 
-/// `target/<profile>/`: examples live in its `examples/` folder (cargo gives examples no
-/// `CARGO_BIN_EXE_*`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the example's own path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("examples are built under target/<profile>/examples")
-        .to_path_buf()
-}
+const MAX_TOKENS: u32 = 8;
 
 /// A `gemmactl serve` child on a free loopback port; killed when dropped.
 struct Server {
@@ -153,21 +146,6 @@ async fn in_process(service: &TurnService, model: &models::ModelEntry, question:
     first.expect("the reply had text")
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn runs() -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -178,18 +156,7 @@ fn runs() -> usize {
 }
 
 fn main() {
-    let home = tempfile::tempdir().unwrap();
-    // A throw-away home for the server and the baseline alike, and the engine built beside
-    // gemmactl, set before any thread starts.
-    std::env::set_var("GEMMACTL_HOME", home.path());
-    if std::env::var_os("GEMMACTL_ENGINE").is_none() {
-        std::env::set_var("GEMMACTL_ENGINE", profile_dir().join("gemma-engine"));
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(bench(home.path()));
+    common::run_in_throwaway_home(|home| async move { bench(&home).await });
 }
 
 async fn bench(home: &Path) {

@@ -1,0 +1,49 @@
+//! What the benchmark examples share: where cargo put the binaries, and the statistics.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `target/<profile>/`: examples live in its `examples/` folder (cargo gives examples no
+/// `CARGO_BIN_EXE_*`), gemmactl and gemma-engine in it.
+pub(crate) fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the example's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("examples are built under target/<profile>/examples")
+        .to_path_buf()
+}
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Milliseconds, as the tables print them.
+pub(crate) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `bench` on a multi-threaded runtime in a throw-away gemmactl home, with the engine
+/// built beside gemmactl (unless `GEMMACTL_ENGINE` names another); both are set before any
+/// thread starts, for the benchmark's own supervisor and the gemmactl children alike.
+pub(crate) fn run_in_throwaway_home<F: std::future::Future<Output = ()>>(
+    bench: impl FnOnce(PathBuf) -> F,
+) {
+    let home = tempfile::tempdir().expect("a temporary folder");
+    std::env::set_var("GEMMACTL_HOME", home.path());
+    if std::env::var_os("GEMMACTL_ENGINE").is_none() {
+        std::env::set_var("GEMMACTL_ENGINE", profile_dir().join("gemma-engine"));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(bench(home.path().to_path_buf()));
+}
