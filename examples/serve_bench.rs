@@ -146,6 +146,10 @@ async fn in_process(service: &TurnService, model: &models::ModelEntry, question:
     first.expect("the reply had text")
 }
 
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+}
+
 fn runs() -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -185,11 +189,18 @@ async fn bench(home: &Path) {
     // Round 0 loads and warms both engines.
     for round in 0..=runs {
         let question = format!("Question {round}: what is the capital of France?");
+        // Each measurement starts after a pause: an engine's OpenMP threads spin for a while
+        // after its last step, and on a 2-core machine that would slow whichever engine goes
+        // next.
         let (a, b) = if round % 2 == 0 {
+            settle().await;
             let a = over_http(&client, &server.url, &question).await;
+            settle().await;
             (a, in_process(&service, &model, &question).await)
         } else {
+            settle().await;
             let b = in_process(&service, &model, &question).await;
+            settle().await;
             (over_http(&client, &server.url, &question).await, b)
         };
         if round == 0 {

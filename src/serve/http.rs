@@ -60,6 +60,12 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        // A streamed reply is many small writes (one server-sent event per token). With Nagle's
+        // algorithm on, each waits for the ACK of the one before, and the client delays that ACK
+        // (40 ms on Linux): the first token would reach the client tens of milliseconds late.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, "TCP_NODELAY not set: {e}");
+        }
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "too many connections ({MAX_CONNECTIONS}): closing a new one");
             continue;
