@@ -26,36 +26,59 @@ pub fn spawn(cmd: &mut tokio::process::Command) -> std::io::Result<tokio::proces
 pub use crate::isolation::{signal_name, ExitInfo};
 
 /// The last lines a child wrote to stderr, kept for error reports.
-#[derive(Clone, Default)]
-pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
+///
+/// The lines are read by a task of their own, so when the child's exit is noticed that task may
+/// not yet have read what the child wrote just before it ended — often the one line that says
+/// why. Reports about an ended child therefore take [`StderrTail::at_end`], which waits for the
+/// stream's end first.
+#[derive(Clone)]
+pub struct StderrTail {
+    kept: Arc<Mutex<VecDeque<String>>>,
+    /// `true` once the stream has been read to its end.
+    ended: watch::Receiver<bool>,
+}
+
+/// How long [`StderrTail::at_end`] waits for the end of the stream. A child that ended closes
+/// its end of the pipe at once; only a grandchild that inherited it could hold it open longer.
+const STDERR_END_WAIT: Duration = Duration::from_secs(2);
 
 impl StderrTail {
     /// Reads the stream to its end in a background task, keeping the last lines.
     pub fn collect(stream: impl AsyncRead + Unpin + Send + 'static, engine: String) -> StderrTail {
-        let tail = StderrTail::default();
-        let kept = tail.clone();
+        let kept = Arc::new(Mutex::new(VecDeque::new()));
+        let (ended_tx, ended) = watch::channel(false);
+        let buf = kept.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 tracing::debug!(target: "engine_stderr", engine = %engine, "{line}");
-                let mut buf = kept.0.lock().unwrap_or_else(|p| p.into_inner());
+                let mut buf = buf.lock().unwrap_or_else(|p| p.into_inner());
                 if buf.len() == STDERR_TAIL_LINES {
                     buf.pop_front();
                 }
                 buf.push_back(line);
             }
+            let _ = ended_tx.send(true);
         });
-        tail
+        StderrTail { kept, ended }
     }
 
-    /// The kept lines, oldest first.
+    /// The lines kept so far, oldest first.
     pub fn lines(&self) -> Vec<String> {
-        self.0
+        self.kept
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// The last lines of a child that has ended: waits (at most [`STDERR_END_WAIT`]) until the
+    /// stream has been read to its end, so the child's last words are among them.
+    pub async fn at_end(&self) -> Vec<String> {
+        let mut ended = self.ended.clone();
+        let _ = tokio::time::timeout(STDERR_END_WAIT, ended.wait_for(|e| *e)).await;
+        self.lines()
     }
 }
 
@@ -140,6 +163,25 @@ impl ChildProcess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child whose last words reach the pipe after its exit was seen: here they come from a
+    /// process it left behind, 300 ms later, which is how late a busy reader can be. The report
+    /// taken after the exit still has them.
+    #[tokio::test]
+    async fn the_last_words_before_an_exit_are_in_the_report() {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo starting >&2; (sleep 0.3; echo 'the reason' >&2) & exit 3")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = spawn(&mut cmd).unwrap();
+        let tail = StderrTail::collect(child.stderr.take().unwrap(), "test".into());
+        let process = ChildProcess::watch(child, "test");
+        let exit = process.wait_exit().await;
+        assert_eq!(exit.code, Some(3));
+        assert_eq!(tail.at_end().await, ["starting", "the reason"]);
+    }
 
     #[test]
     fn describes_signals_and_codes() {

@@ -220,7 +220,7 @@ async fn wait_ready(
                 return Err(EngineError::Died {
                     engine: EngineKind::GemmaEngine,
                     exit,
-                    stderr_tail: stderr_tail.lines(),
+                    stderr_tail: stderr_tail.at_end().await,
                 });
             }
         }
@@ -429,7 +429,7 @@ async fn route_events(
     let error = EngineError::Died {
         engine: EngineKind::GemmaEngine,
         exit,
-        stderr_tail: tail.lines(),
+        stderr_tail: tail.at_end().await,
     };
     let waiting: Vec<_> = inflight
         .lock()
