@@ -73,7 +73,7 @@ impl StderrTail {
             .collect()
     }
 
-    /// The last lines of a child that has ended: waits (at most [`STDERR_END_WAIT`]) until the
+    /// The last lines of a child that has ended: waits (at most 2 s) until the
     /// stream has been read to its end, so the child's last words are among them.
     pub async fn at_end(&self) -> Vec<String> {
         let mut ended = self.ended.clone();
