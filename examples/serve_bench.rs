@@ -15,7 +15,7 @@
 //! as the median of those paired differences.
 //!
 //! ```sh
-//! cargo run --example serve_bench -- --runs 30
+//! cargo run --example serve_bench -- --runs 30 [--pause-ms 1000]
 //! ```
 //! Needs the default model in the download cache (`gemmactl models pull gemma3-270m`) and
 //! `cargo build --workspace` (gemmactl and the engine next to this example's folder).
@@ -146,17 +146,17 @@ async fn in_process(service: &TurnService, model: &models::ModelEntry, question:
     first.expect("the reply had text")
 }
 
-async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-}
-
-fn runs() -> usize {
+/// The value of `--NAME N`, or `default`.
+fn option(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
-        .position(|a| a == "--runs")
+        .position(|a| *a == format!("--{name}"))
         .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("--runs takes a number"))
-        .unwrap_or(20)
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("--{name} takes a number"))
+        })
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -164,7 +164,9 @@ fn main() {
 }
 
 async fn bench(home: &Path) {
-    let runs = runs();
+    let runs = option("runs", 20) as usize;
+    let pause = std::time::Duration::from_millis(option("pause-ms", 1000));
+    let settle = || tokio::time::sleep(pause);
     let paths = Paths::discover().unwrap();
     let config = Config::load(&paths).unwrap();
     let model = models::resolve(&paths, &config.default_model)
@@ -181,17 +183,20 @@ async fn bench(home: &Path) {
     );
 
     println!(
-        "time to first token, {} model, one-message chat, greedy, {MAX_TOKENS} tokens at most",
-        model.name
+        "time to first token, {} model, one-message chat, greedy, {MAX_TOKENS} tokens at most, {} ms pause before each",
+        model.name,
+        pause.as_millis()
     );
     println!("round  first  http_ms  in_process_ms  difference_ms");
     let (mut http, mut local, mut diffs) = (Vec::new(), Vec::new(), Vec::new());
     // Round 0 loads and warms both engines.
     for round in 0..=runs {
         let question = format!("Question {round}: what is the capital of France?");
-        // Each measurement starts after a pause: an engine's OpenMP threads spin for a while
-        // after its last step, and on a 2-core machine that would slow whichever engine goes
-        // next.
+        // Each measurement starts after a pause (`--pause-ms`): an engine's threads may still
+        // be spinning after its last step, and on a 2-core machine that would slow whichever
+        // engine goes next. But this VM also runs slower for a while after it sat idle (a
+        // request's first milliseconds take ~10× longer after a second of idle), and the HTTP
+        // side wakes two processes, not one: a pause of 0 measures both warm.
         let (a, b) = if round % 2 == 0 {
             settle().await;
             let a = over_http(&client, &server.url, &question).await;

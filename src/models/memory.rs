@@ -44,7 +44,7 @@ pub fn estimate_gguf(info: &GgufInfo, context: u32, parallel: u32) -> MemoryEsti
 /// What a model file needs at this context and slot count: its layers (for GPU offload) and its
 /// memory estimate. Read once per launch; both the pool and the backend choice use the result.
 pub fn needs(path: &Path, context: u32, parallel: u32) -> ModelNeeds {
-    match gguf::inspect(path) {
+    match super::headers::inspect(path) {
         Ok(info) => ModelNeeds {
             layers: info.block_count.unwrap_or(0) as u32,
             estimate: estimate_gguf(&info, context, parallel),

@@ -7,6 +7,7 @@
 //! models in `models.toml` ([`registry`]) and the downloader ([`pull`]).
 
 pub mod catalogue;
+pub mod headers;
 pub mod import;
 pub mod memory;
 
@@ -453,7 +454,7 @@ pub fn preflight(entry: &ModelEntry) -> Result<GgufInfo, ModelError> {
     if entry.engine == EngineKind::GemmaCpp {
         return preflight_sbs(entry).map(|info| sbs_as_gguf_info(&info));
     }
-    gguf::inspect(&entry.path).map_err(|e| match e {
+    headers::inspect(&entry.path).map_err(|e| match e {
         GgufError::Missing { path } => {
             let fix = if catalogue::find(&entry.name).is_some() {
                 format!("run `gemmactl models pull {}`", entry.name)
@@ -562,7 +563,7 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
     {
         return sbs_entry_for_path(given, path);
     }
-    let info = gguf::inspect(&path).map_err(|e| ModelError::BadFile(rename_path(e, given)))?;
+    let info = headers::inspect(&path).map_err(|e| ModelError::BadFile(rename_path(e, given)))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
