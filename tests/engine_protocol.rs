@@ -579,3 +579,56 @@ fn bad_arguments_and_probe() {
     );
     assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// Keeps every core of the machine busy from this process until dropped: "other programs", as
+/// the engine sees them.
+struct Hogs {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hogs {
+    fn on_every_core() -> Hogs {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().unwrap().get();
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        Hogs { stop, threads }
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_busy_machine_gets_fewer_threads_unless_the_user_named_a_number() {
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    let hogs = Hogs::on_every_core();
+    let chosen = Engine::start(&common::default_model(), &[]);
+    let asked = Engine::start(&common::default_model(), &["--threads", "2"]);
+    let chosen_threads = chosen.ready()["threads"].as_u64().unwrap();
+    let asked_threads = asked.ready()["threads"].as_u64().unwrap();
+    drop(hogs);
+    // Every core was busy with this test's threads while the model loaded: llama.cpp's threads
+    // would have waited for each other at every barrier, so the engine leaves a core to them.
+    assert!(
+        (1..cores.max(2)).contains(&chosen_threads),
+        "{chosen_threads} threads chosen on {cores} busy cores"
+    );
+    assert_eq!(asked_threads, 2, "--threads 2 is obeyed whatever the load");
+}

@@ -15,6 +15,7 @@ use llama_cpp_2::{list_llama_ggml_backend_devices, LlamaBackendDeviceType};
 
 use crate::llama_log;
 use crate::output::emit;
+use crate::threads;
 use engine_protocol::{Device, ErrorCode, Event, ModelFacts};
 use gguf::GgufError;
 
@@ -30,7 +31,8 @@ pub(crate) struct LoadError {
 pub(crate) struct EngineOptions {
     pub context: u32,
     pub parallel: u32,
-    pub threads: u32,
+    /// `None`: chosen from the machine's load (see `threads`).
+    pub threads: Option<u32>,
     pub gpu_layers: Option<u32>,
 }
 
@@ -41,6 +43,8 @@ pub(crate) struct Loaded {
     pub devices: Vec<Device>,
     pub gpu_layers: u32,
     pub context: u32,
+    /// CPU threads in force.
+    pub threads: u32,
     pub load_ms: u64,
 }
 
@@ -69,6 +73,7 @@ pub(crate) fn load(
     opts: &EngineOptions,
 ) -> Result<Loaded, LoadError> {
     let started = Instant::now();
+    let before_load = threads::sample();
     let info = preflight(path)?;
     let shown = path.display().to_string();
 
@@ -124,6 +129,14 @@ pub(crate) fn load(
 
     let train_context = model.n_ctx_train();
     let context = opts.context.clamp(64, train_context.max(64));
+    let threads = threads::decide(opts.threads, before_load);
+    // The engine's log (gemmactl keeps its stderr) says why, for `ps`/`--stats` readers who
+    // wonder why a busy machine got fewer threads.
+    eprintln!(
+        "gemma-engine: {} CPU threads: {}",
+        threads.threads, threads.reason
+    );
+    let threads = threads.threads;
     let ctx_params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(context))
         .with_n_batch(BATCH_TOKENS)
@@ -135,8 +148,8 @@ pub(crate) fn load(
         // Sliding-window layers keep only their window: ~4x less KV memory on Gemma 3. Cutting a
         // session back then needs the check in `scheduler::reuse_prefix`.
         .with_swa_full(false)
-        .with_n_threads(opts.threads as i32)
-        .with_n_threads_batch(opts.threads as i32);
+        .with_n_threads(threads as i32)
+        .with_n_threads_batch(threads as i32);
     let ctx = model.new_context(backend, ctx_params).map_err(|_| LoadError {
         code: ErrorCode::OutOfMemory,
         message: format!(
@@ -182,6 +195,7 @@ pub(crate) fn load(
         devices,
         gpu_layers,
         context,
+        threads,
         load_ms: started.elapsed().as_millis() as u64,
     })
 }

@@ -15,6 +15,7 @@ mod prompt;
 mod scheduler;
 mod spm;
 mod text;
+mod threads;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -121,7 +122,7 @@ fn main() -> ExitCode {
         gpu_layers: loaded.gpu_layers,
         context: loaded.context,
         parallel: args.options.parallel,
-        threads: args.options.threads,
+        threads: loaded.threads,
         load_ms: loaded.load_ms,
     }));
     Scheduler::new(
@@ -222,9 +223,6 @@ fn die_with_parent() {
 }
 
 fn parse_args(argv: Vec<String>) -> Result<Args, String> {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(2);
     let mut args = Args {
         model: None,
         probe: false,
@@ -232,7 +230,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
         options: EngineOptions {
             context: 8192,
             parallel: 4,
-            threads: cores,
+            threads: None,
             gpu_layers: None,
         },
         export: None,
@@ -255,7 +253,9 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
                     ));
                 }
             }
-            "--threads" => args.options.threads = number(&value("--threads")?, "--threads", 1)?,
+            "--threads" => {
+                args.options.threads = Some(number(&value("--threads")?, "--threads", 1)?)
+            }
             "--gpu-layers" => {
                 args.options.gpu_layers = Some(number(&value("--gpu-layers")?, "--gpu-layers", 0)?)
             }

@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// Tokens generated per request
     #[arg(long, default_value_t = 128, value_name = "N")]
     max_tokens: u32,
-    /// CPU threads for the engine [default: all cores]
+    /// CPU threads for the engine [default: chosen by the engine at load, every core the machine leaves free]
     #[arg(long, value_name = "N")]
     threads: Option<u32>,
     /// Print the figures as one JSON object
