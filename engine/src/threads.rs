@@ -32,6 +32,8 @@ pub(crate) struct Sample {
     total: u64,
     /// This process's user and system time.
     own: u64,
+    /// CPUs `/proc/stat` counts (the `cpuN` lines).
+    cpus: u32,
 }
 
 /// The counters now; `None` where `/proc` cannot tell (not Linux, or hidden).
@@ -58,16 +60,27 @@ fn parse(stat: &str, own: &str) -> Option<Sample> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // Fields 14 and 15 of the line (utime, stime) are the 12th and 13th after the name.
     let own = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count() as u32;
     Some(Sample {
         at: Instant::now(),
         busy,
         total,
         own,
+        cpus,
     })
 }
 
-/// Cores that programs other than this one kept busy between two samples.
+/// Cores that programs other than this one kept busy between two samples, where this process
+/// may use every CPU the counters count. In a container with a CPU quota, or under `taskset`,
+/// `/proc/stat` counts CPUs this process cannot use, and others' work there says nothing about
+/// ours: no figure then.
 pub(crate) fn others_busy(before: &Sample, after: &Sample, cores: u32) -> Option<f64> {
+    if after.cpus != cores {
+        return None;
+    }
     let total = after.total.checked_sub(before.total)?;
     if total == 0 {
         return None;
@@ -121,7 +134,9 @@ pub(crate) fn decide(requested: Option<u32>, before: Option<Sample>) -> Decision
         },
         None => Decision {
             threads: cores,
-            reason: format!("{cores} cores (the machine's load could not be read)"),
+            reason: format!(
+                "{cores} cores (what other programs use of them could not be measured here)"
+            ),
         },
     }
 }
@@ -138,6 +153,7 @@ mod tests {
         assert_eq!(s.busy, 100 + 5 + 50 + 3 + 2 + 10);
         assert_eq!(s.total, s.busy + 1000 + 20);
         assert_eq!(s.own, 30 + 12);
+        assert_eq!(s.cpus, 1);
         assert!(parse("intr 1\n", own).is_none());
         assert!(parse(stat, "4242 gemma").is_none());
     }
@@ -150,6 +166,7 @@ mod tests {
             busy: 0,
             total: 0,
             own: 0,
+            cpus: 2,
         };
         // 2 cores over 100 ticks each: 200 ticks; 150 busy, 50 of them ours → others 1.0 core.
         let after = Sample {
@@ -157,10 +174,14 @@ mod tests {
             busy: 150,
             total: 200,
             own: 50,
+            cpus: 2,
         };
         assert_eq!(others_busy(&before, &after, 2), Some(1.0));
         // Nothing elapsed: no figure rather than a division by zero.
         assert_eq!(others_busy(&before, &before, 2), None);
+        // Limited to 2 of the 8 CPUs counted (quota, affinity): others' work says nothing.
+        let wide = Sample { cpus: 8, ..after };
+        assert_eq!(others_busy(&before, &wide, 2), None);
     }
 
     #[test]
