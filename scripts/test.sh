@@ -25,8 +25,8 @@ trap 'rm -f "$log"' EXIT
 status=0
 
 printf '\033[1m==> %s\033[0m\n' "running the tests" >&2
-# One test at a time: each end-to-end test runs an engine that uses every core, and two engines
-# fighting over two cores make every wait slow. --no-fail-fast: a failing test binary does not
+# One test at a time: each end-to-end test runs an engine that uses every idle core, and two
+# engines sharing two cores make every wait slow. --no-fail-fast: a failing test binary does not
 # stop the ones after it, so every test runs and is counted.
 set +e
 # The gemma.cpp tests use their stand-in in this pass; the real binary gets its own pass below.

@@ -43,8 +43,8 @@ pub(crate) struct Loaded {
     pub devices: Vec<Device>,
     pub gpu_layers: u32,
     pub context: u32,
-    /// CPU threads in force.
-    pub threads: u32,
+    /// CPU threads in force, and why.
+    pub threads: threads::Decision,
     pub load_ms: u64,
 }
 
@@ -129,14 +129,7 @@ pub(crate) fn load(
 
     let train_context = model.n_ctx_train();
     let context = opts.context.clamp(64, train_context.max(64));
-    let threads = threads::decide(opts.threads, before_load);
-    // The engine's log (gemmactl keeps its stderr) says why, for `ps`/`--stats` readers who
-    // wonder why a busy machine got fewer threads.
-    eprintln!(
-        "gemma-engine: {} CPU threads: {}",
-        threads.threads, threads.reason
-    );
-    let threads = threads.threads;
+    let decision = threads::decide(opts.threads, before_load);
     let ctx_params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(context))
         .with_n_batch(BATCH_TOKENS)
@@ -148,8 +141,8 @@ pub(crate) fn load(
         // Sliding-window layers keep only their window: ~4x less KV memory on Gemma 3. Cutting a
         // session back then needs the check in `scheduler::reuse_prefix`.
         .with_swa_full(false)
-        .with_n_threads(threads as i32)
-        .with_n_threads_batch(threads as i32);
+        .with_n_threads(decision.threads as i32)
+        .with_n_threads_batch(decision.threads as i32);
     let ctx = model.new_context(backend, ctx_params).map_err(|_| LoadError {
         code: ErrorCode::OutOfMemory,
         message: format!(
@@ -195,7 +188,7 @@ pub(crate) fn load(
         devices,
         gpu_layers,
         context,
-        threads,
+        threads: decision,
         load_ms: started.elapsed().as_millis() as u64,
     })
 }

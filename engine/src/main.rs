@@ -122,7 +122,8 @@ fn main() -> ExitCode {
         gpu_layers: loaded.gpu_layers,
         context: loaded.context,
         parallel: args.options.parallel,
-        threads: loaded.threads,
+        threads: loaded.threads.threads,
+        threads_reason: loaded.threads.reason,
         load_ms: loaded.load_ms,
     }));
     Scheduler::new(

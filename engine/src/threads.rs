@@ -8,15 +8,18 @@
 //! --stats`, 48 greedy tokens, two rounds each): idle, 2 threads decode 31 tok/s and 1 thread
 //! 14-16; beside `stress-ng --cpu 1`, 2 threads decode 1.6 tok/s and 1 thread 13-18.
 //!
-//! What others use is measured while the model loads, so it costs no time: the CPU time of the
-//! whole machine from `/proc/stat` minus this process's own from `/proc/self/stat`, over the
-//! same interval (at least [`MIN_WINDOW`]). The choice is made once, when the context is made:
-//! llama-cpp-2 0.1.160 offers no way to change a context's threads later.
+//! What others use is measured while the model loads: the CPU time of the whole machine from
+//! `/proc/stat` minus this process's own from `/proc/self/stat`, over the same interval. A load
+//! quicker than [`MIN_WINDOW`] waits for the rest of it, and that wait is part of `load_ms`.
+//! gemmactl's other engines count as other programs: two engines computing at once on two cores
+//! collapse the same way. The choice is made once, when the context is made: llama-cpp-2 0.1.160
+//! offers no way to change a context's threads later, so an engine keeps its count when the
+//! machine's load changes.
 
 use std::time::{Duration, Instant};
 
 /// The shortest interval measured; the kernel counts CPU time in 10 ms ticks.
-pub(crate) const MIN_WINDOW: Duration = Duration::from_millis(200);
+const MIN_WINDOW: Duration = Duration::from_millis(200);
 
 /// Cores others must keep busy, on average, before a thread is given up for them.
 const BUSY_CORE: f64 = 0.5;
@@ -38,13 +41,14 @@ pub(crate) struct Sample {
 
 /// The counters now; `None` where `/proc` cannot tell (not Linux, or hidden).
 pub(crate) fn sample() -> Option<Sample> {
+    let at = Instant::now();
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-    parse(&stat, &own)
+    parse(&stat, &own, at)
 }
 
-/// The counters, timed now, from the text of `/proc/stat` and `/proc/self/stat` (see proc(5)).
-fn parse(stat: &str, own: &str) -> Option<Sample> {
+/// The counters taken `at`, from the text of `/proc/stat` and `/proc/self/stat` (see proc(5)).
+fn parse(stat: &str, own: &str, at: Instant) -> Option<Sample> {
     let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
     let f: Vec<u64> = cpu
         .split_whitespace()
@@ -52,9 +56,9 @@ fn parse(stat: &str, own: &str) -> Option<Sample> {
         .map(|v| v.parse().ok())
         .collect::<Option<_>>()?;
     // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
-    let total = busy + at(3) + at(4);
+    let field = |i: usize| f.get(i).copied().unwrap_or(0);
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    let total = busy + field(3) + field(4);
     // The command name in parentheses may hold spaces: count fields after its closing one.
     let rest = &own[own.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -65,7 +69,7 @@ fn parse(stat: &str, own: &str) -> Option<Sample> {
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
         .count() as u32;
     Some(Sample {
-        at: Instant::now(),
+        at,
         busy,
         total,
         own,
@@ -77,7 +81,7 @@ fn parse(stat: &str, own: &str) -> Option<Sample> {
 /// may use every CPU the counters count. In a container with a CPU quota, or under `taskset`,
 /// `/proc/stat` counts CPUs this process cannot use, and others' work there says nothing about
 /// ours: no figure then.
-pub(crate) fn others_busy(before: &Sample, after: &Sample, cores: u32) -> Option<f64> {
+fn others_busy(before: &Sample, after: &Sample, cores: u32) -> Option<f64> {
     if after.cpus != cores {
         return None;
     }
@@ -93,16 +97,16 @@ pub(crate) fn others_busy(before: &Sample, after: &Sample, cores: u32) -> Option
 }
 
 /// Threads for `cores` cores when others keep `others` cores busy: at least one.
-pub(crate) fn choose(cores: u32, others: f64) -> u32 {
+fn choose(cores: u32, others: f64) -> u32 {
     // A core counts as taken once others use at least BUSY_CORE of it.
     let taken = (others + (1.0 - BUSY_CORE)).floor() as u32;
     cores.saturating_sub(taken).max(1)
 }
 
-/// What was decided and why, for the engine's log.
+/// What was decided, and why when the engine decided it (the `ready` event carries both).
 pub(crate) struct Decision {
     pub threads: u32,
-    pub reason: String,
+    pub reason: Option<String>,
 }
 
 /// The threads to use: `requested` when the user named a number, else measured since `before`
@@ -114,10 +118,11 @@ pub(crate) fn decide(requested: Option<u32>, before: Option<Sample>) -> Decision
     if let Some(threads) = requested {
         return Decision {
             threads,
-            reason: "as asked (--threads)".into(),
+            reason: None,
         };
     }
-    let measured = before.and_then(|before| {
+    // Where the counters cover CPUs we may not use, they cannot tell: no need to wait for them.
+    let measured = before.filter(|b| b.cpus == cores).and_then(|before| {
         let waited = before.at.elapsed();
         if waited < MIN_WINDOW {
             std::thread::sleep(MIN_WINDOW - waited);
@@ -128,15 +133,15 @@ pub(crate) fn decide(requested: Option<u32>, before: Option<Sample>) -> Decision
     match measured {
         Some(others) => Decision {
             threads: choose(cores, others),
-            reason: format!(
+            reason: Some(format!(
                 "{cores} cores, other programs kept {others:.1} of them busy while the model loaded"
-            ),
+            )),
         },
         None => Decision {
             threads: cores,
-            reason: format!(
-                "{cores} cores (what other programs use of them could not be measured here)"
-            ),
+            reason: Some(format!(
+                "{cores} cores; what other programs use of them could not be measured here (a CPU quota or affinity, or no /proc)"
+            )),
         },
     }
 }
@@ -149,13 +154,13 @@ mod tests {
     fn reads_the_counters_proc_gives() {
         let stat = "cpu  100 5 50 1000 20 3 2 10 0 0\ncpu0 50 2 25 500 10 1 1 5 0 0\nintr 1\n";
         let own = "4242 (gemma engine (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 30 12 0 0 20 0 3 0 100 1000 50";
-        let s = parse(stat, own).unwrap();
+        let s = parse(stat, own, Instant::now()).unwrap();
         assert_eq!(s.busy, 100 + 5 + 50 + 3 + 2 + 10);
         assert_eq!(s.total, s.busy + 1000 + 20);
         assert_eq!(s.own, 30 + 12);
         assert_eq!(s.cpus, 1);
-        assert!(parse("intr 1\n", own).is_none());
-        assert!(parse(stat, "4242 gemma").is_none());
+        assert!(parse("intr 1\n", own, Instant::now()).is_none());
+        assert!(parse(stat, "4242 gemma", Instant::now()).is_none());
     }
 
     #[test]

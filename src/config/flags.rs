@@ -67,7 +67,7 @@ fn context_help() -> String {
 }
 
 fn threads_help() -> String {
-    format!("CPU threads for the engine, 1 to {MAX_THREADS} [env: GEMMACTL_THREADS; config: engine.threads; default: every core not kept busy by other programs]")
+    format!("CPU threads for the engine, 1 to {MAX_THREADS} [env: GEMMACTL_THREADS; config: engine.threads; default: gemma-engine the cores other programs leave idle, gemma.cpp every core]")
 }
 
 impl EngineFlags {

@@ -38,7 +38,8 @@ pub struct EngineSettings {
     pub path: Option<PathBuf>,
     /// Context length in tokens (shared by all requests one engine decodes at once).
     pub context: u32,
-    /// CPU threads for decoding; by default the number of cores.
+    /// CPU threads for decoding; by default gemma-engine uses the cores other programs leave
+    /// idle, and gemma.cpp every core.
     pub threads: Option<u32>,
     /// Requests one engine decodes together.
     pub parallel: u32,

@@ -38,7 +38,7 @@ pub struct LaunchSpec {
     pub context: u32,
     /// Decode slots: requests decoded together.
     pub parallel: u32,
-    /// CPU threads; `None` lets the engine use every core.
+    /// CPU threads; `None` lets the engine choose from the machine's load at its start.
     pub threads: Option<u32>,
     /// Layers to put on a GPU; `None` on the CPU.
     pub gpu_layers: Option<u32>,
@@ -201,7 +201,13 @@ async fn wait_ready(
     loop {
         match next_event(events).await {
             Some(Ok(Event::Loading { progress })) => on_progress(progress),
-            Some(Ok(Event::Ready(ready))) => return Ok(ready),
+            Some(Ok(Event::Ready(ready))) => {
+                // A busy machine gets fewer threads than cores; the log says why.
+                if let Some(reason) = &ready.threads_reason {
+                    tracing::info!(threads = ready.threads, "engine threads chosen: {reason}");
+                }
+                return Ok(ready);
+            }
             Some(Ok(Event::Error(e))) => {
                 return Err(EngineError::Load {
                     code: error_code(e.code),

@@ -5,7 +5,7 @@
 //! supervisor reads the header again for its memory estimate at every launch. Reading Gemma 3's
 //! header means stepping over its 262,144-entry vocabulary: about 6 ms each time, which was most
 //! of what an HTTP request added to the time to first token (docs/benchmarks.md). A header is
-//! read again whenever the file's size, modification time or inode changes, so a re-downloaded or
+//! read again whenever the file's size, modification time, device or inode changes, so a re-downloaded or
 //! replaced model is never judged by its old header; failures are not remembered, so a fixed
 //! file is seen at once.
 
@@ -25,18 +25,23 @@ const REMEMBERED: usize = 64;
 struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
+    device: u64,
     inode: u64,
 }
 
 impl Stamp {
     fn of(meta: &std::fs::Metadata) -> Stamp {
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        let (device, inode) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
         #[cfg(not(unix))]
-        let inode = 0;
+        let (device, inode) = (0, 0);
         Stamp {
             len: meta.len(),
             modified: meta.modified().ok(),
+            device,
             inode,
         }
     }

@@ -200,7 +200,7 @@ pub struct LoadOptions {
     pub context: u32,
     /// Decode slots.
     pub parallel: u32,
-    /// CPU threads (`None`: every core).
+    /// CPU threads (`None`: the engine chooses, see gemma-engine's `threads` module).
     pub threads: Option<u32>,
 }
 

@@ -193,6 +193,10 @@ pub struct ReadyInfo {
     pub parallel: u32,
     /// CPU threads used for prefill and decode.
     pub threads: u32,
+    /// Why that many threads, when the engine chose them (no `--threads` given): absent from
+    /// engines before this field, and when the count was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads_reason: Option<String>,
     /// Milliseconds from the start of loading to ready.
     pub load_ms: u64,
 }

@@ -46,7 +46,7 @@ pub struct BenchArgs {
     /// Tokens generated per request
     #[arg(long, default_value_t = 128, value_name = "N")]
     max_tokens: u32,
-    /// CPU threads for the engine [default: chosen by the engine at load, every core the machine leaves free]
+    /// CPU threads for the engine, the same for every way measured [default: engine.threads, else every core]
     #[arg(long, value_name = "N")]
     threads: Option<u32>,
     /// Print the figures as one JSON object
@@ -88,9 +88,12 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     if args.runs == 0 || args.max_tokens < 2 {
         bail!("--runs must be at least 1 and --max-tokens at least 2");
     }
-    if let Some(t) = args.threads {
-        config.engine.threads = Some(t);
-    }
+    // Every way runs the same thread count, or the paired ratios compare unlike engines: left to
+    // itself each engine would choose its own from the machine's load at its start.
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    config.engine.threads = Some(args.threads.or(config.engine.threads).unwrap_or(cores));
     config.engine.parallel = 1;
     let model = models::resolve(
         paths,
@@ -178,11 +181,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let decode_ratio = |way| paired(way, &|o, d| o.decode_tokens_per_s / d.decode_tokens_per_s);
     let (sup_ratio, run_ratio) = (decode_ratio(Way::Supervisor), decode_ratio(Way::Run));
     let ttft_overhead = paired(Way::Supervisor, &|o, d| o.ttft_ms - d.ttft_ms);
-    let threads = config.engine.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1)
-    });
+    let threads = config.engine.threads.unwrap_or(1); // set at the start of `run`
     if args.json {
         let figures: serde_json::Map<String, Value> = medians
             .iter()
