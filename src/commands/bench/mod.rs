@@ -93,7 +93,8 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let cores = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    config.engine.threads = Some(args.threads.or(config.engine.threads).unwrap_or(cores));
+    let threads = args.threads.or(config.engine.threads).unwrap_or(cores);
+    config.engine.threads = Some(threads);
     config.engine.parallel = 1;
     let model = models::resolve(
         paths,
@@ -181,7 +182,6 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let decode_ratio = |way| paired(way, &|o, d| o.decode_tokens_per_s / d.decode_tokens_per_s);
     let (sup_ratio, run_ratio) = (decode_ratio(Way::Supervisor), decode_ratio(Way::Run));
     let ttft_overhead = paired(Way::Supervisor, &|o, d| o.ttft_ms - d.ttft_ms);
-    let threads = config.engine.threads.unwrap_or(1); // set at the start of `run`
     if args.json {
         let figures: serde_json::Map<String, Value> = medians
             .iter()
