@@ -145,9 +145,7 @@ fn grammar_sampler(model: &LlamaModel, g: &Grammar) -> Result<LlamaSampler, Stri
         Grammar::JsonSchema(schema) => (schema_grammar(schema)?, "JSON Schema's grammar"),
     };
     if gbnf.contains('\0') {
-        return Err(format!(
-            "the {what} contains a NUL character: remove it"
-        ));
+        return Err(format!("the {what} contains a NUL character: remove it"));
     }
     if !defines_root(&gbnf) {
         return Err(format!(
@@ -191,16 +189,37 @@ fn defines_root(gbnf: &str) -> bool {
     })
 }
 
-/// The reason in what llama.cpp's grammar parser printed: `parse: error parsing grammar: WHY`
-/// followed by the whole grammar, of which only the first line of `WHY` is kept.
+/// The reason in what llama.cpp's grammar parser printed: `parse: error parsing grammar: WHY at
+/// REST`, where REST is the rest of the grammar from the offending character on (it may start on
+/// the next line), followed by the whole grammar. Kept: WHY and the first line of REST, shortened.
 fn parse_error(printed: &str) -> Option<String> {
     let (_, rest) = printed.split_once("error parsing grammar: ")?;
-    let line = rest.lines().next()?.trim();
-    let mut why: String = line.chars().take(80).collect();
-    if why.len() < line.len() {
-        why.push('…');
+    let mut lines = rest.lines();
+    let first = lines.next()?.trim_end();
+    // The reasons themselves never contain " at ", so the first one separates the two.
+    let (why, at) = if let Some((why, at)) = first.split_once(" at ") {
+        (why, at.trim())
+    } else if let Some(why) = first.strip_suffix(" at") {
+        // The offending character starts the next line.
+        (
+            why,
+            lines.find(|l| !l.trim().is_empty()).unwrap_or("").trim(),
+        )
+    } else {
+        (first, "")
+    };
+    let why = why.trim();
+    if why.is_empty() {
+        return None;
     }
-    (!why.is_empty()).then_some(why)
+    if at.is_empty() {
+        return Some(why.to_string());
+    }
+    let mut shown: String = at.chars().take(40).collect();
+    if shown.len() < at.len() {
+        shown.push('…');
+    }
+    Some(format!("{why} at `{shown}`"))
 }
 
 fn chain(p: &SamplingParams) -> LlamaSampler {
@@ -243,15 +262,30 @@ mod tests {
     }
 
     #[test]
-    fn the_parsers_reason_is_its_first_line() {
-        let printed = "parse: error parsing grammar: expecting ::= at  = \"x\"\nanswer\n\nroot = \"x\"\nanswer\n";
+    fn the_parsers_reason_names_where_it_stopped() {
+        let printed =
+            "parse: error parsing grammar: expecting ::= at = \"x\"\nanswer\n\nroot = \"x\"\n";
         assert_eq!(
             parse_error(printed).as_deref(),
-            Some("expecting ::= at  = \"x\"")
+            Some("expecting ::= at `= \"x\"`")
+        );
+        let printed = "parse: error parsing grammar: expecting '<' at \n!\n\nroot ::= !\n";
+        assert_eq!(
+            parse_error(printed).as_deref(),
+            Some("expecting '<' at `!`")
+        );
+        let printed =
+            "parse: error parsing grammar: Undefined rule identifier 'answer'\n\nroot ::= answer\n";
+        assert_eq!(
+            parse_error(printed).as_deref(),
+            Some("Undefined rule identifier 'answer'")
         );
         assert_eq!(parse_error("something else"), None);
-        let long = format!("error parsing grammar: {}", "x".repeat(200));
-        assert_eq!(parse_error(&long).unwrap().chars().count(), 81);
+        let long = format!(
+            "error parsing grammar: expecting name at {}",
+            "x".repeat(200)
+        );
+        assert!(parse_error(&long).unwrap().ends_with("…`"));
     }
 
     #[test]
