@@ -407,18 +407,37 @@ fn a_grammar_holds_the_reply_and_a_bad_one_is_refused_without_harm() {
     let (text, done) = &replies["s"];
     assert_eq!(done.as_ref().unwrap()["finish_reason"], "stop", "{done:?}");
     let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
-    assert!(["yes", "no"].contains(&v["answer"].as_str().unwrap()), "{v}");
+    assert!(
+        ["yes", "no"].contains(&v["answer"].as_str().unwrap()),
+        "{v}"
+    );
     assert!(v["reasons"].as_array().unwrap().len() <= 2, "{v}");
     let (_, done) = &replies["free"];
     assert_eq!(done.as_ref().unwrap()["event"], "done");
 
     for (id, grammar, reason) in [
-        ("syntax", json!({"gbnf": "root ::= \"a\" | [b-"}), "not valid GBNF ("),
+        (
+            "syntax",
+            json!({"gbnf": "root ::= \"a\" | [b-"}),
+            "not valid GBNF (",
+        ),
         ("undefined", json!({"gbnf": "root ::= answer"}), "answer"),
-        ("recursive", json!({"gbnf": "root ::= root \"a\" | \"a\""}), "left recursion"),
-        ("rootless", json!({"gbnf": "answer ::= \"a\""}), "no `root` rule"),
+        (
+            "recursive",
+            json!({"gbnf": "root ::= root \"a\" | \"a\""}),
+            "left recursion",
+        ),
+        (
+            "rootless",
+            json!({"gbnf": "answer ::= \"a\""}),
+            "no `root` rule",
+        ),
         ("array", json!({"json_schema": [1]}), "not a JSON object"),
-        ("unresolved", json!({"json_schema": {"$ref": "#/$defs/nothing"}}), "cannot turn the JSON Schema"),
+        (
+            "unresolved",
+            json!({"json_schema": {"$ref": "#/$defs/nothing"}}),
+            "cannot turn the JSON Schema",
+        ),
     ] {
         engine.send(held(id, grammar, 0.0, 8));
         let error = engine.next();

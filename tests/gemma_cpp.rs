@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use common::Home;
 use gemmactl::config::Config;
 use gemmactl::domain::{
-    Completion, Constraint, EngineKind, ErrorCode, FinishReason, GenerateRequest, Message, PromptFormat, Role,
-    SamplingParams,
+    Completion, Constraint, EngineKind, ErrorCode, FinishReason, GenerateRequest, Message,
+    PromptFormat, Role, SamplingParams,
 };
 use gemmactl::engines::gemma_cpp::{GemmaCpp, GemmaCppSpec};
 use gemmactl::engines::{Engine, EngineError, ReplyEvent};

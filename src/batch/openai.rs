@@ -179,7 +179,9 @@ fn constraint(n: usize, body: &Map<String, Value>) -> Result<Option<Constraint>,
             "has both a JSON response_format and a \"grammar\": give one of them",
         )),
         (Some(c), None) => parse::checked(n, ("response_format", c)),
-        (None, Some(Value::String(g))) => parse::checked(n, ("grammar", Constraint::Grammar(g.clone()))),
+        (None, Some(Value::String(g))) => {
+            parse::checked(n, ("grammar", Constraint::Grammar(g.clone())))
+        }
         (None, Some(_)) => Err(LineError::field(
             n,
             "grammar",

@@ -347,7 +347,11 @@ pub(super) fn checked(
 ) -> Result<Option<Constraint>, LineError> {
     match c.check() {
         Ok(()) => Ok(Some(c)),
-        Err(why) => Err(LineError::field(n, field, format!("has a \"{field}\" that cannot be used: {why}"))),
+        Err(why) => Err(LineError::field(
+            n,
+            field,
+            format!("has a \"{field}\" that cannot be used: {why}"),
+        )),
     }
 }
 

@@ -153,9 +153,7 @@ fn check_grammar(gbnf: &str) -> Result<(), String> {
             .is_some_and(|r| r.trim_start().starts_with("::="))
     });
     if !defines_root {
-        return Err(
-            "the grammar has no `root ::= …` rule, where GBNF starts: add one".into(),
-        );
+        return Err("the grammar has no `root ::= …` rule, where GBNF starts: add one".into());
     }
     Ok(())
 }
@@ -312,7 +310,9 @@ mod tests {
         let grammar = |g: &str| Constraint::Grammar(g.into()).check();
         assert!(grammar("root ::= \"yes\" | \"no\"\n").is_ok());
         assert!(grammar("  root::= [a-z]+").is_ok());
-        assert!(grammar("rooted ::= \"x\"").unwrap_err().contains("root ::="));
+        assert!(grammar("rooted ::= \"x\"")
+            .unwrap_err()
+            .contains("root ::="));
         assert!(grammar(" \n").unwrap_err().contains("empty"));
         let p = SamplingParams {
             constraint: Some(Constraint::Grammar("answer ::= \"x\"".into())),
@@ -324,7 +324,9 @@ mod tests {
     #[test]
     fn a_constraint_is_stored_with_its_kind() {
         let p = SamplingParams {
-            constraint: Some(Constraint::JsonSchema(serde_json::json!({"type": "string"}))),
+            constraint: Some(Constraint::JsonSchema(
+                serde_json::json!({"type": "string"}),
+            )),
             ..SamplingParams::default()
         };
         let json = serde_json::to_value(&p).unwrap();
@@ -332,7 +334,8 @@ mod tests {
         let back: SamplingParams = serde_json::from_value(json).unwrap();
         assert_eq!(back, p);
         // Parameters stored before constraints existed read as free text.
-        let old: SamplingParams = serde_json::from_str(r#"{"temperature":0.0,"top_k":40}"#).unwrap();
+        let old: SamplingParams =
+            serde_json::from_str(r#"{"temperature":0.0,"top_k":40}"#).unwrap();
         assert_eq!(old.constraint, None);
     }
 

@@ -23,8 +23,9 @@ use engine_protocol::{self as protocol, Event};
 use super::child::{self, ChildProcess, ExitInfo, StderrTail};
 use super::{Engine, EngineError, ReplyEvent, ReplyStream};
 use crate::domain::{
-    Backend, Completion, Constraint, Device, EngineDescription, EngineKind, ErrorCode, FinishReason,
-    GenerateRequest, Message, ModelFacts, PromptFormat, Role, SamplingParams, Timings, Usage,
+    Backend, Completion, Constraint, Device, EngineDescription, EngineKind, ErrorCode,
+    FinishReason, GenerateRequest, Message, ModelFacts, PromptFormat, Role, SamplingParams,
+    Timings, Usage,
 };
 
 /// How to launch one gemma-engine.

@@ -719,7 +719,9 @@ mod tests {
     fn a_constraint_travels_as_response_format_or_grammar() {
         let mut r = GenerateRequest::greedy_completion("r1".into(), "Hi", 5);
         r.prompt = PromptFormat::Auto;
-        r.params.constraint = Some(Constraint::JsonSchema(serde_json::json!({"type": "object"})));
+        r.params.constraint = Some(Constraint::JsonSchema(
+            serde_json::json!({"type": "object"}),
+        ));
         let (_, body) = body("m", &r);
         assert_eq!(body["response_format"]["type"], "json_schema");
         assert_eq!(

@@ -135,7 +135,8 @@ impl GenerateTextArgs {
             constraint: self.schema.clone().map(Constraint::JsonSchema),
         };
         if let Some(c) = &params.constraint {
-            c.check().map_err(|why| format!("argument `schema`: {why}"))?;
+            c.check()
+                .map_err(|why| format!("argument `schema`: {why}"))?;
         }
         check_max_tokens(self.max_tokens)?;
         params.check(|name| format!("argument `{name}`"))?;

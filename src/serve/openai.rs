@@ -334,7 +334,9 @@ fn constraint(other: &Map<String, Value>) -> Result<Option<Constraint>, ApiError
     let bad = |field: &'static str, why: String| ApiError::bad_request(Some(field), why);
     let format = match set("response_format") {
         None => None,
-        Some(v) => match api::ResponseFormat::from_value(v).map_err(|why| bad("response_format", why))? {
+        Some(v) => match api::ResponseFormat::from_value(v)
+            .map_err(|why| bad("response_format", why))?
+        {
             api::ResponseFormat::Text => None,
             api::ResponseFormat::JsonObject => Some(Constraint::any_json_object()),
             api::ResponseFormat::JsonSchema { schema, .. } => Some(Constraint::JsonSchema(schema)),
@@ -357,7 +359,8 @@ fn constraint(other: &Map<String, Value>) -> Result<Option<Constraint>, ApiError
             ))
         }
     };
-    c.check().map_err(|why| bad(field, format!("{field}: {why}")))?;
+    c.check()
+        .map_err(|why| bad(field, format!("{field}: {why}")))?;
     Ok(Some(c))
 }
 
@@ -701,15 +704,21 @@ mod tests {
         let read = |v: Value| constraint(&other(v));
         assert_eq!(read(serde_json::json!({})).ok().flatten(), None);
         assert_eq!(
-            read(serde_json::json!({"response_format": {"type": "text"}})).ok().flatten(),
+            read(serde_json::json!({"response_format": {"type": "text"}}))
+                .ok()
+                .flatten(),
             None
         );
         assert_eq!(
-            read(serde_json::json!({"response_format": {"type": "json_object"}})).ok().flatten(),
+            read(serde_json::json!({"response_format": {"type": "json_object"}}))
+                .ok()
+                .flatten(),
             Some(Constraint::any_json_object())
         );
         assert_eq!(
-            read(serde_json::json!({"grammar": "root ::= \"a\""})).ok().flatten(),
+            read(serde_json::json!({"grammar": "root ::= \"a\""}))
+                .ok()
+                .flatten(),
             Some(Constraint::Grammar("root ::= \"a\"".into()))
         );
         let e = read(serde_json::json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 3}}}})).unwrap_err();

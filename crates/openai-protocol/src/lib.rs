@@ -402,7 +402,10 @@ mod tests {
     #[test]
     fn response_formats_read_in_openais_three_shapes() {
         let read = |v: Value| ResponseFormat::from_value(&v);
-        assert_eq!(read(serde_json::json!({"type": "text"})), Ok(ResponseFormat::Text));
+        assert_eq!(
+            read(serde_json::json!({"type": "text"})),
+            Ok(ResponseFormat::Text)
+        );
         assert_eq!(
             read(serde_json::json!({"type": "json_object"})),
             Ok(ResponseFormat::JsonObject)
@@ -422,9 +425,11 @@ mod tests {
         assert!(read(serde_json::json!({"type": "json_schema"}))
             .unwrap_err()
             .contains("needs a \"json_schema\" object"));
-        assert!(read(serde_json::json!({"type": "json_schema", "json_schema": {"name": "x"}}))
-            .unwrap_err()
-            .contains("json_schema.schema"));
+        assert!(
+            read(serde_json::json!({"type": "json_schema", "json_schema": {"name": "x"}}))
+                .unwrap_err()
+                .contains("json_schema.schema")
+        );
         assert!(read(serde_json::json!("json_object"))
             .unwrap_err()
             .contains("must be an object"));
