@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The cost of structured output: decode tokens/s of `gemmactl run` (greedy, default model) with
 # no constraint, with a JSON Schema (nested object, enums, array), and with a grammar far from
-# what the model would write unprompted (digits only). Each round runs the three back to back in an order rotated every round, so machine drift
-# hits them alike; ratios are taken within a round against the free run, then the median.
+# what the model would write unprompted (digits only). Each round runs the three back to back in
+# an order rotated every round, so machine drift hits them alike; ratios are taken within a round
+# against the free run, then the median.
 #
 #   ./scripts/bench-structured.sh              # 5 rounds
 #   ./scripts/bench-structured.sh --rounds 9
