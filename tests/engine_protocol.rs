@@ -368,6 +368,93 @@ fn malformed_commands_get_typed_errors_and_the_engine_keeps_serving() {
     assert_eq!(done["event"], "done");
 }
 
+/// `params.grammar`: a grammar or a schema holds the reply, greedy and sampled, while requests
+/// without one in the same batch run free; a grammar llama.cpp cannot use is a `bad_request`
+/// with its reason, at once, and never takes the engine down.
+#[test]
+fn a_grammar_holds_the_reply_and_a_bad_one_is_refused_without_harm() {
+    let mut engine = Engine::start(&common::default_model(), &["--parallel", "3"]);
+    engine.ready();
+    let held = |id: &str, grammar: Value, temperature: f64, max_tokens: u32| {
+        json!({"op": "generate", "id": id, "prompt": {"format": "completion"},
+               "messages": [{"role": "user", "content": "Is the sky blue? Answer:"}],
+               "params": {"max_tokens": max_tokens, "temperature": temperature, "seed": 11,
+                          "grammar": grammar}})
+    };
+    let yes_no = json!({"gbnf": "root ::= \" yes\" | \" no\""});
+    let schema = json!({"type": "object", "properties": {"answer": {"enum": ["yes", "no"]},
+        "reasons": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 2}},
+        "required": ["answer", "reasons"]});
+    engine.send(held("g", yes_no.clone(), 0.0, 16));
+    engine.send(held("s", json!({"json_schema": schema}), 1.0, 120));
+    engine.send(generate("free", "The capital of France is", 8));
+    // The three run in one batch, so their events interleave.
+    let mut replies: std::collections::HashMap<String, (String, Option<Value>)> =
+        std::collections::HashMap::new();
+    while replies.values().filter(|(_, end)| end.is_some()).count() < 3 {
+        let event = engine.next();
+        let id = event["id"].as_str().unwrap_or_default().to_string();
+        let entry = replies.entry(id).or_default();
+        match event["event"].as_str() {
+            Some("token") => entry.0.push_str(event["text"].as_str().unwrap()),
+            Some("done") | Some("error") => entry.1 = Some(event),
+            _ => {}
+        }
+    }
+    let (text, done) = &replies["g"];
+    assert_eq!(done.as_ref().unwrap()["finish_reason"], "stop", "{done:?}");
+    assert!([" yes", " no"].contains(&text.as_str()), "{text:?}");
+    let (text, done) = &replies["s"];
+    assert_eq!(done.as_ref().unwrap()["finish_reason"], "stop", "{done:?}");
+    let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(
+        ["yes", "no"].contains(&v["answer"].as_str().unwrap()),
+        "{v}"
+    );
+    assert!(v["reasons"].as_array().unwrap().len() <= 2, "{v}");
+    let (_, done) = &replies["free"];
+    assert_eq!(done.as_ref().unwrap()["event"], "done");
+
+    for (id, grammar, reason) in [
+        (
+            "syntax",
+            json!({"gbnf": "root ::= \"a\" | [b-"}),
+            "not valid GBNF (",
+        ),
+        ("undefined", json!({"gbnf": "root ::= answer"}), "answer"),
+        (
+            "recursive",
+            json!({"gbnf": "root ::= root \"a\" | \"a\""}),
+            "left recursion",
+        ),
+        (
+            "rootless",
+            json!({"gbnf": "answer ::= \"a\""}),
+            "no `root` rule",
+        ),
+        ("array", json!({"json_schema": [1]}), "not a JSON object"),
+        (
+            "unresolved",
+            json!({"json_schema": {"$ref": "#/$defs/nothing"}}),
+            "cannot turn the JSON Schema",
+        ),
+    ] {
+        engine.send(held(id, grammar, 0.0, 8));
+        let error = engine.next();
+        assert_eq!(error["event"], "error", "{id}: {error}");
+        assert_eq!(error["id"], id);
+        assert_eq!(error["code"], "bad_request", "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(reason), "{id}: {message}");
+    }
+    // Still serving, and still exits cleanly: no abort behind the refusals.
+    engine.send(held("after", yes_no, 0.0, 16));
+    let (text, done) = engine.reply("after");
+    assert_eq!(done["event"], "done", "{done}");
+    assert!([" yes", " no"].contains(&text.as_str()), "{text:?}");
+    assert!(engine.wait_exit().success());
+}
+
 #[test]
 fn a_built_in_chat_template_can_be_named() {
     let mut engine = Engine::start(&common::default_model(), &[]);

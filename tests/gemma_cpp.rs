@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use common::Home;
 use gemmactl::config::Config;
 use gemmactl::domain::{
-    Completion, EngineKind, ErrorCode, FinishReason, GenerateRequest, Message, PromptFormat, Role,
-    SamplingParams,
+    Completion, Constraint, EngineKind, ErrorCode, FinishReason, GenerateRequest, Message,
+    PromptFormat, Role, SamplingParams,
 };
 use gemmactl::engines::gemma_cpp::{GemmaCpp, GemmaCppSpec};
 use gemmactl::engines::{Engine, EngineError, ReplyEvent};
@@ -144,6 +144,7 @@ fn greedy() -> SamplingParams {
         top_p: None,
         seed: None,
         stop: Vec::new(),
+        constraint: None,
     }
 }
 
@@ -622,6 +623,16 @@ async fn parameters_gemma_cpp_cannot_honour_are_refused() {
         base.clone(),
         &|r| r.params.top_k = 0,
         "cannot turn top-k off",
+    );
+    refused(
+        base.clone(),
+        &|r| r.params.constraint = Some(Constraint::Grammar("root ::= \"yes\"".into())),
+        "gemma.cpp cannot hold a reply to a grammar",
+    );
+    refused(
+        base.clone(),
+        &|r| r.params.constraint = Some(Constraint::any_json_object()),
+        "gemma.cpp cannot hold a reply to a JSON Schema",
     );
     refused(
         base.clone(),

@@ -12,6 +12,7 @@ mod llama_log;
 mod loader;
 mod output;
 mod prompt;
+mod sampling;
 mod scheduler;
 mod spm;
 mod text;

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::DecodeError;
 
 use crate::loader::BATCH_TOKENS;
 use crate::output::{emit, emit_error};
 use crate::prompt;
+use crate::sampling::TokenSampler;
 use crate::text::{Step, TextStream};
 use engine_protocol::{
     Command, DoneInfo, ErrorCode, Event, FinishReason, GenerateCommand, SamplingParams, Timings,
@@ -30,9 +30,6 @@ use engine_protocol::{
 /// Prompt tokens of one request per step. Bounds cancel latency during a long prompt (~0.4 s at
 /// 2-core prefill speed) and leaves room in the batch for other requests' decode steps.
 const PREFILL_CHUNK: usize = 128;
-
-/// Nucleus sampling when a request does not say.
-const DEFAULT_TOP_P: f32 = 0.95;
 
 /// What the stdin reader hands the loop.
 pub(crate) enum Inbox {
@@ -58,7 +55,7 @@ struct Active {
     /// Prompt tokens already in the cache (reused or read).
     prompt_done: usize,
     reused: usize,
-    sampler: LlamaSampler,
+    sampler: TokenSampler,
     /// Sampled and sent, not yet decoded.
     next_token: Option<LlamaToken>,
     generated: u32,
@@ -77,6 +74,9 @@ struct Active {
 
 struct Queued {
     command: GenerateCommand,
+    /// Built on arrival, so a grammar that cannot be used is refused at once, not when a slot
+    /// frees up.
+    sampler: TokenSampler,
     arrived: Instant,
 }
 
@@ -176,8 +176,13 @@ impl Scheduler {
             emit_error(Some(&id), ErrorCode::BadRequest, why, None);
             return;
         }
+        let sampler = match TokenSampler::new(self.model, &command.params) {
+            Ok(s) => s,
+            Err(why) => return emit_error(Some(&id), ErrorCode::BadRequest, why, None),
+        };
         self.queue.push_back(Queued {
             command,
+            sampler,
             arrived: Instant::now(),
         });
     }
@@ -279,7 +284,11 @@ impl Scheduler {
     }
 
     fn start(&mut self, queued: Queued, slot: usize) {
-        let Queued { command, arrived } = queued;
+        let Queued {
+            command,
+            sampler,
+            arrived,
+        } = queued;
         let id = command.id.clone();
         let prompt = match prompt::tokens(self.model, &command.messages, &command.prompt) {
             Ok(tokens) => tokens,
@@ -308,7 +317,7 @@ impl Scheduler {
             prompt_done: reused,
             reused,
             prompt,
-            sampler: sampler(&command.params),
+            sampler,
             next_token: None,
             generated: 0,
             max_tokens,
@@ -434,16 +443,21 @@ impl Scheduler {
         }
         let now = Instant::now();
         let vocab = self.model.vocab();
+        // Requests that end in this step, with their reason; `None` is a grammar that allows no
+        // next token.
         let mut finished = Vec::new();
         for (i, a) in self.active.iter_mut().enumerate() {
             let Some(row) = a.logits_row else { continue };
-            let token = a.sampler.sample(&self.ctx, row);
+            let Ok(token) = a.sampler.sample(&self.ctx, row) else {
+                finished.push((i, None));
+                continue;
+            };
             a.next_token = None;
             if a.first_token_at.is_none() {
                 a.first_token_at = Some(now);
             }
             if vocab.is_eog(token) {
-                finished.push((i, FinishReason::Stop));
+                finished.push((i, Some(FinishReason::Stop)));
                 continue;
             }
             a.generated += 1;
@@ -453,24 +467,34 @@ impl Scheduler {
                 Step::Emit(text) => send_text(&a.id, text),
                 Step::Stopped(text) => {
                     send_text(&a.id, text);
-                    finished.push((i, FinishReason::Stop));
+                    finished.push((i, Some(FinishReason::Stop)));
                     continue;
                 }
             }
             let context_full = self.slots[a.slot].cached.len() + 1 >= self.context as usize;
             if a.generated >= a.max_tokens {
-                finished.push((i, FinishReason::Length));
+                finished.push((i, Some(FinishReason::Length)));
             } else if context_full {
                 // Not the caller's limit: the reply was cut because the context has no room
                 // for another token, which a caller must be able to tell from `length`.
-                finished.push((i, FinishReason::Context));
+                finished.push((i, Some(FinishReason::Context)));
             } else {
                 a.next_token = Some(token);
             }
         }
         for (i, reason) in finished.into_iter().rev() {
             let a = self.active.remove(i);
-            self.finish(a, reason);
+            match reason {
+                Some(reason) => self.finish(a, reason),
+                None => {
+                    let why = format!(
+                        "the grammar allows no next token after {} generated tokens, so the reply can neither go on nor end: make every rule of the grammar completable",
+                        a.generated
+                    );
+                    emit_error(Some(&a.id), ErrorCode::BadRequest, why, None);
+                    self.release(a.slot, false);
+                }
+            }
         }
     }
 
@@ -585,29 +609,6 @@ fn check_params(p: &SamplingParams) -> Result<(), String> {
         return Err("max_tokens 0 asks for nothing: use at least 1".into());
     }
     Ok(())
-}
-
-fn sampler(p: &SamplingParams) -> LlamaSampler {
-    if p.temperature == 0.0 {
-        return LlamaSampler::greedy();
-    }
-    let mut chain = Vec::new();
-    if p.top_k > 0 {
-        chain.push(LlamaSampler::top_k(p.top_k as i32));
-    }
-    let top_p = p.top_p.unwrap_or(DEFAULT_TOP_P);
-    if top_p < 1.0 {
-        chain.push(LlamaSampler::top_p(top_p, 1));
-    }
-    chain.push(LlamaSampler::temp(p.temperature));
-    let seed = p.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    });
-    chain.push(LlamaSampler::dist(seed));
-    LlamaSampler::chain_simple(chain)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::domain::{Message, SamplingParams};
+use crate::domain::{Constraint, Message, SamplingParams};
 
 /// The format a line came in, which its result goes out in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub(super) struct Overrides {
     pub(super) top_k: Option<u32>,
     pub(super) seed: Option<u32>,
     pub(super) stop: Option<Vec<String>>,
+    /// The line's own schema or grammar (beats `--json-schema`/`--grammar`).
+    pub(super) constraint: Option<Constraint>,
 }
 
 impl Overrides {
@@ -97,6 +99,9 @@ impl Overrides {
         }
         if let Some(v) = &self.stop {
             p.stop = v.clone();
+        }
+        if let Some(c) = &self.constraint {
+            p.constraint = Some(c.clone());
         }
         p
     }

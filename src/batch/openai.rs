@@ -6,14 +6,16 @@
 //! (`frequency_penalty`, `logprobs`, …) are ignored and named once on stderr, and a model name
 //! that is not installed here runs on `--model` (said once too).
 
+use openai_protocol::ResponseFormat;
 use serde_json::{json, Map, Value};
 
 use super::job::{Ask, Endpoint, ErrorKind, Format, Line, LineError, LineId, Overrides, Request};
 use super::line::Answer;
 use super::parse;
+use crate::domain::Constraint;
 
 /// Body fields read; any other is ignored (and named once).
-const USED: [&str; 12] = [
+const USED: [&str; 14] = [
     "model",
     "messages",
     "prompt",
@@ -26,6 +28,8 @@ const USED: [&str; 12] = [
     "stop",
     "n",
     "stream",
+    "response_format",
+    "grammar",
 ];
 
 /// An OpenAI batch request line.
@@ -145,6 +149,7 @@ fn request(
             top_k: parse::whole(n, body, "top_k", 0)?,
             seed: parse::whole(n, body, "seed", 0)?,
             stop: parse::stop(n, body, "stop")?,
+            constraint: constraint(n, body)?,
         },
         ignored: body
             .keys()
@@ -152,6 +157,37 @@ fn request(
             .cloned()
             .collect(),
     })
+}
+
+/// `response_format` as OpenAI's API reads it, or `grammar` (GBNF text) as llama.cpp's server
+/// reads it.
+fn constraint(n: usize, body: &Map<String, Value>) -> Result<Option<Constraint>, LineError> {
+    let format = match body.get("response_format").filter(|v| !v.is_null()) {
+        None => None,
+        Some(v) => match ResponseFormat::from_value(v) {
+            Ok(ResponseFormat::Text) => None,
+            Ok(ResponseFormat::JsonObject) => Some(Constraint::any_json_object()),
+            Ok(ResponseFormat::JsonSchema { schema, .. }) => Some(Constraint::JsonSchema(schema)),
+            Err(why) => return Err(LineError::field(n, "response_format", why)),
+        },
+    };
+    match (format, body.get("grammar").filter(|v| !v.is_null())) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(LineError::field(
+            n,
+            "grammar",
+            "has both a JSON response_format and a \"grammar\": give one of them",
+        )),
+        (Some(c), None) => parse::checked(n, ("response_format", c)),
+        (None, Some(Value::String(g))) => {
+            parse::checked(n, ("grammar", Constraint::Grammar(g.clone())))
+        }
+        (None, Some(_)) => Err(LineError::field(
+            n,
+            "grammar",
+            "\"grammar\" must be a string of GBNF rules",
+        )),
+    }
 }
 
 /// The id of the `n`th line's result, which also carries the batch's id so `--resume` can keep

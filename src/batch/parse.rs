@@ -8,10 +8,10 @@ use serde_json::{Map, Value};
 
 use super::job::{Ask, ErrorKind, Format, Line, LineError, LineId, Overrides, Request};
 use super::openai;
-use crate::domain::{Message, Role};
+use crate::domain::{Constraint, Message, Role};
 
 /// The fields of a simple line, in the order the error for an unknown one lists them.
-const SIMPLE_FIELDS: [&str; 11] = [
+const SIMPLE_FIELDS: [&str; 13] = [
     "id",
     "prompt",
     "messages",
@@ -23,6 +23,8 @@ const SIMPLE_FIELDS: [&str; 11] = [
     "top_k",
     "seed",
     "stop",
+    "json_schema",
+    "grammar",
 ];
 
 /// Every non-blank line of `input`, parsed.
@@ -171,6 +173,7 @@ fn simple_request(n: usize, obj: &Map<String, Value>, has_id: bool) -> Result<Re
             top_k: whole(n, obj, "top_k", 0)?,
             seed: whole(n, obj, "seed", 0)?,
             stop: stop(n, obj, "stop")?,
+            constraint: constraint(n, obj)?,
         },
         ignored: Vec::new(),
     })
@@ -305,6 +308,50 @@ pub(super) fn whole(
                     ),
                 )
             }),
+    }
+}
+
+/// `json_schema` (a JSON Schema, inline) or `grammar` (GBNF text), checked, so that a line
+/// whose schema or grammar cannot be used fails on its own before any model is loaded.
+pub(super) fn constraint(
+    n: usize,
+    obj: &Map<String, Value>,
+) -> Result<Option<Constraint>, LineError> {
+    let set = |k: &str| obj.get(k).filter(|v| !v.is_null());
+    let c = match (set("json_schema"), set("grammar")) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(LineError::field(
+                n,
+                "grammar",
+                "has both \"json_schema\" and \"grammar\": give one of them",
+            ))
+        }
+        (Some(schema), None) => ("json_schema", Constraint::JsonSchema(schema.clone())),
+        (None, Some(Value::String(g))) => ("grammar", Constraint::Grammar(g.clone())),
+        (None, Some(_)) => {
+            return Err(LineError::field(
+                n,
+                "grammar",
+                "\"grammar\" must be a string of GBNF rules",
+            ))
+        }
+    };
+    checked(n, c)
+}
+
+/// A constraint from a field, checked; the error names the field.
+pub(super) fn checked(
+    n: usize,
+    (field, c): (&str, Constraint),
+) -> Result<Option<Constraint>, LineError> {
+    match c.check() {
+        Ok(()) => Ok(Some(c)),
+        Err(why) => Err(LineError::field(
+            n,
+            field,
+            format!("has a \"{field}\" that cannot be used: {why}"),
+        )),
     }
 }
 

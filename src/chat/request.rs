@@ -90,8 +90,15 @@ pub(super) fn request_parts(
         }
         ModelKind::Base => {
             let mut params = params.clone();
-            // The caller's own stop strings still apply, besides the transcript's.
-            for stop in TRANSCRIPT_STOPS {
+            // The caller's own stop strings still apply, besides the transcript's. A reply held
+            // to a schema or grammar ends where that is complete, and a transcript stop could
+            // only cut it short of parsing.
+            let transcript_stops = if params.constraint.is_some() {
+                &[][..]
+            } else {
+                &TRANSCRIPT_STOPS[..]
+            };
+            for stop in transcript_stops {
                 if !params.stop.iter().any(|s| s == stop) {
                     params.stop.push(stop.to_string());
                 }

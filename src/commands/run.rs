@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::chat::{Notice, PromptStyle, Thread, TurnEnd, TurnEvent, TurnService};
 use crate::config::flags::{EngineFlags, LocalFlag, LogFlag, ModelFlag, SamplingFlags};
 use crate::config::{Config, Paths};
-use crate::domain::{utf8, EngineDescription, Source};
+use crate::domain::{utf8, EngineDescription, FinishReason, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
 use crate::ui;
@@ -130,6 +130,22 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     }
     if args.stats {
         eprintln!("{}", ui::stats_line(done, end.engine.as_ref()));
+    }
+    // A reply held to a schema or grammar parses only when it ended by itself; one cut by the
+    // token limit is printed as it is, but a script piping it on must be told it is incomplete.
+    if let Some(c) = &thread.params().constraint {
+        if done.finish_reason == FinishReason::Length {
+            bail!(
+                "the reply reached --max-tokens before its {} was complete, so it is cut short and does not parse: raise --max-tokens",
+                c.kind()
+            );
+        }
+        if done.finish_reason == FinishReason::Context {
+            bail!(
+                "the reply filled the context before its {} was complete, so it is cut short and does not parse: raise --context",
+                c.kind()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::backend::BackendRequest;
 use super::{Config, DEFAULT_CONTEXT, DEFAULT_MODEL};
-use crate::domain::SamplingParams;
+use crate::domain::{Constraint, SamplingParams};
 
 /// Smallest context an engine is started with, in tokens.
 pub const MIN_CONTEXT: u32 = 64;
@@ -116,6 +116,14 @@ pub struct SamplingFlags {
     /// Random seed, for reproducible sampling
     #[arg(long, value_name = "N")]
     pub seed: Option<u32>,
+    /// Hold the reply to the JSON Schema in FILE: it is one JSON value of that shape (gemma-engine
+    /// models only)
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    pub json_schema: Option<PathBuf>,
+    /// Hold the reply to the GBNF grammar in FILE (llama.cpp's notation, from `root`; gemma-engine
+    /// models only)
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
 }
 
 fn top_p_help() -> String {
@@ -135,11 +143,43 @@ impl SamplingFlags {
             top_p: self.top_p,
             seed: self.seed,
             stop: Vec::new(),
+            constraint: self.constraint()?,
         };
         params
             .check(|name| format!("--{}", name.replace('_', "-")))
             .map_err(anyhow::Error::msg)?;
         Ok(params)
+    }
+
+    /// The constraint `--json-schema` or `--grammar` names, read and checked; every mistake is a
+    /// sentence naming the flag and the file.
+    fn constraint(&self) -> anyhow::Result<Option<Constraint>> {
+        let (flag, path) = match (&self.json_schema, &self.grammar) {
+            (Some(p), _) => ("--json-schema", p),
+            (None, Some(p)) => ("--grammar", p),
+            (None, None) => return Ok(None),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{flag} {}: cannot read the file ({e}): check the path",
+                path.display()
+            )
+        })?;
+        let constraint = if self.json_schema.is_some() {
+            let schema = serde_json::from_str(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{flag} {}: the file is not valid JSON ({e}): fix the schema",
+                    path.display()
+                )
+            })?;
+            Constraint::JsonSchema(schema)
+        } else {
+            Constraint::Grammar(text)
+        };
+        constraint
+            .check()
+            .map_err(|why| anyhow::anyhow!("{flag} {}: {why}", path.display()))?;
+        Ok(Some(constraint))
     }
 }
 

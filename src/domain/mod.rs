@@ -21,4 +21,4 @@ pub use memory::{mib, MemoryEstimate, ModelNeeds};
 pub use message::{Message, Role};
 pub use origin::{BatchLine, Origin, Source};
 pub use outcome::{Completion, ErrorCode, FinishReason, Timings, Usage};
-pub use params::{GenerateRequest, PromptFormat, SamplingParams};
+pub use params::{Constraint, GenerateRequest, PromptFormat, SamplingParams};

@@ -242,6 +242,9 @@ impl GemmaCpp {
         if p.top_p.is_some_and(|t| t < 1.0) {
             return Err("gemma.cpp has no top-p (nucleus) sampling: leave top-p out (or set it to 1) and use top-k instead".into());
         }
+        if let Some(c) = &p.constraint {
+            return Err(format!("gemma.cpp cannot hold a reply to a {} (it has no constrained sampling): leave the {} out, or use a GGUF model on gemma-engine", c.kind(), c.kind()));
+        }
         if !(p.temperature.is_finite() && p.temperature >= 0.0) {
             return Err(format!(
                 "temperature {} is not valid: use a number ≥ 0 (0 = greedy)",

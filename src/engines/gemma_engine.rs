@@ -23,8 +23,9 @@ use engine_protocol::{self as protocol, Event};
 use super::child::{self, ChildProcess, ExitInfo, StderrTail};
 use super::{Engine, EngineError, ReplyEvent, ReplyStream};
 use crate::domain::{
-    Backend, Completion, Device, EngineDescription, EngineKind, ErrorCode, FinishReason,
-    GenerateRequest, Message, ModelFacts, PromptFormat, Role, SamplingParams, Timings, Usage,
+    Backend, Completion, Constraint, Device, EngineDescription, EngineKind, ErrorCode,
+    FinishReason, GenerateRequest, Message, ModelFacts, PromptFormat, Role, SamplingParams,
+    Timings, Usage,
 };
 
 /// How to launch one gemma-engine.
@@ -358,6 +359,10 @@ fn command(request: GenerateRequest) -> protocol::GenerateCommand {
             top_p: p.top_p.map(|v| v as f32),
             seed: p.seed,
             stop: p.stop,
+            grammar: p.constraint.map(|c| match c {
+                Constraint::JsonSchema(schema) => protocol::Grammar::JsonSchema(schema),
+                Constraint::Grammar(gbnf) => protocol::Grammar::Gbnf(gbnf),
+            }),
         },
     }
 }

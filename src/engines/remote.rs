@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError, ExitInfo, ReplyEvent, ReplyStream};
 use crate::domain::{
-    Backend, Completion, EngineDescription, EngineKind, ErrorCode, FinishReason, GenerateRequest,
-    ModelFacts, PromptFormat, Role, Timings, Usage,
+    Backend, Completion, Constraint, EngineDescription, EngineKind, ErrorCode, FinishReason,
+    GenerateRequest, ModelFacts, PromptFormat, Role, Timings, Usage,
 };
 
 /// How to reach one model on a remote server.
@@ -420,6 +420,21 @@ fn body(model: &str, request: &GenerateRequest) -> (&'static str, serde_json::Va
     if let PromptFormat::FillInMiddle { suffix } = &request.prompt {
         other.insert("suffix".into(), suffix.clone().into());
     }
+    // A schema goes in OpenAI's own field; a grammar in `grammar`, the field llama.cpp's server
+    // and `gemmactl serve` read (the README says which servers honour what).
+    match &p.constraint {
+        Some(Constraint::JsonSchema(schema)) => {
+            let format = api::ResponseFormat::JsonSchema {
+                name: None,
+                schema: schema.clone(),
+            };
+            other.insert("response_format".into(), format.to_value());
+        }
+        Some(Constraint::Grammar(gbnf)) => {
+            other.insert("grammar".into(), gbnf.clone().into());
+        }
+        None => {}
+    }
     let value = match request.prompt {
         PromptFormat::Completion | PromptFormat::FillInMiddle { .. } => {
             // As gemma-engine reads a plain prompt: a system message is followed by a blank line.
@@ -697,6 +712,26 @@ mod tests {
         let (path, body) = super::body("m", &r);
         assert_eq!(path, "completions");
         assert_eq!(body["prompt"], "Be brief.\n\nHi");
+        assert!(body.get("response_format").is_none());
+    }
+
+    #[test]
+    fn a_constraint_travels_as_response_format_or_grammar() {
+        let mut r = GenerateRequest::greedy_completion("r1".into(), "Hi", 5);
+        r.prompt = PromptFormat::Auto;
+        r.params.constraint = Some(Constraint::JsonSchema(
+            serde_json::json!({"type": "object"}),
+        ));
+        let (_, body) = body("m", &r);
+        assert_eq!(body["response_format"]["type"], "json_schema");
+        assert_eq!(
+            body["response_format"]["json_schema"]["schema"],
+            serde_json::json!({"type": "object"})
+        );
+        r.params.constraint = Some(Constraint::Grammar("root ::= \"a\"".into()));
+        let (_, body) = super::body("m", &r);
+        assert_eq!(body["grammar"], "root ::= \"a\"");
+        assert!(body.get("response_format").is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::config::flags::DEFAULT_MAX_TOKENS;
-use crate::domain::{Completion, EngineDescription, SamplingParams};
+use crate::domain::{Completion, Constraint, EngineDescription, SamplingParams};
 
 /// Most tokens one call may ask for.
 pub(super) const MAX_TOKENS_LIMIT: u32 = 32_768;
@@ -103,6 +103,13 @@ pub(super) struct GenerateTextArgs {
     /// Generation stops before the first occurrence of any of these strings.
     #[serde(default)]
     pub(super) stop: Vec<String>,
+    /// A JSON Schema the reply must satisfy: the text is then one JSON value of that shape,
+    /// which parses whenever the reply ends by itself (not cut by `max_tokens`). llama.cpp's
+    /// subset of JSON Schema: type, properties, required, items, enum, const, anyOf/oneOf,
+    /// $ref to $defs, min/max items and length, pattern. GGUF models only.
+    #[serde(default)]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub(super) schema: Option<serde_json::Value>,
     /// The model: a name from `list_models`, or a path to a GGUF file. Absent: the server's
     /// default model.
     #[serde(default)]
@@ -125,7 +132,12 @@ impl GenerateTextArgs {
                 .filter(|s| !s.is_empty())
                 .cloned()
                 .collect(),
+            constraint: self.schema.clone().map(Constraint::JsonSchema),
         };
+        if let Some(c) = &params.constraint {
+            c.check()
+                .map_err(|why| format!("argument `schema`: {why}"))?;
+        }
         check_max_tokens(self.max_tokens)?;
         params.check(|name| format!("argument `{name}`"))?;
         Ok(params)

@@ -3,10 +3,11 @@
 //! and the turn's events become one JSON reply or a stream of server-sent events.
 //!
 //! Request fields that map onto gemmactl's parameters are honoured (`max_tokens` or
-//! `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, and `top_k` as vLLM and
-//! llama.cpp's server read it); those that would change the reply and cannot be honoured
-//! (`n` > 1, tools, log-probabilities, penalties, `response_format` other than text) are refused
-//! with a 400 naming the field, never silently dropped.
+//! `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`, `response_format`, and
+//! `top_k` and `grammar` as llama.cpp's server reads them); those that would change the reply and
+//! cannot be honoured (`n` > 1, tools, log-probabilities, penalties) are refused with a 400
+//! naming the field, never silently dropped. A schema or grammar that cannot be used is a 400
+//! too, before anything is generated.
 //!
 //! A streaming client that goes away cancels the turn at once: the task relaying the turn sees
 //! its channel close (the response body was dropped with the connection) and cancels the engine's
@@ -31,7 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::app::{now, AppState, Peer, Shared};
 use super::errors::ApiError;
 use crate::chat::{PromptStyle, Thread, TurnEnd, TurnEvent};
-use crate::domain::{Completion, FinishReason, Message, Origin, Role, SamplingParams, Source};
+use crate::domain::{
+    Completion, Constraint, FinishReason, Message, Origin, Role, SamplingParams, Source,
+};
 use crate::models::ModelEntry;
 use crate::supervisor::SupervisorError;
 
@@ -228,15 +231,6 @@ fn content_text(content: Option<api::Content>, i: usize) -> Result<String, ApiEr
 /// Refuses the fields that would change the reply and that gemmactl cannot honour.
 fn refuse_unsupported(other: &Map<String, Value>, endpoint: Endpoint) -> Result<(), ApiError> {
     let set = |k: &str| other.get(k).filter(|v| !v.is_null());
-    if let Some(format) = set("response_format") {
-        let kind = format.get("type").and_then(Value::as_str).unwrap_or("?");
-        if kind != "text" {
-            return Err(ApiError::bad_request(
-                Some("response_format"),
-                format!("response_format {kind:?} is not supported: gemmactl has no structured output yet, so ask for the format in the prompt, or leave response_format out"),
-            ));
-        }
-    }
     for field in ["tools", "functions", "tool_choice", "function_call"] {
         if set(field).is_some_and(|v| !(v.as_array().is_some_and(Vec::is_empty) || v == "none")) {
             return Err(ApiError::bad_request(Some(field), format!("{field} is not supported: gemmactl's models are served without tool calling, so leave it out")));
@@ -322,6 +316,7 @@ fn sampling(s: &api::Sampling, other: &Map<String, Value>) -> Result<SamplingPar
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect(),
+        constraint: constraint(other)?,
     };
     params.check(|name| name.to_string()).map_err(|message| {
         let param = ["temperature", "top_p", "max_tokens"]
@@ -330,6 +325,43 @@ fn sampling(s: &api::Sampling, other: &Map<String, Value>) -> Result<SamplingPar
         ApiError::bad_request(param, message)
     })?;
     Ok(params)
+}
+
+/// `response_format` in OpenAI's shapes, or `grammar` (GBNF text) as llama.cpp's server reads
+/// it, checked; a mistake is a 400 naming the field.
+fn constraint(other: &Map<String, Value>) -> Result<Option<Constraint>, ApiError> {
+    let set = |k: &str| other.get(k).filter(|v| !v.is_null());
+    let bad = |field: &'static str, why: String| ApiError::bad_request(Some(field), why);
+    let format = match set("response_format") {
+        None => None,
+        Some(v) => match api::ResponseFormat::from_value(v)
+            .map_err(|why| bad("response_format", why))?
+        {
+            api::ResponseFormat::Text => None,
+            api::ResponseFormat::JsonObject => Some(Constraint::any_json_object()),
+            api::ResponseFormat::JsonSchema { schema, .. } => Some(Constraint::JsonSchema(schema)),
+        },
+    };
+    let (field, c) = match (format, set("grammar")) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(bad(
+                "grammar",
+                "grammar and a JSON response_format were both given: send one of them".into(),
+            ))
+        }
+        (Some(c), None) => ("response_format", c),
+        (None, Some(Value::String(g))) => ("grammar", Constraint::Grammar(g.clone())),
+        (None, Some(_)) => {
+            return Err(bad(
+                "grammar",
+                "grammar must be a string of GBNF rules (llama.cpp's notation)".into(),
+            ))
+        }
+    };
+    c.check()
+        .map_err(|why| bad(field, format!("{field}: {why}")))?;
+    Ok(Some(c))
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -667,14 +699,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn response_format_and_grammar_become_a_constraint() {
+        let other = |v: Value| v.as_object().cloned().unwrap_or_default();
+        let read = |v: Value| constraint(&other(v));
+        assert_eq!(read(serde_json::json!({})).ok().flatten(), None);
+        assert_eq!(
+            read(serde_json::json!({"response_format": {"type": "text"}}))
+                .ok()
+                .flatten(),
+            None
+        );
+        assert_eq!(
+            read(serde_json::json!({"response_format": {"type": "json_object"}}))
+                .ok()
+                .flatten(),
+            Some(Constraint::any_json_object())
+        );
+        assert_eq!(
+            read(serde_json::json!({"grammar": "root ::= \"a\""}))
+                .ok()
+                .flatten(),
+            Some(Constraint::Grammar("root ::= \"a\"".into()))
+        );
+        let e = read(serde_json::json!({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": 3}}}})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("response_format"));
+        let e = read(serde_json::json!({"grammar": ["x"]})).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("grammar"));
+    }
+
+    #[test]
     fn fields_that_would_change_the_reply_are_refused_by_name() {
         let other = |v: Value| v.as_object().cloned().unwrap_or_default();
         let e = refuse_unsupported(
-            &other(serde_json::json!({"response_format": {"type": "json_object"}})),
+            &other(serde_json::json!({"tools": [{"type": "function"}]})),
             Endpoint::Chat,
         )
         .unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("response_format"));
+        assert_eq!(e.param.as_deref(), Some("tools"));
         assert!(refuse_unsupported(
             &other(
                 serde_json::json!({"response_format": {"type": "text"}, "user": "x", "tools": []})

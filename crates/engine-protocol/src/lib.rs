@@ -1,15 +1,17 @@
-//! The engine protocol, version 2: the JSON lines gemma-engine reads on stdin and writes on stdout.
+//! The engine protocol, version 3: the JSON lines gemma-engine reads on stdin and writes on stdout.
 //!
 //! This crate is the single definition of the wire format: gemma-engine writes it and gemmactl's
 //! engine adapter reads it, so the two sides cannot drift apart. gemmactl maps these types onto
 //! its own domain types at the adapter, so a change here is never a change of the history
-//! database. `docs/engine-protocol.md` describes every field with examples. Only serde is used.
+//! database. `docs/engine-protocol.md` describes every field with examples. Only serde is used (and
+//! serde_json, for the JSON Schema a request may carry).
 
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change would break an existing reader or writer.
-/// Version 2 added the finish reason `context`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Version 2 added the finish reason `context`; version 3 added `params.grammar`, which an older
+/// engine would skip as an unknown field and so generate free text where a form was asked for.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One line on the engine's stdin.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,6 +123,9 @@ pub struct SamplingParams {
     /// Generation stops before the first occurrence of any of these strings.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// The form the reply must take (structured output); absent means free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for SamplingParams {
@@ -132,8 +137,22 @@ impl Default for SamplingParams {
             top_p: None,
             seed: None,
             stop: Vec::new(),
+            grammar: None,
         }
     }
+}
+
+/// A constraint on the form of a reply: only tokens that keep the reply inside it are sampled,
+/// and the reply can end only where it is complete. A constraint the engine cannot use is refused
+/// with `bad_request` before anything is generated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Grammar {
+    /// A JSON Schema: the reply is one JSON value that satisfies it, as far as llama.cpp's
+    /// schema-to-grammar converter enforces its keywords.
+    JsonSchema(serde_json::Value),
+    /// A grammar in llama.cpp's GBNF notation; the reply matches its `root` rule.
+    Gbnf(String),
 }
 
 /// One line on the engine's stdout.

@@ -119,6 +119,72 @@ pub struct ChatCompletionRequest {
     pub other: Map<String, Value>,
 }
 
+/// `response_format`: the form a reply must take.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseFormat {
+    /// `{"type": "text"}`: free text (the default).
+    Text,
+    /// `{"type": "json_object"}`: any JSON object.
+    JsonObject,
+    /// `{"type": "json_schema", "json_schema": {"name", "schema", "strict", "description"}}`:
+    /// JSON that satisfies `schema`.
+    JsonSchema {
+        /// The schema's name (`name`); OpenAI requires one, gemmactl does not need it.
+        name: Option<String>,
+        /// The JSON Schema itself.
+        schema: Value,
+    },
+}
+
+impl ResponseFormat {
+    /// Reads a request's `response_format`, or says in one sentence what is wrong with it.
+    /// Read by hand rather than derived so that each mistake gets its own sentence.
+    pub fn from_value(value: &Value) -> Result<ResponseFormat, String> {
+        let Some(kind) = value.get("type") else {
+            return Err(
+                "response_format must be an object with a \"type\": use {\"type\": \"json_object\"}, {\"type\": \"json_schema\", \"json_schema\": {\"name\": …, \"schema\": {…}}} or {\"type\": \"text\"}"
+                    .into(),
+            );
+        };
+        match kind.as_str() {
+            Some("text") => Ok(ResponseFormat::Text),
+            Some("json_object") => Ok(ResponseFormat::JsonObject),
+            Some("json_schema") => {
+                let Some(spec) = value.get("json_schema").filter(|v| v.is_object()) else {
+                    return Err("response_format json_schema needs a \"json_schema\" object holding the \"schema\": add {\"json_schema\": {\"name\": …, \"schema\": {…}}}".into());
+                };
+                let name = spec.get("name").and_then(Value::as_str).map(str::to_string);
+                let Some(schema) = spec.get("schema") else {
+                    return Err("response_format json_schema has no json_schema.schema: add the JSON Schema of the reply there".into());
+                };
+                Ok(ResponseFormat::JsonSchema {
+                    name,
+                    schema: schema.clone(),
+                })
+            }
+            _ => Err(format!(
+                "response_format type {kind} is not supported: use \"text\", \"json_object\" or \"json_schema\""
+            )),
+        }
+    }
+
+    /// The value a client sends for this format.
+    pub fn to_value(&self) -> Value {
+        match self {
+            ResponseFormat::Text => serde_json::json!({"type": "text"}),
+            ResponseFormat::JsonObject => serde_json::json!({"type": "json_object"}),
+            ResponseFormat::JsonSchema { name, schema } => serde_json::json!({
+                "type": "json_schema",
+                "json_schema": {
+                    "name": name.as_deref().unwrap_or("reply"),
+                    "schema": schema,
+                    "strict": true,
+                },
+            }),
+        }
+    }
+}
+
 /// `prompt`: one string, or a list of them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(untagged)]
@@ -332,6 +398,42 @@ pub struct ErrorDetail {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn response_formats_read_in_openais_three_shapes() {
+        let read = |v: Value| ResponseFormat::from_value(&v);
+        assert_eq!(
+            read(serde_json::json!({"type": "text"})),
+            Ok(ResponseFormat::Text)
+        );
+        assert_eq!(
+            read(serde_json::json!({"type": "json_object"})),
+            Ok(ResponseFormat::JsonObject)
+        );
+        let f = read(serde_json::json!({"type": "json_schema", "json_schema": {"name": "mood", "schema": {"type": "string"}, "strict": true}})).unwrap();
+        assert_eq!(
+            f,
+            ResponseFormat::JsonSchema {
+                name: Some("mood".into()),
+                schema: serde_json::json!({"type": "string"})
+            }
+        );
+        assert_eq!(ResponseFormat::from_value(&f.to_value()), Ok(f));
+        assert!(read(serde_json::json!({"type": "xml"}))
+            .unwrap_err()
+            .contains("\"xml\" is not supported"));
+        assert!(read(serde_json::json!({"type": "json_schema"}))
+            .unwrap_err()
+            .contains("needs a \"json_schema\" object"));
+        assert!(
+            read(serde_json::json!({"type": "json_schema", "json_schema": {"name": "x"}}))
+                .unwrap_err()
+                .contains("json_schema.schema")
+        );
+        assert!(read(serde_json::json!("json_object"))
+            .unwrap_err()
+            .contains("must be an object"));
+    }
 
     #[test]
     fn a_chat_request_reads_the_shapes_clients_send() {
