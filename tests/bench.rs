@@ -17,7 +17,13 @@ use common::{stderr, stdout, Home};
 use serde_json::Value;
 
 /// Short runs: enough rounds for a noise figure, few tokens.
-const SHORT: &[&str] = &["--runs", "3", "--max-tokens", "16"];
+const SHORT: &[&str] = &["--runs", "3", "--max-tokens", "8"];
+
+/// The threshold the tests judge at. The shared development machine's speed drifts by up to
+/// ±15 % between minutes (docs/benchmarks.md), so two runs of one commit can sit that far apart
+/// while each is tight; one thread against two moves prefill far more than that on an idle
+/// 2-core machine.
+const THRESHOLD: &str = "25";
 
 /// The runs several tests read, made once: a baseline at the default threads (with `--chart`),
 /// a second run of the same commit and settings, and a run slowed to one thread.
@@ -96,6 +102,18 @@ fn row<'a>(text: &'a str, figure: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row for {figure}:\n{text}"))
 }
 
+/// The text of every `<text>` element of an SVG document, which must parse as XML with an
+/// `<svg>` root.
+fn svg_texts(svg: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(svg).expect("well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(|t| t.trim().to_string())
+        .collect()
+}
+
 #[test]
 fn a_run_writes_a_results_file_with_its_samples_machine_build_and_model() {
     let runs = runs();
@@ -131,10 +149,15 @@ fn a_run_writes_a_results_file_with_its_samples_machine_build_and_model() {
 #[test]
 fn compare_of_two_runs_of_one_commit_finds_no_regression() {
     let runs = runs();
-    let out = compare(&runs.home, &runs.baseline, &runs.again, &[]);
+    let out = compare(
+        &runs.home,
+        &runs.baseline,
+        &runs.again,
+        &["--threshold", THRESHOLD],
+    );
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-    assert!(text.contains("no regression beyond 5%"), "{text}");
+    assert!(text.contains("no regression beyond 25%"), "{text}");
     assert!(row(&text, "decode, direct").contains("tok/s"), "{text}");
     // Same commit, same settings: nothing to point out.
     assert!(!text.contains("the runs differ in"), "{text}");
@@ -143,7 +166,12 @@ fn compare_of_two_runs_of_one_commit_finds_no_regression() {
 #[test]
 fn compare_against_one_thread_finds_the_regression() {
     let runs = runs();
-    let out = compare(&runs.home, &runs.baseline, &runs.one_thread, &[]);
+    let out = compare(
+        &runs.home,
+        &runs.baseline,
+        &runs.one_thread,
+        &["--threshold", THRESHOLD],
+    );
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}{}", stderr(&out));
     assert!(text.contains("the runs differ in: threads"), "{text}");
@@ -151,7 +179,7 @@ fn compare_against_one_thread_finds_the_regression() {
     assert!(row(&text, "prefill, direct").contains("slower"), "{text}");
     let verdict = text
         .lines()
-        .find(|l| l.starts_with("regressed beyond 5%:"))
+        .find(|l| l.starts_with("regressed beyond 25%:"))
         .unwrap_or_else(|| panic!("no verdict line:\n{text}"));
     assert!(verdict.contains("prefill, direct"), "{verdict}");
 }
@@ -162,15 +190,9 @@ fn bench_chart_draws_svg_with_the_series_names() {
     // `bench --chart` drew the baseline's chart next to its results file.
     let ways = runs.baseline.with_extension("ways.svg");
     let svg = std::fs::read_to_string(&ways).unwrap_or_else(|e| panic!("{}: {e}", ways.display()));
-    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
-    assert_eq!(doc.root_element().tag_name().name(), "svg");
-    let texts: Vec<&str> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("text"))
-        .filter_map(|n| n.text())
-        .collect();
+    let texts = svg_texts(&svg);
     for name in ["direct", "supervisor", "gemmactl run"] {
-        assert!(texts.contains(&name), "{name} not in {texts:?}");
+        assert!(texts.contains(&name.to_string()), "{name} not in {texts:?}");
     }
     assert!(texts.iter().any(|t| t.starts_with("decode")), "{texts:?}");
 
@@ -189,11 +211,10 @@ fn bench_chart_draws_svg_with_the_series_names() {
     assert_eq!(written.len(), 3, "{}", stdout(&out));
     let across = dir.join("compare.ways.svg");
     assert!(written.contains(&across), "{}", stdout(&out));
-    let svg = std::fs::read_to_string(&across).unwrap();
-    roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    let texts = svg_texts(&std::fs::read_to_string(&across).unwrap());
     assert!(
-        svg.contains(">2 threads<") && svg.contains(">1 thread<"),
-        "series names missing"
+        texts.contains(&"2 threads".to_string()) && texts.contains(&"1 thread".to_string()),
+        "series names missing: {texts:?}"
     );
 }
 
@@ -219,15 +240,12 @@ fn supervisor_suite_charts_throughput_by_concurrency() {
     let results = named(&out, "results: ");
     let charts = named(&out, "chart: ");
     assert_eq!(charts.len(), 1, "{}", stdout(&out));
-    let svg = std::fs::read_to_string(&charts[0]).unwrap();
-    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
-    let texts: Vec<&str> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("text"))
-        .filter_map(|n| n.text())
-        .collect();
+    let texts = svg_texts(&std::fs::read_to_string(&charts[0]).unwrap());
     for level in ["1", "2", "4", "8", "16"] {
-        assert!(texts.contains(&level), "{level} not in {texts:?}");
+        assert!(
+            texts.contains(&level.to_string()),
+            "{level} not in {texts:?}"
+        );
     }
     assert!(
         texts.iter().any(|t| t.starts_with("aggregate throughput")),

@@ -112,12 +112,12 @@ pub(super) fn draw(files: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
         let r = &file.results;
         let runs = [(label.clone(), r)];
         let title = format!(
-            "{} on {}: {}, {} rounds, {} threads",
+            "{} on {}: {}, {} rounds, {}",
             r.model.name,
             r.model.engine,
             r.short_commit(),
             r.arguments.runs,
-            r.arguments.threads
+            threads(r.arguments.threads)
         );
         let path = match r.suite {
             Suite::Engine => out.join(format!("{stem}.ways.svg")),
@@ -182,10 +182,7 @@ fn labels(files: &[Loaded]) -> Vec<String> {
         [
             r.model.engine.clone(),
             r.short_commit().to_string(),
-            match r.arguments.threads {
-                1 => "1 thread".to_string(),
-                n => format!("{n} threads"),
-            },
+            threads(r.arguments.threads),
             r.date.clone(),
         ]
     };
@@ -226,6 +223,13 @@ fn labels(files: &[Loaded]) -> Vec<String> {
             .collect();
     }
     labels
+}
+
+fn threads(n: u32) -> String {
+    match n {
+        1 => "1 thread".to_string(),
+        n => format!("{n} threads"),
+    }
 }
 
 /// One bar group's series: a name, and per category the rounds' samples (if measured).
@@ -353,6 +357,15 @@ fn top_of(series: &[Series]) -> f64 {
     }
 }
 
+/// A value-axis label: whole numbers on a tall axis, one decimal on a short one.
+fn tick(v: f64, top: f64) -> String {
+    if top >= 20.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn color(i: usize) -> RGBAColor {
     Palette99::pick(i).to_rgba()
 }
@@ -366,16 +379,19 @@ fn bar_panel(
     series: &[Series],
 ) -> Result<()> {
     let n = categories.len() as f64;
+    let top = top_of(series);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16))
         .margin(14)
         .x_label_area_size(34)
-        .y_label_area_size(54)
-        .build_cartesian_2d(0.0..n, 0.0..top_of(series))?;
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..n, 0.0..top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .max_light_lines(0)
         .x_labels(0)
+        .y_label_formatter(&|v| tick(*v, top))
         .y_desc(unit)
         .label_style((FONT, 13))
         .draw()?;
@@ -426,16 +442,19 @@ fn line_panel(
     series: &[Series],
 ) -> Result<()> {
     let n = categories.len() as f64;
+    let top = top_of(series);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16))
         .margin(14)
         .x_label_area_size(34)
-        .y_label_area_size(54)
-        .build_cartesian_2d(0.0..n, 0.0..top_of(series))?;
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..n, 0.0..top)?;
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .max_light_lines(0)
         .x_labels(0)
+        .y_label_formatter(&|v| tick(*v, top))
         .y_desc(unit)
         .label_style((FONT, 13))
         .draw()?;

@@ -226,14 +226,15 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
     }
     let describe = |r: &Results| {
         format!(
-            "{}, {}, {} suite, {} on {}, {} rounds, {} threads",
+            "{}, {}, {} suite, {} on {}, {} rounds, {} thread{}",
             r.short_commit(),
             r.date,
             r.suite.as_str(),
             r.model.name,
             r.model.engine,
             r.arguments.runs,
-            r.arguments.threads
+            r.arguments.threads,
+            if r.arguments.threads == 1 { "" } else { "s" }
         )
     };
     println!("old: {} ({})", args.old.display(), describe(&old));
@@ -248,7 +249,7 @@ pub(super) fn run(args: &CompareArgs) -> ExitCode {
         }
     }
     println!();
-    print!("{}", render(&comparison.rows));
+    println!("{}", render(&comparison.rows).trim_end());
     for (ids, which) in [
         (&comparison.only_old, "only the old run"),
         (&comparison.only_new, "only the new run"),

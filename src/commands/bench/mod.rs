@@ -445,7 +445,9 @@ fn engine_figures(samples: &[(Way, Sample)], per_round: usize) -> Vec<Figure> {
             }
         }
     }
-    // The paired figures: each round's way against that round's direct run.
+    // The paired figures: each round's way against that round's direct run. The time to first
+    // token overhead (a difference near zero, whose relative change means nothing) is left to
+    // the reader: the samples of both ways are kept in round order.
     let paired = |way: Way, f: &dyn Fn(&Sample, &Sample) -> f64| -> Vec<f64> {
         rounds
             .iter()
@@ -470,19 +472,6 @@ fn engine_figures(samples: &[(Way, Sample)], per_round: usize) -> Vec<Figure> {
                 .for_way(way.name()),
             );
         }
-    }
-    let overhead = paired(Way::Supervisor, &|o, d| o.ttft_ms - d.ttft_ms);
-    if !overhead.is_empty() {
-        figures.push(
-            Figure::new(
-                "time_to_first_token_overhead",
-                "time to first token − direct, supervisor",
-                "ms",
-                Better::Lower,
-                overhead,
-            )
-            .for_way(Way::Supervisor.name()),
-        );
     }
     figures
 }
