@@ -156,7 +156,10 @@ pub(super) fn draw(files: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
         } else {
             (
                 "compare.ways.svg",
-                "the same figures across runs".to_string(),
+                format!(
+                    "{} on {}: the same figures across runs",
+                    engine_runs[0].1.model.name, engine_runs[0].1.model.engine
+                ),
             )
         };
         let path = out.join(name);
@@ -379,7 +382,8 @@ fn bar_panel(
     series: &[Series],
 ) -> Result<()> {
     let n = categories.len() as f64;
-    let top = top_of(series);
+    // A legend sits in the upper right: room above the tallest bar keeps it off the bars.
+    let top = top_of(series) * if series.len() > 1 { 1.3 } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16))
         .margin(14)
