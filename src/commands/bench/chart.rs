@@ -179,21 +179,23 @@ pub(super) fn draw(files: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// What tells the files apart, as each one's name in a legend: the engine, the commit, the
-/// threads or the date, whichever differ; the file's name when none does.
+/// threads or the context, whichever differ; the file's name when none does.
 fn labels(files: &[Loaded]) -> Vec<String> {
-    let parts = |r: &Results| -> [String; 4] {
+    const DATE: usize = 4;
+    let parts = |r: &Results| -> [String; 5] {
         [
             r.model.engine.clone(),
             r.short_commit().to_string(),
             threads(r.arguments.threads),
+            format!("context {}", r.arguments.context),
             r.date.clone(),
         ]
     };
-    let all: Vec<[String; 4]> = files.iter().map(|f| parts(&f.results)).collect();
+    let all: Vec<[String; 5]> = files.iter().map(|f| parts(&f.results)).collect();
     if files.len() == 1 {
         return vec![format!("{}, {}", all[0][1], all[0][2])];
     }
-    let varying: Vec<usize> = (0..4)
+    let varying: Vec<usize> = (0..all[0].len())
         .filter(|&i| all.iter().any(|p| p[i] != all[0][i]))
         .collect();
     let labels: Vec<String> = files
@@ -201,7 +203,7 @@ fn labels(files: &[Loaded]) -> Vec<String> {
         .zip(&all)
         .map(|(f, p)| {
             // The date alone says little; a file's name is what its owner chose.
-            if varying.is_empty() || varying == [3] {
+            if varying.is_empty() || varying == [DATE] {
                 f.path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -209,7 +211,7 @@ fn labels(files: &[Loaded]) -> Vec<String> {
             } else {
                 varying
                     .iter()
-                    .filter(|&&i| i != 3)
+                    .filter(|&&i| i != DATE)
                     .map(|&i| p[i].clone())
                     .collect::<Vec<_>>()
                     .join(", ")
