@@ -7,17 +7,26 @@
 //! uses), and **run** (a real `gemmactl run` child process, timed at its stdout). Times are taken
 //! where a client sees them: from sending the request to receiving the first token, and between
 //! received tokens. Medians are printed with ratios against the direct baseline.
+//!
+//! Every run also writes a results file (`results`: each figure with its per-round samples, and
+//! the machine, build and model it measured) to the data directory's `bench/` or `--out`;
+//! `bench compare` judges two of them against their own noise, and `bench chart` draws them.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
-use serde::Serialize;
+use clap::{Args, Subcommand};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+mod chart;
+mod compare;
 mod gemma_cpp;
+mod provenance;
+mod results;
 mod stats;
 mod supervisor;
 
@@ -27,6 +36,7 @@ use crate::config::{Config, Paths};
 use crate::domain::{EngineKind, GenerateRequest};
 use crate::models::{self, ModelEntry};
 use crate::supervisor::{Supervisor, SupervisorEvent};
+use results::{Better, Figure, Results};
 use stats::{median, ms};
 
 /// About fifty tokens of plain prose: the prompt size the project's targets are stated for.
@@ -34,9 +44,12 @@ const PROMPT: &str = "The history of the city begins with a small fishing villag
 Over the centuries, merchants, builders and scholars arrived, bridges were raised, and markets grew along the water. \
 Today the old town still keeps";
 
-/// `gemmactl bench`'s arguments.
+/// `gemmactl bench`'s arguments: a benchmark run, or one of the subcommands that read results.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
     /// Model name or GGUF path [default: config's default_model]
     #[arg(short, long, value_name = "NAME|PATH")]
     model: Option<String>,
@@ -56,13 +69,39 @@ pub struct BenchArgs {
     /// swap, cancel latency, throughput of 1–16 concurrent requests
     #[arg(long, value_enum, default_value_t = Suite::Engine)]
     suite: Suite,
+    /// Folder for the results file [default: the data directory's bench/]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Also draw the results as SVG charts next to the results file
+    #[arg(long)]
+    chart: bool,
+}
+
+/// `gemmactl bench`'s subcommands: they read results files and measure nothing.
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Say per figure whether NEW moved beyond the noise of the two runs; exit 1 on a regression.
+    Compare(compare::CompareArgs),
+    /// Draw results files as SVG charts.
+    Chart(chart::ChartArgs),
 }
 
 /// Which benchmark `--suite` runs.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Suite {
     Engine,
     Supervisor,
+}
+
+impl Suite {
+    /// The suite's name, as `--suite` takes it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Suite::Engine => "engine",
+            Suite::Supervisor => "supervisor",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,8 +122,25 @@ enum Way {
     Run,
 }
 
-/// Runs `gemmactl bench`: checks the arguments, resolves the model and runs the chosen suite.
+impl Way {
+    /// The way as results files and charts name it.
+    fn name(self) -> &'static str {
+        match self {
+            Way::Direct => "direct",
+            Way::Supervisor => "supervisor",
+            Way::Run => "run",
+        }
+    }
+}
+
+/// Runs `gemmactl bench`: a subcommand that reads results, or a benchmark run — checks the
+/// arguments, resolves the model, runs the chosen suite and writes its results file.
 pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
+    match &args.command {
+        Some(BenchCommand::Compare(a)) => return Ok(compare::run(a)),
+        Some(BenchCommand::Chart(a)) => return Ok(chart::run(a)),
+        None => {}
+    }
     if args.runs == 0 || args.max_tokens < 2 {
         bail!("--runs must be at least 1 and --max-tokens at least 2");
     }
@@ -103,10 +159,6 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             .clone()
             .unwrap_or_else(|| config.default_model.clone()),
     )?;
-    if args.suite == Suite::Supervisor {
-        supervisor::run(&model, &config, args.runs, args.max_tokens, args.json).await?;
-        return Ok(ExitCode::SUCCESS);
-    }
     // Every model runs on its own engine: the baseline is that engine's binary, spoken to directly.
     let engine = match model.engine {
         EngineKind::GemmaEngine => Baseline::GemmaEngine(config.engine_binary()?),
@@ -118,6 +170,78 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             model.name
         ),
     };
+    // Recorded before measuring: the load average then is the one that explains the figures.
+    let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let machine = provenance::machine();
+    let engine_bin = match &engine {
+        Baseline::GemmaEngine(p) | Baseline::GemmaCpp(p) => p.clone(),
+    };
+    let build = provenance::build(&model, &engine_bin);
+    let model_facts = provenance::model_facts(&model)?;
+
+    let (figures, prompt_tokens) = match args.suite {
+        Suite::Supervisor => (
+            supervisor::run(&model, &config, args.runs, args.max_tokens, args.json).await?,
+            None,
+        ),
+        Suite::Engine => {
+            let (figures, prompt) = engine_suite(&args, &model, &config, &engine, threads).await?;
+            (figures, Some(prompt))
+        }
+    };
+    let results = Results {
+        schema_version: results::SCHEMA_VERSION,
+        kind: results::KIND.to_string(),
+        date,
+        suite: args.suite,
+        arguments: results::Arguments {
+            runs: args.runs,
+            max_tokens: args.max_tokens,
+            threads,
+            context: config.engine.context,
+            prompt_tokens,
+            command_line: std::env::args().skip(1).collect(),
+        },
+        machine,
+        build,
+        model: model_facts,
+        figures,
+    };
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| paths.data_dir.join("bench"));
+    let path = results::write(&results, &dir)?;
+    // With --json, stdout is the one JSON object; where the files went goes to stderr.
+    let say = |line: String| {
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(format!("results: {}", path.display()));
+    if args.chart {
+        let loaded = chart::Loaded {
+            path: path.clone(),
+            results,
+        };
+        for chart in chart::draw(&[loaded], &chart::folder_of(&path))? {
+            say(format!("chart: {}", chart.display()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The engine suite: every way once per round, in alternating order; prints the medians and
+/// returns every figure with its samples, and the prompt's length in tokens.
+async fn engine_suite(
+    args: &BenchArgs,
+    model: &ModelEntry,
+    config: &Config,
+    engine: &Baseline,
+    threads: u32,
+) -> Result<(Vec<Figure>, u32)> {
     let supervisor = Supervisor::unpublished(config.clone());
 
     let ways = [Way::Direct, Way::Supervisor, Way::Run];
@@ -131,14 +255,14 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         };
         for way in order {
             let sample = match way {
-                Way::Direct => match &engine {
-                    Baseline::GemmaEngine(bin) => direct(bin, &model, &config, args.max_tokens)?,
+                Way::Direct => match engine {
+                    Baseline::GemmaEngine(bin) => direct(bin, model, config, args.max_tokens)?,
                     Baseline::GemmaCpp(bin) => {
-                        gemma_cpp::direct(bin, &model, &config, PROMPT, args.max_tokens)?
+                        gemma_cpp::direct(bin, model, config, PROMPT, args.max_tokens)?
                     }
                 },
-                Way::Supervisor => supervised(&supervisor, &model, args.max_tokens).await?,
-                Way::Run => through_run(&model, &config, args.max_tokens)?,
+                Way::Supervisor => supervised(&supervisor, model, args.max_tokens).await?,
+                Way::Run => through_run(model, config, args.max_tokens)?,
             };
             if !args.json {
                 eprintln!(
@@ -182,8 +306,9 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let decode_ratio = |way| paired(way, &|o, d| o.decode_tokens_per_s / d.decode_tokens_per_s);
     let (sup_ratio, run_ratio) = (decode_ratio(Way::Supervisor), decode_ratio(Way::Run));
     let ttft_overhead = paired(Way::Supervisor, &|o, d| o.ttft_ms - d.ttft_ms);
+    let figures = engine_figures(&samples, ways.len());
     if args.json {
-        let figures: serde_json::Map<String, Value> = medians
+        let by_way: serde_json::Map<String, Value> = medians
             .iter()
             .map(|(w, s)| {
                 (
@@ -196,13 +321,13 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             "{}",
             json!({
                 "model": model.name, "engine": model.engine.as_str(), "runs": args.runs, "max_tokens": args.max_tokens, "threads": threads,
-                "median": figures,
+                "median": by_way,
                 "decode_ratio_supervisor": sup_ratio,
                 "decode_ratio_run": run_ratio,
                 "ttft_overhead_supervisor_ms": ttft_overhead,
             })
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok((figures, base.prompt_tokens));
     }
     println!(
         "{} on {}, {} runs, {} prompt tokens, {} generated tokens, {} threads (medians)",
@@ -254,7 +379,100 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     );
     println!("  decode through the supervisor: {sup_ratio:.3}x direct; through `gemmactl run`: {run_ratio:.3}x direct");
     println!("  time to first token through the supervisor: {ttft_overhead:+.1} ms against direct");
-    Ok(ExitCode::SUCCESS)
+    Ok((figures, base.prompt_tokens))
+}
+
+/// Every figure of the engine suite with its per-round samples, in round order. `samples` holds
+/// the rounds one after another, `per_round` ways each (in whichever order the round ran them).
+/// A way gets a figure only for what it measures: `gemmactl run` is timed at its stdout, so it
+/// has decode speed only.
+fn engine_figures(samples: &[(Way, Sample)], per_round: usize) -> Vec<Figure> {
+    let rounds: Vec<&[(Way, Sample)]> = samples.chunks(per_round).collect();
+    let of = |way: Way| -> Vec<&Sample> {
+        rounds
+            .iter()
+            .filter_map(|r| r.iter().find(|(w, _)| *w == way).map(|(_, s)| s))
+            .collect()
+    };
+    let mut figures = Vec::new();
+    type Metric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Better,
+        fn(&Sample) -> Option<f64>,
+    );
+    let metrics: [Metric; 5] = [
+        ("load", "load", "ms", Better::Lower, |s| Some(s.load_ms)),
+        (
+            "time_to_first_token",
+            "time to first token",
+            "ms",
+            Better::Lower,
+            |s| Some(s.ttft_ms),
+        ),
+        ("prefill", "prefill", "tok/s", Better::Higher, |s| {
+            Some(s.prefill_tokens_per_s)
+        }),
+        ("decode", "decode", "tok/s", Better::Higher, |s| {
+            Some(s.decode_tokens_per_s)
+        }),
+        (
+            "engine_peak_rss",
+            "engine peak RSS",
+            "MiB",
+            Better::Lower,
+            |s| s.peak_rss_mib,
+        ),
+    ];
+    for way in [Way::Direct, Way::Supervisor, Way::Run] {
+        let name = way.name();
+        for (metric, label, unit, better, value) in metrics {
+            if way == Way::Run && metric != "decode" {
+                continue;
+            }
+            // A figure only where every round measured it (gemma.cpp may not report prefill).
+            let values: Option<Vec<f64>> = of(way)
+                .iter()
+                .map(|s| value(s).filter(|v| *v > 0.0))
+                .collect();
+            if let Some(values) = values.filter(|v| !v.is_empty()) {
+                figures.push(
+                    Figure::new(metric, &format!("{label}, {name}"), unit, better, values)
+                        .for_way(name),
+                );
+            }
+        }
+    }
+    // The paired figures: each round's way against that round's direct run. The time to first
+    // token overhead (a difference near zero, whose relative change means nothing) is left to
+    // the reader: the samples of both ways are kept in round order.
+    let paired = |way: Way, f: &dyn Fn(&Sample, &Sample) -> f64| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter_map(|r| {
+                let direct = &r.iter().find(|(w, _)| *w == Way::Direct)?.1;
+                let other = &r.iter().find(|(w, _)| *w == way)?.1;
+                Some(f(other, direct))
+            })
+            .collect()
+    };
+    for way in [Way::Supervisor, Way::Run] {
+        let ratios = paired(way, &|o, d| o.decode_tokens_per_s / d.decode_tokens_per_s);
+        if ratios.iter().all(|r| r.is_finite()) && !ratios.is_empty() {
+            figures.push(
+                Figure::new(
+                    "decode_ratio_to_direct",
+                    &format!("decode ÷ direct, {}", way.name()),
+                    "x",
+                    Better::Higher,
+                    ratios,
+                )
+                .for_way(way.name()),
+            );
+        }
+    }
+    figures
 }
 
 fn request_json(max_tokens: u32) -> Value {

@@ -16,6 +16,13 @@ pub(super) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// The median absolute deviation from the median (0 for none): the spread of the samples, robust
+/// to the one round a busy machine spoils.
+pub(super) fn mad(v: &[f64]) -> f64 {
+    let m = median(v.to_vec());
+    median(v.iter().map(|x| (x - m).abs()).collect())
+}
+
 /// A duration in milliseconds.
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -23,12 +30,19 @@ pub(super) fn ms(d: Duration) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{mad, median};
 
     #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn mad_ignores_one_outlier() {
+        assert_eq!(mad(&[10.0, 11.0, 9.0, 10.0, 50.0]), 1.0);
+        assert_eq!(mad(&[5.0, 7.0]), 1.0);
+        assert_eq!(mad(&[]), 0.0);
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde_json::json;
 
+use super::results::{Better, Figure};
 use super::stats::{median, ms};
 use crate::config::Config;
 use crate::domain::{FinishReason, GenerateRequest};
@@ -28,13 +29,14 @@ struct Figures {
     curve: Vec<(usize, f64)>,
 }
 
+/// Runs the suite, prints its medians, and returns every figure with its samples.
 pub(super) async fn run(
     model: &ModelEntry,
     config: &Config,
     runs: usize,
     max_tokens: u32,
     json_out: bool,
-) -> Result<()> {
+) -> Result<Vec<Figure>> {
     let mut cfg = config.clone();
     cfg.engine.parallel = 16;
     cfg.supervisor.max_models = 3;
@@ -58,10 +60,10 @@ pub(super) async fn run(
     sup.shutdown().await;
 
     let figures = Figures {
-        cold: median(cold),
-        swap: median(swap),
-        stay: median(stay),
-        cancel: median(cancel),
+        cold: median(cold.clone()),
+        swap: median(swap.clone()),
+        stay: median(stay.clone()),
+        cancel: median(cancel.clone()),
         curve: LEVELS
             .iter()
             .zip(&by_level)
@@ -69,7 +71,60 @@ pub(super) async fn run(
             .collect(),
     };
     report(model, runs, max_tokens, json_out, &figures);
-    Ok(())
+
+    let ms_figure = |metric: &str, label: &str, samples: Vec<f64>| {
+        Figure::new(metric, label, "ms", Better::Lower, samples)
+    };
+    let mut out = vec![
+        ms_figure(
+            "cold_load_time_to_first_token",
+            "cold load, request → first token",
+            cold,
+        ),
+        ms_figure(
+            "warm_swap_time_to_first_token",
+            "warm swap → first token",
+            swap,
+        ),
+        ms_figure(
+            "same_model_time_to_first_token",
+            "same model again → first token",
+            stay,
+        ),
+        ms_figure("cancel_latency", "cancel → cancelled finish", cancel),
+    ];
+    for (n, samples) in LEVELS.iter().zip(&by_level) {
+        out.push(
+            Figure::new(
+                "aggregate_throughput",
+                &format!("aggregate throughput, {n} concurrent"),
+                "tok/s",
+                Better::Higher,
+                samples.clone(),
+            )
+            .at_concurrency(*n as u32),
+        );
+    }
+    // Paired within each round (the levels of a round ran back to back): the gain of batching,
+    // robust to the machine's speed drifting between rounds.
+    for (n, samples) in LEVELS.iter().zip(&by_level).skip(1) {
+        let gains: Vec<f64> = samples
+            .iter()
+            .zip(&by_level[0])
+            .map(|(many, one)| many / one)
+            .collect();
+        out.push(
+            Figure::new(
+                "aggregate_ratio_to_one",
+                &format!("aggregate ÷ one request, {n} concurrent"),
+                "x",
+                Better::Higher,
+                gains,
+            )
+            .at_concurrency(*n as u32),
+        );
+    }
+    Ok(out)
 }
 
 /// Cold load: a fresh supervisor each time, request to first token.
