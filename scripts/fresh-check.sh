@@ -5,11 +5,12 @@
 #   ./scripts/demo.sh "The capital of France is"
 #   ./scripts/test.sh
 #
-# with a private cargo target folder, gemmactl home, model download cache and pip cache, so
-# nothing already built or downloaded on this machine helps. Reports the time and result of each.
+# with a private cargo target folder, gemmactl home, model download cache, pip cache and test-tool
+# caches (the real gemma.cpp build among them), so nothing already built or downloaded on this
+# machine helps. Reports the time and result of each.
 # (The crate registry, ~/.cargo, is shared: crates are downloaded, not built, from there.)
 #
-#   ./scripts/fresh-check.sh                       # the honest cold run (~20-30 min on 2 cores)
+#   ./scripts/fresh-check.sh                       # the honest cold run (~30-40 min on 2 cores)
 #   ./scripts/fresh-check.sh --keep                # keep the clone, its target folder and caches
 #   ./scripts/fresh-check.sh --warm-target DIR     # build in DIR (e.g. ./target): dependencies, llama.cpp
 #                                                  #   included, are reused; DIR is updated in place
@@ -64,6 +65,11 @@ cleanup() {
 trap cleanup EXIT
 
 git clone --quiet --no-checkout "$source_repo" "$work/gemmactl"
+# The project's machines keep the shared tools beside the checkout (../shared: the real gemma.cpp
+# build that test.sh runs its second pass against); the clone gets the same neighbour.
+if [ -d "$source_repo/../shared" ]; then
+  ln -s "$(cd "$source_repo/../shared" && pwd)" "$work/shared"
+fi
 git -C "$work/gemmactl" checkout --quiet --detach "$commit"
 cd "$work/gemmactl"
 demo_cmd='./scripts/demo.sh "The capital of France is"'
@@ -83,6 +89,9 @@ export GEMMACTL_HOME=$work/home
 export GEMMACTL_CACHE=${warm_cache:+$(cd "$warm_cache" && pwd)}
 export GEMMACTL_CACHE=${GEMMACTL_CACHE:-$work/cache}
 export PIP_CACHE_DIR=$work/pip-cache
+# The test tools' caches (the real gemma.cpp build and its .sbs, the Python and npm clients) start
+# empty too, as on a new machine.
+export XDG_CACHE_HOME=$work/xdg-cache GEMMACTL_TEST_CACHE=$work/test-cache
 
 echo "fresh check of $commit in $work" >&2
 echo "  target $CARGO_TARGET_DIR${warm_target:+ (warm)} · cache $GEMMACTL_CACHE${warm_cache:+ (warm)}" >&2
@@ -109,6 +118,11 @@ run_step() {
   line=$(printf '%-8s %-18s %3dm%02ds' "$name" "$result" $((elapsed / 60)) $((elapsed % 60)))
   if [ "$name" = test ]; then
     line="$line  $(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n1 || true)"
+    if grep -q 'against the real gemma.cpp' "$log"; then
+      line="$line; the real gemma.cpp pass ran"
+    else
+      line="$line; no real gemma.cpp pass (no ../shared beside $source_repo)"
+    fi
   fi
   results+=("$line")
   echo "    $line" >&2
