@@ -741,3 +741,81 @@ fn a_busy_machine_gets_fewer_threads_unless_the_user_named_a_number() {
     assert_eq!(asked["threads_reason"], Value::Null, "{asked}");
     assert_eq!(asked_threads, 2, "--threads 2 is obeyed whatever the load");
 }
+
+/// Anonymous memory of a process in KiB (`RssAnon`): the KV cache is allocated there, while the
+/// weights are a file mapping whose resident part depends on what was read.
+fn anonymous_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RssAnon in /proc/{pid}/status"))
+}
+
+#[test]
+fn the_kv_cache_type_and_flash_attention_are_obeyed_and_reported() {
+    let model = common::default_model();
+    // A long context, so the KV cache is big enough for its type to show in memory: Gemma 3
+    // 270M's 3 global layers hold every cell (1 KiB each per layer at f16), ~96 MiB at 32,768.
+    let context = ["--context", "32768", "--parallel", "1"];
+    let mut anonymous = Vec::new();
+    // Flash attention is the same for the three (auto resolves to on on the CPU), so only the
+    // cache's type differs; `off` is tried at the end with the one type it allows.
+    for (kv, flash) in [("f16", "on"), ("q8_0", "auto"), ("q4_0", "on")] {
+        let mut args = context.to_vec();
+        args.extend(["--kv-cache-type", kv, "--flash-attention", flash]);
+        let mut engine = Engine::start(&model, &args);
+        let ready = engine.ready();
+        assert_eq!(ready["kv_cache_type"], kv, "{ready}");
+        assert_eq!(ready["flash_attention"], flash, "{ready}");
+        anonymous.push(anonymous_kib(engine.child.id()));
+        engine.send(generate("a", "The capital of France is", 8));
+        let (text, done) = engine.reply("a");
+        assert_eq!(done["event"], "done", "{kv}/{flash}: {done}");
+        assert_eq!(done["usage"]["completion_tokens"], 8, "{done}");
+        assert!(!text.trim().is_empty(), "{kv}/{flash} generated nothing");
+        assert!(engine.wait_exit().success());
+    }
+    // 32 values take 64 bytes at f16, 34 at q8_0 and 18 at q4_0: the global layers' cache alone
+    // is ~96, ~51 and ~27 MiB. Half those differences is far above allocator noise.
+    let (f16, q8, q4) = (anonymous[0], anonymous[1], anonymous[2]);
+    assert!(
+        f16 > q8 + 20 * 1024 && q8 > q4 + 10 * 1024,
+        "anonymous memory did not shrink with the KV cache type: f16 {f16} KiB, q8_0 {q8} KiB, q4_0 {q4} KiB"
+    );
+
+    let mut engine = Engine::start(
+        &model,
+        &["--kv-cache-type", "f16", "--flash-attention", "off"],
+    );
+    assert_eq!(engine.ready()["flash_attention"], "off");
+    engine.send(generate("a", "The capital of France is", 8));
+    let (_, done) = engine.reply("a");
+    assert_eq!(done["usage"]["completion_tokens"], 8, "{done}");
+    assert!(engine.wait_exit().success());
+
+    // What llama.cpp would refuse, or cannot parse, is refused before any load.
+    for (args, said) in [
+        (
+            vec!["--kv-cache-type", "q4_0", "--flash-attention", "off"],
+            "a q4_0 KV cache needs flash attention",
+        ),
+        (vec!["--kv-cache-type", "q3_k"], "is not a KV cache type"),
+        (
+            vec!["--flash-attention", "maybe"],
+            "is not a flash attention setting",
+        ),
+    ] {
+        let out = Command::new(common::engine_bin())
+            .arg("--model")
+            .arg(&model)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(e["code"], "bad_arguments", "{e}");
+        assert!(e["message"].as_str().unwrap().contains(said), "{e}");
+    }
+}

@@ -380,3 +380,112 @@ fn run_logs_to_history_and_can_continue_a_conversation() {
     assert!(!out.status.success());
     assert!(common::stderr(&out).contains("need the history database"));
 }
+
+#[test]
+fn kv_cache_settings_come_from_flags_env_or_config_and_bad_ones_are_one_sentence() {
+    let home = home_with_model();
+    let run = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = home.cmd();
+        cmd.args(["run", "--max-tokens", "4", "--temperature", "0", "--json"])
+            .args(extra)
+            .arg("The capital of France is");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        common::run_bounded(cmd)
+    };
+
+    // From a flag, and from the environment: the engine reports what it was started with.
+    for (extra, env, kv, flash) in [
+        (&["--kv-cache-type", "q8_0"][..], &[][..], "q8_0", "auto"),
+        (
+            &[][..],
+            &[
+                ("GEMMACTL_KV_CACHE_TYPE", "q4_0"),
+                ("GEMMACTL_FLASH_ATTENTION", "on"),
+            ][..],
+            "q4_0",
+            "on",
+        ),
+    ] {
+        let out = run(extra, env);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(v["engine"]["kv_cache_type"], kv, "{v}");
+        assert_eq!(v["engine"]["flash_attention"], flash, "{v}");
+        assert_eq!(v["usage"]["completion_tokens"], 4, "{v}");
+    }
+    let out = home.run(&[
+        "run",
+        "--max-tokens",
+        "2",
+        "--stats",
+        "--kv-cache-type",
+        "q8_0",
+        "Hello",
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("KV cache q8_0"),
+        "the stats line should name a KV cache type that is not the default: {}",
+        common::stderr(&out)
+    );
+
+    // Bad values and the one combination llama.cpp refuses: one sentence each, no engine started.
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let bad: [Case; 4] = [
+        (
+            &["--kv-cache-type", "q4_0", "--flash-attention", "off"],
+            &[],
+            "needs flash attention",
+        ),
+        (&["--kv-cache-type", "q3_k"], &[], "is not a KV cache type"),
+        (
+            &[],
+            &[("GEMMACTL_FLASH_ATTENTION", "sometimes")],
+            "GEMMACTL_FLASH_ATTENTION",
+        ),
+        (
+            &["--flash-attention", "off"],
+            &[("GEMMACTL_KV_CACHE_TYPE", "q8_0")],
+            "a q8_0 KV cache needs flash attention",
+        ),
+    ];
+    for (extra, env, said) in bad {
+        let out = run(extra, env);
+        assert!(!out.status.success(), "{extra:?} {env:?} was accepted");
+        let err = common::stderr(&out);
+        // The sentence is the first line (clap adds a pointer to --help below its own).
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("error: ") && first.contains(said),
+            "{extra:?} {env:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    // From config.toml; a misspelt value names the file.
+    let config = home.path().join("config").join("config.toml");
+    std::fs::write(
+        &config,
+        "[engine]\nkv_cache_type = \"q8_0\"\nflash_attention = \"off\"\n",
+    )
+    .unwrap();
+    let out = run(&[], &[]);
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("needs flash attention"),
+        "{}",
+        common::stderr(&out)
+    );
+    std::fs::write(&config, "[engine]\nkv_cache_type = \"q9\"\n").unwrap();
+    let out = run(&[], &[]);
+    assert!(!out.status.success());
+    let err = common::stderr(&out);
+    assert!(err.contains("config.toml") && err.contains("q9"), "{err}");
+    std::fs::write(&config, "[engine]\nkv_cache_type = \"q4_0\"\n").unwrap();
+    let out = run(&[], &[]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["engine"]["kv_cache_type"], "q4_0", "{v}");
+}

@@ -610,6 +610,8 @@ async fn an_option_change_reloads_with_a_stated_reason() {
                 context: 2048,
                 parallel: 1,
                 threads: None,
+                kv_cache_type: Default::default(),
+                flash_attention: Default::default(),
             },
         )
         .expect("a loaded engine with another context needs a reload, and says so");
@@ -643,6 +645,8 @@ async fn a_slot_count_change_resizes_the_queue_with_the_reload() {
         context: 4096,
         parallel,
         threads: None,
+        kv_cache_type: Default::default(),
+        flash_attention: Default::default(),
     };
     collect(
         &mut sup

@@ -16,7 +16,7 @@ use llama_cpp_2::{list_llama_ggml_backend_devices, LlamaBackendDeviceType};
 use crate::llama_log;
 use crate::output::emit;
 use crate::threads;
-use engine_protocol::{Device, ErrorCode, Event, ModelFacts};
+use engine_protocol::{Device, ErrorCode, Event, FlashAttention, KvCacheType, ModelFacts};
 use gguf::GgufError;
 
 /// Largest number of tokens handed to llama.cpp in one `decode` (its `n_batch`). Prompts longer
@@ -34,6 +34,8 @@ pub(crate) struct EngineOptions {
     /// `None`: chosen from the machine's load (see `threads`).
     pub threads: Option<u32>,
     pub gpu_layers: Option<u32>,
+    pub kv_cache_type: KvCacheType,
+    pub flash_attention: FlashAttention,
 }
 
 pub(crate) struct Loaded {
@@ -46,6 +48,25 @@ pub(crate) struct Loaded {
     /// CPU threads in force, and why.
     pub threads: threads::Decision,
     pub load_ms: u64,
+}
+
+/// llama.cpp's name for a KV cache element type.
+fn kv_type(t: KvCacheType) -> llama_cpp_2::context::params::KvCacheType {
+    use llama_cpp_2::context::params::KvCacheType as Llama;
+    match t {
+        KvCacheType::F16 => Llama::F16,
+        KvCacheType::Q8_0 => Llama::Q8_0,
+        KvCacheType::Q4_0 => Llama::Q4_0,
+    }
+}
+
+/// llama.cpp's flash attention policy.
+fn flash_policy(f: FlashAttention) -> llama_cpp_sys_2::llama_flash_attn_type {
+    match f {
+        FlashAttention::Auto => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+        FlashAttention::On => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+        FlashAttention::Off => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+    }
 }
 
 /// Checks the file before llama.cpp sees it: llama.cpp reports every problem as a bare failure.
@@ -141,12 +162,16 @@ pub(crate) fn load(
         // Sliding-window layers keep only their window: ~4x less KV memory on Gemma 3. Cutting a
         // session back then needs the check in `scheduler::reuse_prefix`.
         .with_swa_full(false)
+        .with_type_k(kv_type(opts.kv_cache_type))
+        .with_type_v(kv_type(opts.kv_cache_type))
+        .with_flash_attention_policy(flash_policy(opts.flash_attention))
         .with_n_threads(decision.threads as i32)
         .with_n_threads_batch(decision.threads as i32);
     let ctx = model.new_context(backend, ctx_params).map_err(|_| LoadError {
         code: ErrorCode::OutOfMemory,
         message: format!(
-            "could not allocate the KV cache and compute buffers for a {context}-token context for {shown}: lower the context (--context) or free memory"
+            "could not allocate the {} KV cache and compute buffers for a {context}-token context for {shown}: lower the context (--context), use a smaller KV cache type (--kv-cache-type q8_0), or free memory",
+            opts.kv_cache_type
         ),
     })?;
 

@@ -25,7 +25,9 @@ use std::sync::mpsc;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 
-use engine_protocol::{Command, ErrorCode, Event, ProbeInfo, ReadyInfo, PROTOCOL_VERSION};
+use engine_protocol::{
+    Command, ErrorCode, Event, FlashAttention, KvCacheType, ProbeInfo, ReadyInfo, PROTOCOL_VERSION,
+};
 use loader::EngineOptions;
 use output::{emit, emit_error};
 use scheduler::{Inbox, Scheduler};
@@ -37,7 +39,7 @@ const MIN_CONTEXT: u32 = 64;
 /// Most sequences llama.cpp decodes together in one context.
 const MAX_PARALLEL: u32 = 256;
 
-const USAGE: &str = "usage: gemma-engine --model PATH [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--verbose]
+const USAGE: &str = "usage: gemma-engine --model PATH [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--kv-cache-type f16|q8_0|q4_0] [--flash-attention auto|on|off] [--verbose]
        gemma-engine --probe
        gemma-engine --export-sbs IN.gguf --out OUT.sbs [--type bf16|f32] [--kind base|instruct]";
 
@@ -125,6 +127,8 @@ fn main() -> ExitCode {
         parallel: args.options.parallel,
         threads: loaded.threads.threads,
         threads_reason: loaded.threads.reason,
+        kv_cache_type: args.options.kv_cache_type,
+        flash_attention: args.options.flash_attention,
         load_ms: loaded.load_ms,
     }));
     Scheduler::new(
@@ -234,6 +238,8 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
             parallel: 4,
             threads: None,
             gpu_layers: None,
+            kv_cache_type: KvCacheType::default(),
+            flash_attention: FlashAttention::default(),
         },
         export: None,
     };
@@ -260,6 +266,16 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
             }
             "--gpu-layers" => {
                 args.options.gpu_layers = Some(number(&value("--gpu-layers")?, "--gpu-layers", 0)?)
+            }
+            "--kv-cache-type" => {
+                args.options.kv_cache_type = value("--kv-cache-type")?
+                    .parse()
+                    .map_err(|why| format!("--kv-cache-type: {why}"))?
+            }
+            "--flash-attention" => {
+                args.options.flash_attention = value("--flash-attention")?
+                    .parse()
+                    .map_err(|why| format!("--flash-attention: {why}"))?
             }
             "--export-sbs" => {
                 args.export = Some(export_sbs::ExportArgs {
@@ -299,6 +315,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
     if !args.probe && args.model.is_none() {
         return Err("--model PATH is required (or --probe)".into());
     }
+    engine_protocol::check_kv_settings(args.options.kv_cache_type, args.options.flash_attention)?;
     Ok(args)
 }
 

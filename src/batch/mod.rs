@@ -90,7 +90,7 @@ pub struct BatchArgs {
 
 /// Runs `gemmactl batch`.
 pub async fn run(args: BatchArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
-    args.engine.apply(&mut config);
+    args.engine.apply(&mut config)?;
     if let Some(n) = args.parallel {
         config.engine.parallel = n;
     }

@@ -63,7 +63,7 @@ pub struct RunArgs {
 
 /// Runs `gemmactl run`.
 pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
-    args.engine.apply(&mut config);
+    args.engine.apply(&mut config)?;
     // One request: no need for more decode slots than that.
     config.engine.parallel = 1;
     let params = args.sampling.params()?;
@@ -281,6 +281,8 @@ fn engine_summary(d: &EngineDescription) -> serde_json::Value {
         "gpu_layers": d.gpu_layers,
         "context": d.context,
         "threads": d.threads,
+        "kv_cache_type": d.kv_cache_type,
+        "flash_attention": d.flash_attention,
         "load_ms": d.load_ms,
         "fallback": d.fallback,
     })

@@ -130,6 +130,16 @@ pub(super) fn apply(config: &mut Config) -> Result<()> {
     if let Some(v) = bounded_env(&bounds::PARALLEL)? {
         config.engine.parallel = v;
     }
+    if let Some(v) = non_empty_env("GEMMACTL_KV_CACHE_TYPE") {
+        config.engine.kv_cache_type = v
+            .parse()
+            .map_err(|why| anyhow!("environment variable GEMMACTL_KV_CACHE_TYPE: {why}"))?;
+    }
+    if let Some(v) = non_empty_env("GEMMACTL_FLASH_ATTENTION") {
+        config.engine.flash_attention = v
+            .parse()
+            .map_err(|why| anyhow!("environment variable GEMMACTL_FLASH_ATTENTION: {why}"))?;
+    }
     if let Some(v) = bounded_env(&bounds::LOAD_TIMEOUT)? {
         config.engine.load_timeout_secs = v;
     }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::backend::BackendRequest;
 use super::{Config, DEFAULT_CONTEXT, DEFAULT_MODEL};
-use crate::domain::{Constraint, SamplingParams};
+use crate::domain::{check_kv_settings, Constraint, FlashAttention, KvCacheType, SamplingParams};
 
 /// Smallest context an engine is started with, in tokens.
 pub const MIN_CONTEXT: u32 = 64;
@@ -54,6 +54,12 @@ pub struct EngineFlags {
     #[arg(long, value_name = "N", help = threads_help(),
           value_parser = clap::value_parser!(u32).range(1..=MAX_THREADS as i64))]
     pub threads: Option<u32>,
+    /// Element type of gemma-engine's KV cache: f16, q8_0 (about half the memory) or q4_0 (about a quarter) [env: GEMMACTL_KV_CACHE_TYPE; config: engine.kv_cache_type; default: f16]
+    #[arg(long, value_name = "TYPE")]
+    pub kv_cache_type: Option<KvCacheType>,
+    /// gemma-engine's flash attention: auto, on or off; a q8_0 or q4_0 KV cache needs auto or on [env: GEMMACTL_FLASH_ATTENTION; config: engine.flash_attention; default: auto]
+    #[arg(long, value_name = "auto|on|off")]
+    pub flash_attention: Option<FlashAttention>,
     /// Path to the gemma-engine binary [env: GEMMACTL_ENGINE; config: engine.path; default: next to gemmactl]
     #[arg(long, value_name = "PATH")]
     pub engine: Option<PathBuf>,
@@ -76,17 +82,27 @@ impl EngineFlags {
     pub fn any(&self) -> bool {
         self.context.is_some()
             || self.threads.is_some()
+            || self.kv_cache_type.is_some()
+            || self.flash_attention.is_some()
             || self.engine.is_some()
             || self.backend.is_some()
     }
 
-    /// Puts the flags given on top of `config`.
-    pub fn apply(&self, config: &mut Config) {
+    /// Puts the flags given on top of `config`, then checks the engine settings that only
+    /// together can be wrong (from the file, the environment and the flags alike), so no engine
+    /// is started to refuse them.
+    pub fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
         if let Some(n) = self.context {
             config.engine.context = n;
         }
         if let Some(n) = self.threads {
             config.engine.threads = Some(n);
+        }
+        if let Some(t) = self.kv_cache_type {
+            config.engine.kv_cache_type = t;
+        }
+        if let Some(f) = self.flash_attention {
+            config.engine.flash_attention = f;
         }
         if let Some(p) = &self.engine {
             config.engine.path = Some(p.clone());
@@ -94,6 +110,8 @@ impl EngineFlags {
         if let Some(b) = self.backend {
             config.engine.backend = b;
         }
+        check_kv_settings(config.engine.kv_cache_type, config.engine.flash_attention)
+            .map_err(|why| anyhow::anyhow!("{why} (--flash-attention, engine.flash_attention)"))
     }
 }
 

@@ -43,6 +43,10 @@ pub struct EngineSettings {
     pub threads: Option<u32>,
     /// Requests one engine decodes together.
     pub parallel: u32,
+    /// Element type of gemma-engine's KV cache: `f16`, `q8_0` or `q4_0` (docs/tuning.md).
+    pub kv_cache_type: crate::domain::KvCacheType,
+    /// gemma-engine's flash attention: `auto`, `on` or `off` (a quantized KV cache needs it).
+    pub flash_attention: crate::domain::FlashAttention,
     /// Seconds an engine may take to load before it is stopped and reported.
     pub load_timeout_secs: u64,
     /// `auto`, `cpu`, `cuda`, `vulkan` or `openvino` (see `hardware::select`).
@@ -60,6 +64,8 @@ impl Default for EngineSettings {
             context: DEFAULT_CONTEXT,
             threads: None,
             parallel: DEFAULT_PARALLEL,
+            kv_cache_type: Default::default(),
+            flash_attention: Default::default(),
             load_timeout_secs: DEFAULT_LOAD_TIMEOUT_SECS,
             backend: Default::default(),
             backend_order: backend::default_order(),

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::backend::Backend;
 
+// The KV cache's element type and the flash attention setting are named by the engine protocol,
+// so gemma-engine, the config file and the flags cannot spell them differently.
+pub use engine_protocol::{check_kv_settings, FlashAttention, KvCacheType};
+
 /// Which program serves a model. One spelling everywhere: the registry, `ps`, `doctor`, JSON
 /// output and the history database all write `gemma-engine`, `gemma.cpp` or `remote`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -105,6 +109,12 @@ pub struct EngineDescription {
     pub parallel: u32,
     /// CPU threads.
     pub threads: u32,
+    /// Element type of the KV cache, for engines that report one (gemma-engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_cache_type: Option<KvCacheType>,
+    /// Flash attention as the engine was asked for it, for engines that report it (gemma-engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flash_attention: Option<FlashAttention>,
     /// Load time in milliseconds.
     pub load_ms: u64,
     /// Why this engine runs on the CPU (or a lesser backend) although a GPU was asked for or is

@@ -16,7 +16,10 @@ mod params;
 pub mod utf8;
 
 pub use backend::{label as backend_label, Backend};
-pub use engine::{Device, EngineDescription, EngineKind, ModelFacts};
+pub use engine::{
+    check_kv_settings, Device, EngineDescription, EngineKind, FlashAttention, KvCacheType,
+    ModelFacts,
+};
 pub use memory::{mib, MemoryEstimate, ModelNeeds};
 pub use message::{Message, Role};
 pub use origin::{BatchLine, Origin, Source};

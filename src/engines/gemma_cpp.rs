@@ -197,6 +197,8 @@ impl GemmaCpp {
                     .map(|n| n.get() as u32)
                     .unwrap_or(1)
             }),
+            kv_cache_type: None,
+            flash_attention: None,
             load_ms,
             fallback: None,
         };

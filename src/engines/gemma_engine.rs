@@ -24,8 +24,8 @@ use super::child::{self, ChildProcess, ExitInfo, StderrTail};
 use super::{Engine, EngineError, ReplyEvent, ReplyStream};
 use crate::domain::{
     Backend, Completion, Constraint, Device, EngineDescription, EngineKind, ErrorCode,
-    FinishReason, GenerateRequest, Message, ModelFacts, PromptFormat, Role, SamplingParams,
-    Timings, Usage,
+    FinishReason, FlashAttention, GenerateRequest, KvCacheType, Message, ModelFacts, PromptFormat,
+    Role, SamplingParams, Timings, Usage,
 };
 
 /// How to launch one gemma-engine.
@@ -43,6 +43,10 @@ pub struct LaunchSpec {
     pub threads: Option<u32>,
     /// Layers to put on a GPU; `None` on the CPU.
     pub gpu_layers: Option<u32>,
+    /// Element type of the KV cache.
+    pub kv_cache_type: KvCacheType,
+    /// Flash attention.
+    pub flash_attention: FlashAttention,
     /// Longest wait for the engine's ready event.
     pub load_timeout: Duration,
 }
@@ -165,6 +169,13 @@ fn spawn(spec: &LaunchSpec) -> Result<Spawned, EngineError> {
     if let Some(n) = spec.gpu_layers {
         cmd.args(["--gpu-layers", &n.to_string()]);
     }
+    // Given only when not the default, so an engine from before these flags still starts.
+    if spec.kv_cache_type != KvCacheType::default() {
+        cmd.args(["--kv-cache-type", spec.kv_cache_type.as_str()]);
+    }
+    if spec.flash_attention != FlashAttention::default() {
+        cmd.args(["--flash-attention", spec.flash_attention.as_str()]);
+    }
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -277,6 +288,8 @@ fn describe(ready: protocol::ReadyInfo, pid: Option<u32>) -> EngineDescription {
         context: ready.context,
         parallel: ready.parallel,
         threads: ready.threads,
+        kv_cache_type: Some(ready.kv_cache_type),
+        flash_attention: Some(ready.flash_attention),
         load_ms: ready.load_ms,
         fallback: None,
     }

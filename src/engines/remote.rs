@@ -160,6 +160,8 @@ impl Engine for RemoteEngine {
             context: 0,
             parallel: self.spec.parallel,
             threads: 0,
+            kv_cache_type: None,
+            flash_attention: None,
             load_ms: self.load_ms,
             fallback: None,
         }

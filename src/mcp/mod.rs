@@ -82,7 +82,7 @@ pub fn run(args: McpArgs, paths: &Paths, mut config: Config) -> Result<ExitCode>
     if let Some(McpCommand::Install(install)) = args.command {
         return install::run(install, &config);
     }
-    args.engine.apply(&mut config);
+    args.engine.apply(&mut config)?;
     if let Some(addr) = &args.http {
         http::check_address(addr, config.env.mcp_token.as_deref())?;
     }

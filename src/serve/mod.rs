@@ -77,7 +77,7 @@ pub struct ServeArgs {
 
 /// Runs `gemmactl serve` until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
-    args.engine.apply(&mut config);
+    args.engine.apply(&mut config)?;
     if let Some(addr) = &args.addr {
         config.serve.addr = addr.clone();
     }

@@ -88,7 +88,7 @@ enum Flow {
 
 /// Runs `gemmactl chat`.
 pub fn run(args: ChatArgs, paths: &Paths, mut config: Config) -> Result<ExitCode> {
-    args.engine.apply(&mut config);
+    args.engine.apply(&mut config)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

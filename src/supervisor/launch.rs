@@ -91,6 +91,8 @@ impl ProcessLauncher {
             parallel: options.parallel,
             threads: options.threads,
             gpu_layers: None,
+            kv_cache_type: options.kv_cache_type,
+            flash_attention: options.flash_attention,
             load_timeout: Duration::from_secs(self.config.engine.load_timeout_secs),
         };
         start_on_backend(&self.config, cpu, needs, progress).await
@@ -157,7 +159,12 @@ impl Launcher for ProcessLauncher {
                 },
             };
         }
-        crate::models::memory::needs(&model.path, options.context, options.parallel)
+        crate::models::memory::needs(
+            &model.path,
+            options.context,
+            options.parallel,
+            options.kv_cache_type,
+        )
     }
 
     fn available_memory(&self) -> Option<u64> {

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Paths};
-use crate::domain::{Completion, EngineDescription, GenerateRequest};
+use crate::domain::{Completion, EngineDescription, FlashAttention, GenerateRequest, KvCacheType};
 // Re-exported: callers above the supervisor build and match its errors without importing engines.
 pub use crate::engines::EngineError;
 use crate::models::ModelEntry;
@@ -202,6 +202,10 @@ pub struct LoadOptions {
     pub parallel: u32,
     /// CPU threads (`None`: the engine chooses, see gemma-engine's `threads` module).
     pub threads: Option<u32>,
+    /// Element type of gemma-engine's KV cache.
+    pub kv_cache_type: KvCacheType,
+    /// gemma-engine's flash attention.
+    pub flash_attention: FlashAttention,
 }
 
 impl LoadOptions {
@@ -211,6 +215,8 @@ impl LoadOptions {
             context: config.engine.context,
             parallel: config.engine.parallel.max(1),
             threads: config.engine.threads,
+            kv_cache_type: config.engine.kv_cache_type,
+            flash_attention: config.engine.flash_attention,
         }
     }
 
@@ -225,6 +231,18 @@ impl LoadOptions {
         }
         if self.threads != other.threads {
             d.push(format!("threads {:?} → {:?}", self.threads, other.threads));
+        }
+        if self.kv_cache_type != other.kv_cache_type {
+            d.push(format!(
+                "KV cache type {} → {}",
+                self.kv_cache_type, other.kv_cache_type
+            ));
+        }
+        if self.flash_attention != other.flash_attention {
+            d.push(format!(
+                "flash attention {} → {}",
+                self.flash_attention, other.flash_attention
+            ));
         }
         (!d.is_empty()).then(|| d.join(", "))
     }

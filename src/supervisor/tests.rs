@@ -120,6 +120,8 @@ impl FakeEngine {
                 context: options.context,
                 parallel: options.parallel,
                 threads: 2,
+                kv_cache_type: None,
+                flash_attention: None,
                 load_ms: 1,
                 fallback: None,
             },
@@ -513,6 +515,8 @@ async fn changed_settings_reload_the_engine_on_its_next_request() {
             context: 2048,
             parallel: 1,
             threads: None,
+            kv_cache_type: Default::default(),
+            flash_attention: Default::default(),
         },
     );
     assert_eq!(

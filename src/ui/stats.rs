@@ -1,6 +1,6 @@
 //! The stats line after a reply: one format for `run --stats` and the chat shell.
 
-use crate::domain::{Completion, EngineDescription};
+use crate::domain::{Completion, EngineDescription, FlashAttention, KvCacheType};
 
 /// Tokens, decode and prefill speed, time to first token, how it ended and where it ran.
 /// Figures that do not exist for this reply (no token came, so there is no first-token time or
@@ -31,9 +31,24 @@ pub fn stats_line(done: &Completion, engine: Option<&EngineDescription>) -> Stri
     }
     parts.push(format!("finish {}", done.finish_reason));
     if let Some(d) = engine {
+        let mut settings = vec![count(d.threads, "thread")];
+        // The KV cache settings are named when they are not llama.cpp's defaults (f16, auto):
+        // whoever changed them sees that they took.
+        if let Some(kv) = d.kv_cache_type.filter(|t| *t != KvCacheType::default()) {
+            settings.push(format!("KV cache {kv}"));
+        }
+        if let Some(fa) = d
+            .flash_attention
+            .filter(|f| *f != FlashAttention::default())
+        {
+            settings.push(format!("flash attention {fa}"));
+        }
         parts.push(format!(
-            "{} on {} ({} threads), loaded in {} ms",
-            d.engine, d.backend, d.threads, d.load_ms
+            "{} on {} ({}), loaded in {} ms",
+            d.engine,
+            d.backend,
+            settings.join(", "),
+            d.load_ms
         ));
         if let Some(f) = &d.fallback {
             parts.push(format!("fallback: {f}"));

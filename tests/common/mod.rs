@@ -55,6 +55,8 @@ impl Home {
             .env_remove("GEMMACTL_MODEL")
             .env_remove("GEMMACTL_CONTEXT")
             .env_remove("GEMMACTL_PARALLEL")
+            .env_remove("GEMMACTL_KV_CACHE_TYPE")
+            .env_remove("GEMMACTL_FLASH_ATTENTION")
             .env("NO_COLOR", "1");
         cmd
     }

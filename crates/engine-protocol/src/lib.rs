@@ -216,8 +216,143 @@ pub struct ReadyInfo {
     /// engines before this field, and when the count was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads_reason: Option<String>,
+    /// Element type of the KV cache's keys and values (`--kv-cache-type`); engines before this
+    /// field always used `f16`.
+    #[serde(default)]
+    pub kv_cache_type: KvCacheType,
+    /// Flash attention as asked (`--flash-attention`); engines before this field used `auto`.
+    #[serde(default)]
+    pub flash_attention: FlashAttention,
     /// Milliseconds from the start of loading to ready.
     pub load_ms: u64,
+}
+
+/// Element type of the KV cache's keys and values: llama.cpp's `type_k` and `type_v`, set alike.
+///
+/// The quantized types are ggml's block formats (`ggml/src/ggml-common.h`): `q8_0` stores 32
+/// values in 34 bytes, `q4_0` in 18, against 64 for `f16`. A quantized V cache needs flash
+/// attention (llama.cpp refuses the context otherwise), so [`FlashAttention::Off`] goes with `f16`
+/// only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvCacheType {
+    /// Half precision: llama.cpp's default, exact.
+    #[default]
+    #[serde(rename = "f16")]
+    F16,
+    /// 8-bit blocks: about half the memory of `f16`.
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks: about a quarter.
+    #[serde(rename = "q4_0")]
+    Q4_0,
+}
+
+impl KvCacheType {
+    /// Every type, in the order help texts list them.
+    pub const ALL: [KvCacheType; 3] = [KvCacheType::F16, KvCacheType::Q8_0, KvCacheType::Q4_0];
+
+    /// The name flags, config files and the protocol use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvCacheType::F16 => "f16",
+            KvCacheType::Q8_0 => "q8_0",
+            KvCacheType::Q4_0 => "q4_0",
+        }
+    }
+
+    /// Bytes one block of 32 values takes (ggml's block sizes).
+    pub fn bytes_per_32_values(self) -> u64 {
+        match self {
+            KvCacheType::F16 => 64,
+            KvCacheType::Q8_0 => 34,
+            KvCacheType::Q4_0 => 18,
+        }
+    }
+
+    /// Whether llama.cpp needs flash attention for this type in the V cache.
+    pub fn needs_flash_attention(self) -> bool {
+        self != KvCacheType::F16
+    }
+}
+
+impl std::fmt::Display for KvCacheType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for KvCacheType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wanted = text.trim().to_ascii_lowercase();
+        KvCacheType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == wanted)
+            .ok_or_else(|| format!("{text:?} is not a KV cache type: use f16, q8_0 or q4_0"))
+    }
+}
+
+/// Flash attention: llama.cpp's fused attention kernel, which also lets the V cache be quantized.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashAttention {
+    /// llama.cpp decides: on where every device holding the model supports it.
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl FlashAttention {
+    /// Every setting, in the order help texts list them.
+    pub const ALL: [FlashAttention; 3] = [
+        FlashAttention::Auto,
+        FlashAttention::On,
+        FlashAttention::Off,
+    ];
+
+    /// The name flags, config files and the protocol use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlashAttention::Auto => "auto",
+            FlashAttention::On => "on",
+            FlashAttention::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for FlashAttention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FlashAttention {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wanted = text.trim().to_ascii_lowercase();
+        FlashAttention::ALL
+            .into_iter()
+            .find(|t| t.as_str() == wanted)
+            .ok_or_else(|| {
+                format!("{text:?} is not a flash attention setting: use auto, on or off")
+            })
+    }
+}
+
+/// The one combination llama.cpp refuses: a quantized V cache without flash attention. The
+/// sentence names both settings and the fix.
+pub fn check_kv_settings(kv: KvCacheType, flash: FlashAttention) -> Result<(), String> {
+    if kv.needs_flash_attention() && flash == FlashAttention::Off {
+        return Err(format!(
+            "a {kv} KV cache needs flash attention: set flash attention to auto or on, or use the f16 KV cache"
+        ));
+    }
+    Ok(())
 }
 
 /// Facts about the loaded model, read from its GGUF file by llama.cpp.

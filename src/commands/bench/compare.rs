@@ -176,6 +176,16 @@ pub(super) fn differences(old: &Results, new: &Results) -> Vec<String> {
     check("threads", a.threads.to_string(), b.threads.to_string());
     check("context", a.context.to_string(), b.context.to_string());
     check(
+        "KV cache type",
+        a.kv_cache_type.to_string(),
+        b.kv_cache_type.to_string(),
+    );
+    check(
+        "flash attention",
+        a.flash_attention.to_string(),
+        b.flash_attention.to_string(),
+    );
+    check(
         "commit",
         old.short_commit().to_string(),
         new.short_commit().to_string(),

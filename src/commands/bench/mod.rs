@@ -62,6 +62,12 @@ pub struct BenchArgs {
     /// CPU threads for the engine, the same for every way measured [default: engine.threads, else every core]
     #[arg(long, value_name = "N")]
     threads: Option<u32>,
+    /// Element type of gemma-engine's KV cache, the same for every way measured [default: engine.kv_cache_type]
+    #[arg(long, value_name = "TYPE")]
+    kv_cache_type: Option<crate::domain::KvCacheType>,
+    /// gemma-engine's flash attention, the same for every way measured [default: engine.flash_attention]
+    #[arg(long, value_name = "auto|on|off")]
+    flash_attention: Option<crate::domain::FlashAttention>,
     /// Print the figures as one JSON object
     #[arg(long)]
     json: bool,
@@ -151,6 +157,12 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         .unwrap_or(1);
     let threads = args.threads.or(config.engine.threads).unwrap_or(cores);
     config.engine.threads = Some(threads);
+    config.engine.kv_cache_type = args.kv_cache_type.unwrap_or(config.engine.kv_cache_type);
+    config.engine.flash_attention = args
+        .flash_attention
+        .unwrap_or(config.engine.flash_attention);
+    crate::domain::check_kv_settings(config.engine.kv_cache_type, config.engine.flash_attention)
+        .map_err(|why| anyhow!("{why} (--flash-attention)"))?;
     config.engine.parallel = 1;
     let model = models::resolve(
         paths,
@@ -199,6 +211,8 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             max_tokens: args.max_tokens,
             threads,
             context: config.engine.context,
+            kv_cache_type: config.engine.kv_cache_type,
+            flash_attention: config.engine.flash_attention,
             prompt_tokens,
             command_line: std::env::args().skip(1).collect(),
         },
@@ -495,9 +509,7 @@ fn direct(
         "--context",
         &config.engine.context.to_string(),
     ]);
-    if let Some(t) = config.engine.threads {
-        cmd.args(["--threads", &t.to_string()]);
-    }
+    cmd.args(engine_settings(config));
     let started = Instant::now();
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -622,9 +634,7 @@ fn through_run(model: &ModelEntry, config: &Config, max_tokens: u32) -> Result<S
         "--max-tokens",
         &max_tokens.to_string(),
     ]);
-    if let Some(t) = config.engine.threads {
-        cmd.args(["--threads", &t.to_string()]);
-    }
+    cmd.args(engine_settings(config));
     cmd.arg(PROMPT);
     let mut child = cmd
         .stdin(Stdio::null())
@@ -749,4 +759,20 @@ fn median_sample<'a>(samples: impl Iterator<Item = &'a Sample>) -> Sample {
         prompt_tokens: all.first().map(|s| s.prompt_tokens).unwrap_or(0),
         completion_tokens: all.first().map(|s| s.completion_tokens).unwrap_or(0),
     }
+}
+
+/// The engine settings every way runs with, as flags: gemma-engine and `gemmactl run` spell them
+/// alike, so the direct and the `run` way are given the very same words.
+fn engine_settings(config: &Config) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(t) = config.engine.threads {
+        args.extend(["--threads".to_string(), t.to_string()]);
+    }
+    args.extend([
+        "--kv-cache-type".to_string(),
+        config.engine.kv_cache_type.to_string(),
+        "--flash-attention".to_string(),
+        config.engine.flash_attention.to_string(),
+    ]);
+    args
 }

@@ -55,6 +55,12 @@ pub(super) struct Arguments {
     pub threads: u32,
     /// The engine's context size in tokens.
     pub context: u32,
+    /// gemma-engine's KV cache element type (results written before this field: `f16`).
+    #[serde(default)]
+    pub kv_cache_type: crate::domain::KvCacheType,
+    /// gemma-engine's flash attention setting (results written before this field: `auto`).
+    #[serde(default)]
+    pub flash_attention: crate::domain::FlashAttention,
     /// The prompt's length in tokens (the engine suite's prompt), where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u32>,
@@ -374,6 +380,8 @@ pub(super) mod tests {
                 max_tokens: 16,
                 threads: 2,
                 context: 8192,
+                kv_cache_type: Default::default(),
+                flash_attention: Default::default(),
                 prompt_tokens: Some(48),
                 command_line: vec!["bench".into(), "--runs".into(), "3".into()],
             },

@@ -236,6 +236,7 @@ fn choice_for(config: &Config, inventory: &Inventory, model: &ModelEntry) -> Mod
         &model.path,
         config.engine.context,
         config.engine.parallel.max(1),
+        config.engine.kv_cache_type,
     );
     let plan: Plan = select::choose(
         config.engine.backend,

@@ -1,0 +1,175 @@
+//! Long conversations: time to first token at turns 1, 5, 10 and 20 of one conversation on the
+//! shell's path (a `Thread` of the turn service, which names one engine session, so every turn
+//! reuses the KV cache of the turns before it for their common prefix).
+//!
+//! Each round is a new conversation of `--turns` questions (default 20), answered greedily with at
+//! most `--tokens` tokens (default 48). Per turn it records the time from `Thread::send` to the
+//! first text, and the engine's prompt and cached token counts. The ratio turn N ÷ turn 1 is taken
+//! within a round, then the median over rounds. Gemma 3's sliding-window layers keep only their
+//! window of the cache: if cutting a session back ever lost the reuse, the prompt would be read
+//! whole and the cached count would drop to 0 — the table shows it per turn.
+//!
+//! ```sh
+//! cargo run --example turns_bench -- --rounds 3 [--turns 20] [--tokens 48]
+//! ```
+//! Needs the default model in the download cache (`gemmactl models pull gemma3-270m`) and
+//! `cargo build --workspace` (the engine next to this example's folder).
+
+// A benchmark stops with its reason on the first failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use gemmactl::chat::{PromptStyle, Thread, TurnEvent, TurnService};
+use gemmactl::config::{Config, Paths};
+use gemmactl::domain::{SamplingParams, Source};
+use gemmactl::models;
+use gemmactl::store::Store;
+use gemmactl::supervisor::Supervisor;
+
+mod common;
+use common::{median, ms};
+
+const TOPICS: [&str; 20] = [
+    "rivers", "bridges", "bees", "clocks", "glass", "salt", "trains", "maps", "copper", "tides",
+    "owls", "paper", "kites", "wool", "stone", "ink", "ships", "bells", "storms", "maple",
+];
+
+/// One turn's figures.
+#[derive(Clone, Copy)]
+struct Turn {
+    first_text_ms: f64,
+    prompt_tokens: u32,
+    cached_tokens: u32,
+}
+
+/// The value of `--NAME N`, or `default`.
+fn option(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| *a == format!("--{name}"))
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("--{name} takes a number"))
+        })
+        .unwrap_or(default)
+}
+
+fn main() {
+    common::run_in_throwaway_home(|home| async move { bench(&home).await });
+}
+
+async fn conversation(
+    service: &TurnService,
+    model: &models::ModelEntry,
+    turns: usize,
+    tokens: u32,
+) -> Vec<Turn> {
+    let params = SamplingParams {
+        max_tokens: Some(tokens),
+        temperature: 0.0,
+        ..SamplingParams::default()
+    };
+    let mut thread = Thread::new(
+        service,
+        model.clone(),
+        None,
+        params,
+        PromptStyle::Conversation,
+    );
+    let mut out = Vec::new();
+    for t in 0..turns {
+        let question = format!(
+            "Question {}: tell me three short facts about {}, one sentence each.",
+            t + 1,
+            TOPICS[t % TOPICS.len()]
+        );
+        let sent = Instant::now();
+        let mut turn = thread.send(&question).expect("the turn starts");
+        let mut first = None;
+        let mut usage = None;
+        while let Some(event) = turn.next().await {
+            match event {
+                TurnEvent::Token(text) if first.is_none() && !text.is_empty() => {
+                    first = Some(ms(sent.elapsed()));
+                }
+                TurnEvent::Ended(end) => {
+                    usage = Some(end.result.expect("the turn finished").usage);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let usage = usage.expect("the turn ended");
+        out.push(Turn {
+            first_text_ms: first.expect("the reply had text"),
+            prompt_tokens: usage.prompt_tokens,
+            cached_tokens: usage.cached_tokens,
+        });
+    }
+    out
+}
+
+async fn bench(home: &Path) {
+    let rounds = option("rounds", 3) as usize;
+    let turns = option("turns", 20).max(1) as usize;
+    let tokens = option("tokens", 48) as u32;
+    let paths = Paths::discover().unwrap();
+    let config = Config::load(&paths).unwrap();
+    let model = models::resolve(&paths, &config.default_model)
+        .expect("the default model is in the download cache (gemmactl models pull gemma3-270m)");
+    let store = Store::open(&home.join("history.db")).unwrap();
+    let service = TurnService::new(
+        Supervisor::unpublished(config.clone()),
+        Some(store),
+        Source::Chat,
+        &paths,
+        &config,
+    );
+    // Loads and warms the engine; not counted.
+    conversation(&service, &model, 1, 4).await;
+
+    let mut all: Vec<Vec<Turn>> = Vec::new();
+    for round in 0..rounds {
+        let figures = conversation(&service, &model, turns, tokens).await;
+        println!(
+            "round {}: {}",
+            round + 1,
+            figures
+                .iter()
+                .map(|t| format!("{:.0}", t.first_text_ms))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        all.push(figures);
+    }
+    println!();
+    println!(
+        "{} model, {} greedy tokens at most per reply, {rounds} rounds; medians over rounds",
+        model.name, tokens
+    );
+    println!("| turn | prompt tokens | cached tokens | time to first text | ÷ turn 1 (median of per-round ratios) |");
+    println!("|---|---|---|---|---|");
+    let mut shown: Vec<usize> = [1, 5, 10, 20].into_iter().filter(|t| *t <= turns).collect();
+    if !shown.contains(&turns) {
+        shown.push(turns);
+    }
+    for t in shown {
+        let at = |f: &dyn Fn(&Turn) -> f64| {
+            median(&all.iter().map(|r| f(&r[t - 1])).collect::<Vec<_>>())
+        };
+        let ratio = median(
+            &all.iter()
+                .map(|r| r[t - 1].first_text_ms / r[0].first_text_ms)
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "| {t} | {:.0} | {:.0} | {:.0} ms | {ratio:.2}× |",
+            at(&|x| x.prompt_tokens as f64),
+            at(&|x| x.cached_tokens as f64),
+            at(&|x| x.first_text_ms),
+        );
+    }
+}
