@@ -2,15 +2,16 @@
 //! shell's path (a `Thread` of the turn service, which names one engine session, so every turn
 //! reuses the KV cache of the turns before it for their common prefix).
 //!
-//! Each round is a new conversation of `--turns` questions (default 20), answered greedily with at
-//! most `--tokens` tokens (default 48). Per turn it records the time from `Thread::send` to the
+//! Each round is a new conversation of `--turns` questions (default 20) of about 100 tokens each,
+//! answered greedily with at most `--tokens` tokens (default 96), so the conversation
+//! soon outgrows Gemma 3's 512-token sliding window. Per turn it records the time from `Thread::send` to the
 //! first text, and the engine's prompt and cached token counts. The ratio turn N ÷ turn 1 is taken
 //! within a round, then the median over rounds. Gemma 3's sliding-window layers keep only their
 //! window of the cache: if cutting a session back ever lost the reuse, the prompt would be read
 //! whole and the cached count would drop to 0 — the table shows it per turn.
 //!
 //! ```sh
-//! cargo run --example turns_bench -- --rounds 3 [--turns 20] [--tokens 48]
+//! cargo run --example turns_bench -- --rounds 3 [--turns 20] [--tokens 96]
 //! ```
 //! Needs the default model in the download cache (`gemmactl models pull gemma3-270m`) and
 //! `cargo build --workspace` (the engine next to this example's folder).
@@ -81,10 +82,17 @@ async fn conversation(
     );
     let mut out = Vec::new();
     for t in 0..turns {
+        // About 100 tokens per question: this small model's replies are short whatever it is
+        // asked, so the questions carry the conversation past the window.
+        let topic = TOPICS[t % TOPICS.len()];
         let question = format!(
-            "Question {}: tell me three short facts about {}, one sentence each.",
-            t + 1,
-            TOPICS[t % TOPICS.len()]
+            "Question {}: here are my notes on {topic}. {topic} appear in old stories from many \
+             countries; people have written about {topic} in letters, songs and travel journals \
+             for centuries, and museums keep drawings of {topic} made by children and by \
+             scientists alike. Some of my notes on {topic} are about the past, some about today, \
+             and a few about what may change. Write a long paragraph about {topic}, with as much \
+             detail as you can.",
+            t + 1
         );
         let sent = Instant::now();
         let mut turn = thread.send(&question).expect("the turn starts");
@@ -115,7 +123,7 @@ async fn conversation(
 async fn bench(home: &Path) {
     let rounds = option("rounds", 3) as usize;
     let turns = option("turns", 20).max(1) as usize;
-    let tokens = option("tokens", 48) as u32;
+    let tokens = option("tokens", 96) as u32;
     let paths = Paths::discover().unwrap();
     let config = Config::load(&paths).unwrap();
     let model = models::resolve(&paths, &config.default_model)
