@@ -37,7 +37,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use serde_json::{json, Value};
 
 mod common;
-use common::{median, ms, profile_dir};
+use common::{median, ms, option, profile_dir};
 
 const PROMPT: &str = "Once upon a time";
 const LEVELS: [usize; 3] = [1, 8, 32];
@@ -154,22 +154,13 @@ impl Server {
     }
 }
 
-fn arg(name: &str, default: u32) -> u32 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| v.parse().expect("a number"))
-        .unwrap_or(default)
-}
-
 fn main() {
     common::run_in_throwaway_home(|home| async move { bench(&home).await });
 }
 
 async fn bench(home: &Path) {
-    let runs = arg("--runs", 5) as usize;
-    let max_tokens = arg("--max-tokens", 64);
+    let runs = option("runs", 5) as usize;
+    let max_tokens = option("max-tokens", 64) as u32;
     let paths = Paths::discover().unwrap();
     let config = Config::load(&paths).unwrap();
     let model = models::resolve(&paths, &config.default_model)

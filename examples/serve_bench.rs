@@ -39,7 +39,7 @@ use gemmactl::supervisor::Supervisor;
 use serde_json::{json, Value};
 
 mod common;
-use common::{median, ms, profile_dir};
+use common::{median, ms, option, profile_dir};
 
 const MAX_TOKENS: u32 = 8;
 
@@ -144,19 +144,6 @@ async fn in_process(service: &TurnService, model: &models::ModelEntry, question:
         }
     }
     first.expect("the reply had text")
-}
-
-/// The value of `--NAME N`, or `default`.
-fn option(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| *a == format!("--{name}"))
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("--{name} takes a number"))
-        })
-        .unwrap_or(default)
 }
 
 fn main() {

@@ -30,7 +30,7 @@ use gemmactl::store::Store;
 use gemmactl::supervisor::Supervisor;
 
 mod common;
-use common::{median, ms};
+use common::{median, ms, option};
 
 const TOPICS: [&str; 20] = [
     "rivers", "bridges", "bees", "clocks", "glass", "salt", "trains", "maps", "copper", "tides",
@@ -43,19 +43,6 @@ struct Turn {
     first_text_ms: f64,
     prompt_tokens: u32,
     cached_tokens: u32,
-}
-
-/// The value of `--NAME N`, or `default`.
-fn option(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| *a == format!("--{name}"))
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("--{name} takes a number"))
-        })
-        .unwrap_or(default)
 }
 
 fn main() {

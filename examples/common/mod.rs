@@ -47,3 +47,16 @@ pub(crate) fn run_in_throwaway_home<F: std::future::Future<Output = ()>>(
         .expect("a tokio runtime")
         .block_on(bench(home.path().to_path_buf()));
 }
+
+/// The value of `--NAME N` on the command line, or `default`.
+pub(crate) fn option(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| *a == format!("--{name}"))
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("--{name} takes a number"))
+        })
+        .unwrap_or(default)
+}

@@ -348,6 +348,35 @@ fn concurrency_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> R
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+/// A panel's chart: categories along x (one unit each), values up y.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A panel's frame, the same for bars and lines: caption, value axis with its unit and ticks, no
+/// category labels (`name_categories` writes those) and no vertical mesh.
+fn axes<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    unit: &str,
+    n: f64,
+    top: f64,
+) -> Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 16))
+        .margin(14)
+        .x_label_area_size(34)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0.0..n, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .max_light_lines(0)
+        .x_labels(0)
+        .y_label_formatter(&|v| tick(*v, top))
+        .y_desc(unit)
+        .label_style((FONT, 13))
+        .draw()?;
+    Ok(chart)
+}
 
 /// The largest sample or median, with headroom, as the top of the value axis.
 fn top_of(series: &[Series]) -> f64 {
@@ -386,21 +415,7 @@ fn bar_panel(
     let n = categories.len() as f64;
     // A legend sits in the upper right: room above the tallest bar keeps it off the bars.
     let top = top_of(series) * if series.len() > 1 { 1.3 } else { 1.0 };
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 16))
-        .margin(14)
-        .x_label_area_size(34)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..n, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .max_light_lines(0)
-        .x_labels(0)
-        .y_label_formatter(&|v| tick(*v, top))
-        .y_desc(unit)
-        .label_style((FONT, 13))
-        .draw()?;
+    let mut chart = axes(area, caption, unit, n, top)?;
     let width = 0.8 / series.len().max(1) as f64;
     for (i, s) in series.iter().enumerate() {
         let c = color(i);
@@ -449,21 +464,7 @@ fn line_panel(
 ) -> Result<()> {
     let n = categories.len() as f64;
     let top = top_of(series);
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 16))
-        .margin(14)
-        .x_label_area_size(34)
-        .y_label_area_size(64)
-        .build_cartesian_2d(0.0..n, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .max_light_lines(0)
-        .x_labels(0)
-        .y_label_formatter(&|v| tick(*v, top))
-        .y_desc(unit)
-        .label_style((FONT, 13))
-        .draw()?;
+    let mut chart = axes(area, caption, unit, n, top)?;
     for (i, s) in series.iter().enumerate() {
         let c = color(i);
         let medians: Vec<(f64, f64)> = s
@@ -495,11 +496,7 @@ fn line_panel(
 }
 
 /// Writes each category's name under the middle of its slot on the x axis.
-fn name_categories(
-    area: &Area<'_>,
-    chart: &ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    categories: &[String],
-) -> Result<()> {
+fn name_categories(area: &Area<'_>, chart: &Chart<'_, '_>, categories: &[String]) -> Result<()> {
     let (bx, by) = area.get_base_pixel();
     let style = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
     for (i, name) in categories.iter().enumerate() {
