@@ -30,16 +30,16 @@ use std::time::Instant;
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use gemmactl::chat::{PromptStyle, Thread, TurnEvent, TurnService};
+use gemmactl::chat::TurnService;
 use gemmactl::config::{Config, Paths};
-use gemmactl::domain::{SamplingParams, Source};
+use gemmactl::domain::Source;
 use gemmactl::models;
 use gemmactl::store::Store;
 use gemmactl::supervisor::Supervisor;
 use serde_json::{json, Value};
 
 mod common;
-use common::{median, ms, option, profile_dir};
+use common::{greedy_thread, median, ms, option, profile_dir, timed_turn};
 
 const MAX_TOKENS: u32 = 8;
 
@@ -116,34 +116,8 @@ async fn over_http(client: &reqwest::Client, url: &str, question: &str) -> f64 {
 
 /// B: the same conversation through the turn service; milliseconds to the first text.
 async fn in_process(service: &TurnService, model: &models::ModelEntry, question: &str) -> f64 {
-    let params = SamplingParams {
-        max_tokens: Some(MAX_TOKENS),
-        temperature: 0.0,
-        ..SamplingParams::default()
-    };
-    let mut thread = Thread::new(
-        service,
-        model.clone(),
-        None,
-        params,
-        PromptStyle::Conversation,
-    );
-    let sent = Instant::now();
-    let mut turn = thread.send(question).expect("the turn starts");
-    let mut first = None;
-    while let Some(event) = turn.next().await {
-        match event {
-            TurnEvent::Token(text) if first.is_none() && !text.is_empty() => {
-                first = Some(ms(sent.elapsed()));
-            }
-            TurnEvent::Ended(end) => {
-                end.result.expect("the turn finished");
-                break;
-            }
-            _ => {}
-        }
-    }
-    first.expect("the reply had text")
+    let mut thread = greedy_thread(service, model, MAX_TOKENS);
+    timed_turn(&mut thread, question).await.0
 }
 
 fn main() {

@@ -20,17 +20,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::Instant;
 
-use gemmactl::chat::{PromptStyle, Thread, TurnEvent, TurnService};
+use gemmactl::chat::TurnService;
 use gemmactl::config::{Config, Paths};
-use gemmactl::domain::{SamplingParams, Source};
+use gemmactl::domain::Source;
 use gemmactl::models;
 use gemmactl::store::Store;
 use gemmactl::supervisor::Supervisor;
 
 mod common;
-use common::{median, ms, option};
+use common::{greedy_thread, median, option, timed_turn};
 
 const TOPICS: [&str; 20] = [
     "rivers", "bridges", "bees", "clocks", "glass", "salt", "trains", "maps", "copper", "tides",
@@ -55,18 +54,7 @@ async fn conversation(
     turns: usize,
     tokens: u32,
 ) -> Vec<Turn> {
-    let params = SamplingParams {
-        max_tokens: Some(tokens),
-        temperature: 0.0,
-        ..SamplingParams::default()
-    };
-    let mut thread = Thread::new(
-        service,
-        model.clone(),
-        None,
-        params,
-        PromptStyle::Conversation,
-    );
+    let mut thread = greedy_thread(service, model, tokens);
     let mut out = Vec::new();
     for t in 0..turns {
         // About 100 tokens per question: this small model's replies are short whatever it is
@@ -81,27 +69,11 @@ async fn conversation(
              detail as you can.",
             t + 1
         );
-        let sent = Instant::now();
-        let mut turn = thread.send(&question).expect("the turn starts");
-        let mut first = None;
-        let mut usage = None;
-        while let Some(event) = turn.next().await {
-            match event {
-                TurnEvent::Token(text) if first.is_none() && !text.is_empty() => {
-                    first = Some(ms(sent.elapsed()));
-                }
-                TurnEvent::Ended(end) => {
-                    usage = Some(end.result.expect("the turn finished").usage);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let usage = usage.expect("the turn ended");
+        let (first_text_ms, done) = timed_turn(&mut thread, &question).await;
         out.push(Turn {
-            first_text_ms: first.expect("the reply had text"),
-            prompt_tokens: usage.prompt_tokens,
-            cached_tokens: usage.cached_tokens,
+            first_text_ms,
+            prompt_tokens: done.usage.prompt_tokens,
+            cached_tokens: done.usage.cached_tokens,
         });
     }
     out

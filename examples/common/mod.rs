@@ -60,3 +60,51 @@ pub(crate) fn option(name: &str, default: u64) -> u64 {
         })
         .unwrap_or(default)
 }
+
+/// Sends `text` on `thread` and waits for the turn to end: milliseconds from the send to the
+/// first text, and the engine's report. (Not every benchmark times turns.)
+#[allow(dead_code)]
+pub(crate) async fn timed_turn(
+    thread: &mut gemmactl::chat::Thread,
+    text: &str,
+) -> (f64, gemmactl::domain::Completion) {
+    use gemmactl::chat::TurnEvent;
+    let sent = std::time::Instant::now();
+    let mut turn = thread.send(text).expect("the turn starts");
+    let mut first = None;
+    while let Some(event) = turn.next().await {
+        match event {
+            TurnEvent::Token(text) if first.is_none() && !text.is_empty() => {
+                first = Some(ms(sent.elapsed()));
+            }
+            TurnEvent::Ended(end) => {
+                let done = end.result.expect("the turn finished");
+                return (first.expect("the reply had text"), done);
+            }
+            _ => {}
+        }
+    }
+    panic!("the turn ended without its Ended event")
+}
+
+/// A new conversation on the shell's path (the turn service's `Thread`), greedy, at most
+/// `max_tokens` per reply. (Not every benchmark holds conversations.)
+#[allow(dead_code)]
+pub(crate) fn greedy_thread(
+    service: &gemmactl::chat::TurnService,
+    model: &gemmactl::models::ModelEntry,
+    max_tokens: u32,
+) -> gemmactl::chat::Thread {
+    let params = gemmactl::domain::SamplingParams {
+        max_tokens: Some(max_tokens),
+        temperature: 0.0,
+        ..gemmactl::domain::SamplingParams::default()
+    };
+    gemmactl::chat::Thread::new(
+        service,
+        model.clone(),
+        None,
+        params,
+        gemmactl::chat::PromptStyle::Conversation,
+    )
+}

@@ -443,13 +443,7 @@ fn bar_panel(
         chart.draw_series(dots)?;
     }
     if series.len() > 1 {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 13))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     name_categories(area, &chart, categories)
 }
@@ -485,14 +479,20 @@ fn line_panel(
         });
         chart.draw_series(dots)?;
     }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    name_categories(area, &chart, categories)
+}
+
+/// The series' names in a box at `position`, alike in every panel.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .label_font((FONT, 13))
         .draw()?;
-    name_categories(area, &chart, categories)
+    Ok(())
 }
 
 /// Writes each category's name under the middle of its slot on the x axis.
