@@ -1,7 +1,9 @@
 //! `gemmactl bench` as a tool, end to end on the real engine and the default model: the results
 //! file it writes, `bench compare` on real runs (two of one commit, and one made worse on
-//! purpose), `bench chart` and `bench --chart`, and the sentence a file that is not results gets. No figure is asserted: the tests check what compare and chart said about real
-//! runs, never a speed.
+//! purpose), `bench chart` and `bench --chart`, and the sentence a file that is not results gets.
+//! No speed is asserted: the tests check what compare and chart said about real runs, and that
+//! compare judged them by its own rule; only memory, which load does not change, is expected to
+//! come out the same.
 
 // Tests fail by panicking, with the reason: unwrapping is how they say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -158,8 +160,22 @@ fn a_run_writes_a_results_file_with_its_samples_machine_build_and_model() {
     assert!(!figures.iter().any(|f| f["id"] == "prefill/run"));
 }
 
+/// One row of compare's table, read from the right (a figure's label has spaces):
+/// `(change %, noise %, verdict)`.
+fn verdict_of(line: &str) -> (f64, f64, &str) {
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let n = cells.len();
+    let percent = |c: &str| -> f64 {
+        c.trim_start_matches('±')
+            .trim_end_matches('%')
+            .parse()
+            .unwrap_or_else(|_| panic!("not a percentage: {c} in {line}"))
+    };
+    (percent(cells[n - 3]), percent(cells[n - 2]), cells[n - 1])
+}
+
 #[test]
-fn compare_of_two_runs_of_one_commit_finds_no_regression() {
+fn compare_of_two_runs_of_one_commit_judges_by_its_own_rule() {
     let runs = runs();
     let out = compare(
         &runs.home,
@@ -168,11 +184,49 @@ fn compare_of_two_runs_of_one_commit_finds_no_regression() {
         &["--threshold", THRESHOLD],
     );
     let text = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
-    assert!(text.contains("no regression beyond 25%"), "{text}");
-    assert!(row(&text, "decode, direct").contains("tok/s"), "{text}");
+    // Two real runs of one commit may still differ in speed: the machine is shared, and beside
+    // a CPU-bound job two engine threads can run several times slower in one run than in the
+    // other. So no speed verdict is asserted here (the rule itself is unit-tested on fixed
+    // samples in compare.rs); what is asserted is that compare read both files, judged every
+    // figure by the rule it prints, and exited accordingly.
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{text}{}",
+        stderr(&out)
+    );
     // Same commit, same settings: nothing to point out.
     assert!(!text.contains("the runs differ in"), "{text}");
+    let threshold: f64 = THRESHOLD.parse().unwrap();
+    let mut regressed = false;
+    for figure in [
+        "load, direct",
+        "time to first token, direct",
+        "prefill, direct",
+        "decode, direct",
+        "engine peak RSS, direct",
+        "decode, supervisor",
+        "decode, run",
+    ] {
+        let line = row(&text, figure);
+        let (change, noise, verdict) = verdict_of(line);
+        // The table rounds to 0.1 %: a change that close to a bound may fall either side.
+        let near = |bound: f64| (change.abs() - bound).abs() <= 0.1;
+        if !near(threshold) && !near(noise) {
+            let moved = change.abs() > threshold && change.abs() > noise;
+            assert_eq!(verdict != "same", moved, "{line}\n{text}");
+        }
+        regressed |= matches!(verdict, "slower" | "worse");
+    }
+    // Memory does not depend on the machine's load: the same settings take the same memory.
+    assert_eq!(
+        verdict_of(row(&text, "engine peak RSS, direct")).2,
+        "same",
+        "{text}"
+    );
+    assert_eq!(out.status.code() == Some(1), regressed, "{text}");
+    if !regressed {
+        assert!(text.contains("no regression beyond 25%"), "{text}");
+    }
 }
 
 #[test]
