@@ -482,8 +482,12 @@ fn kv_cache_settings_come_from_flags_env_or_config_and_bad_ones_are_one_sentence
     let out = run(&[], &[]);
     assert!(!out.status.success());
     let err = common::stderr(&out);
-    assert!(err.contains("config.toml") && err.contains("q9"), "{err}");
-    std::fs::write(&config, "[engine]\nkv_cache_type = \"q4_0\"\n").unwrap();
+    assert!(
+        err.contains("config.toml") && err.contains("\"q9\" is not a KV cache type"),
+        "{err}"
+    );
+    // Spelt as the flags and the environment take it: case does not matter.
+    std::fs::write(&config, "[engine]\nkv_cache_type = \"Q4_0\"\n").unwrap();
     let out = run(&[], &[]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");

@@ -170,8 +170,13 @@ pub(crate) fn load(
     let ctx = model.new_context(backend, ctx_params).map_err(|_| LoadError {
         code: ErrorCode::OutOfMemory,
         message: format!(
-            "could not allocate the {} KV cache and compute buffers for a {context}-token context for {shown}: lower the context (--context), use a smaller KV cache type (--kv-cache-type q8_0), or free memory",
-            opts.kv_cache_type
+            "could not allocate the {} KV cache and compute buffers for a {context}-token context for {shown}: lower the context (--context){}, or free memory",
+            opts.kv_cache_type,
+            match opts.kv_cache_type {
+                KvCacheType::F16 => ", use a smaller KV cache type (--kv-cache-type q8_0)",
+                KvCacheType::Q8_0 => ", use a smaller KV cache type (--kv-cache-type q4_0)",
+                KvCacheType::Q4_0 => "",
+            }
         ),
     })?;
 

@@ -14,9 +14,11 @@ setting, then the median over rounds. Standard library only.
 import argparse
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 SETTINGS = [("f16", "off"), ("f16", "on"), ("q8_0", "on"), ("q4_0", "on")]
@@ -42,20 +44,31 @@ class Engine:
                 "--threads", str(threads), "--kv-cache-type", kv, "--flash-attention", flash]
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=self.read_lines, daemon=True).start()
         self.ready = self.until(lambda e: e.get("event") != "loading")
         if self.ready.get("event") != "ready":
             raise SystemExit(f"error: gemma-engine did not load with {kv}/{flash}: {self.ready}")
 
     def until(self, done):
+        # Lines are read on a thread so a silent engine cannot hold the script past WAIT_S.
         deadline = time.monotonic() + WAIT_S
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.proc.kill()
+                raise SystemExit(f"error: gemma-engine sent nothing for {WAIT_S} s")
+            if line is None:
                 raise SystemExit("error: gemma-engine ended early")
             event = json.loads(line)
             if done(event):
                 return event
-        raise SystemExit("error: gemma-engine sent nothing in time")
+
+    def read_lines(self):
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
 
     def generate(self, rid, prompt, tokens):
         command = {"op": "generate", "id": rid, "prompt": {"format": "completion"},
@@ -90,9 +103,10 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     a = p.parse_args()
     lengths = [int(x) for x in a.lengths.split(",")]
-    context = max(lengths) + a.tokens + 512
-
-    # Calibrate sentences → tokens once, so each prompt is within a few tokens of its length.
+    # Calibrate sentences → tokens once (the text's numbers grow, so long prompts come out a few
+    # per cent longer than asked); the context leaves room for that drift.
+    # (at least 1,024: the calibration text itself is ~750 tokens).
+    context = max(1024, int(max(lengths) * 1.15) + a.tokens + 64)
     e = Engine(a.engine, a.model, context, a.threads, "f16", "auto")
     per = e.generate("calibrate", text(40), 1)["usage"]["prompt_tokens"] / 40
     e.close()

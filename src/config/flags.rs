@@ -111,7 +111,11 @@ impl EngineFlags {
             config.engine.backend = b;
         }
         check_kv_settings(config.engine.kv_cache_type, config.engine.flash_attention)
-            .map_err(|why| anyhow::anyhow!("{why} (--flash-attention, engine.flash_attention)"))
+            .map_err(|why| {
+            anyhow::anyhow!(
+                "{why} (the two come from --kv-cache-type and --flash-attention, else GEMMACTL_KV_CACHE_TYPE and GEMMACTL_FLASH_ATTENTION, else engine.kv_cache_type and engine.flash_attention in config.toml)"
+            )
+        })
     }
 }
 

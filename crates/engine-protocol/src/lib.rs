@@ -233,7 +233,7 @@ pub struct ReadyInfo {
 /// values in 34 bytes, `q4_0` in 18, against 64 for `f16`. A quantized V cache needs flash
 /// attention (llama.cpp refuses the context otherwise), so [`FlashAttention::Off`] goes with `f16`
 /// only.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum KvCacheType {
     /// Half precision: llama.cpp's default, exact.
     #[default]
@@ -294,7 +294,7 @@ impl std::str::FromStr for KvCacheType {
 }
 
 /// Flash attention: llama.cpp's fused attention kernel, which also lets the V cache be quantized.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlashAttention {
     /// llama.cpp decides: on where every device holding the model supports it.
@@ -341,6 +341,24 @@ impl std::str::FromStr for FlashAttention {
             .ok_or_else(|| {
                 format!("{text:?} is not a flash attention setting: use auto, on or off")
             })
+    }
+}
+
+// Read through `FromStr`, so a config file, an environment variable and a flag accept the same
+// spellings (case and surrounding spaces ignored) and are refused with the same sentence.
+impl<'de> Deserialize<'de> for KvCacheType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for FlashAttention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

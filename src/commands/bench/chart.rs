@@ -179,19 +179,22 @@ pub(super) fn draw(files: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// What tells the files apart, as each one's name in a legend: the engine, the commit, the
-/// threads or the context, whichever differ; the file's name when none does.
+/// threads, the context, the KV cache type or flash attention, whichever differ; the file's name
+/// when none does.
 fn labels(files: &[Loaded]) -> Vec<String> {
-    const DATE: usize = 4;
-    let parts = |r: &Results| -> [String; 5] {
+    const DATE: usize = 6;
+    let parts = |r: &Results| -> [String; 7] {
         [
             r.model.engine.clone(),
             r.short_commit().to_string(),
             threads(r.arguments.threads),
             format!("context {}", r.arguments.context),
+            format!("KV {}", r.arguments.kv_cache_type),
+            format!("flash attention {}", r.arguments.flash_attention),
             r.date.clone(),
         ]
     };
-    let all: Vec<[String; 5]> = files.iter().map(|f| parts(&f.results)).collect();
+    let all: Vec<[String; 7]> = files.iter().map(|f| parts(&f.results)).collect();
     if files.len() == 1 {
         return vec![format!("{}, {}", all[0][1], all[0][2])];
     }

@@ -162,7 +162,9 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
         .flash_attention
         .unwrap_or(config.engine.flash_attention);
     crate::domain::check_kv_settings(config.engine.kv_cache_type, config.engine.flash_attention)
-        .map_err(|why| anyhow!("{why} (--flash-attention)"))?;
+        .map_err(|why| {
+            anyhow!("{why} (bench takes them from --kv-cache-type and --flash-attention, else from the engine settings)")
+        })?;
     config.engine.parallel = 1;
     let model = models::resolve(
         paths,
@@ -335,6 +337,7 @@ async fn engine_suite(
             "{}",
             json!({
                 "model": model.name, "engine": model.engine.as_str(), "runs": args.runs, "max_tokens": args.max_tokens, "threads": threads,
+                "kv_cache_type": config.engine.kv_cache_type, "flash_attention": config.engine.flash_attention,
                 "median": by_way,
                 "decode_ratio_supervisor": sup_ratio,
                 "decode_ratio_run": run_ratio,
