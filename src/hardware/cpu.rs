@@ -44,13 +44,16 @@ const ARM_FLAGS: &[(&str, &str)] = &[
     ("SVE2", "sve2"),
 ];
 
+/// Cores this process may use (a CPU quota or `taskset` counts), if the OS says.
+pub fn usable_cores() -> Option<usize> {
+    std::thread::available_parallelism().ok().map(|n| n.get())
+}
+
 /// Reads this machine's CPU: `/proc/cpuinfo` where there is one, the standard library otherwise.
 pub fn detect() -> CpuInfo {
     let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut info = parse_cpuinfo(&text, std::env::consts::ARCH);
-    info.logical_cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(info.logical_cores.max(1));
+    info.logical_cores = usable_cores().unwrap_or(info.logical_cores.max(1));
     if info.simd.is_empty() {
         info.simd = detected_by_std();
     }

@@ -532,3 +532,39 @@ pub enum ErrorCode {
     /// The engine's command-line arguments are wrong.
     BadArguments,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_settings_read_as_they_are_written_and_in_any_case() {
+        for t in KvCacheType::ALL {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+            assert_eq!(serde_json::from_str::<KvCacheType>(&json).unwrap(), t);
+        }
+        for f in FlashAttention::ALL {
+            let json = serde_json::to_string(&f).unwrap();
+            assert_eq!(serde_json::from_str::<FlashAttention>(&json).unwrap(), f);
+        }
+        assert_eq!(" Q8_0 ".parse::<KvCacheType>(), Ok(KvCacheType::Q8_0));
+        assert_eq!("ON".parse::<FlashAttention>(), Ok(FlashAttention::On));
+        let err = serde_json::from_str::<KvCacheType>("\"q5_1\"").unwrap_err();
+        assert!(err.to_string().contains("is not a KV cache type"), "{err}");
+    }
+
+    #[test]
+    fn only_a_quantized_cache_without_flash_attention_is_refused() {
+        for t in KvCacheType::ALL {
+            for f in FlashAttention::ALL {
+                let refused = check_kv_settings(t, f).is_err();
+                assert_eq!(
+                    refused,
+                    t != KvCacheType::F16 && f == FlashAttention::Off,
+                    "{t}/{f}"
+                );
+            }
+        }
+    }
+}

@@ -152,9 +152,7 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     }
     // Every way runs the same thread count, or the paired ratios compare unlike engines: left to
     // itself each engine would choose its own from the machine's load at its start.
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
+    let cores = crate::hardware::cpu::usable_cores().unwrap_or(1) as u32;
     let threads = args.threads.or(config.engine.threads).unwrap_or(cores);
     config.engine.threads = Some(threads);
     config.engine.kv_cache_type = args.kv_cache_type.unwrap_or(config.engine.kv_cache_type);
