@@ -289,10 +289,23 @@ impl Config {
             }
         };
         let config: Config = toml::from_str(&text).map_err(|e| {
+            // The parser's message may span lines ("invalid table header\nexpected `.`, `]`"):
+            // joined, so the error stays one line, with the line of the file it is about.
+            let message: Vec<&str> = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let at = e
+                .span()
+                .and_then(|s| text.get(..s.start))
+                .map(|before| format!(" at line {}", before.matches('\n').count() + 1))
+                .unwrap_or_default();
             anyhow::anyhow!(
-                "config file {} is not valid: {} (fix or delete the file)",
+                "config file {} is not valid{at}: {} (fix or delete the file)",
                 path.display(),
-                e.message()
+                message.join(", ")
             )
         })?;
         bounds::check_file(&config, path)?;
