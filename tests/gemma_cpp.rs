@@ -1098,6 +1098,88 @@ fn run_streams_a_reply_from_a_registered_gemma_cpp_model() {
     assert!(err.contains("gemma-engine cannot load"), "{err}");
 }
 
+/// `gemmactl bench` on a gemma.cpp model takes the stock `gemma` binary, run as a user runs it,
+/// as its baseline: every way produces figures from real replies, the results file names
+/// gemma.cpp and its binary, and a remote model or bad arguments are refused with a sentence.
+#[test]
+fn bench_of_a_gemma_cpp_model_measures_gemma_itself_as_the_baseline() {
+    let f = fixture();
+    let home = Home::new();
+    ok(&home.run(&["models", "add", "tiny", path_str(&f.weights)]));
+    let out_dir = f.dir.path().join("bench");
+    let mut cmd = home.cmd();
+    cmd.env("GEMMA_BIN", &f.binary).args([
+        "bench",
+        "--model",
+        "tiny",
+        "--runs",
+        "1",
+        "--max-tokens",
+        "8",
+        "--json",
+        "--out",
+        path_str(&out_dir),
+    ]);
+    let out = common::run_bounded(cmd);
+    let said: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(said["engine"], "gemma.cpp", "{said}");
+    for way in ["direct", "supervisor", "run"] {
+        let median = &said["median"][way];
+        let decode = median["decode_tokens_per_s"].as_f64().unwrap();
+        let tokens = median["completion_tokens"].as_u64().unwrap();
+        if real() {
+            // Real tokens arrive over time: each way measures a speed.
+            assert!(decode > 0.0 && decode.is_finite(), "{way}: {said}");
+            assert!((2..=8).contains(&tokens), "{way}: {tokens} tokens: {said}");
+        } else {
+            // The stand-in's reply is longer than 8 tokens, so every way stops at the limit;
+            // it writes the reply in one go, so a way timing its arrival may see no interval.
+            assert!(decode >= 0.0 && decode.is_finite(), "{way}: {said}");
+            assert_eq!(tokens, 8, "{way}: {said}");
+        }
+    }
+    // The direct way reads gemma's own prompt count; the supervisor's comes from the adapter.
+    assert!(said["median"]["direct"]["prompt_tokens"].as_u64().unwrap() > 0);
+
+    // The results file: gemma.cpp named with the binary that ran, its figures per way.
+    let files: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!(results["build"]["engine"]["name"], "gemma.cpp");
+    assert_eq!(
+        results["build"]["engine"]["path"].as_str(),
+        Some(path_str(&f.binary))
+    );
+    assert_eq!(results["model"]["name"], "tiny");
+    let figures = results["figures"].as_array().unwrap();
+    // A figure is recorded only where it was measured; the stand-in's instant reply may leave
+    // no interval to time decode over, so its decode figures are required of the real binary.
+    let mut measured = vec!["load/direct", "load/supervisor"];
+    if real() {
+        measured.extend(["decode/direct", "decode/supervisor", "decode/run"]);
+    }
+    for id in measured {
+        assert!(figures.iter().any(|f| f["id"] == id), "{id}: {figures:?}");
+    }
+
+    // Without a gemma binary there is nothing to measure against: one sentence with the fix.
+    let mut cmd = home.cmd();
+    cmd.env("GEMMA_BIN", f.dir.path().join("no-gemma"))
+        .args(["bench", "--model", "tiny", "--runs", "1"]);
+    let err = fails(&common::run_bounded(cmd));
+    assert!(
+        err.contains("does not exist") && err.contains("GEMMA_BIN"),
+        "{err}"
+    );
+    let err = fails(&home.run(&["bench", "--model", "tiny", "--runs", "0"]));
+    assert!(err.contains("--runs must be at least 1"), "{err}");
+}
+
 // ---------------------------------------------------------------- real files, imported and damaged
 
 /// A real single-file `.sbs`: the default GGUF imported by `gemmactl models import` (gemma-engine
