@@ -271,6 +271,21 @@ impl HttpServer {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         HttpServer { child, url }
     }
+
+    /// Stops the server as a service manager would (SIGTERM) and checks that it shuts down on
+    /// its own, in time and with success (a SIGKILL would also lose its coverage profile).
+    async fn stop(mut self) {
+        let pid = self.child.id().expect("the server is still running") as i32;
+        // SAFETY: signalling our own child by its pid; it has not been reaped (we own `child`).
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("gemmactl mcp --http stops within 30 s of SIGTERM")
+            .unwrap();
+        assert!(status.success(), "stopped by SIGTERM: {status}");
+    }
 }
 
 /// POSTs an `initialize` to `url` with extra headers; returns the status and the body.
@@ -343,7 +358,7 @@ async fn streamable_http_serves_local_clients_and_refuses_the_rest() {
     assert_eq!(status, 403, "a rebinding host name must be refused");
     let (status, _) = post_initialize(&url.replace("/mcp", "/other"), &[]).await;
     assert_eq!(status, 404);
-    drop(server);
+    server.stop().await;
 
     // Beyond loopback only with a token.
     let out = common::run_bounded({
@@ -374,7 +389,5 @@ async fn streamable_http_serves_local_clients_and_refuses_the_rest() {
     let bearer = format!("Bearer {secret}");
     let (status, body) = post_initialize(&server.url, &[("authorization", &bearer)]).await;
     assert_eq!(status, 200, "{body}");
-    let mut child = server.child;
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
+    server.stop().await;
 }
