@@ -74,12 +74,13 @@ if [ "$report_only" -eq 0 ]; then
 fi
 
 say "merging the profiles and writing the report"
-cargo llvm-cov report --ignore-filename-regex "$ignore" --json --summary-only --output-path "$summary"
-cargo llvm-cov report --ignore-filename-regex "$ignore" --html --output-dir "$CARGO_TARGET_DIR/coverage" >/dev/null
+cargo llvm-cov report --workspace --ignore-filename-regex "$ignore" --json --summary-only --output-path "$summary"
+cargo llvm-cov report --workspace --ignore-filename-regex "$ignore" --html --output-dir "$CARGO_TARGET_DIR/coverage" >/dev/null
 
 # Per module: src/<folder> (or a top-level src/<file>.rs), each crate under crates/, the engine,
 # and the whole, as covered lines / lines.
 jq -r --arg root "$PWD/" '
+  def percent: if .count > 0 then (1000 * .covered / .count | round) / 10 else 100 end;
   [.data[0].files[]
     | (.filename | ltrimstr($root)) as $f
     | { module: ($f
@@ -87,12 +88,13 @@ jq -r --arg root "$PWD/" '
             elif test("^crates/[^/]+/") then capture("^(?<m>crates/[^/]+)/").m
             elif test("^engine/") then "engine"
             else . end),
-        covered: .summary.lines.covered, count: .summary.lines.count } ]
-  | group_by(.module)
-  | (map({ module: .[0].module, covered: (map(.covered) | add), count: (map(.count) | add) })
+        covered: .summary.lines.covered, count: .summary.lines.count } ] as $rows
+  | ($rows | group_by(.module)
+     | map({ module: .[0].module, covered: (map(.covered) | add), count: (map(.count) | add) })
      | sort_by(.covered / ([.count, 1] | max))
-     | .[] | "\(.module)\t\(.covered)\t\(.count)\t\(if .count > 0 then (1000 * .covered / .count | round) / 10 else 100 end) %"),
-    "total\t\(map(.covered) | add)\t\(map(.count) | add)\t\((1000 * (map(.covered) | add) / (map(.count) | add) | round) / 10) %"
+     | .[] | "\(.module)\t\(.covered)\t\(.count)\t\(percent) %"),
+    ({ covered: ($rows | map(.covered) | add), count: ($rows | map(.count) | add) }
+     | "total\t\(.covered)\t\(.count)\t\(percent) %")
 ' "$summary" | column -t -s $'\t' -N "module,covered lines,lines,line coverage" -R 2,3,4
 
 echo "per-file figures: $summary; browsable report: $CARGO_TARGET_DIR/coverage/html/index.html" >&2
