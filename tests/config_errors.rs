@@ -1,6 +1,7 @@
 //! Settings that are not of their kind — an environment variable, `config.toml`, an engine path
-//! that points nowhere — are each refused by the real binary with one sentence that names the
-//! setting, the value and the fix, and a non-zero exit, before anything runs.
+//! that points nowhere, a remote model without a URL — are each refused by the real binary with
+//! one sentence that names the setting, the value and the fix, and a non-zero exit, before
+//! anything runs; a remote model whose server is down is kept, with a note.
 
 // Tests fail by panicking, with the reason: unwrapping is how they say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -142,4 +143,72 @@ fn an_engine_path_that_points_nowhere_is_named_before_any_start() {
             && err.contains("fix the path or unset it"),
         "{err}"
     );
+}
+
+#[test]
+fn a_remote_model_is_refused_without_a_url_or_a_variable_name_and_kept_when_its_server_is_down() {
+    let home = Home::new();
+    // Not an HTTP URL: refused before anything is asked or stored.
+    let err = refusal(&home.run(&["models", "add", "far", "--remote", "gpu-box:8000/v1"]));
+    assert!(
+        err.contains("--remote \"gpu-box:8000/v1\" is not an HTTP URL")
+            && err.contains("e.g. http://gpu-box:8000/v1"),
+        "{err}"
+    );
+    // A key where the variable's name belongs: refused, and the key is not echoed into storage.
+    let err = refusal(&home.run(&[
+        "models",
+        "add",
+        "far",
+        "--remote",
+        "http://127.0.0.1:9/v1",
+        "--api-key-env",
+        "sk-live 123",
+    ]));
+    assert!(
+        err.contains("is not an environment variable name") && err.contains("never the key itself"),
+        "{err}"
+    );
+    let list = common::stdout(&home.run(&["models", "list", "--json"]));
+    assert!(!list.contains("\"far\""), "{list}");
+
+    // A server that is down now may be up later: registered, with a note saying why it was not
+    // asked. Port 9 (discard) on loopback has no listener here.
+    let out = home.run(&[
+        "models",
+        "add",
+        "far",
+        "--remote",
+        "http://127.0.0.1:9/v1/",
+        "--remote-model",
+        "gemma-3-27b",
+        "--api-key-env",
+        "FAR_KEY",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("note: "), "{}", stderr(&out));
+    assert!(
+        common::stdout(&out).contains("remote model \"gemma-3-27b\" at http://127.0.0.1:9/v1"),
+        "{}",
+        common::stdout(&out)
+    );
+    // `models show` says where it is, which id it asks for, where the key comes from, and why
+    // the server did not answer; `--json` the same as fields.
+    let show = common::stdout(&home.run(&["models", "show", "far"]));
+    for line in [
+        "url           http://127.0.0.1:9/v1",
+        "remote model  gemma-3-27b",
+        "api key       from $FAR_KEY",
+    ] {
+        assert!(show.contains(line), "{line:?} in {show}");
+    }
+    let out = home.run(&["models", "show", "far", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    assert_eq!(v["engine"], "remote");
+    assert_eq!(v["url"], "http://127.0.0.1:9/v1");
+    assert_eq!(v["remote_model"], "gemma-3-27b");
+    assert_eq!(v["api_key_env"], "FAR_KEY");
+    assert_eq!(v["reachable"], false);
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
 }
