@@ -63,6 +63,7 @@ status=0
 if [ "$report_only" -eq 0 ]; then
   say "removing the profiles and instrumented workspace builds of the last coverage run"
   cargo llvm-cov clean --workspace
+  rm -f default_*.profraw
   say "running the test suite on instrumented binaries (scripts/test.sh)"
   set +e
   ./scripts/test.sh "$@"
@@ -73,6 +74,10 @@ if [ "$report_only" -eq 0 ]; then
   fi
 fi
 
+# MCP clients start `gemmactl mcp` with an environment of their own (the MCP Inspector and Claude
+# Code pass on only a few variables), so LLVM_PROFILE_FILE does not reach it: such a process
+# writes LLVM's default name in its working folder, the repository root here. Counted with the rest.
+find . -maxdepth 1 -name 'default_*.profraw' -exec mv -t "$CARGO_TARGET_DIR" {} +
 say "merging the profiles and writing the report"
 cargo llvm-cov report --workspace --ignore-filename-regex "$ignore" --json --summary-only --output-path "$summary"
 cargo llvm-cov report --workspace --ignore-filename-regex "$ignore" --html --output-dir "$CARGO_TARGET_DIR/coverage" >/dev/null
