@@ -115,8 +115,10 @@ pub(in crate::commands::bench) fn draw(series: &Series, path: &Path, title: &str
     Ok(())
 }
 
-/// One panel: the lines over the requests, the window means as flat black segments, and a
-/// grey vertical line at every request whose engine was killed.
+/// One panel: the lines over the requests, the window means as flat black segments, and an
+/// orange vertical line at every request whose engine was killed. Memory sits high on its
+/// axis (which starts at 0, so growth is seen at its true size) and leaves the lower right for
+/// the legend; descriptors get headroom above them for it instead.
 fn panel(
     area: &Area<'_>,
     caption: &str,
@@ -130,7 +132,12 @@ fn panel(
         .iter()
         .flat_map(|l| l.points.iter().filter_map(|(_, y)| *y))
         .fold(0.0f64, f64::max);
-    let top = if top > 0.0 { top * 1.2 } else { 1.0 };
+    let (headroom, legend_at) = if means.is_empty() {
+        (1.7, SeriesLabelPosition::UpperRight)
+    } else {
+        (1.2, SeriesLabelPosition::LowerRight)
+    };
+    let top = if top > 0.0 { top * headroom } else { 1.0 };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 16))
         .margin(14)
@@ -139,6 +146,7 @@ fn panel(
         .build_cartesian_2d(0.0..requests.max(1.0), 0.0..top)?;
     chart
         .configure_mesh()
+        .disable_x_mesh()
         .max_light_lines(0)
         .x_desc("requests")
         .y_desc(unit)
@@ -152,7 +160,7 @@ fn panel(
         })
         .label_style((FONT, 13))
         .draw()?;
-    let kill_style = BLACK.mix(0.25).stroke_width(1);
+    let kill_style = RGBColor(255, 127, 14).stroke_width(1);
     let mut kills = series.kills.iter().peekable();
     if kills.peek().is_some() {
         chart
@@ -197,7 +205,7 @@ fn panel(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend_at)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .label_font((FONT, 13))
