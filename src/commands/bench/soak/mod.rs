@@ -220,7 +220,7 @@ async fn soak(
     for planned in plan::plan(requests).chunks(WAVE) {
         records.extend(wave(service, model, &mut lanes, planned, &mut seen, &mut kills).await?);
         let s = sample(service, records.len(), started, &mut seen);
-        if !json_out && (s.request % 100 == 0 || s.request == requests) {
+        if !json_out && (s.request.is_multiple_of(100) || s.request == requests) {
             eprintln!(
                 "{:>5}/{requests} requests  gemmactl {:6.1} MiB {:>3} fds  engine {} MiB {} fds  ({:.0} s)",
                 s.request,

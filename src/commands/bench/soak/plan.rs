@@ -101,8 +101,8 @@ pub(super) fn plan(requests: usize) -> Vec<Planned> {
                 fate,
                 prompt_words: PROMPT_WORDS[((h >> 8) % 5) as usize],
                 max_tokens,
-                greedy: (h >> 16) % 2 == 0,
-                new_conversation: (h >> 24) % 3 != 0,
+                greedy: (h >> 16).is_multiple_of(2),
+                new_conversation: !(h >> 24).is_multiple_of(3),
             }
         })
         .collect()
