@@ -6,6 +6,8 @@
 //!   to the engine, through the supervisor and through `gemmactl run`;
 //! - per supervisor-suite file, `<file>.concurrency.svg`: aggregate throughput by concurrent
 //!   requests;
+//! - per soak-suite file, `<file>.soak.svg`: memory and open descriptors over the requests
+//!   (drawn by `soak/chart.rs`);
 //! - with several engine-suite files, the same ways side by side per file: `engines.svg` when the
 //!   files cover gemma-engine and gemma.cpp, `compare.ways.svg` otherwise (e.g. commits);
 //! - with several supervisor-suite files, `compare.concurrency.svg`, one line per file.
@@ -122,10 +124,29 @@ pub(super) fn draw(files: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
         let path = match r.suite {
             Suite::Engine => out.join(format!("{stem}.ways.svg")),
             Suite::Supervisor => out.join(format!("{stem}.concurrency.svg")),
+            Suite::Soak => out.join(format!("{stem}.soak.svg")),
         };
-        let drawn = match r.suite {
-            Suite::Engine => ways_chart(&runs, &path, &title)?,
-            Suite::Supervisor => concurrency_chart(&runs, &path, &title)?,
+        let drawn = match (r.suite, &r.soak) {
+            (Suite::Engine, _) => ways_chart(&runs, &path, &title)?,
+            (Suite::Supervisor, _) => concurrency_chart(&runs, &path, &title)?,
+            (Suite::Soak, Some(series)) => {
+                let title = format!(
+                    "{} soak on {}: {}, {} requests, {} at a time, {}",
+                    r.model.name,
+                    r.model.engine,
+                    r.short_commit(),
+                    series.requests,
+                    series.concurrency,
+                    if series.verdict.passed {
+                        "passed"
+                    } else {
+                        "FAILED"
+                    }
+                );
+                super::soak::chart::draw(series, &path, &title)?;
+                true
+            }
+            (Suite::Soak, None) => false,
         };
         if drawn {
             written.push(path);

@@ -27,6 +27,7 @@ mod compare;
 mod gemma_cpp;
 mod provenance;
 mod results;
+mod soak;
 mod stats;
 mod supervisor;
 
@@ -59,7 +60,7 @@ pub struct BenchArgs {
     /// Tokens generated per request
     #[arg(long, default_value_t = 128, value_name = "N")]
     max_tokens: u32,
-    /// CPU threads for the engine, the same for every way measured [default: engine.threads, else every core]
+    /// CPU threads for the engine, the same for every way measured [default: engine.threads, else every core; the soak: 1]
     #[arg(long, value_name = "N")]
     threads: Option<u32>,
     /// Element type of gemma-engine's KV cache, the same for every way measured [default: engine.kv_cache_type]
@@ -72,9 +73,14 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// `engine`: one model's speed, direct vs through gemmactl; `supervisor`: cold load, warm
-    /// swap, cancel latency, throughput of 1–16 concurrent requests
+    /// swap, cancel latency, throughput of 1–16 concurrent requests; `soak`: memory and file
+    /// descriptors over thousands of mixed requests, some cancelled, some engines killed (exits
+    /// 1 when they grow; takes --requests, not --runs or --max-tokens)
     #[arg(long, value_enum, default_value_t = Suite::Engine)]
     suite: Suite,
+    /// Requests of the soak suite [default: 2000]
+    #[arg(long, value_name = "N")]
+    requests: Option<usize>,
     /// Folder for the results file [default: the data directory's bench/]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -98,6 +104,7 @@ enum BenchCommand {
 pub(crate) enum Suite {
     Engine,
     Supervisor,
+    Soak,
 }
 
 impl Suite {
@@ -106,6 +113,7 @@ impl Suite {
         match self {
             Suite::Engine => "engine",
             Suite::Supervisor => "supervisor",
+            Suite::Soak => "soak",
         }
     }
 }
@@ -150,10 +158,32 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     if args.runs == 0 || args.max_tokens < 2 {
         bail!("--runs must be at least 1 and --max-tokens at least 2");
     }
+    let requests = match (args.suite, args.requests) {
+        (Suite::Soak, n) => {
+            let n = n.unwrap_or(soak::DEFAULT_REQUESTS);
+            if n < soak::MIN_REQUESTS {
+                bail!(
+                    "--requests {n} is too few for a soak: give at least {} (it compares the memory of its first and last quarter)",
+                    soak::MIN_REQUESTS
+                );
+            }
+            Some(n)
+        }
+        (_, Some(_)) => bail!(
+            "--requests counts the soak's requests: use it with --suite soak (the other suites take --runs)"
+        ),
+        (_, None) => None,
+    };
     // Every way runs the same thread count, or the paired ratios compare unlike engines: left to
     // itself each engine would choose its own from the machine's load at its start.
     let cores = crate::hardware::cpu::usable_cores().unwrap_or(1) as u32;
-    let threads = args.threads.or(config.engine.threads).unwrap_or(cores);
+    // The soak measures memory, not speed: one thread keeps it from stalling behind OpenMP
+    // threads that spin waiting for each other on a busy machine (docs/benchmarks.md).
+    let default_threads = if args.suite == Suite::Soak { 1 } else { cores };
+    let threads = args
+        .threads
+        .or(config.engine.threads)
+        .unwrap_or(default_threads);
     config.engine.threads = Some(threads);
     config.engine.kv_cache_type = args.kv_cache_type.unwrap_or(config.engine.kv_cache_type);
     config.engine.flash_attention = args
@@ -191,6 +221,8 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let build = provenance::build(&model, &engine_bin);
     let model_facts = provenance::model_facts(&model)?;
 
+    let (mut runs, mut max_tokens) = (args.runs, args.max_tokens);
+    let mut soak_series = None;
     let (figures, prompt_tokens) = match args.suite {
         Suite::Supervisor => (
             supervisor::run(&model, &config, args.runs, args.max_tokens, args.json).await?,
@@ -200,26 +232,37 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             let (figures, prompt) = engine_suite(&args, &model, &config, &engine, threads).await?;
             (figures, Some(prompt))
         }
+        Suite::Soak => {
+            let n = requests.unwrap_or(soak::DEFAULT_REQUESTS);
+            let run = soak::run(&model, &config, paths, n, args.json).await?;
+            // One long run; its replies are given at most the plan's largest limit.
+            (runs, max_tokens) = (1, soak::MAX_TOKENS);
+            soak_series = Some(run.series);
+            (run.figures, None)
+        }
     };
+    let passed = soak_series.as_ref().is_none_or(|s| s.verdict.passed);
     let results = Results {
         schema_version: results::SCHEMA_VERSION,
         kind: results::KIND.to_string(),
         date,
         suite: args.suite,
         arguments: results::Arguments {
-            runs: args.runs,
-            max_tokens: args.max_tokens,
+            runs,
+            max_tokens,
             threads,
             context: config.engine.context,
             kv_cache_type: config.engine.kv_cache_type,
             flash_attention: config.engine.flash_attention,
             prompt_tokens,
+            requests,
             command_line: std::env::args().skip(1).collect(),
         },
         machine,
         build,
         model: model_facts,
         figures,
+        soak: soak_series,
     };
     let dir = args
         .out
@@ -244,7 +287,13 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             say(format!("chart: {}", chart.display()));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // The soak's verdict is its result: a leak or a lost engine fails the command (the results
+    // file is written first, so the failure can be looked at).
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The engine suite: every way once per round, in alternating order; prints the medians and

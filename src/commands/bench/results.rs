@@ -42,6 +42,9 @@ pub(super) struct Results {
     pub model: ModelFacts,
     /// Every figure measured, each with its samples.
     pub figures: Vec<Figure>,
+    /// The soak suite's samples over the requests, how each request ended, and its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<super::soak::series::Series>,
 }
 
 /// The arguments of the run, as resolved (defaults filled in).
@@ -64,6 +67,9 @@ pub(super) struct Arguments {
     /// The prompt's length in tokens (the engine suite's prompt), where known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt_tokens: Option<u32>,
+    /// Requests the soak suite sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<usize>,
     /// The command line after `gemmactl`, as typed.
     pub command_line: Vec<String>,
 }
@@ -383,6 +389,7 @@ pub(super) mod tests {
                 kv_cache_type: Default::default(),
                 flash_attention: Default::default(),
                 prompt_tokens: Some(48),
+                requests: None,
                 command_line: vec!["bench".into(), "--runs".into(), "3".into()],
             },
             machine: Machine {
@@ -417,6 +424,7 @@ pub(super) mod tests {
                 sha256_source: "registry".into(),
             },
             figures,
+            soak: None,
         }
     }
 
