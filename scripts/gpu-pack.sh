@@ -14,6 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 . scripts/lib/llama-libs.sh
+. scripts/lib/cpu-features.sh
+# Built here for another machine: ggml's portable options, not this CPU's
+# (.cargo/cpu-features.toml); the process environment wins over cargo's [env].
+export_portable_cpu_features
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 

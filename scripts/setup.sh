@@ -52,5 +52,11 @@ build=(--workspace --locked)
 if [ "${1:-}" = --tests ]; then
   build+=(--all-targets --features gemmactl/test-support)
 fi
+# llama.cpp is compiled for the CPU extensions this machine can run, checked by running them
+# (GEMMACTL_PORTABLE=1: ggml's x86-64 default, for binaries meant for other machines). Decided
+# before the first build, so llama.cpp is compiled once.
+. scripts/lib/cpu-features.sh
+write_cpu_features
+
 say "building gemmactl and gemma-engine (the first build compiles llama.cpp: several minutes)"
 cargo build "${build[@]}"

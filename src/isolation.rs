@@ -67,7 +67,7 @@ impl ExitInfo {
     pub fn cause(&self) -> Option<&'static str> {
         match self.signal? {
             libc::SIGKILL => Some("most likely the system ran out of memory and killed it (or someone killed it): free memory, use a smaller model or a shorter context"),
-            libc::SIGILL => Some("illegal instruction: the engine was built for a CPU with instructions this one lacks (e.g. AVX-512); rebuild it on this machine without CPU-specific flags"),
+            libc::SIGILL => Some("illegal instruction: the engine was built for CPU extensions this CPU or OS cannot run (e.g. AVX-512 or AMX; `gemmactl doctor` compares the two); rebuild it here with ./scripts/setup.sh, which builds for what runs, or with GEMMACTL_PORTABLE=1 ./scripts/setup.sh"),
             libc::SIGSEGV | libc::SIGBUS => Some("it crashed (memory fault): the model file may be corrupt; check it with `gemmactl models show`, or report a bug with the engine's stderr"),
             libc::SIGABRT => Some("it aborted on an internal check: see the engine's last stderr lines below"),
             libc::SIGTERM | libc::SIGINT => Some("it was asked to stop by a signal from outside gemmactl"),

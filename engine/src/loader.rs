@@ -255,6 +255,36 @@ pub(crate) fn backends(devices: &[Device]) -> Vec<String> {
     names
 }
 
+/// The CPU extensions llama.cpp was compiled for (ggml's own report of its build, so it is what
+/// the binary will execute, whatever the build script was asked for).
+pub(crate) fn cpu_features() -> Vec<String> {
+    use llama_cpp_sys_2 as sys;
+    // SAFETY: each ggml_cpu_has_* returns a constant fixed when ggml was compiled.
+    let flags: [(&str, i32); 14] = unsafe {
+        [
+            ("SSE3", sys::ggml_cpu_has_sse3()),
+            ("AVX", sys::ggml_cpu_has_avx()),
+            ("AVX2", sys::ggml_cpu_has_avx2()),
+            ("FMA", sys::ggml_cpu_has_fma()),
+            ("F16C", sys::ggml_cpu_has_f16c()),
+            ("BMI2", sys::ggml_cpu_has_bmi2()),
+            ("AVX_VNNI", sys::ggml_cpu_has_avx_vnni()),
+            ("AVX512", sys::ggml_cpu_has_avx512()),
+            ("AVX512_VBMI", sys::ggml_cpu_has_avx512_vbmi()),
+            ("AVX512_VNNI", sys::ggml_cpu_has_avx512_vnni()),
+            ("AVX512_BF16", sys::ggml_cpu_has_avx512_bf16()),
+            ("AMX_INT8", sys::ggml_cpu_has_amx_int8()),
+            ("NEON", sys::ggml_cpu_has_neon()),
+            ("SVE", sys::ggml_cpu_has_sve()),
+        ]
+    };
+    flags
+        .iter()
+        .filter(|(_, on)| *on != 0)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
 pub(crate) fn features() -> Vec<String> {
     let mut f = Vec::new();
     if cfg!(feature = "cuda") {

@@ -90,6 +90,7 @@ fn main() -> ExitCode {
             backends: loader::backends(&devices),
             devices,
             features: loader::features(),
+            cpu_features: loader::cpu_features(),
         }));
         return ExitCode::SUCCESS;
     }

@@ -8,6 +8,7 @@
 //! `doctor` gathers everything into its report.
 
 pub mod cpu;
+pub mod cpu_usable;
 pub mod engines;
 pub mod isolate;
 pub mod memory;

@@ -386,6 +386,7 @@ mod tests {
                     backends: backends.iter().map(|s| s.to_string()).collect(),
                     devices,
                     features: vec![],
+                    cpu_features: vec![],
                 }),
             }),
         }

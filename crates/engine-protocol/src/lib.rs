@@ -411,6 +411,12 @@ pub struct ProbeInfo {
     pub devices: Vec<Device>,
     /// Cargo features this engine was built with (`cuda`, `vulkan`, ...).
     pub features: Vec<String>,
+    /// CPU extensions llama.cpp's CPU backend was compiled for, by ggml's names (`AVX2`,
+    /// `AVX512`, `AVX512_VNNI`, `AMX_INT8`, …; ggml's `ggml_cpu_has_*`). A CPU, or an OS, that
+    /// cannot run one of them ends the engine with SIGILL. Absent from engines older than this
+    /// field: empty.
+    #[serde(default)]
+    pub cpu_features: Vec<String>,
 }
 
 /// A compute device as llama.cpp's backend registry reports it.

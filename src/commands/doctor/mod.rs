@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::config::{Config, Paths};
+use crate::hardware::cpu_usable;
 use crate::hardware::select::{bytes, is_real_device};
 use crate::models::registry::Registry;
 use report::Report;
@@ -120,6 +121,38 @@ fn render_machine(r: &Report, out: &mut Vec<String>) {
         "CPU       {} · {} · {cores} · {simd}",
         r.cpu.model, r.cpu.arch
     ));
+    if !r.cpu_extensions.is_empty() {
+        let usable: Vec<&str> = r
+            .cpu_extensions
+            .iter()
+            .filter(|e| e.usable())
+            .map(|e| e.name)
+            .collect();
+        // Advertised by CPUID but refused by the OS or the hypervisor: the case a build that
+        // trusted CPUID would die on.
+        let refused: Vec<String> = r
+            .cpu_extensions
+            .iter()
+            .filter(|e| e.advertised && !e.usable())
+            .map(|e| {
+                let why = if !e.os_enabled {
+                    "not enabled by the OS"
+                } else {
+                    "did not run"
+                };
+                format!("{} ({why})", e.name)
+            })
+            .collect();
+        let refused = if refused.is_empty() {
+            String::new()
+        } else {
+            format!(" · advertised but not usable: {}", refused.join(", "))
+        };
+        line(format!(
+            "          usable for llama.cpp (checked by running them): {}{refused}",
+            usable.join(" ")
+        ));
+    }
     let opt = |v: Option<u64>| v.map(bytes).unwrap_or_else(|| "?".into());
     line(format!(
         "Memory    {} total, {} available",
@@ -205,12 +238,34 @@ fn render_engines(r: &Report, out: &mut Vec<String>) {
     line("Engines".into());
     let e = &r.engines;
     match (&e.gemma_engine.path, &e.gemma_engine.probe) {
-        (Ok(path), Ok(p)) => line(format!(
-            "  {:<22} {} · backends: {}",
-            "gemma-engine",
-            path.display(),
-            p.backends.join(", ")
-        )),
+        (Ok(path), Ok(p)) => {
+            let built_for = if p.cpu_features.is_empty() {
+                String::new()
+            } else {
+                format!(" · built for {}", p.cpu_features.join(" "))
+            };
+            line(format!(
+                "  {:<22} {} · backends: {}{built_for}",
+                "gemma-engine",
+                path.display(),
+                p.backends.join(", ")
+            ));
+            let fit = cpu_usable::fit(&p.cpu_features, &r.cpu_extensions);
+            if !fit.unusable.is_empty() {
+                line(format!(
+                    "  {:<22} warning: built for {}, which this CPU or OS cannot run: it will die with SIGILL; rebuild with ./scripts/setup.sh (it builds for what runs here)",
+                    "",
+                    fit.unusable.join(" ")
+                ));
+            }
+            if !fit.unused.is_empty() && !p.cpu_features.is_empty() {
+                line(format!(
+                    "  {:<22} note: not built for {}, which this CPU can run: a portable build, or left off by scripts/setup.sh, which says why (a compiler that cannot build it correctly)",
+                    "",
+                    fit.unused.join(" ")
+                ));
+            }
+        }
         (Ok(path), Err(why)) => line(format!(
             "  {:<22} {} · probe failed: {why}",
             "gemma-engine",

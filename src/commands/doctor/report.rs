@@ -29,6 +29,8 @@ pub(super) const GPU_PROBES: [&str; 3] = ["nvidia", "vulkan", "openvino"];
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub cpu: CpuInfo,
+    /// Each x86 extension llama.cpp can use: advertised, enabled by the OS, seen to run.
+    pub cpu_extensions: Vec<crate::hardware::cpu_usable::Extension>,
     pub memory: MemoryInfo,
     pub nvidia: NvidiaReport,
     pub vulkan: VulkanReport,
@@ -149,6 +151,7 @@ pub(super) fn gather(config: &Config, models: &[ModelEntry]) -> Report {
         .collect();
     Report {
         cpu: cpu::detect(),
+        cpu_extensions: crate::hardware::cpu_usable::judge(),
         memory: memory::detect(),
         nvidia,
         vulkan,
