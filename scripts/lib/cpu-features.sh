@@ -56,20 +56,23 @@ write_cpu_features() {
 # (make recompiles only what the options change), recompiles the crate's bindings, and so relinks
 # the binaries — they link llama.cpp statically, and cargo does not watch the static libraries.
 forget_stale_llama_configuration() {
-  local cache option value run profile
+  local cache option value run profile stale=()
   for cache in "${CARGO_TARGET_DIR:-target}"/*/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
     [ -f "$cache" ] || continue
     while read -r option value; do
       if ! grep -q "^$option:BOOL=$value\$" "$cache"; then
         run=$(dirname "$(dirname "$(dirname "$cache")")")
         profile=$(dirname "$(dirname "$run")")
-        echo "note: llama.cpp in $run was configured with other CPU options: it is reconfigured and rebuilt" >&2
         rm -f "$cache"
         rm -rf "$profile"/.fingerprint/llama-cpp-sys-2-*
+        stale+=("$run")
         break
       fi
     done < <(sed -n 's/^\(GGML_[A-Z0-9_]*\) = "\([A-Z]*\)"$/\1 \2/p' "$cpu_features_file")
   done
+  if [ ${#stale[@]} -gt 0 ]; then
+    echo "note: llama.cpp was configured with other CPU options in ${stale[*]}: the next build reconfigures and rebuilds it" >&2
+  fi
 }
 
 # amx_compiles DIR: compiles scripts/lib/amx-tile-check.cpp with the C++ compiler llama.cpp's
