@@ -28,6 +28,16 @@ const REPORTED: &[(&str, &str)] = &[
     ("GGML_AMX_INT8", "AMX_INT8"),
 ];
 
+/// ggml's portable x86-64 set: what `GEMMACTL_PORTABLE=1` turns on.
+const PORTABLE_ON: &[&str] = &[
+    "GGML_AVX",
+    "GGML_SSE42",
+    "GGML_AVX2",
+    "GGML_FMA",
+    "GGML_F16C",
+    "GGML_BMI2",
+];
+
 const ALL_OPTIONS: &[&str] = &[
     "GGML_AVX",
     "GGML_SSE42",
@@ -294,18 +304,10 @@ fn setup_writes_every_option_from_what_runs_and_portable_writes_ggmls_default() 
 
     // Portable: ggml's x86-64 default whatever this CPU can do.
     let (portable, said) = write_features(dir.path(), &[("GEMMACTL_PORTABLE", "1")]);
-    let expected_on = [
-        "GGML_AVX",
-        "GGML_SSE42",
-        "GGML_AVX2",
-        "GGML_FMA",
-        "GGML_F16C",
-        "GGML_BMI2",
-    ];
     for (option, value) in options(&portable) {
         assert_eq!(
             value,
-            expected_on.contains(&option.as_str()),
+            PORTABLE_ON.contains(&option.as_str()),
             "{option}: {portable}"
         );
     }
@@ -317,7 +319,6 @@ fn without_a_working_rustc_setup_falls_back_to_the_portable_options_with_a_warni
     let dir = tempfile::tempdir().unwrap();
     // A rustc that cannot compile, first on PATH.
     let stubs = dir.path().join("stubs");
-    // (rustc is looked up on PATH; the stand-in shadows the real one)
     std::fs::create_dir_all(&stubs).unwrap();
     let rustc = stubs.join("rustc");
     std::fs::write(
@@ -391,15 +392,7 @@ fn a_llama_cpp_configured_with_other_options_is_reconfigured_and_a_matching_one_
         let mut text =
             String::from("# This is the CMakeCache file.\nCMAKE_BUILD_TYPE:STRING=Release\n");
         for option in ALL_OPTIONS {
-            let on = [
-                "GGML_AVX",
-                "GGML_SSE42",
-                "GGML_AVX2",
-                "GGML_FMA",
-                "GGML_F16C",
-                "GGML_BMI2",
-            ]
-            .contains(option);
+            let on = PORTABLE_ON.contains(option);
             let value = if *option == "GGML_AVX512" {
                 avx512
             } else if on {
