@@ -379,7 +379,10 @@ mod tests {
             ..SamplingParams::default()
         };
         let mut fast = TokenSampler::new(&model, &greedy).unwrap();
-        assert!(fast.chain.is_none(), "temperature 0 must take the fast path");
+        assert!(
+            fast.chain.is_none(),
+            "temperature 0 must take the fast path"
+        );
         let mut reference = LlamaSampler::greedy();
         let mut row = batch.n_tokens() - 1;
         let mut pos = prompt.len() as i32;
