@@ -385,14 +385,12 @@ mod tests {
         );
         let mut reference = LlamaSampler::greedy();
         let mut row = batch.n_tokens() - 1;
-        let mut pos = prompt.len() as i32;
-        for step in 0..48 {
+        for (step, pos) in (0..48).zip(prompt.len() as i32..) {
             let ours = fast.sample(&ctx, row).unwrap();
             let theirs = reference.sample(&ctx, row);
             assert_eq!(ours, theirs, "step {step}");
             batch.clear();
             batch.add(ours, pos, &[0], true).unwrap();
-            pos += 1;
             ctx.decode(&mut batch).unwrap();
             row = 0;
         }
