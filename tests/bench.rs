@@ -378,3 +378,38 @@ fn compare_and_chart_refuse_what_is_not_results_with_one_sentence() {
         }
     }
 }
+
+#[test]
+fn a_llama_bench_that_cannot_run_is_refused_before_anything_is_measured() {
+    common::default_model();
+    let home = Home::new();
+    let out = home.run(&["models", "pull", "gemma3-270m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let missing = home.path().join("no-llama-bench");
+    let out_dir = home.path().join("out");
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &[],
+            "no such file: build llama.cpp's llama-bench with scripts/lib/llama-bench.sh",
+        ),
+        (
+            &["--suite", "supervisor"],
+            "--llama-bench is a baseline of the engine suite",
+        ),
+    ];
+    for (extra, says) in cases {
+        let mut cmd = home.cmd();
+        cmd.args(["bench", "--model", "gemma3-270m", "--llama-bench"])
+            .arg(&missing)
+            .arg("--out")
+            .arg(&out_dir)
+            .args(extra);
+        let out = common::run_bounded(cmd);
+        assert!(!out.status.success(), "{extra:?}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains(says), "{extra:?}: {err}");
+        // Refused up front: no round ran and no results file was written.
+        assert!(!err.contains("round 1"), "{err}");
+        assert!(!out_dir.exists(), "{extra:?} wrote {}", out_dir.display());
+    }
+}

@@ -35,10 +35,11 @@ use super::Suite;
 const FONT: &str = "sans-serif";
 
 /// The engine suite's ways, as stored and as shown.
-const WAYS: [(&str, &str); 3] = [
+const WAYS: [(&str, &str); 4] = [
     ("direct", "direct"),
     ("supervisor", "supervisor"),
     ("run", "gemmactl run"),
+    ("llama-bench", "llama-bench"),
 ];
 
 /// `gemmactl bench chart`'s arguments.

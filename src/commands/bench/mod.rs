@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 mod chart;
 mod compare;
 mod gemma_cpp;
+mod llama_bench;
 mod provenance;
 mod results;
 mod soak;
@@ -87,6 +88,10 @@ pub struct BenchArgs {
     /// Also draw the results as SVG charts next to the results file
     #[arg(long)]
     chart: bool,
+    /// llama.cpp's own llama-bench (scripts/lib/llama-bench.sh builds it and prints its path):
+    /// measured in every round of the engine suite as the baseline of prefill and decode
+    #[arg(long, value_name = "PATH")]
+    llama_bench: Option<PathBuf>,
 }
 
 /// `gemmactl bench`'s subcommands: they read results files and measure nothing.
@@ -134,6 +139,8 @@ enum Way {
     Direct,
     Supervisor,
     Run,
+    /// llama.cpp's own llama-bench (`--llama-bench`): prefill and decode only.
+    LlamaBench,
 }
 
 impl Way {
@@ -143,6 +150,7 @@ impl Way {
             Way::Direct => "direct",
             Way::Supervisor => "supervisor",
             Way::Run => "run",
+            Way::LlamaBench => "llama-bench",
         }
     }
 }
@@ -218,6 +226,20 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
     let engine_bin = match &engine {
         Baseline::GemmaEngine(p) | Baseline::GemmaCpp(p) => p.clone(),
     };
+    // Checked before anything is measured, like every other argument.
+    let llama_bench = match &args.llama_bench {
+        None => None,
+        Some(_) if args.suite != Suite::Engine => bail!(
+            "--llama-bench is a baseline of the engine suite: drop --suite {} or --llama-bench",
+            args.suite.as_str()
+        ),
+        Some(_) if model.engine != EngineKind::GemmaEngine => bail!(
+            "--llama-bench measures llama.cpp on a GGUF model, and {} runs on {}: pick a GGUF model or drop --llama-bench",
+            model.name,
+            model.engine.as_str()
+        ),
+        Some(path) => Some(llama_bench::locate(path)?),
+    };
     let build = provenance::build(&model, &engine_bin);
     let model_facts = provenance::model_facts(&model)?;
 
@@ -229,7 +251,15 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             None,
         ),
         Suite::Engine => {
-            let (figures, prompt) = engine_suite(&args, &model, &config, &engine, threads).await?;
+            let (figures, prompt) = engine_suite(
+                &args,
+                &model,
+                &config,
+                &engine,
+                threads,
+                llama_bench.as_deref(),
+            )
+            .await?;
             (figures, Some(prompt))
         }
         Suite::Soak => {
@@ -304,15 +334,22 @@ async fn engine_suite(
     config: &Config,
     engine: &Baseline,
     threads: u32,
+    llama_bench: Option<&std::path::Path>,
 ) -> Result<(Vec<Figure>, u32)> {
     let supervisor = Supervisor::unpublished(config.clone());
 
-    let ways = [Way::Direct, Way::Supervisor, Way::Run];
+    let mut ways = vec![Way::Direct, Way::Supervisor, Way::Run];
+    if llama_bench.is_some() {
+        ways.push(Way::LlamaBench);
+    }
     let mut samples: Vec<(Way, Sample)> = Vec::new();
+    // llama-bench reads a prompt as long as ours: the engine's count, known from the first
+    // direct run (the first way of the first round).
+    let mut prompt_tokens = None;
     for round in 0..args.runs {
         // Alternate the order so that no way always runs first (cold caches) or last.
         let order: Vec<Way> = if round % 2 == 0 {
-            ways.to_vec()
+            ways.clone()
         } else {
             ways.iter().rev().copied().collect()
         };
@@ -326,13 +363,23 @@ async fn engine_suite(
                 },
                 Way::Supervisor => supervised(&supervisor, model, args.max_tokens).await?,
                 Way::Run => through_run(model, config, args.max_tokens)?,
+                Way::LlamaBench => {
+                    let (Some(bin), Some(prompt)) = (llama_bench, prompt_tokens) else {
+                        bail!("llama-bench ran before the prompt's length was known");
+                    };
+                    llama_bench::measure(bin, model, config, threads, prompt, args.max_tokens)?
+                }
             };
+            if way == Way::Direct {
+                prompt_tokens.get_or_insert(sample.prompt_tokens);
+            }
             if !args.json {
                 eprintln!(
-                    "round {} {:<10} ttft {:>6.1} ms  decode {:>5.1} tok/s  ({} tokens)",
+                    "round {} {:<11} ttft {:>6.1} ms  prefill {:>5.0} tok/s  decode {:>5.1} tok/s  ({} tokens)",
                     round + 1,
-                    format!("{way:?}").to_lowercase(),
+                    way.name(),
                     sample.ttft_ms,
+                    sample.prefill_tokens_per_s,
                     sample.decode_tokens_per_s,
                     sample.completion_tokens
                 );
@@ -370,15 +417,37 @@ async fn engine_suite(
     let (sup_ratio, run_ratio) = (decode_ratio(Way::Supervisor), decode_ratio(Way::Run));
     let ttft_overhead = paired(Way::Supervisor, &|o, d| o.ttft_ms - d.ttft_ms);
     let figures = engine_figures(&samples, ways.len());
+    // Each way against llama.cpp's own llama-bench of the same round, where it ran.
+    let to_llama_bench: Vec<(&str, Way, f64)> = if llama_bench.is_some() {
+        LLAMA_BENCH_RATIOS
+            .iter()
+            .map(|&(metric, way)| {
+                let per_round = paired_ratios(
+                    &samples,
+                    ways.len(),
+                    way,
+                    Way::LlamaBench,
+                    metric_of(metric),
+                );
+                (metric, way, median(per_round))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if args.json {
         let by_way: serde_json::Map<String, Value> = medians
             .iter()
             .map(|(w, s)| {
                 (
-                    format!("{w:?}").to_lowercase(),
+                    w.name().to_string(),
                     serde_json::to_value(s).unwrap_or_default(),
                 )
             })
+            .collect();
+        let vs_llama_bench: serde_json::Map<String, Value> = to_llama_bench
+            .iter()
+            .map(|(metric, way, r)| (format!("{metric}_{}", way.name()), json!(r)))
             .collect();
         println!(
             "{}",
@@ -389,6 +458,7 @@ async fn engine_suite(
                 "decode_ratio_supervisor": sup_ratio,
                 "decode_ratio_run": run_ratio,
                 "ttft_overhead_supervisor_ms": ttft_overhead,
+                "ratio_to_llama_bench": vs_llama_bench,
             })
         );
         return Ok((figures, base.prompt_tokens));
@@ -402,17 +472,23 @@ async fn engine_suite(
         args.max_tokens,
         threads
     );
+    let llama = medians.get(3).map(|(_, s)| s);
     println!(
-        "{:<24}{:>12}{:>12}{:>14}",
-        "", "direct", "supervisor", "gemmactl run"
+        "{:<24}{:>12}{:>12}{:>14}{:>13}",
+        "",
+        "direct",
+        "supervisor",
+        "gemmactl run",
+        if llama.is_some() { "llama-bench" } else { "" }
     );
     let row = |name: &str, f: &dyn Fn(&Sample) -> String| {
         println!(
-            "{:<24}{:>12}{:>12}{:>14}",
+            "{:<24}{:>12}{:>12}{:>14}{:>13}",
             name,
             f(base),
             f(sup),
-            f(via_run)
+            f(via_run),
+            llama.map(f).unwrap_or_default()
         );
     };
     row("load (ms)", &|s| format!("{:.0}", s.load_ms));
@@ -443,7 +519,51 @@ async fn engine_suite(
     );
     println!("  decode through the supervisor: {sup_ratio:.3}x direct; through `gemmactl run`: {run_ratio:.3}x direct");
     println!("  time to first token through the supervisor: {ttft_overhead:+.1} ms against direct");
+    if !to_llama_bench.is_empty() {
+        println!("paired by round against llama.cpp's own llama-bench of the same round:");
+        for (metric, way, r) in &to_llama_bench {
+            println!("  {metric} {}: {r:.3}x llama-bench", way.name());
+        }
+    }
     Ok((figures, base.prompt_tokens))
+}
+
+/// The ratios to llama-bench the engine suite reports: `gemmactl run` is timed at its stdout, so
+/// it has decode only.
+const LLAMA_BENCH_RATIOS: [(&str, Way); 5] = [
+    ("prefill", Way::Direct),
+    ("prefill", Way::Supervisor),
+    ("decode", Way::Direct),
+    ("decode", Way::Supervisor),
+    ("decode", Way::Run),
+];
+
+/// The tokens/s of `metric` (`prefill` or `decode`) in a sample.
+fn metric_of(metric: &str) -> fn(&Sample) -> f64 {
+    if metric == "prefill" {
+        |s| s.prefill_tokens_per_s
+    } else {
+        |s| s.decode_tokens_per_s
+    }
+}
+
+/// Per round, `value` of `way` ÷ `value` of `base` in the same round (rounds where either is
+/// missing are skipped). `samples` holds the rounds one after another, `per_round` ways each.
+fn paired_ratios(
+    samples: &[(Way, Sample)],
+    per_round: usize,
+    way: Way,
+    base: Way,
+    value: fn(&Sample) -> f64,
+) -> Vec<f64> {
+    samples
+        .chunks(per_round)
+        .filter_map(|round| {
+            let b = &round.iter().find(|(w, _)| *w == base)?.1;
+            let o = &round.iter().find(|(w, _)| *w == way)?.1;
+            Some(value(o) / value(b))
+        })
+        .collect()
 }
 
 /// Every figure of the engine suite with its per-round samples, in round order. `samples` holds
@@ -489,10 +609,14 @@ fn engine_figures(samples: &[(Way, Sample)], per_round: usize) -> Vec<Figure> {
             |s| s.peak_rss_mib,
         ),
     ];
-    for way in [Way::Direct, Way::Supervisor, Way::Run] {
+    for way in [Way::Direct, Way::Supervisor, Way::Run, Way::LlamaBench] {
         let name = way.name();
         for (metric, label, unit, better, value) in metrics {
             if way == Way::Run && metric != "decode" {
+                continue;
+            }
+            // llama-bench reports prefill and decode, nothing else.
+            if way == Way::LlamaBench && !matches!(metric, "prefill" | "decode") {
                 continue;
             }
             // A figure only where every round measured it (gemma.cpp may not report prefill).
@@ -534,6 +658,22 @@ fn engine_figures(samples: &[(Way, Sample)], per_round: usize) -> Vec<Figure> {
                 )
                 .for_way(way.name()),
             );
+        }
+    }
+    // Against llama.cpp's own llama-bench, where it ran: `ratio_to_llama_bench/decode/direct`.
+    for (metric, way) in LLAMA_BENCH_RATIOS {
+        let ratios = paired_ratios(samples, per_round, way, Way::LlamaBench, metric_of(metric));
+        if ratios.iter().all(|r| r.is_finite()) && !ratios.is_empty() {
+            let mut figure = Figure::new(
+                "ratio_to_llama_bench",
+                &format!("{metric} ÷ llama-bench, {}", way.name()),
+                "x",
+                Better::Higher,
+                ratios,
+            )
+            .for_way(way.name());
+            figure.id = format!("ratio_to_llama_bench/{metric}/{}", way.name());
+            figures.push(figure);
         }
     }
     figures
