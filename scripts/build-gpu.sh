@@ -15,6 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 . scripts/lib/llama-libs.sh
+. scripts/lib/cpu-features.sh
+# ggml's portable CPU options, not .cargo/cpu-features.toml's: the GPU does the work, and these
+# build folders are never reconfigured by setup.sh (the environment wins over cargo's [env]).
+export_portable_cpu_features
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }

@@ -182,7 +182,13 @@ fn write_features(dir: &Path, env: &[(&str, &str)]) -> (String, String) {
             repo().display()
         ))
         .env_remove("GEMMACTL_PORTABLE")
-        .env_remove("CXX");
+        .env_remove("CXX")
+        .env_remove("CMAKE_CXX_COMPILER")
+        .env_remove("CXX_x86_64_unknown_linux_gnu")
+        // Never the real build's folder: setup forgets CMake configurations that disagree with
+        // what it writes, and these runs write other options on purpose.
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env_remove("CARGO_BUILD_TARGET_DIR");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -304,7 +310,10 @@ fn setup_writes_every_option_from_what_runs_and_portable_writes_ggmls_default() 
 
     // Portable: ggml's x86-64 default whatever this CPU can do.
     let (portable, said) = write_features(dir.path(), &[("GEMMACTL_PORTABLE", "1")]);
-    for (option, value) in options(&portable) {
+    let opts = options(&portable);
+    let written: Vec<&str> = opts.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(written, ALL_OPTIONS, "{portable}");
+    for (option, value) in opts {
         assert_eq!(
             value,
             PORTABLE_ON.contains(&option.as_str()),
@@ -312,6 +321,13 @@ fn setup_writes_every_option_from_what_runs_and_portable_writes_ggmls_default() 
         );
     }
     assert!(said.contains("(portable)"), "{said}");
+
+    // The portable choice sticks: demo.sh, test.sh and bench.sh run setup.sh again without the
+    // variable. GEMMACTL_PORTABLE=0 goes back to this machine's set.
+    let (kept, _) = write_features(dir.path(), &[]);
+    assert_eq!(kept, portable);
+    let (back, _) = write_features(dir.path(), &[("GEMMACTL_PORTABLE", "0")]);
+    assert_eq!(back, text);
 }
 
 #[test]

@@ -256,7 +256,17 @@ pub(crate) fn backends(devices: &[Device]) -> Vec<String> {
 }
 
 /// The CPU extensions llama.cpp was compiled for (ggml's own report of its build, so it is what
+/// the binary will execute, whatever the build script was asked for). Empty in a
+/// `dynamic-backends` build: there the CPU backend is a set of run-time modules, one per CPU
+/// variant, chosen at start-up, and `ggml_cpu_has_*` are not linked into the engine.
+#[cfg(feature = "dynamic-backends")]
+pub(crate) fn cpu_features() -> Vec<String> {
+    Vec::new()
+}
+
+/// The CPU extensions llama.cpp was compiled for (ggml's own report of its build, so it is what
 /// the binary will execute, whatever the build script was asked for).
+#[cfg(not(feature = "dynamic-backends"))]
 pub(crate) fn cpu_features() -> Vec<String> {
     use llama_cpp_sys_2 as sys;
     // SAFETY: each ggml_cpu_has_* returns a constant fixed when ggml was compiled.

@@ -8,21 +8,28 @@
 # permission and runs each extension's instructions in a child process; only what runs is used.
 #
 # GEMMACTL_PORTABLE=1 writes ggml's x86-64 default instead (AVX2, FMA, F16C; nothing newer), for
-# binaries meant for other machines. Every option is always written, ON or OFF, so a change of
-# any one of them makes cargo rebuild llama.cpp.
+# binaries meant for other machines; it sticks (later setup.sh runs keep the portable set) until
+# GEMMACTL_PORTABLE=0. Every option is always written, ON or OFF, so a change of any one of them
+# makes cargo rebuild llama.cpp.
 cpu_features_file=.cargo/cpu-features.toml
 # This library's folder: the probe's sources are found from here, wherever it runs.
-cpu_features_lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cpu_features_lib=$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")" >/dev/null && pwd)
 
 write_cpu_features() {
   local tmp mode=this-machine note=""
   tmp=$(mktemp -d)
-  if [ "${GEMMACTL_PORTABLE:-}" = 1 ]; then
+  local portable=${GEMMACTL_PORTABLE:-}
+  # A portable choice sticks until GEMMACTL_PORTABLE=0: demo.sh, test.sh and bench.sh run setup.sh
+  # again, and must not undo it.
+  if [ -z "$portable" ] && grep -q '^# Written by scripts/setup.sh (portable)' "$cpu_features_file" 2>/dev/null; then
+    portable=1
+  fi
+  if [ "$portable" = 1 ]; then
     mode=portable
     portable_cpu_env >"$tmp/env"
   elif ! rustc --edition 2021 -O --cfg cpu_probe_main "$cpu_features_lib/../../src/hardware/cpu_usable.rs" -o "$tmp/cpu-probe" 2>"$tmp/log"; then
     echo "warning: the CPU probe did not compile ($(grep -m1 . "$tmp/log")): building llama.cpp for ggml's portable default" >&2
-    mode=portable
+    mode="portable, as the CPU probe did not compile"
     portable_cpu_env >"$tmp/env"
   else
     "$tmp/cpu-probe" --cargo-env >"$tmp/env"
@@ -36,7 +43,7 @@ write_cpu_features() {
   {
     echo "# Written by scripts/setup.sh ($mode): the ggml CMake options llama.cpp is built with."
     echo "# Rewritten by every setup.sh run; GEMMACTL_PORTABLE=1 ./scripts/setup.sh writes the"
-    echo "# portable set. Included by .cargo/config.toml."
+    echo "# portable set (kept until GEMMACTL_PORTABLE=0). Included by .cargo/config.toml."
     [ -z "$note" ] || echo "$note"
     cat "$tmp/env"
   } >"$tmp/new"
@@ -56,9 +63,15 @@ write_cpu_features() {
 # (make recompiles only what the options change), recompiles the crate's bindings, and so relinks
 # the binaries — they link llama.cpp statically, and cargo does not watch the static libraries.
 forget_stale_llama_configuration() {
-  local cache option value run profile stale=()
-  for cache in "${CARGO_TARGET_DIR:-target}"/*/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
+  local target cache option value run profile stale=()
+  target=$(cargo_target_dir)
+  # target/<profile>/build and target/<triple>/<profile>/build (and the coverage build's
+  # target/llvm-cov-target/<profile>/build). Not the portable engine of bench-build.sh, the GPU
+  # builds or the GPU pack: they are built with the portable set on purpose.
+  for cache in "$target"/*/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt \
+    "$target"/*/*/build/llama-cpp-sys-2-*/out/build/CMakeCache.txt; do
     [ -f "$cache" ] || continue
+    case "$cache" in "$target"/portable/* | "$target"/gpu-*) continue ;; esac
     while read -r option value; do
       if ! grep -q "^$option:BOOL=$value\$" "$cache"; then
         run=$(dirname "$(dirname "$(dirname "$cache")")")
@@ -75,11 +88,22 @@ forget_stale_llama_configuration() {
   fi
 }
 
+# Where cargo puts its builds: what `cargo metadata` says (it knows CARGO_TARGET_DIR,
+# CARGO_BUILD_TARGET_DIR and build.target-dir), else CARGO_TARGET_DIR or ./target.
+cargo_target_dir() {
+  local dir
+  dir=$(cargo metadata --no-deps --format-version 1 2>/dev/null |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p' | head -n1) || true
+  echo "${dir:-${CARGO_TARGET_DIR:-target}}"
+}
+
 # amx_compiles DIR: compiles scripts/lib/amx-tile-check.cpp with the C++ compiler llama.cpp's
-# build will use, as optimized as llama.cpp is, and runs it. On failure DIR/amx-why says why.
+# build will use (CMake's CMAKE_CXX_COMPILER, which llama-cpp-sys-2 passes on, else the cc
+# crate's CXX_<target> or CXX, else c++), as optimized as llama.cpp's Release build (-O3), and
+# runs it. On failure DIR/amx-why says why.
 amx_compiles() {
-  local dir=$1 cxx=${CXX:-c++} status
-  if ! "$cxx" -O2 -mamx-tile -mamx-int8 -mavx512f "$cpu_features_lib/amx-tile-check.cpp" -o "$dir/amx-check" 2>"$dir/amx-log"; then
+  local dir=$1 cxx=${CMAKE_CXX_COMPILER:-${CXX_x86_64_unknown_linux_gnu:-${CXX:-c++}}} status
+  if ! "$cxx" -O3 -mamx-tile -mamx-int8 -mavx512f "$cpu_features_lib/amx-tile-check.cpp" -o "$dir/amx-check" 2>"$dir/amx-log"; then
     echo "the C++ compiler ($cxx) cannot compile AMX code ($(grep -m1 . "$dir/amx-log"))" >"$dir/amx-why"
     return 1
   fi
@@ -87,7 +111,7 @@ amx_compiles() {
   { "$dir/amx-check"; } >/dev/null 2>&1 || status=$?
   case $status in
     0) return 0 ;;
-    132) echo "the C++ compiler ($cxx, $("$cxx" -dumpfullversion 2>/dev/null || echo '?')) builds AMX code that dies with SIGILL (it drops the stores that fill in the tile configuration: seen with GCC 12.2 at -O2)" >"$dir/amx-why" ;;
+    132) echo "the C++ compiler ($cxx, $("$cxx" -dumpfullversion 2>/dev/null || echo '?')) builds AMX code that dies with SIGILL (it drops the stores that fill in the tile configuration: seen with GCC 12.2 at -O2 and -O3)" >"$dir/amx-why" ;;
     *) echo "the AMX check built by $cxx failed (exit status $status)" >"$dir/amx-why" ;;
   esac
   return 1
@@ -104,7 +128,8 @@ portable_cpu_env() {
 portable_on="GGML_AVX GGML_SSE42 GGML_AVX2 GGML_FMA GGML_F16C GGML_BMI2"
 portable_off="GGML_AVX_VNNI GGML_AVX512 GGML_AVX512_VBMI GGML_AVX512_VNNI GGML_AVX512_BF16 GGML_AMX_TILE GGML_AMX_INT8 GGML_AMX_BF16"
 
-# For builds meant for other machines (GPU builds, the pack): ggml's portable default, whatever
+# For builds meant for other machines or kept apart (GPU builds, the pack, bench-build.sh's
+# portable engine): ggml's portable default, whatever
 # .cargo/cpu-features.toml says (the environment wins over cargo's [env]).
 export_portable_cpu_features() {
   local option

@@ -72,7 +72,8 @@ pub fn fit(built_for: &[String], extensions: &[Extension]) -> BuildFit {
 
 /// The ggml CMake options for a build that runs here: each option `ON` when every extension
 /// that needs it is usable, `OFF` otherwise. `portable` gives ggml's own x86-64 default instead
-/// (AVX2, FMA, F16C, BMI2; nothing newer), which any x86-64 CPU from 2015 on can run.
+/// (AVX2, FMA, F16C, BMI2; nothing newer), which x86-64 CPUs with AVX2 run (Intel Haswell and AMD
+/// Excavator on; not the Pentium, Celeron and Atom parts sold without AVX).
 pub fn ggml_options(extensions: &[Extension], portable: bool) -> Vec<(&'static str, bool)> {
     let mut out: Vec<(&'static str, bool)> = Vec::new();
     for e in extensions {
@@ -113,7 +114,12 @@ mod imp {
         fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
         fn _exit(code: i32) -> !;
         fn syscall(number: i64, ...) -> i64;
+        fn setrlimit(resource: i32, limit: *const [u64; 2]) -> i32;
+        fn __errno_location() -> *mut i32;
     }
+
+    const RLIMIT_CORE: i32 = 4;
+    const EINTR: i32 = 4;
 
     const SYS_ARCH_PRCTL: i64 = 158;
     const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
@@ -258,9 +264,11 @@ mod imp {
         // SAFETY: fork has no preconditions; the child calls only async-signal-safe code.
         let pid = unsafe { fork() };
         if pid == 0 {
-            // SAFETY: in the child; the test's instruction is the thing being tried, and a
+            // SAFETY: in the child; no core file for the SIGILL that may follow (setrlimit is a
+            // plain system call), then the test's instruction is the thing being tried, and a
             // SIGILL ends only this child.
             unsafe {
+                setrlimit(RLIMIT_CORE, &[0, 0]);
                 test();
                 _exit(0);
             }
@@ -269,10 +277,20 @@ mod imp {
             return false;
         }
         let mut status = 0i32;
-        // SAFETY: waits for our own child, with a valid pointer for its status.
-        let waited = unsafe { waitpid(pid, &mut status, 0) };
-        // Exited normally (WIFEXITED) with code 0.
-        waited == pid && status & 0x7f == 0 && (status >> 8) & 0xff == 0
+        loop {
+            // SAFETY: waits for our own child, with a valid pointer for its status.
+            let waited = unsafe { waitpid(pid, &mut status, 0) };
+            if waited == pid {
+                // Exited normally (WIFEXITED) with code 0.
+                return status & 0x7f == 0 && (status >> 8) & 0xff == 0;
+            }
+            // SAFETY: errno is this thread's, read right after the failed call.
+            if waited < 0 && unsafe { *__errno_location() } == EINTR {
+                continue;
+            }
+            // ECHILD and the like: the outcome is unknown, so the extension is not used.
+            return false;
+        }
     }
 
     #[target_feature(enable = "avx")]
@@ -367,6 +385,15 @@ mod imp {
 /// `[env]` table of a cargo configuration that hands ggml's options to llama.cpp's CMake.
 #[cfg(cpu_probe_main)]
 fn main() {
+    extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    const SIGCHLD: i32 = 17;
+    const SIG_DFL: usize = 0;
+    // An inherited "ignore SIGCHLD" would have the children reaped before they can be waited
+    // for, and every extension judged unusable.
+    // SAFETY: sets this program's own disposition for SIGCHLD to the default, before any child.
+    unsafe { signal(SIGCHLD, SIG_DFL) };
     let portable = std::env::args().any(|a| a == "--portable");
     let extensions = judge();
     if std::env::args().any(|a| a == "--cargo-env") {
