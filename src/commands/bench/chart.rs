@@ -32,7 +32,8 @@ use super::results::{self, Results};
 use super::stats::median;
 use super::Suite;
 
-const FONT: &str = "sans-serif";
+/// The font every bench chart writes in (the soak chart too).
+pub(super) const FONT: &str = "sans-serif";
 
 /// The engine suite's ways, as stored and as shown.
 const WAYS: [(&str, &str); 4] = [
@@ -372,9 +373,11 @@ fn concurrency_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> R
     Ok(true)
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+/// Where a chart (or one of its panels) is drawn.
+pub(super) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 /// A panel's chart: categories along x (one unit each), values up y.
-type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+pub(super) type Chart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// A panel's frame, the same for bars and lines: caption, value axis with its unit and ticks, no
 /// category labels (`name_categories` writes those) and no vertical mesh.
@@ -509,7 +512,10 @@ fn line_panel(
 }
 
 /// The series' names in a box at `position`, alike in every panel.
-fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
+pub(super) fn legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .position(position)

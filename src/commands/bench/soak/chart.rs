@@ -5,14 +5,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::super::chart::{legend, Area, FONT};
 use super::series::{windows, Sample, Series};
-
-const FONT: &str = "sans-serif";
-
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
 /// One line of a panel: its name, colour, and points (a `None` breaks the line).
 struct Line {
@@ -203,14 +199,7 @@ fn panel(
             .label("mean of the first and last window")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(legend_at)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .label_font((FONT, 13))
-        .draw()?;
-    Ok(())
+    legend(&mut chart, legend_at)
 }
 
 #[cfg(test)]
