@@ -250,20 +250,8 @@ fn render_engines(r: &Report, out: &mut Vec<String>) {
                 path.display(),
                 p.backends.join(", ")
             ));
-            let fit = cpu_usable::fit(&p.cpu_features, &r.cpu_extensions);
-            if !fit.unusable.is_empty() {
-                line(format!(
-                    "  {:<22} warning: built for {}, which this CPU or OS cannot run: it will die with SIGILL; rebuild with ./scripts/setup.sh (it builds for what runs here)",
-                    "",
-                    fit.unusable.join(" ")
-                ));
-            }
-            if !fit.unused.is_empty() && !p.cpu_features.is_empty() {
-                line(format!(
-                    "  {:<22} note: not built for {}, which this CPU can run: a portable build, or left off by scripts/setup.sh, which says why (a compiler that cannot build it correctly)",
-                    "",
-                    fit.unused.join(" ")
-                ));
+            for l in build_fit_lines(&p.cpu_features, &r.cpu_extensions) {
+                line(l);
             }
         }
         (Ok(path), Err(why)) => line(format!(
@@ -325,6 +313,32 @@ fn render_engines(r: &Report, out: &mut Vec<String>) {
     }
 }
 
+/// What doctor says under the gemma-engine line about its CPU extensions against this machine's:
+/// a warning for one it was built for and cannot run here, a note for usable ones it leaves idle.
+/// Nothing for an engine too old to report what it was built for.
+fn build_fit_lines(built_for: &[String], here: &[cpu_usable::Extension]) -> Vec<String> {
+    if built_for.is_empty() {
+        return Vec::new();
+    }
+    let fit = cpu_usable::fit(built_for, here);
+    let mut out = Vec::new();
+    if !fit.unusable.is_empty() {
+        out.push(format!(
+            "  {:<22} warning: built for {}, which this CPU or OS cannot run: it will die with SIGILL; rebuild with ./scripts/setup.sh (it builds for what runs here)",
+            "",
+            fit.unusable.join(" ")
+        ));
+    }
+    if !fit.unused.is_empty() {
+        out.push(format!(
+            "  {:<22} note: not built for {}, which this CPU can run: a portable build, or left off by scripts/setup.sh, which says why (a compiler that cannot build it correctly)",
+            "",
+            fit.unused.join(" ")
+        ));
+    }
+    out
+}
+
 /// Where each registered model would run, and why.
 fn render_models(r: &Report, config: &Config, registry_note: Option<&str>, out: &mut Vec<String>) {
     let mut line = |s: String| out.push(s);
@@ -360,5 +374,51 @@ fn render_models(r: &Report, config: &Config, registry_note: Option<&str>, out: 
         if let Some(f) = &m.fallback {
             line(format!("  {:<22} └ fallback: {f}", ""));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build_fit_lines;
+    use crate::hardware::cpu_usable::Extension;
+
+    fn here(name: &'static str, usable: bool) -> Extension {
+        Extension {
+            name,
+            ggml_options: &[],
+            advertised: true,
+            os_enabled: true,
+            runs: Some(usable),
+        }
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn a_build_this_machine_cannot_run_is_a_warning_and_idle_extensions_a_note() {
+        let machine = [
+            here("AVX2", true),
+            here("AVX512", true),
+            here("AMX_INT8", false),
+        ];
+        // Built for what runs: nothing to say.
+        assert!(build_fit_lines(&names(&["AVX2", "AVX512"]), &machine).is_empty());
+        // Built for AMX the OS refuses: the SIGILL warning, naming the rebuild.
+        let lines = build_fit_lines(&names(&["AVX2", "AVX512", "AMX_INT8"]), &machine);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("warning: built for AMX_INT8")
+                && lines[0].contains("SIGILL")
+                && lines[0].contains("./scripts/setup.sh"),
+            "{lines:?}"
+        );
+        // A portable build on an AVX-512 machine: the note, no warning.
+        let lines = build_fit_lines(&names(&["AVX2"]), &machine);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("note: not built for AVX512"), "{lines:?}");
+        // An engine that reports nothing (older than the field): nothing.
+        assert!(build_fit_lines(&[], &machine).is_empty());
     }
 }
