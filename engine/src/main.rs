@@ -91,6 +91,7 @@ fn main() -> ExitCode {
             devices,
             features: loader::features(),
             cpu_features: loader::cpu_features(),
+            vision: false,
         }));
         return ExitCode::SUCCESS;
     }
@@ -131,6 +132,7 @@ fn main() -> ExitCode {
         kv_cache_type: args.options.kv_cache_type,
         flash_attention: args.options.flash_attention,
         load_ms: loaded.load_ms,
+        vision: None,
     }));
     Scheduler::new(
         loaded.model,

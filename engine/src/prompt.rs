@@ -246,10 +246,7 @@ mod tests {
     use super::*;
 
     fn msg(role: Role, content: &str) -> Message {
-        Message {
-            role,
-            content: content.into(),
-        }
+        Message::text(role, content)
     }
 
     #[test]

@@ -363,10 +363,10 @@ mod tests {
             .with_n_threads(2)
             .with_n_threads_batch(2);
         let mut ctx = model.new_context(&backend, params).unwrap();
-        let messages = [Message {
-            role: Role::User,
-            content: "The history of the city begins with a small fishing village".into(),
-        }];
+        let messages = [Message::text(
+            Role::User,
+            "The history of the city begins with a small fishing village",
+        )];
         let prompt = crate::prompt::tokens(&model, &messages, &PromptFormat::Completion).unwrap();
         let mut batch = LlamaBatch::new(256, 1);
         let last = prompt.len() - 1;

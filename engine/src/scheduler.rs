@@ -176,6 +176,11 @@ impl Scheduler {
             emit_error(Some(&id), ErrorCode::BadRequest, why, None);
             return;
         }
+        // Images are read only where a vision projector is loaded; never dropped in silence.
+        if command.messages.iter().any(|m| !m.images.is_empty()) {
+            let why = "this engine has no vision projector loaded, so it cannot see images: start it with --mmproj PROJECTOR.gguf".to_string();
+            return emit_error(Some(&id), ErrorCode::NoVision, why, None);
+        }
         let sampler = match TokenSampler::new(self.model, &command.params) {
             Ok(s) => s,
             Err(why) => return emit_error(Some(&id), ErrorCode::BadRequest, why, None),
@@ -564,6 +569,7 @@ impl Scheduler {
                 prompt_tokens: a.prompt.len() as u32,
                 cached_tokens: a.reused as u32,
                 completion_tokens: a.generated,
+                image_tokens: 0,
             },
             timings,
         }));

@@ -129,6 +129,10 @@ pub enum ErrorCode {
     DecodeFailed,
     /// The engine's command-line arguments are wrong.
     BadArguments,
+    /// An image of the request cannot be used (not an image, cut short, unsupported, too large).
+    BadImage,
+    /// The request holds an image and the model cannot see images.
+    NoVision,
     /// The engine could not be reached, or its server refused the request (remote engines).
     Unavailable,
 }

@@ -324,6 +324,8 @@ fn error_code(code: protocol::ErrorCode) -> ErrorCode {
         W::UnknownRequest => ErrorCode::UnknownRequest,
         W::DecodeFailed => ErrorCode::DecodeFailed,
         W::BadArguments => ErrorCode::BadArguments,
+        W::BadImage => ErrorCode::BadImage,
+        W::NoVision => ErrorCode::NoVision,
     }
 }
 
@@ -350,10 +352,7 @@ fn command(request: GenerateRequest) -> protocol::GenerateCommand {
         messages: request
             .messages
             .into_iter()
-            .map(|m: Message| protocol::Message {
-                role: role(m.role),
-                content: m.content,
-            })
+            .map(|m: Message| protocol::Message::text(role(m.role), m.content))
             .collect(),
         session: request.session,
         prompt: match request.prompt {

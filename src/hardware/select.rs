@@ -387,6 +387,7 @@ mod tests {
                     devices,
                     features: vec![],
                     cpu_features: vec![],
+                    vision: false,
                 }),
             }),
         }

@@ -1,4 +1,4 @@
-//! The engine protocol, version 3: the JSON lines gemma-engine reads on stdin and writes on stdout.
+//! The engine protocol, version 4: the JSON lines gemma-engine reads on stdin and writes on stdout.
 //!
 //! This crate is the single definition of the wire format: gemma-engine writes it and gemmactl's
 //! engine adapter reads it, so the two sides cannot drift apart. gemmactl maps these types onto
@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a change would break an existing reader or writer.
 /// Version 2 added the finish reason `context`; version 3 added `params.grammar`, which an older
-/// engine would skip as an unknown field and so generate free text where a form was asked for.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// engine would skip as an unknown field and so generate free text where a form was asked for;
+/// version 4 lets a message's `content` be a list of text and image parts, which an older engine
+/// would refuse as a malformed command.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One line on the engine's stdin.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,12 +56,153 @@ pub struct GenerateCommand {
 }
 
 /// One turn of the conversation sent to the engine.
+///
+/// On the wire `content` is either a string (every version) or, since version 4, a list of parts:
+/// `{"type":"text","text":…}` and `{"type":"image","path":…}` / `{"type":"image","data":…}`.
+/// Here the text parts are joined into [`Message::content`] and each image remembers the byte
+/// offset of `content` it stood at, so the order of text and images survives a round trip and
+/// text-only code keeps reading one string. A message without images is written as a string, as
+/// version 3 wrote it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(into = "WireMessage", try_from = "WireMessage")]
 pub struct Message {
     /// Who spoke the turn.
     pub role: Role,
-    /// The turn's text, untemplated.
+    /// The turn's text, untemplated (all its text parts, in order).
     pub content: String,
+    /// The turn's images, in order, each with its place in `content`.
+    pub images: Vec<PlacedImage>,
+}
+
+impl Message {
+    /// A text-only message.
+    pub fn text(role: Role, content: impl Into<String>) -> Message {
+        Message {
+            role,
+            content: content.into(),
+            images: Vec::new(),
+        }
+    }
+
+    /// The message as its parts, in order: text pieces and images. Empty text pieces are left
+    /// out.
+    pub fn parts(&self) -> Vec<Part> {
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for placed in &self.images {
+            let at = placed.at.clamp(from, self.content.len());
+            if at > from {
+                parts.push(Part::Text {
+                    text: self.content[from..at].to_string(),
+                });
+            }
+            parts.push(Part::Image(placed.image.clone()));
+            from = at;
+        }
+        if from < self.content.len() || parts.is_empty() {
+            parts.push(Part::Text {
+                text: self.content[from..].to_string(),
+            });
+        }
+        parts
+    }
+
+    /// Joins parts back into a message (the inverse of [`Message::parts`]).
+    pub fn from_parts(role: Role, parts: Vec<Part>) -> Message {
+        let mut message = Message::text(role, String::new());
+        for part in parts {
+            match part {
+                Part::Text { text } => message.content.push_str(&text),
+                Part::Image(image) => message.images.push(PlacedImage {
+                    at: message.content.len(),
+                    image,
+                }),
+            }
+        }
+        message
+    }
+}
+
+/// An image of a message and where it stands in the message's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedImage {
+    /// Byte offset into [`Message::content`] (on a character boundary, at most its length): the
+    /// image comes after `content[..at]`.
+    pub at: usize,
+    /// Where the image's bytes are.
+    pub image: ImageSource,
+}
+
+/// Where an image's bytes come from: a file the engine reads, or the bytes themselves.
+///
+/// Either way they are an encoded image file (PNG, JPEG, WebP, GIF, BMP, PNM…); the engine
+/// decodes them itself, refusing what is not an image, is cut short, or is larger than it allows
+/// (error code `bad_image`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ImageSource {
+    /// A file the engine may read: an absolute path.
+    Path {
+        /// The file.
+        path: String,
+    },
+    /// The file's bytes, base64 (RFC 4648, standard alphabet, padded).
+    Data {
+        /// The base64 text.
+        data: String,
+    },
+}
+
+/// One part of a message's content on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    /// A piece of text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// An image.
+    Image(ImageSource),
+}
+
+/// A message as JSON spells it: content as a string or as parts.
+#[derive(Serialize, Deserialize)]
+struct WireMessage {
+    role: Role,
+    content: WireContent,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireContent {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+impl From<Message> for WireMessage {
+    fn from(message: Message) -> WireMessage {
+        let content = if message.images.is_empty() {
+            WireContent::Text(message.content)
+        } else {
+            WireContent::Parts(message.parts())
+        };
+        WireMessage {
+            role: message.role,
+            content,
+        }
+    }
+}
+
+impl TryFrom<WireMessage> for Message {
+    type Error = String;
+
+    fn try_from(wire: WireMessage) -> Result<Message, String> {
+        Ok(match wire.content {
+            WireContent::Text(text) => Message::text(wire.role, text),
+            WireContent::Parts(parts) => Message::from_parts(wire.role, parts),
+        })
+    }
 }
 
 /// Who spoke a message.
@@ -225,6 +368,25 @@ pub struct ReadyInfo {
     pub flash_attention: FlashAttention,
     /// Milliseconds from the start of loading to ready.
     pub load_ms: u64,
+    /// The vision projector loaded beside the model (`--mmproj`), so messages may hold images;
+    /// absent when none was given, and from engines before version 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vision: Option<VisionFacts>,
+}
+
+/// What the engine learned about the vision projector it loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VisionFacts {
+    /// The projector file.
+    pub path: String,
+    /// The projector's type from its metadata (`clip.projector_type`, e.g. `gemma3`).
+    pub projector_type: Option<String>,
+    /// Side of the square the encoder sees, in pixels: images are resized to it.
+    pub image_size: u32,
+    /// Tokens one image takes in the context.
+    pub tokens_per_image: u32,
+    /// Width of the embeddings the projector writes; equals the model's embedding length.
+    pub embedding_length: u32,
 }
 
 /// Element type of the KV cache's keys and values: llama.cpp's `type_k` and `type_v`, set alike.
@@ -417,6 +579,10 @@ pub struct ProbeInfo {
     /// field: empty.
     #[serde(default)]
     pub cpu_features: Vec<String>,
+    /// This build can load a vision projector (`--mmproj`: llama.cpp's multimodal library is
+    /// compiled in). Absent (false) from engines before version 4.
+    #[serde(default)]
+    pub vision: bool,
 }
 
 /// A compute device as llama.cpp's backend registry reports it.
@@ -461,6 +627,9 @@ pub struct Usage {
     pub cached_tokens: u32,
     /// Tokens generated (an end-of-sequence token is not counted).
     pub completion_tokens: u32,
+    /// Of `prompt_tokens`, those standing for images. Absent (0) from engines before version 4.
+    #[serde(default)]
+    pub image_tokens: u32,
 }
 
 /// How long one request took, and how fast it went.
@@ -537,11 +706,52 @@ pub enum ErrorCode {
     DecodeFailed,
     /// The engine's command-line arguments are wrong.
     BadArguments,
+    /// An image of the request cannot be used: unreadable, not an image, cut short, an
+    /// unsupported format, or larger than the engine allows.
+    BadImage,
+    /// The request holds an image and no vision projector is loaded (or this build has none).
+    NoVision,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_reads_as_a_string_or_as_parts_and_keeps_its_order() {
+        let old: Message = serde_json::from_str(r#"{"role":"user","content":"hi"}"#).unwrap();
+        assert_eq!(old, Message::text(Role::User, "hi"));
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"role":"user","content":"hi"}"#
+        );
+
+        let json = r#"{"role":"user","content":[{"type":"text","text":"Compare "},{"type":"image","path":"/a.png"},{"type":"text","text":" with "},{"type":"image","data":"iVBO"}]}"#;
+        let m: Message = serde_json::from_str(json).unwrap();
+        assert_eq!(m.content, "Compare  with ");
+        assert_eq!(m.images.len(), 2);
+        assert_eq!(m.images[0].at, 8);
+        assert_eq!(m.images[1].at, 14);
+        assert_eq!(
+            m.images[1].image,
+            ImageSource::Data {
+                data: "iVBO".into()
+            }
+        );
+        assert_eq!(serde_json::to_string(&m).unwrap(), json);
+
+        // An image first, and one last, with no text beside them.
+        let m: Message =
+            serde_json::from_str(r#"{"role":"user","content":[{"type":"image","path":"/a.png"}]}"#)
+                .unwrap();
+        assert_eq!((m.content.as_str(), m.images[0].at), ("", 0));
+        assert_eq!(m.parts().len(), 1);
+
+        let bad = serde_json::from_str::<Message>(
+            r#"{"role":"user","content":[{"type":"audio","path":"/a.wav"}]}"#,
+        );
+        assert!(bad.is_err());
+    }
 
     #[test]
     fn kv_settings_read_as_they_are_written_and_in_any_case() {
