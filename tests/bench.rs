@@ -328,6 +328,110 @@ fn supervisor_suite_charts_throughput_by_concurrency() {
 }
 
 #[test]
+fn context_suite_measures_each_prompt_length_and_charts_both_curves() {
+    let runs = runs();
+    let context_run = |name: &str| {
+        let dir = runs.home.path().join(name);
+        let mut cmd = runs.home.cmd();
+        cmd.args(["bench", "--suite", "context", "--model", "gemma3-270m"])
+            .args(["--runs", "2", "--max-tokens", "6", "--lengths", "48,400"])
+            .arg("--out")
+            .arg(&dir)
+            .arg("--chart");
+        let out = common::run_bounded(cmd);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
+    let out = context_run("context");
+    let results = named(&out, "results: ");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&results[0]).unwrap()).unwrap();
+    assert_eq!(v["suite"], "context");
+    let figures = v["figures"].as_array().unwrap();
+    // Three figures per length, each with one sample per round, tagged with its length.
+    assert_eq!(figures.len(), 6, "{figures:?}");
+    for (metric, unit) in [
+        ("time_to_first_token", "ms"),
+        ("prefill", "tok/s"),
+        ("decode", "tok/s"),
+    ] {
+        for n in [48, 400] {
+            let f = figures
+                .iter()
+                .find(|f| f["id"] == format!("{metric}/{n}_tokens"))
+                .unwrap_or_else(|| panic!("no {metric} at {n}: {figures:?}"));
+            assert_eq!(f["prompt_length"], n);
+            assert_eq!(f["unit"], unit);
+            let samples = f["samples"].as_array().unwrap();
+            assert_eq!(samples.len(), 2);
+            assert!(samples.iter().all(|s| s.as_f64().unwrap() > 0.0), "{f}");
+        }
+    }
+    // The prompts came out near the lengths asked for (the printed medians are the engine's
+    // own counts): within a quarter, whatever the tokenizer does with the filler.
+    let text = stdout(&out);
+    for n in [48.0, 400.0] {
+        let found = text.lines().any(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|w| w.parse::<f64>().ok())
+                .is_some_and(|t| (t - n).abs() <= n / 4.0)
+        });
+        assert!(found, "no prompt near {n} tokens in:\n{text}");
+    }
+    let charts = named(&out, "chart: ");
+    assert_eq!(charts.len(), 1, "{text}");
+    let texts = svg_texts(&std::fs::read_to_string(&charts[0]).unwrap());
+    for t in ["48", "400"] {
+        assert!(texts.contains(&t.to_string()), "{t} not in {texts:?}");
+    }
+    assert!(
+        texts.iter().any(|t| t.starts_with("time to first token")),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.starts_with("decode")), "{texts:?}");
+
+    // Two context runs compare figure by figure, and chart together.
+    let second = named(&context_run("context-again"), "results: ");
+    let out = compare(
+        &runs.home,
+        &results[0],
+        &second[0],
+        &["--threshold", "1000"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(row(&stdout(&out), "time to first token, 400-token prompt").contains("ms"));
+    let out = runs.home.run(&[
+        "bench",
+        "chart",
+        results[0].to_str().unwrap(),
+        second[0].to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        named(&out, "chart: ")
+            .iter()
+            .any(|p| p.ends_with("compare.context.svg")),
+        "{}",
+        stdout(&out)
+    );
+
+    // --lengths belongs to the context suite, and takes positive lengths.
+    for (args, said) in [
+        (&["--lengths", "128"][..], "use it with --suite context"),
+        (
+            &["--suite", "context", "--lengths", "0,128"][..],
+            "each at least 1",
+        ),
+    ] {
+        let mut all = vec!["bench", "--model", "gemma3-270m"];
+        all.extend_from_slice(args);
+        let out = runs.home.run(&all);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(said), "{}", stderr(&out));
+    }
+}
+
+#[test]
 fn compare_and_chart_refuse_what_is_not_results_with_one_sentence() {
     let home = Home::new();
     let write = |name: &str, text: &str| {

@@ -6,11 +6,14 @@
 //!   to the engine, through the supervisor and through `gemmactl run`;
 //! - per supervisor-suite file, `<file>.concurrency.svg`: aggregate throughput by concurrent
 //!   requests;
+//! - per context-suite file, `<file>.context.svg`: time to first token by prompt length, and
+//!   decode by context fill;
 //! - per soak-suite file, `<file>.soak.svg`: memory and open descriptors over the requests
 //!   (drawn by `soak/chart.rs`);
 //! - with several engine-suite files, the same ways side by side per file: `engines.svg` when the
 //!   files cover gemma-engine and gemma.cpp, `compare.ways.svg` otherwise (e.g. commits);
-//! - with several supervisor-suite files, `compare.concurrency.svg`, one line per file.
+//! - with several supervisor-suite files, `compare.concurrency.svg`, one line per file; with
+//!   several context-suite files, `compare.context.svg`, likewise.
 //!
 //! Every bar is a median, and the dots on it are the rounds, so a reader sees the noise next to
 //! the figure. Categories are placed evenly (concurrency 1, 2, 4, 8, 16 doubles at each step, so
@@ -127,10 +130,12 @@ pub(super) fn draw(files: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
             Suite::Engine => out.join(format!("{stem}.ways.svg")),
             Suite::Supervisor => out.join(format!("{stem}.concurrency.svg")),
             Suite::Soak => out.join(format!("{stem}.soak.svg")),
+            Suite::Context => out.join(format!("{stem}.context.svg")),
         };
         let drawn = match (r.suite, &r.soak) {
             (Suite::Engine, _) => ways_chart(&runs, &path, &title)?,
             (Suite::Supervisor, _) => concurrency_chart(&runs, &path, &title)?,
+            (Suite::Context, _) => context_chart(&runs, &path, &title)?,
             (Suite::Soak, Some(series)) => {
                 let title = format!(
                     "{} soak on {}: {}, {} requests, {} at a time, {}",
@@ -195,6 +200,14 @@ pub(super) fn draw(files: &[Loaded], out: &Path) -> Result<Vec<PathBuf>> {
         let path = out.join("compare.concurrency.svg");
         let title = "aggregate throughput across runs";
         if concurrency_chart(&supervisor_runs, &path, title)? {
+            written.push(path);
+        }
+    }
+    let context_runs = of_suite(Suite::Context);
+    if context_runs.len() > 1 {
+        let path = out.join("compare.context.svg");
+        let title = "time to first token and decode by context across runs";
+        if context_chart(&context_runs, &path, title)? {
             written.push(path);
         }
     }
@@ -334,30 +347,9 @@ fn ways_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> Result<b
 
 /// Aggregate throughput by concurrent requests, one line per run.
 fn concurrency_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> Result<bool> {
-    const METRIC: &str = "aggregate_throughput";
-    let levels: BTreeSet<u32> = runs
-        .iter()
-        .flat_map(|(_, r)| r.figures.iter())
-        .filter(|f| f.metric == METRIC)
-        .filter_map(|f| f.concurrent)
-        .collect();
-    if levels.is_empty() {
+    let Some((categories, series)) = curve(runs, "aggregate_throughput", |f| f.concurrent) else {
         return Ok(false);
-    }
-    let series: Vec<Series> = runs
-        .iter()
-        .map(|(name, r)| Series {
-            name: name.clone(),
-            values: levels
-                .iter()
-                .map(|n| {
-                    r.figure(&format!("{METRIC}/{n}"))
-                        .map(|f| f.samples.clone())
-                })
-                .collect(),
-        })
-        .collect();
-    let categories: Vec<String> = levels.iter().map(|n| n.to_string()).collect();
+    };
     let root = SVGBackend::new(path, (760, 480)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, (FONT, 20))?;
@@ -371,6 +363,76 @@ fn concurrency_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> R
     root.present()
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(true)
+}
+
+/// The context suite: time to first token by prompt length, and decode by how full the context
+/// is, one line per run.
+fn context_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> Result<bool> {
+    let panels: Vec<(&str, &str, (Vec<String>, Vec<Series>))> = [
+        (
+            "time_to_first_token",
+            "time to first token (ms) by prompt tokens",
+            "ms",
+        ),
+        (
+            "decode",
+            "decode (tok/s) by context fill in tokens",
+            "tok/s",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(metric, caption, unit)| {
+        curve(runs, metric, |f| f.prompt_length).map(|c| (caption, unit, c))
+    })
+    .collect();
+    if panels.is_empty() {
+        return Ok(false);
+    }
+    let root = SVGBackend::new(path, (560 * panels.len() as u32, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 20))?;
+    let areas = root.split_evenly((1, panels.len()));
+    for (area, (caption, unit, (categories, series))) in areas.iter().zip(&panels) {
+        line_panel(area, caption, unit, categories, series)?;
+    }
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(true)
+}
+
+/// A figure measured at several points of one key (concurrent requests, prompt length): the
+/// points any run has, as categories, and each run's samples at them. `None` when no run has
+/// the figure.
+fn curve(
+    runs: &[(String, &Results)],
+    metric: &str,
+    key: fn(&results::Figure) -> Option<u32>,
+) -> Option<(Vec<String>, Vec<Series>)> {
+    let points: BTreeSet<u32> = runs
+        .iter()
+        .flat_map(|(_, r)| r.figures.iter())
+        .filter(|f| f.metric == metric)
+        .filter_map(key)
+        .collect();
+    if points.is_empty() {
+        return None;
+    }
+    let series = runs
+        .iter()
+        .map(|(name, r)| Series {
+            name: name.clone(),
+            values: points
+                .iter()
+                .map(|n| {
+                    r.figures
+                        .iter()
+                        .find(|f| f.metric == metric && key(f) == Some(*n))
+                        .map(|f| f.samples.clone())
+                })
+                .collect(),
+        })
+        .collect();
+    Some((points.iter().map(|n| n.to_string()).collect(), series))
 }
 
 /// Where a chart (or one of its panels) is drawn.

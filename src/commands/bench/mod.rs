@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 
 mod chart;
 mod compare;
+mod context;
 mod gemma_cpp;
 mod llama_bench;
 mod provenance;
@@ -76,9 +77,13 @@ pub struct BenchArgs {
     /// `engine`: one model's speed, direct vs through gemmactl; `supervisor`: cold load, warm
     /// swap, cancel latency, throughput of 1–16 concurrent requests; `soak`: memory and file
     /// descriptors over thousands of mixed requests, some cancelled, some engines killed (exits
-    /// 1 when they grow; takes --requests, not --runs or --max-tokens)
+    /// 1 when they grow; takes --requests, not --runs or --max-tokens); `context`: time to first
+    /// token by prompt length and decode by context fill (--lengths)
     #[arg(long, value_enum, default_value_t = Suite::Engine)]
     suite: Suite,
+    /// Prompt lengths of the context suite, in tokens [default: 128,512,2048,8192]
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
+    lengths: Option<Vec<u32>>,
     /// Requests of the soak suite [default: 2000]
     #[arg(long, value_name = "N")]
     requests: Option<usize>,
@@ -110,6 +115,7 @@ pub(crate) enum Suite {
     Engine,
     Supervisor,
     Soak,
+    Context,
 }
 
 impl Suite {
@@ -119,6 +125,7 @@ impl Suite {
             Suite::Engine => "engine",
             Suite::Supervisor => "supervisor",
             Suite::Soak => "soak",
+            Suite::Context => "context",
         }
     }
 }
@@ -181,6 +188,17 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             "--requests counts the soak's requests: use it with --suite soak (the other suites take --runs)"
         ),
         (_, None) => None,
+    };
+    let lengths = match (args.suite, &args.lengths) {
+        (Suite::Context, None) => context::DEFAULT_LENGTHS.to_vec(),
+        (Suite::Context, Some(l)) if l.is_empty() || l.contains(&0) => {
+            bail!("--lengths takes prompt lengths in tokens, each at least 1 (e.g. --lengths 128,512,2048)")
+        }
+        (Suite::Context, Some(l)) => l.clone(),
+        (_, Some(_)) => {
+            bail!("--lengths sets the context suite's prompt lengths: use it with --suite context")
+        }
+        (_, None) => Vec::new(),
     };
     // Every way runs the same thread count, or the paired ratios compare unlike engines: left to
     // itself each engine would choose its own from the machine's load at its start.
@@ -262,6 +280,18 @@ pub async fn run(args: BenchArgs, paths: &Paths, mut config: Config) -> Result<E
             .await?;
             (figures, Some(prompt))
         }
+        Suite::Context => (
+            context::run(
+                &model,
+                &config,
+                args.runs,
+                args.max_tokens,
+                &lengths,
+                args.json,
+            )
+            .await?,
+            None,
+        ),
         Suite::Soak => {
             let n = requests.unwrap_or(soak::DEFAULT_REQUESTS);
             let run = soak::run(&model, &config, paths, n, args.json).await?;

@@ -169,6 +169,10 @@ pub(super) struct Figure {
     /// The supervisor suite's number of concurrent requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrent: Option<u32>,
+    /// The context suite's prompt length in tokens, as asked (`--lengths`): the context fill
+    /// at which decode was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_length: Option<u32>,
     /// `ms`, `tok/s`, `MiB` or `x` (a ratio).
     pub unit: String,
     /// Which direction is an improvement.
@@ -196,6 +200,7 @@ impl Figure {
             metric: metric.to_string(),
             way: None,
             concurrent: None,
+            prompt_length: None,
             unit: unit.to_string(),
             better,
             median: median(samples.clone()),
@@ -208,6 +213,13 @@ impl Figure {
     pub(super) fn for_way(mut self, way: &str) -> Figure {
         self.id = format!("{}/{way}", self.metric);
         self.way = Some(way.to_string());
+        self
+    }
+
+    /// The same figure for one prompt length of the context suite.
+    pub(super) fn at_prompt_length(mut self, n: u32) -> Figure {
+        self.id = format!("{}/{n}_tokens", self.metric);
+        self.prompt_length = Some(n);
         self
     }
 

@@ -291,7 +291,7 @@ async fn aggregate_tokens_per_s(
     Ok(tokens as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn next(reply: &mut Reply) -> Result<SupervisorEvent> {
+pub(super) async fn next(reply: &mut Reply) -> Result<SupervisorEvent> {
     match tokio::time::timeout(Duration::from_secs(300), reply.next()).await {
         Ok(Some(e)) => Ok(e),
         Ok(None) => bail!("the supervisor stopped answering"),
