@@ -196,6 +196,29 @@ fn greedy_completion_is_about_france_and_reports_usage() {
     );
 }
 
+/// The engine warms up before `ready` (one small prefill) and must leave nothing of it behind:
+/// the first request reads its whole prompt and answers exactly as the same request does later,
+/// after other work has come and gone. (The warm-up clears the KV cache itself; a slot also cuts
+/// its sequence back to the reused prefix before reading a prompt, so this guards the whole path
+/// rather than that one call: removing only the clear leaves the test green.)
+#[test]
+fn the_warm_up_before_ready_leaves_nothing_behind() {
+    let mut engine = Engine::start(&common::default_model(), &["--parallel", "1"]);
+    engine.ready();
+    let prompt = "The history of the city begins with a small fishing village";
+    engine.send(generate("first", prompt, 24));
+    let (first, done) = engine.reply("first");
+    assert_eq!(done["event"], "done", "{done}");
+    assert_eq!(done["usage"]["cached_tokens"], 0, "{done}");
+    engine.send(generate("other", "Once upon a time, in a land far away,", 12));
+    let (_, done) = engine.reply("other");
+    assert_eq!(done["event"], "done", "{done}");
+    engine.send(generate("again", prompt, 24));
+    let (again, done) = engine.reply("again");
+    assert_eq!(done["event"], "done", "{done}");
+    assert_eq!(first, again);
+}
+
 #[test]
 fn cancel_stops_a_reply_and_the_engine_serves_the_next() {
     let mut engine = Engine::start(&common::default_model(), &[]);
