@@ -149,17 +149,11 @@ fn greedy() -> SamplingParams {
 }
 
 fn user(text: &str) -> Message {
-    Message {
-        role: Role::User,
-        content: text.into(),
-    }
+    Message::new(Role::User, text)
 }
 
 fn model(text: &str) -> Message {
-    Message {
-        role: Role::Assistant,
-        content: text.into(),
-    }
+    Message::new(Role::Assistant, text)
 }
 
 fn request(id: &str, messages: Vec<Message>) -> GenerateRequest {
