@@ -692,3 +692,67 @@ fn two_models_that_do_not_fit_together_take_turns() {
         assert_eq!(r["model"], model, "{r}");
     }
 }
+
+/// Batch lines with OpenAI content parts: a data URL and a local file are read, checked and
+/// stored; the text-only default model refuses them in its name (an error record each); a bad
+/// data URL is the line's own error, named, before any engine is asked.
+#[test]
+fn image_parts_are_read_checked_and_refused_by_a_model_that_cannot_see() {
+    use base64::Engine as _;
+    let home = home_with_model();
+    let pic = home.path().join("pic.png");
+    image::RgbImage::from_pixel(5, 5, image::Rgb([1, 2, 3]))
+        .save_with_format(&pic, image::ImageFormat::Png)
+        .unwrap();
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&pic).unwrap())
+    );
+    let part = |u: &str| json!({"type": "image_url", "image_url": {"url": u}});
+    let text = |t: &str| json!({"type": "text", "text": t});
+    let file = input(
+        &home,
+        "images.jsonl",
+        &[
+            json!({"id": "data", "messages": [{"role": "user", "content": [part(&url), text("What is it?")]}]}),
+            json!({"id": "file", "messages": [{"role": "user", "content": [part(pic.to_str().unwrap()), text("And this?")]}]}),
+            json!({"id": "bad", "messages": [{"role": "user", "content": [part("data:image/png;base64,@@"), text("?")]}]}),
+        ],
+    );
+    let out = batch(&home, &[file.to_str().unwrap(), "--max-tokens", "3"]);
+    let stderr = common::stderr(&out);
+    let records: Vec<Value> = common::stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_id = |id: &str| records.iter().find(|r| r["id"] == id).unwrap();
+    for id in ["data", "file"] {
+        let message = by_id(id)["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains(
+                "gemma3-270m cannot see images: register a vision model with --mmproj, see README"
+            ),
+            "{id}: {message} / {stderr}"
+        );
+    }
+    let bad = by_id("bad")["error"]["message"].as_str().unwrap();
+    assert!(
+        bad.contains("image 1 of message 1 is not valid base64"),
+        "{bad}"
+    );
+    // Both readable lines are stored with their image: the data URL's always copied.
+    let db = rusqlite::Connection::open(home.path().join("data/history.db")).unwrap();
+    let rows: Vec<(Option<String>, Option<String>)> = db
+        .prepare("SELECT path, copy FROM message_images ORDER BY message_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|(_, copy)| copy.is_some()));
+    assert!(rows
+        .iter()
+        .any(|(path, _)| path.as_deref() == Some(pic.to_str().unwrap())));
+    assert!(rows.iter().any(|(path, _)| path.is_none()));
+}

@@ -1118,3 +1118,73 @@ fn says_1_tokens(text: &str) -> bool {
     text.match_indices("1 tokens")
         .any(|(i, _)| !text[..i].ends_with(|c: char| c.is_ascii_digit()))
 }
+
+#[test]
+fn an_image_is_completed_attached_shown_cleared_and_sent_with_the_next_message() {
+    let home = home_with_models();
+    let pics = home.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    let kitten = pics.join("kitten-photo.png");
+    image::RgbImage::from_pixel(10, 6, image::Rgb([90, 60, 30]))
+        .save_with_format(&kitten, image::ImageFormat::Png)
+        .unwrap();
+    let mut chat = Chat::start(&home, &["--model", "gemma3-270m"]);
+    chat.line("/set max_tokens 4");
+    chat.expect(PROMPT);
+
+    // Tab completes the file name; Enter attaches it, and the shell says what it is.
+    chat.session
+        .send(format!("/image {}/kit\t", pics.display()))
+        .unwrap();
+    chat.expect("ten-photo.png");
+    chat.session.send_line("").unwrap();
+    let said = chat.expect(PROMPT);
+    assert!(
+        said.contains("attached kitten-photo.png, image/png, ") && said.contains(", 10×6"),
+        "{said}"
+    );
+    chat.line("/image");
+    let shown = chat.expect(PROMPT);
+    assert!(
+        shown.contains("attached: kitten-photo.png, image/png"),
+        "{shown}"
+    );
+    chat.line("/image -");
+    assert!(chat.expect(PROMPT).contains("cleared 1 attached image"));
+    chat.line("/image");
+    assert!(chat.expect(PROMPT).contains("no image attached"));
+    chat.line("/image /nonexistent/cat.png");
+    let err = chat.expect(PROMPT);
+    assert!(
+        err.contains("image /nonexistent/cat.png does not exist: check the path"),
+        "{err}"
+    );
+
+    // Attached and sent: the text-only model cannot see it, which the shell says in the
+    // model's name; the message is stored with its image, and the attachment is spent.
+    chat.line(&format!("/image {}", kitten.display()));
+    chat.expect(PROMPT);
+    chat.line("What is in this picture?");
+    let refused = chat.expect(PROMPT);
+    assert!(
+        refused.contains(
+            "gemma3-270m cannot see images: register a vision model with --mmproj, see README"
+        ),
+        "{refused}"
+    );
+    chat.line("/image");
+    assert!(chat.expect(PROMPT).contains("no image attached"));
+    chat.quit();
+    let (content, sha): (String, String) = db(&home)
+        .query_row(
+            "SELECT m.content, i.sha256 FROM message_images i JOIN messages m ON m.id = i.message_id",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(content, "What is in this picture?");
+    assert_eq!(
+        sha,
+        image_input::sha256_hex(&std::fs::read(&kitten).unwrap())
+    );
+}

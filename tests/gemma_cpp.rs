@@ -149,17 +149,11 @@ fn greedy() -> SamplingParams {
 }
 
 fn user(text: &str) -> Message {
-    Message {
-        role: Role::User,
-        content: text.into(),
-    }
+    Message::new(Role::User, text)
 }
 
 fn model(text: &str) -> Message {
-    Message {
-        role: Role::Assistant,
-        content: text.into(),
-    }
+    Message::new(Role::Assistant, text)
 }
 
 fn request(id: &str, messages: Vec<Message>) -> GenerateRequest {
@@ -1820,4 +1814,180 @@ fn the_shell_shows_a_stopped_replys_real_speed_and_the_conversation_goes_on() {
     }
     chat.send_line("/quit").unwrap();
     chat.expect(Eof).expect("the shell did not exit on /quit");
+}
+
+// ----- images (`--image_file`) -----
+
+/// A stand-in fixture whose weights are a model that sees (Gemma 3 4B's specifier).
+fn vision_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("gemma3-4b-sfp-it.sbs");
+    std::fs::write(&weights, test_writer::single_file("gemma3-4b-sfp-it", true)).unwrap();
+    Fixture {
+        dir,
+        binary: standin_bin(),
+        weights,
+    }
+}
+
+/// A real PNG of 4×3 pixels in one `shade`.
+fn png_bytes(shade: u8) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_fn(4, 3, |x, y| image::Rgb([shade, x as u8 * 10, y as u8 * 20]))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+/// What the stand-in says about the image it was started with: its size and pixel sum, as
+/// decoded here from the PNG the user gave.
+fn seen(png: &[u8]) -> String {
+    let rgb = image_input::decode_rgb(png).unwrap();
+    let sum: u64 = rgb.pixels.iter().map(|&b| b as u64).sum();
+    format!(
+        "image {}x{}, pixel sum {sum}, 256 image tokens.",
+        rgb.width, rgb.height
+    )
+}
+
+fn with_image(text: &str, png: &[u8]) -> Message {
+    let image = gemmactl::domain::Image::from_bytes(png.to_vec(), "image").unwrap();
+    user(text).with_images(vec![image])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_reaches_gemma_cpp_as_ppm_and_a_different_one_restarts_it() {
+    standin_only!("the stand-in's IMAGE report");
+    let f = vision_fixture();
+    let engine = start(&f.spec()).await.unwrap();
+    let first_pid = engine.describe().pid;
+    let (a, b) = (png_bytes(10), png_bytes(200));
+
+    // The first image: gemma.cpp is restarted with it (it reads an image only at start), and
+    // its pixels arrived intact through the PPM.
+    let r1 = collect(
+        &engine,
+        request("r1", vec![with_image("IMAGE what is it?", &a)]),
+    )
+    .await;
+    assert_eq!(r1.text, seen(&a));
+    // Its tokens are part of the prompt, at position 0.
+    assert!(r1.done().usage.prompt_tokens > 256, "{:?}", r1.done().usage);
+    let a_pid = engine.describe().pid;
+    assert_ne!(a_pid, first_pid, "no restart for the image");
+
+    // The same conversation goes on: the same process, the image still in its cache.
+    let r2 = collect(
+        &engine,
+        request(
+            "r2",
+            vec![
+                with_image("IMAGE what is it?", &a),
+                model(&r1.text),
+                user("IMAGE and now?"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(r2.text, seen(&a));
+    assert_eq!(engine.describe().pid, a_pid);
+    assert!(r2.done().usage.cached_tokens > 256, "{:?}", r2.done().usage);
+
+    // Another image: another process, which sees the new pixels.
+    let r3 = collect(
+        &engine,
+        request("r3", vec![with_image("IMAGE and this?", &b)]),
+    )
+    .await;
+    assert_eq!(r3.text, seen(&b));
+    assert_ne!(engine.describe().pid, a_pid);
+
+    // No image: a process without one (else the old image would join the new prompt).
+    let r4 = collect(&engine, request("r4", vec![user("IMAGE anything?")])).await;
+    assert_eq!(r4.text, "no image.");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_gemma_cpp_cannot_show_are_refused_before_anything_runs() {
+    let png = png_bytes(5);
+    // A model that does not see (Gemma 3 270M, on the real binary too).
+    let f = fixture();
+    let engine = start(&f.spec()).await.unwrap();
+    let pid = engine.describe().pid;
+    match engine.generate(request("t1", vec![with_image("hi", &png)])) {
+        Err(EngineError::Request { code, message }) => {
+            assert_eq!(code, ErrorCode::NoVision);
+            assert!(
+                message.contains("cannot see images") && message.contains("--mmproj"),
+                "{message}"
+            );
+        }
+        other => panic!("expected no_vision, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(
+        engine.describe().pid,
+        pid,
+        "the engine was restarted for nothing"
+    );
+    standin_only!("a vision model's weights");
+
+    // Two different images in one conversation: gemma.cpp holds one per process.
+    let f = vision_fixture();
+    let engine = start(&f.spec()).await.unwrap();
+    let two = vec![
+        with_image("first", &png),
+        model("ok"),
+        with_image("second", &png_bytes(99)),
+    ];
+    match engine.generate(request("v1", two)) {
+        Err(EngineError::Request { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("two different images"), "{message}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// The stand-in checks `--image_file` as gemma.cpp does: a file that is not a binary PPM, or any
+/// image for a model that does not see, aborts at start.
+#[test]
+fn the_stand_in_refuses_what_gemma_cpp_would() {
+    standin_only!("the stand-in itself");
+    let f = vision_fixture();
+    let text = f.dir.path().join("not.ppm");
+    std::fs::write(&text, "P6\n4 3\n255\nshort").unwrap();
+    let run = |weights: &Path, image: &Path| {
+        common::run_bounded({
+            let mut c = std::process::Command::new(standin_bin());
+            c.args([
+                "--weights",
+                weights.to_str().unwrap(),
+                "--image_file",
+                image.to_str().unwrap(),
+            ]);
+            c
+        })
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let out = run(&f.weights, &text);
+    assert_eq!(out.status.signal(), Some(6));
+    assert!(
+        common::stderr(&out).contains("Failed to read PPM pixel data"),
+        "{}",
+        common::stderr(&out)
+    );
+    let ppm = f.dir.path().join("ok.ppm");
+    std::fs::write(
+        &ppm,
+        image_input::to_ppm(&image_input::decode_rgb(&png_bytes(1)).unwrap()),
+    )
+    .unwrap();
+    let plain = fixture();
+    let out = run(&plain.weights, &ppm);
+    assert_eq!(out.status.signal(), Some(6));
+    assert!(
+        common::stderr(&out).contains("PromptWrapping::GEMMA_VLM"),
+        "{}",
+        common::stderr(&out)
+    );
 }

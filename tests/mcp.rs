@@ -358,7 +358,11 @@ async fn bad_input_is_answered_and_the_server_lives_on() {
     let (home, cwd) = setup();
     let shots = cwd.path().join("shots");
     std::fs::create_dir(&shots).unwrap();
-    std::fs::write(shots.join("cat.png"), b"\x89PNG\r\n\x1a\n").unwrap();
+    // A real PNG, and one cut short after its signature.
+    image::RgbImage::from_pixel(6, 4, image::Rgb([200, 100, 50]))
+        .save_with_format(shots.join("cat.png"), image::ImageFormat::Png)
+        .unwrap();
+    std::fs::write(shots.join("cut.png"), b"\x89PNG\r\n\x1a\n").unwrap();
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.png"), b"\x89PNG\r\n\x1a\n").unwrap();
     std::os::unix::fs::symlink(outside.path().join("secret.png"), shots.join("link.png")).unwrap();
@@ -428,12 +432,35 @@ async fn bad_input_is_answered_and_the_server_lives_on() {
     let e = server
         .tool_error(
             "analyze_image",
-            json!({ "image_path": "shots/cat.png", "prompt": "?" }),
+            json!({ "image_path": "shots/cut.png", "prompt": "?" }),
+        )
+        .await;
+    assert!(e.contains("cut.png is a damaged or cut-short image"), "{e}");
+    let e = server
+        .tool_error(
+            "analyze_image",
+            json!({ "image_data": "data:image/png;base64,not base64!", "prompt": "?" }),
         )
         .await;
     assert!(
-        e.contains("vision") && e.contains("gemmactl models add"),
+        e.starts_with("argument `image_data` is not valid base64"),
         "{e}"
+    );
+    let e = server
+        .tool_error("analyze_image", json!({ "prompt": "?" }))
+        .await;
+    assert!(e.contains("no image given"), "{e}");
+    // A real image, through the turn service to the real engine, which cannot see: the
+    // sentence names the model and the fix, and the call is stored with its image.
+    let e = server
+        .tool_error(
+            "analyze_image",
+            json!({ "image_path": "shots/cat.png", "prompt": "What colour is it?", "max_tokens": 4 }),
+        )
+        .await;
+    assert_eq!(
+        e,
+        "gemma3-270m cannot see images: register a vision model with --mmproj, see README"
     );
 
     // A 10 MB prompt: refused with its size, nothing stored.

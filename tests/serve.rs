@@ -676,3 +676,80 @@ async fn soak_of_mixed_requests_leaks_nothing() {
         "{metrics}"
     );
 }
+
+/// OpenAI content parts with images: a data URL goes through the turn service to the real
+/// engine, which cannot see (a 400 naming the model); a bad data URL is a 400 naming the
+/// image; a local path is refused unless the server was started with --allow-local-images.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_parts_over_http_data_urls_only_unless_local_files_are_allowed() {
+    use base64::Engine as _;
+    let home = home("");
+    let pic = home.path().join("pic.png");
+    image::RgbImage::from_pixel(4, 4, image::Rgb([7, 8, 9]))
+        .save_with_format(&pic, image::ImageFormat::Png)
+        .unwrap();
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(&pic).unwrap())
+    );
+    let ask = |image_url: &str| {
+        json!({"model": "gemma3-270m", "max_tokens": 3, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": image_url}},
+            {"type": "text", "text": "What is it?"},
+        ]}]})
+    };
+    let http = client();
+    let mut server = Server::start(&home, &["--no-preload"]);
+    let chat = format!("{}/chat/completions", server.api());
+    let error = |body: Value| body["error"]["message"].as_str().unwrap_or("").to_string();
+
+    let r = http.post(&chat).json(&ask(&url)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_cannot_see_images", "{body}");
+    assert_eq!(
+        error(body),
+        "gemma3-270m cannot see images: register a vision model with --mmproj, see README"
+    );
+
+    let r = http
+        .post(&chat)
+        .json(&ask("data:image/png;base64,bm90IGFuIGltYWdl"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let message = error(r.json().await.unwrap());
+    assert!(
+        message.starts_with("image 1 of messages[0] is not an image"),
+        "{message}"
+    );
+
+    let r = http
+        .post(&chat)
+        .json(&ask(pic.to_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let message = error(r.json().await.unwrap());
+    assert!(
+        message.contains("does not read for its clients")
+            && message.contains("--allow-local-images"),
+        "{message}"
+    );
+    server.stop();
+
+    // Allowed: the file is read (and, like any image, refused by a model that cannot see).
+    let server = Server::start(&home, &["--no-preload", "--allow-local-images"]);
+    let chat = format!("{}/chat/completions", server.api());
+    let r = http
+        .post(&chat)
+        .json(&ask(pic.to_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_cannot_see_images", "{body}");
+}

@@ -561,18 +561,12 @@ async fn hot_swap_loads_the_next_model_while_the_old_one_serves_and_continues_th
 
     // The conversation moves: the caller sends the whole history to the new model.
     let conversation = vec![
-        Message {
-            role: Role::User,
-            content: "Here is a list of the planets of the solar system:".into(),
-        },
-        Message {
-            role: Role::Assistant,
-            content: heard.text.clone(),
-        },
-        Message {
-            role: Role::User,
-            content: " The largest of them is".into(),
-        },
+        Message::new(
+            Role::User,
+            "Here is a list of the planets of the solar system:",
+        ),
+        Message::new(Role::Assistant, heard.text.clone()),
+        Message::new(Role::User, " The largest of them is"),
     ];
     let req = GenerateRequest {
         messages: conversation,

@@ -86,8 +86,8 @@ pub(super) async fn run(work: Work, shared: Arc<Shared>) -> Outcome {
             }),
         });
     }
-    let text = match &work.ask {
-        Ask::Prompt(p) => p.clone(),
+    let (text, images) = match &work.ask {
+        Ask::Prompt(p) => (p.clone(), Vec::new()),
         Ask::Messages(all) => {
             let (last, earlier) = match all.split_last() {
                 Some(split) => split,
@@ -96,13 +96,13 @@ pub(super) async fn run(work: Work, shared: Arc<Shared>) -> Outcome {
             if let Err(e) = thread.seed(earlier) {
                 return invalid(&work, e);
             }
-            last.content.clone()
+            (last.content.clone(), last.images.clone())
         }
     };
     let mut attempt = 0;
     loop {
         let turn = if attempt == 0 {
-            thread.send(&text)
+            thread.send_with_images(&text, images.clone())
         } else {
             thread.retry()
         };

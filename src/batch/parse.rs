@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::job::{Ask, ErrorKind, Format, Line, LineError, LineId, Overrides, Request};
 use super::openai;
+use crate::chat::content;
 use crate::domain::{Constraint, Message, Role};
 
 /// The fields of a simple line, in the order the error for an unknown one lists them.
@@ -197,7 +198,8 @@ pub(super) fn prompt(n: usize, name: &str, value: &Value) -> Result<String, Line
 }
 
 /// A conversation: `[{"role", "content"}, …]` ending with the user's message. Content may be a
-/// string or a list of text parts (as OpenAI's chat format allows).
+/// string or a list of parts, text and images (as OpenAI's chat format allows: `chat/content.rs`;
+/// a batch file is its user's own, so an image may also be a local file).
 pub(super) fn messages(n: usize, value: &Value) -> Result<Vec<Message>, LineError> {
     let bad = |what: String| LineError::field(n, "messages", what);
     let Value::Array(items) = value else {
@@ -219,25 +221,23 @@ pub(super) fn messages(n: usize, value: &Value) -> Result<Vec<Message>, LineErro
                 ))
             })?,
         };
-        let content = match item.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) => {
-                let mut text = String::new();
-                for part in parts {
-                    match (part.get("type").and_then(Value::as_str), part.get("text")) {
-                        (Some("text"), Some(Value::String(t))) => text.push_str(t),
-                        _ => {
-                            return Err(bad(format!(
-                                "message {at} has a content part that is not text: only text is supported"
-                            )))
-                        }
-                    }
-                }
-                text
-            }
+        let (content, images) = match item.get("content") {
+            Some(Value::String(s)) => (s.clone(), Vec::new()),
+            Some(Value::Array(parts)) => content::from_parts(
+                parts,
+                &format!("message {at}"),
+                content::LocalFiles::Allowed,
+                "",
+            )
+            .map_err(bad)?,
             _ => return Err(bad(format!("message {at} has no text \"content\""))),
         };
-        out.push(Message::new(role, content));
+        if !images.is_empty() && role != Role::User {
+            return Err(bad(format!(
+                "message {at} is not the user's but holds an image: only user messages show images"
+            )));
+        }
+        out.push(Message::new(role, content).with_images(images));
     }
     match out.last() {
         None => Err(bad(
@@ -246,7 +246,7 @@ pub(super) fn messages(n: usize, value: &Value) -> Result<Vec<Message>, LineErro
         Some(m) if m.role != Role::User => Err(bad(
             "the last message must be the user's: it is the one answered".into(),
         )),
-        Some(m) if m.content.trim().is_empty() => Err(bad(
+        Some(m) if m.content.trim().is_empty() && m.images.is_empty() => Err(bad(
             "the last message is empty: give some text to answer".into(),
         )),
         Some(_) => Ok(out),

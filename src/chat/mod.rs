@@ -13,11 +13,14 @@
 //!   nothing the front end must remember: the user's message is committed before generation,
 //!   the partial reply is saved while it streams, and the finish is recorded when it ends.
 //! - `request.rs` puts a conversation to a model (chat template, or a transcript for base models).
+//! - `content.rs` reads a message given in OpenAI's content parts (text and images), for the
+//!   front ends that take that format.
 //!
 //! A front end never talks to the supervisor for a turn, never writes the store, and never
 //! builds a request: that is why adding one is a matter of rendering events.
 
 pub mod attach;
+pub mod content;
 mod generator;
 mod request;
 mod thread;

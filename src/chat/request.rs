@@ -73,10 +73,7 @@ pub(super) fn request_parts(
         ModelKind::Instruct => {
             let mut messages = Vec::with_capacity(turns.len() + 1);
             if let Some(system) = system {
-                messages.push(Message {
-                    role: Role::System,
-                    content: system.to_string(),
-                });
+                messages.push(Message::new(Role::System, system));
             }
             messages.extend_from_slice(turns);
             RequestParts {
@@ -104,7 +101,7 @@ pub(super) fn request_parts(
                 }
             }
             RequestParts {
-                messages: vec![Message::new(Role::User, transcript(system, turns))],
+                messages: vec![transcript(system, turns)],
                 prompt: PromptFormat::Completion,
                 params,
                 transcript: true,
@@ -134,9 +131,11 @@ pub(super) fn infill_parts(
 /// Where a transcript reply ends: the model starting the next speaker's line.
 const TRANSCRIPT_STOPS: [&str; 2] = ["\nUser:", "\nAssistant:"];
 
-/// The base-model transcript of `turns` after `system`, ending in `Assistant:`.
-fn transcript(system: Option<&str>, turns: &[Message]) -> String {
+/// The base-model transcript of `turns` after `system`, ending in `Assistant:`, as one message
+/// that keeps every turn's images where they stood in its text.
+fn transcript(system: Option<&str>, turns: &[Message]) -> Message {
     let mut text = String::new();
+    let mut images = Vec::new();
     if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
         text.push_str(system.trim());
         text.push_str("\n\n");
@@ -150,11 +149,17 @@ fn transcript(system: Option<&str>, turns: &[Message]) -> String {
         };
         text.push_str(who);
         text.push_str(": ");
-        text.push_str(m.content.trim());
+        let trimmed = m.content.trim();
+        let lead = m.content.len() - m.content.trim_start().len();
+        for image in &m.images {
+            let at = image.at.saturating_sub(lead).min(trimmed.len());
+            images.push(image.clone().placed(text.len() + at));
+        }
+        text.push_str(trimmed);
         text.push('\n');
     }
     text.push_str("Assistant:");
-    text
+    Message::new(Role::User, text).with_images(images)
 }
 
 #[cfg(test)]
@@ -173,10 +178,35 @@ mod tests {
             m(Role::User, "Capital of France?"),
         ];
         assert_eq!(
-            transcript(Some("Be brief."), &turns),
+            transcript(Some("Be brief."), &turns).content,
             "Be brief.\n\nUser: Hi\nAssistant: Hello!\nUser: Capital of France?\nAssistant:"
         );
-        assert_eq!(transcript(None, &turns[..1]), "User: Hi\nAssistant:");
+        assert_eq!(
+            transcript(None, &turns[..1]).content,
+            "User: Hi\nAssistant:"
+        );
+    }
+
+    /// A base model's transcript keeps each turn's images where they stood in its text, so a
+    /// continued conversation shows them again.
+    #[test]
+    fn a_transcript_keeps_the_images_in_place() {
+        let png = {
+            let mut out = std::io::Cursor::new(Vec::new());
+            ::image::RgbImage::from_pixel(2, 2, ::image::Rgb([1, 2, 3]))
+                .write_to(&mut out, ::image::ImageFormat::Png)
+                .unwrap();
+            out.into_inner()
+        };
+        let image = crate::domain::Image::from_bytes(png, "image").unwrap();
+        let turns = [
+            m(Role::User, "  Look: this").with_images(vec![image.clone().placed(8)]),
+            m(Role::Assistant, "A square."),
+            m(Role::User, "Again?"),
+        ];
+        let t = transcript(None, &turns);
+        assert_eq!(t.images.len(), 1);
+        assert_eq!(&t.content[..t.images[0].at], "User: Look: ");
     }
 
     fn entry(kind: ModelKind) -> ModelEntry {

@@ -13,7 +13,7 @@ use super::request::{infill_parts, request_parts, PromptStyle, RequestParts};
 use super::turn::Turn;
 use super::TurnService;
 use crate::domain::{
-    EngineDescription, FinishReason, GenerateRequest, Message, Origin, Role, SamplingParams,
+    EngineDescription, FinishReason, GenerateRequest, Image, Message, Origin, Role, SamplingParams,
 };
 use crate::models::ModelEntry;
 use crate::store::{ConversationId, MessageId, ReplyEnd, StoreError};
@@ -168,11 +168,12 @@ impl Thread {
         }
         for message in &messages[leading..] {
             let parent = self.branch.last().and_then(|e| e.id);
+            let mut message = message.clone();
             let id = match message.role {
                 Role::Assistant => self.commit_given_reply(parent, &message.content)?,
-                _ => self.commit_user_message(parent, &message.content)?,
+                _ => self.commit_user_message(parent, &message.content, &mut message.images)?,
             };
-            self.branch.push(Entry::new(id, message.clone()));
+            self.branch.push(Entry::new(id, message));
         }
         Ok(())
     }
@@ -284,8 +285,16 @@ impl Thread {
     ///
     /// [`Notice::NotSaved`]: super::Notice::NotSaved
     pub fn send(&mut self, text: &str) -> Result<Turn<'_>> {
+        self.send_with_images(text, Vec::new())
+    }
+
+    /// [`Thread::send`] for a message that shows `images` (checked already: [`Image::from_file`],
+    /// [`Image::from_bytes`]). They are stored with the message — a copy of each kept in the
+    /// data folder unless `copy_images = false`, and always for bytes given inline — and sent
+    /// to the model with it and with every later turn of the conversation.
+    pub fn send_with_images(&mut self, text: &str, mut images: Vec<Image>) -> Result<Turn<'_>> {
         let parent = self.last_stored();
-        let id = match self.commit_user_message(parent, text) {
+        let id = match self.commit_user_message(parent, text, &mut images) {
             Ok(id) => id,
             Err(e) if e.is_unwritable() => {
                 self.not_saved = Some(e.to_string());
@@ -293,8 +302,10 @@ impl Thread {
             }
             Err(e) => return Err(e.into()),
         };
-        self.branch
-            .push(Entry::new(id, Message::new(Role::User, text)));
+        self.branch.push(Entry::new(
+            id,
+            Message::new(Role::User, text).with_images(images),
+        ));
         self.reply()
     }
 
@@ -387,14 +398,23 @@ impl Thread {
         self.session = format!("chat-{}-{n}", std::process::id());
     }
 
+    /// Stores a user message and its images; each image that gets a copy in the data folder
+    /// learns where it is (so the engine reads the copy, which cannot change).
     fn commit_user_message(
         &mut self,
         parent: Option<MessageId>,
         text: &str,
+        images: &mut [Image],
     ) -> Result<Option<MessageId>, StoreError> {
         let Some(mut store) = self.service.store() else {
             return Ok(None);
         };
+        let copy_all = self.service.config().copy_images;
+        for image in images.iter_mut() {
+            if image.copy.is_none() && (copy_all || image.path.is_none()) {
+                image.copy = Some(store.keep_image(image)?);
+            }
+        }
         let conv = match self.id {
             Some(c) => c,
             None => {
@@ -403,10 +423,11 @@ impl Thread {
                 c
             }
         };
-        Ok(Some(store.add_user_message(
+        Ok(Some(store.add_user_message_with_images(
             conv,
             parent,
             text,
+            images,
             &self.model.name,
             &self.params,
         )?))

@@ -17,6 +17,7 @@ use anyhow::Result;
 use super::request::RequestParts;
 use super::thread::Thread;
 use crate::domain::{Completion, EngineDescription, ErrorCode, FinishReason, GenerateRequest};
+use crate::engines::EngineError;
 use crate::store::{MessageId, ReplyEnd};
 use crate::supervisor::{Canceller, Reply, SupervisorError, SupervisorEvent};
 
@@ -264,6 +265,7 @@ impl<'a> Turn<'a> {
                     return Some(self.after_notice(end));
                 }
                 Some(SupervisorEvent::Failed(e)) => {
+                    let e = cannot_see(e, &self.thread.model().name);
                     if self.should_trim(&e) {
                         if self.thread.drop_oldest() {
                             let (request, parts) = self.thread.request();
@@ -409,6 +411,18 @@ impl Drop for Turn<'_> {
             let _ = self.end(Ok(Completion::cancelled_before_start()));
         }
     }
+}
+
+/// An engine's `no_vision` as the user reads it: which model cannot see, and what to do. The
+/// engine only knows its file; the turn knows the name the user registered it under.
+fn cannot_see(e: SupervisorError, model: &str) -> SupervisorError {
+    if e.code() != Some(ErrorCode::NoVision) {
+        return e;
+    }
+    SupervisorError::Engine(EngineError::Request {
+        code: ErrorCode::NoVision,
+        message: crate::domain::cannot_see(model),
+    })
 }
 
 fn submit(thread: &Thread, request: GenerateRequest) -> Result<Reply, SupervisorError> {

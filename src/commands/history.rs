@@ -243,6 +243,19 @@ fn show(store: &Store, id: Option<ConversationId>, json: bool) -> Result<()> {
             header.push_str("  ← head");
         }
         say!("{header}");
+        for image in &m.images {
+            say!("{indent}    image: {}", printable_line(&image.summary()));
+            say!(
+                "{indent}           sha256 {}",
+                printable_line(&image.sha256)
+            );
+            if let Some(file) = image.file() {
+                say!(
+                    "{indent}           {}",
+                    printable_line(&file.to_string_lossy())
+                );
+            }
+        }
         for line in printable_block(&m.content).lines() {
             say!("{indent}    {line}");
         }

@@ -17,7 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::chat::{Notice, PromptStyle, Thread, TurnEnd, TurnEvent, TurnService};
 use crate::config::flags::{EngineFlags, LocalFlag, LogFlag, ModelFlag, SamplingFlags};
 use crate::config::{Config, Paths};
-use crate::domain::{utf8, EngineDescription, FinishReason, Source};
+use crate::domain::{utf8, EngineDescription, FinishReason, Image, Source};
 use crate::models;
 use crate::store::{ConversationId, Store};
 use crate::ui;
@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Continue conversation ID (see `gemmactl history list`)
     #[arg(long, value_name = "ID")]
     conversation: Option<ConversationId>,
+    /// Show the model an image with the prompt (PNG, JPEG, WebP, GIF, BMP, PNM, TIFF); repeat
+    /// for more. The model must see images (a vision model registered with --mmproj)
+    #[arg(long = "image", value_name = "FILE")]
+    images: Vec<std::path::PathBuf>,
 }
 
 /// Runs `gemmactl run`.
@@ -69,6 +73,13 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     let params = args.sampling.params()?;
     let model = models::resolve(paths, &args.model.name_or_default(&config))?;
     let prompt = read_prompt(&args.prompt)?;
+    // Checked before anything is stored or an engine started. They come before the prompt's
+    // text, in the order given: a question about an image reads after it.
+    let images = args
+        .images
+        .iter()
+        .map(|path| Image::from_file(path).map(|i| i.placed(0)))
+        .collect::<Result<Vec<_>, _>>()?;
     let continuing = args.continue_last || args.conversation.is_some();
     let store = if args.log.logs(&config) {
         Some(Store::open_default(paths)?)
@@ -106,7 +117,7 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
     if let Some(id) = resume {
         thread.resume(id, args.system.clone())?;
     }
-    let outcome = stream(&mut thread, &prompt, args.json).await;
+    let outcome = stream(&mut thread, &prompt, images, args.json).await;
     service.shutdown().await;
     let (end, code) = outcome?;
     if let Some(code) = code {
@@ -151,12 +162,17 @@ pub async fn run(args: RunArgs, paths: &Paths, mut config: Config) -> Result<Exi
 }
 
 /// Streams one turn to stdout. Returns how it ended, and the exit code when a signal stopped it.
-async fn stream(thread: &mut Thread, prompt: &str, json: bool) -> Result<(TurnEnd, Option<u8>)> {
+async fn stream(
+    thread: &mut Thread,
+    prompt: &str,
+    images: Vec<Image>,
+    json: bool,
+) -> Result<(TurnEnd, Option<u8>)> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let bar = ui::load_bar(&thread.model().name);
     let mut out = Output::new(json);
-    let mut turn = thread.send(prompt)?;
+    let mut turn = thread.send_with_images(prompt, images)?;
     let mut stopped_by: Option<u8> = None;
     loop {
         let event = tokio::select! {

@@ -159,6 +159,10 @@ pub struct ServeSettings {
     pub cors_origins: Vec<String>,
     /// Store the HTTP API's exchanges in the history database (source `serve`).
     pub history: bool,
+    /// Let API clients name images by local path or `file:` URL (read by the server). Off by
+    /// default: a client on the network must not make the server read its files; data URLs
+    /// always work.
+    pub allow_local_images: bool,
     /// `run`, `chat` and the other front ends send their turns to a running `gemmactl serve` of
     /// this home; `false` (or `--local`) keeps them in-process.
     pub attach: bool,
@@ -178,6 +182,7 @@ impl Default for ServeSettings {
             idle_timeout_secs: 60,
             cors_origins: Vec::new(),
             history: false,
+            allow_local_images: false,
             attach: true,
         }
     }
@@ -238,6 +243,12 @@ pub struct Config {
     /// Store every conversation (chat, run) in the history database; `--no-log` turns it off
     /// for one command.
     pub history: bool,
+    /// Keep a copy of every image attached to a stored message in the data folder (`images/`,
+    /// named by SHA-256, so the same image twice is kept once), so an export stays complete and
+    /// a continued conversation shows the model the same image even after the original file
+    /// moved or changed. Images given as bytes (HTTP, MCP, batch) are always copied: they have
+    /// no file otherwise.
+    pub copy_images: bool,
     /// `[engine]`: how the bundled gemma-engine is found and started.
     pub engine: EngineSettings,
     /// `[supervisor]`: how engine processes are pooled, queued and restarted.
@@ -261,6 +272,7 @@ impl Default for Config {
         Config {
             default_model: DEFAULT_MODEL.to_string(),
             history: true,
+            copy_images: true,
             engine: EngineSettings::default(),
             supervisor: SupervisorSettings::default(),
             engines: EnginesSettings::default(),

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::image::Image;
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
@@ -37,13 +39,17 @@ impl Role {
     }
 }
 
-/// A message as an engine request carries it: who wrote it and what it says.
+/// A message as an engine request carries it: who wrote it, what it says, and the images it
+/// shows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Message {
     /// Who wrote it.
     pub role: Role,
     /// Its text.
     pub content: String,
+    /// Its images, in order of [`Image::at`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
 }
 
 impl Message {
@@ -52,6 +58,13 @@ impl Message {
         Message {
             role,
             content: content.into(),
+            images: Vec::new(),
         }
+    }
+
+    /// The message with `images` attached (each already placed in the text).
+    pub fn with_images(mut self, images: Vec<Image>) -> Message {
+        self.images = images;
+        self
     }
 }

@@ -8,6 +8,7 @@
 
 mod backend;
 mod engine;
+mod image;
 mod memory;
 mod message;
 mod origin;
@@ -20,6 +21,7 @@ pub use engine::{
     check_kv_settings, Device, EngineDescription, EngineKind, FlashAttention, KvCacheType,
     ModelFacts,
 };
+pub use image::{cannot_see, human_size, Image, ImageRefused};
 pub use memory::{mib, MemoryEstimate, ModelNeeds};
 pub use message::{Message, Role};
 pub use origin::{BatchLine, Origin, Source};

@@ -17,6 +17,7 @@
 
 mod conversation;
 mod failure;
+mod image;
 mod process;
 mod stop;
 mod turn;
@@ -35,7 +36,7 @@ use super::child::{ChildProcess, ExitInfo};
 use super::{Engine, EngineError, ReplyEvent, ReplyStream};
 use crate::domain::{
     Backend, Completion, EngineDescription, EngineKind, ErrorCode, FinishReason, GenerateRequest,
-    ModelFacts, PromptFormat, Role, Timings, Usage,
+    Image, ModelFacts, PromptFormat, Role, Timings, Usage,
 };
 use conversation::{Conversation, Turn};
 use process::{Launch, NotReady, Process, Sampling, TurnEnd};
@@ -126,6 +127,8 @@ struct Job {
     top_k: u32,
     /// Stop strings, watched for in the streamed reply (`stop.rs`).
     stop: Vec<String>,
+    /// The conversation's image (one at most: `image.rs`).
+    image: Option<Image>,
     events: mpsc::UnboundedSender<ReplyEvent>,
     cancel: watch::Receiver<bool>,
     received: Instant,
@@ -172,6 +175,7 @@ impl GemmaCpp {
                 top_k: spec.top_k,
             },
             sentinel: sentinel(),
+            image_file: None,
         };
         let process = launch_process(launch, spec.load_timeout).await?;
         on_progress(1.0);
@@ -219,6 +223,7 @@ impl GemmaCpp {
             cancels: cancels.clone(),
             last_tail: last_tail.clone(),
             dead: None,
+            image: None,
         };
         tokio::spawn(driver.run(queue, stop_rx));
         Ok(GemmaCpp {
@@ -232,6 +237,24 @@ impl GemmaCpp {
             current,
             last_tail,
         })
+    }
+
+    /// The conversation's image, refused when the model cannot see (`no_vision`) or when there
+    /// are two different ones.
+    fn image_of(&self, request: &GenerateRequest) -> Result<Option<Image>, EngineError> {
+        let image =
+            image::of_conversation(&request.messages).map_err(|message| EngineError::Request {
+                code: ErrorCode::BadRequest,
+                message,
+            })?;
+        let model = self.description.model.name.as_deref().unwrap_or("");
+        if image.is_some() && !image::sees(model) {
+            return Err(EngineError::Request {
+                code: ErrorCode::NoVision,
+                message: crate::domain::cannot_see(&self.weights.display().to_string()),
+            });
+        }
+        Ok(image)
     }
 
     /// Refuses what gemma.cpp cannot do, with the sentence the caller shows.
@@ -373,6 +396,8 @@ struct Driver {
     last_tail: Arc<Mutex<Vec<String>>>,
     /// Why the engine is finished, once it is.
     dead: Option<EngineError>,
+    /// The image the running process was started with (`--image_file`).
+    image: Option<image::PpmFile>,
 }
 
 impl Driver {
@@ -477,7 +502,37 @@ impl Driver {
         };
         let sampling = self.sampling_for(&job);
         let current = self.process.as_ref().map(|p| p.launch.sampling);
-        if current != Some(sampling) {
+        let wanted = job.image.as_ref().map(|i| i.sha256.as_str());
+        let image_changed = wanted != self.image.as_ref().map(|p| p.sha256.as_str());
+        if image_changed {
+            // gemma.cpp reads its image only when it starts.
+            let reason = match &job.image {
+                Some(i) => format!(
+                    "request {} shows image {} (SHA-256 {}…), and gemma.cpp takes an image only when it starts",
+                    job.id,
+                    i.label(),
+                    &i.sha256[..12]
+                ),
+                None => format!(
+                    "request {} shows no image, and the running gemma.cpp was started with one",
+                    job.id
+                ),
+            };
+            self.image = match job.image.as_ref().map(image::PpmFile::write).transpose() {
+                Ok(ppm) => ppm,
+                Err(message) => {
+                    send(ReplyEvent::Failed(EngineError::Request {
+                        code: ErrorCode::BadImage,
+                        message,
+                    }));
+                    return;
+                }
+            };
+            if let Err(e) = self.restart(sampling, &reason).await {
+                send(ReplyEvent::Failed(e));
+                return;
+            }
+        } else if current != Some(sampling) {
             let reason = match current {
                 Some(c) => format!(
                     "request {} needs other sampling flags (max_generated_tokens {} → {}, temperature {} → {}, top_k {} → {}), which gemma.cpp fixes per process",
@@ -495,7 +550,11 @@ impl Driver {
         let chat = self.spec.chat;
         let conv = job.conversation.clone();
         let seq_len = self.spec.seq_len as u64;
-        let reserve = sampling.max_generated_tokens as u64;
+        // An image's tokens join the prompt at position 0 (a first turn or a replay).
+        let reserve = sampling.max_generated_tokens as u64
+            + job.image.as_ref().map_or(0, |_| {
+                image::tokens_bound(self.spec.facts.name.as_deref().unwrap_or(""))
+            });
         let newest = conv.newest();
         // An empty `held` with positions in use (a wrapped cache) is not extendable.
         let extendable = conv.extends(&self.held) && (self.pos == 0 || !self.held.turns.is_empty());
@@ -699,7 +758,7 @@ impl Driver {
 
     async fn restart(&mut self, sampling: Sampling, reason: &str) -> Result<(), EngineError> {
         tracing::info!(reason, "restarting gemma.cpp");
-        let launch = match self.process.take() {
+        let mut launch = match self.process.take() {
             Some(mut p) => {
                 p.kill().await;
                 Launch {
@@ -717,8 +776,10 @@ impl Driver {
                 spin: self.spec.spin,
                 sampling,
                 sentinel: sentinel(),
+                image_file: None,
             },
         };
+        launch.image_file = self.image.as_ref().map(|p| p.path().to_path_buf());
         self.held = Conversation::default();
         self.pos = 0;
         match launch_process(launch, self.spec.load_timeout).await {
@@ -767,6 +828,7 @@ impl Engine for GemmaCpp {
                 stderr_tail,
             });
         }
+        let image = self.image_of(&request)?;
         let conversation = self
             .check(&request)
             .map_err(|message| EngineError::Request {
@@ -803,6 +865,7 @@ impl Engine for GemmaCpp {
             temperature: request.params.temperature as f32,
             top_k: request.params.top_k,
             stop: request.params.stop.clone(),
+            image,
             events,
             cancel,
             received: Instant::now(),

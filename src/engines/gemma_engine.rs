@@ -339,6 +339,37 @@ fn finish_reason(reason: protocol::FinishReason) -> FinishReason {
     }
 }
 
+/// A message in the protocol's terms: each image as the absolute path of its file (the
+/// history's copy, else the user's file), or, when it is only in memory, its bytes as base64.
+fn wire_message(role: protocol::Role, m: Message) -> protocol::Message {
+    use base64::Engine as _;
+    let images = m
+        .images
+        .into_iter()
+        .map(|image| protocol::PlacedImage {
+            at: image.at,
+            image: match (image.file(), &image.data) {
+                (Some(file), _) => protocol::ImageSource::Path {
+                    path: file.to_string_lossy().into_owned(),
+                },
+                (None, Some(data)) => protocol::ImageSource::Data {
+                    data: base64::engine::general_purpose::STANDARD.encode(&data[..]),
+                },
+                // Images are made from a file or from bytes, so one or the other is there; an
+                // empty path makes the engine refuse it by name rather than lose it silently.
+                (None, None) => protocol::ImageSource::Path {
+                    path: String::new(),
+                },
+            },
+        })
+        .collect();
+    protocol::Message {
+        role,
+        content: m.content,
+        images,
+    }
+}
+
 /// A request in the protocol's terms.
 fn command(request: GenerateRequest) -> protocol::GenerateCommand {
     let role = |r: Role| match r {
@@ -352,7 +383,7 @@ fn command(request: GenerateRequest) -> protocol::GenerateCommand {
         messages: request
             .messages
             .into_iter()
-            .map(|m: Message| protocol::Message::text(role(m.role), m.content))
+            .map(|m: Message| wire_message(role(m.role), m))
             .collect(),
         session: request.session,
         prompt: match request.prompt {
@@ -552,6 +583,56 @@ mod tests {
         assert!(
             shown.contains("/opt/gemma-engine") && shown.contains("--context wants"),
             "{shown}"
+        );
+    }
+
+    /// What the adapter writes for a message with two images — one from a file, one given as
+    /// bytes — is protocol version 4's parts, in order, and reads back to the same message.
+    #[test]
+    fn a_message_with_two_images_goes_out_as_parts_in_order() {
+        use base64::Engine as _;
+        let png = {
+            let mut out = std::io::Cursor::new(Vec::new());
+            ::image::RgbImage::from_pixel(3, 2, ::image::Rgb([10, 20, 30]))
+                .write_to(&mut out, ::image::ImageFormat::Png)
+                .unwrap();
+            out.into_inner()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("first.png");
+        std::fs::write(&file, &png).unwrap();
+        let text = "Compare  and .";
+        let images = vec![
+            crate::domain::Image::from_file(&file).unwrap().placed(8),
+            crate::domain::Image::from_bytes(png.clone(), "image 2")
+                .unwrap()
+                .placed(13),
+        ];
+        let request = GenerateRequest {
+            id: "r1".into(),
+            messages: vec![Message::new(Role::User, text).with_images(images)],
+            session: None,
+            prompt: PromptFormat::Auto,
+            params: SamplingParams::default(),
+        };
+        let wire = serde_json::to_value(protocol::Command::Generate(command(request))).unwrap();
+        let content = &wire["messages"][0]["content"];
+        assert_eq!(
+            content,
+            &serde_json::json!([
+                {"type": "text", "text": "Compare "},
+                {"type": "image", "path": file.to_string_lossy()},
+                {"type": "text", "text": " and "},
+                {"type": "image", "data": base64::engine::general_purpose::STANDARD.encode(&png)},
+                {"type": "text", "text": "."},
+            ]),
+            "{wire}"
+        );
+        let back: protocol::Message = serde_json::from_value(wire["messages"][0].clone()).unwrap();
+        assert_eq!(back.content, text);
+        assert_eq!(
+            back.images.iter().map(|p| p.at).collect::<Vec<_>>(),
+            [8, 13]
         );
     }
 }

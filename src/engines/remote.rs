@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, EngineError, ExitInfo, ReplyEvent, ReplyStream};
 use crate::domain::{
     Backend, Completion, Constraint, EngineDescription, EngineKind, ErrorCode, FinishReason,
-    GenerateRequest, ModelFacts, PromptFormat, Role, Timings, Usage,
+    GenerateRequest, Message, ModelFacts, PromptFormat, Role, Timings, Usage,
 };
 
 /// How to reach one model on a remote server.
@@ -268,7 +268,10 @@ impl Call {
         tx: &mpsc::UnboundedSender<ReplyEvent>,
         started: Instant,
     ) -> Result<ReplyEvent, TryFailure> {
-        let (path, body) = body(&self.spec.model, request);
+        let (path, body) = match body(&self.spec.model, request) {
+            Ok(b) => b,
+            Err(message) => return Ok(failed(ErrorCode::BadImage, message)),
+        };
         let mut req = self
             .client
             .post(format!("{}/{path}", self.spec.url))
@@ -397,7 +400,11 @@ impl Call {
 
 /// The endpoint and body for `request`: chat completions for a conversation, text completions
 /// for a plain prompt.
-fn body(model: &str, request: &GenerateRequest) -> (&'static str, serde_json::Value) {
+/// The endpoint and JSON body of `request`; `Err` (a sentence) when an image cannot be sent.
+fn body(
+    model: &str,
+    request: &GenerateRequest,
+) -> Result<(&'static str, serde_json::Value), String> {
     let p = &request.params;
     let sampling = api::Sampling {
         max_tokens: p.max_tokens,
@@ -439,6 +446,9 @@ fn body(model: &str, request: &GenerateRequest) -> (&'static str, serde_json::Va
     }
     let value = match request.prompt {
         PromptFormat::Completion | PromptFormat::FillInMiddle { .. } => {
+            if request.messages.iter().any(|m| !m.images.is_empty()) {
+                return Err("a plain-text (completion) prompt cannot carry images to a remote engine: use an instruct model, whose chat request carries them".into());
+            }
             // As gemma-engine reads a plain prompt: a system message is followed by a blank line.
             let mut prompt = String::new();
             for m in &request.messages {
@@ -453,10 +463,10 @@ fn body(model: &str, request: &GenerateRequest) -> (&'static str, serde_json::Va
                 sampling,
                 other,
             };
-            return (
+            return Ok((
                 "completions",
                 serde_json::to_value(body).unwrap_or_default(),
-            );
+            ));
         }
         PromptFormat::Chat { .. } | PromptFormat::Auto => {
             let body = api::ChatCompletionRequest {
@@ -464,15 +474,53 @@ fn body(model: &str, request: &GenerateRequest) -> (&'static str, serde_json::Va
                 messages: request
                     .messages
                     .iter()
-                    .map(|m| api::ChatMessage::text(m.role.as_str(), &m.content))
-                    .collect(),
+                    .map(chat_message)
+                    .collect::<Result<_, _>>()?,
                 sampling,
                 other,
             };
             serde_json::to_value(body).unwrap_or_default()
         }
     };
-    ("chat/completions", value)
+    Ok(("chat/completions", value))
+}
+
+/// A message in OpenAI's terms: its text, or — when it shows images — text and `image_url`
+/// parts in order, each image as a data URL (the remote server cannot read this machine's files).
+fn chat_message(m: &Message) -> Result<api::ChatMessage, String> {
+    use base64::Engine as _;
+    if m.images.is_empty() {
+        return Ok(api::ChatMessage::text(m.role.as_str(), &m.content));
+    }
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for image in &m.images {
+        let at = image.at.clamp(from, m.content.len());
+        if at > from {
+            parts.push(serde_json::json!({"type": "text", "text": &m.content[from..at]}));
+        }
+        let bytes = image.bytes().map_err(|e| {
+            format!(
+                "image {} cannot be read to send it to the remote engine ({e}): attach it again",
+                image.label()
+            )
+        })?;
+        let url = format!(
+            "data:{};base64,{}",
+            image.media_type,
+            base64::engine::general_purpose::STANDARD.encode(&bytes[..])
+        );
+        parts.push(serde_json::json!({"type": "image_url", "image_url": {"url": url}}));
+        from = at;
+    }
+    if from < m.content.len() {
+        parts.push(serde_json::json!({"type": "text", "text": &m.content[from..]}));
+    }
+    Ok(api::ChatMessage {
+        role: m.role.as_str().to_string(),
+        content: Some(api::Content::Parts(parts)),
+        other: serde_json::Map::new(),
+    })
 }
 
 /// What one stream chunk carries.
@@ -662,7 +710,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Message, SamplingParams};
+    use crate::domain::SamplingParams;
 
     fn spec() -> RemoteSpec {
         RemoteSpec {
@@ -703,7 +751,7 @@ mod tests {
                 ..SamplingParams::default()
             },
         };
-        let (path, body) = body("m", &r);
+        let (path, body) = body("m", &r).unwrap();
         assert_eq!(path, "chat/completions");
         assert_eq!(body["messages"][0]["role"], "system");
         assert_eq!(body["max_tokens"], 5);
@@ -711,10 +759,50 @@ mod tests {
         assert_eq!(body["stop"], serde_json::json!(["\n"]));
         assert_eq!(body["stream_options"]["include_usage"], true);
         r.prompt = PromptFormat::Completion;
-        let (path, body) = super::body("m", &r);
+        let (path, body) = super::body("m", &r).unwrap();
         assert_eq!(path, "completions");
         assert_eq!(body["prompt"], "Be brief.\n\nHi");
         assert!(body.get("response_format").is_none());
+    }
+
+    /// Images go to a remote engine as data URLs among the text parts, in order; a plain-text
+    /// prompt cannot carry them and says so.
+    #[test]
+    fn images_travel_as_data_urls_in_content_parts() {
+        use base64::Engine as _;
+        let png = {
+            let mut out = std::io::Cursor::new(Vec::new());
+            ::image::RgbImage::from_pixel(2, 2, ::image::Rgb([1, 2, 3]))
+                .write_to(&mut out, ::image::ImageFormat::Png)
+                .unwrap();
+            out.into_inner()
+        };
+        let image = crate::domain::Image::from_bytes(png.clone(), "image")
+            .unwrap()
+            .placed(5);
+        let mut r = GenerateRequest {
+            id: "r1".into(),
+            messages: vec![Message::new(Role::User, "Look:  What is it?").with_images(vec![image])],
+            session: None,
+            prompt: PromptFormat::Chat { template: None },
+            params: SamplingParams::default(),
+        };
+        let (_, body) = body("m", &r).unwrap();
+        let url = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(&png)
+        );
+        assert_eq!(
+            body["messages"][0]["content"],
+            serde_json::json!([
+                {"type": "text", "text": "Look:"},
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "text", "text": "  What is it?"},
+            ])
+        );
+        r.prompt = PromptFormat::Completion;
+        let err = super::body("m", &r).unwrap_err();
+        assert!(err.contains("cannot carry images"), "{err}");
     }
 
     #[test]
@@ -724,14 +812,14 @@ mod tests {
         r.params.constraint = Some(Constraint::JsonSchema(
             serde_json::json!({"type": "object"}),
         ));
-        let (_, body) = body("m", &r);
+        let (_, body) = body("m", &r).unwrap();
         assert_eq!(body["response_format"]["type"], "json_schema");
         assert_eq!(
             body["response_format"]["json_schema"]["schema"],
             serde_json::json!({"type": "object"})
         );
         r.params.constraint = Some(Constraint::Grammar("root ::= \"a\"".into()));
-        let (_, body) = super::body("m", &r);
+        let (_, body) = super::body("m", &r).unwrap();
         assert_eq!(body["grammar"], "root ::= \"a\"");
         assert!(body.get("response_format").is_none());
     }

@@ -26,7 +26,7 @@ use super::images::ImagePolicy;
 use super::progress::{render, Call, Reporter, Stopped, FLUSH_EVERY};
 use super::tools::*;
 use crate::chat::{PromptStyle, Thread, TurnEnd, TurnService};
-use crate::domain::{Completion, FinishReason, Origin, SamplingParams, Source};
+use crate::domain::{Completion, FinishReason, Image, Origin, SamplingParams, Source};
 use crate::models::{self, ModelEntry};
 use crate::store::ConversationId;
 use crate::supervisor::status::{self, EngineStatus};
@@ -315,18 +315,54 @@ impl GemmaServer {
     async fn analyze_image(
         &self,
         arguments: JsonObject,
+        context: RequestContext<RoleServer>,
     ) -> Result<Json<AnalyzeImageOutput>, String> {
         let args: AnalyzeImageArgs = parse("analyze_image", arguments)?;
-        let _image = self.state.images.check(&args.image_path)?;
+        check_max_tokens(args.max_tokens)?;
+        // The image is checked (and, for a path, its folder) before anything is stored.
+        let image = match (&args.image_path, &args.image_data) {
+            (Some(path), None) => {
+                let real = self.state.images.check(path)?;
+                Image::from_file(&real).map_err(|e| e.to_string())?
+            }
+            (None, Some(data)) => {
+                Image::from_base64(data, "argument `image_data`").map_err(|e| e.to_string())?
+            }
+            (Some(_), Some(_)) => {
+                return Err("arguments `image_path` and `image_data` are both given: give one image, as a file or as base64".into())
+            }
+            (None, None) => {
+                return Err("no image given: pass `image_path` (a file) or `image_data` (base64, or a data: URL)".into())
+            }
+        };
         if args.prompt.trim().is_empty() {
             return Err("argument `prompt` is empty: say what to do with the image".into());
         }
         let model = self.model(args.model.as_deref())?;
-        // No engine of this gemmactl reads images yet: say what it takes, for this model.
-        Err(format!(
-            "model {} cannot read images, and no vision-capable model is configured: analyze_image needs a Gemma 3 model with vision (4B or larger, e.g. gemma-3-4b-it as GGUF with its mmproj projector file) registered with `gemmactl models add NAME PATH` and named in `model` — this gemmactl's engines do not read images yet, so use generate_text for text",
-            model.name
-        ))
+        self.check_size("prompt", &args.prompt, &model)?;
+        let call = Call::new(&context);
+        let params = SamplingParams {
+            max_tokens: Some(args.max_tokens),
+            ..SamplingParams::default()
+        };
+        let mut thread = Thread::new(self.service(), model, None, params, PromptStyle::OneShot);
+        thread.set_origin(self.origin(&call));
+        let model_name = thread.model().name.clone();
+        // The image comes before the prompt's text, as a question about it reads.
+        let mut turn = thread
+            .send_with_images(&args.prompt, vec![image.placed(0)])
+            .map_err(|e| format!("{e:#}"))?;
+        let end = match render(&mut turn, &call, &model_name, args.max_tokens, |_| false).await {
+            Ok((end, _)) => end,
+            Err(Stopped::Cancelled) => return Err("the call was cancelled".into()),
+        };
+        drop(turn);
+        let done = Self::completion(&end)?;
+        Ok(Json(AnalyzeImageOutput {
+            text: end.text.clone(),
+            model: model_name,
+            finish_reason: finish_name(done.finish_reason),
+        }))
     }
 
     #[tool(

@@ -321,16 +321,29 @@ pub(super) struct ChatOutput {
 #[serde(deny_unknown_fields)]
 #[schemars(transform = no_null_defaults)]
 pub(super) struct AnalyzeImageArgs {
-    /// Path of the image file (PNG, JPEG, …), absolute or relative to the server's working
-    /// folder. It must lie in a folder the user allowed (by default the server's working
-    /// folder); symbolic links are followed before that is checked.
-    pub(super) image_path: String,
+    /// Path of the image file (PNG, JPEG, WebP, GIF, BMP, PNM, TIFF), absolute or relative to
+    /// the server's working folder. It must lie in a folder the user allowed (by default the
+    /// server's working folder); symbolic links are followed before that is checked. Give this
+    /// or `image_data`.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(super) image_path: Option<String>,
+    /// The image's bytes, base64 (or a `data:image/png;base64,…` URL). Give this or
+    /// `image_path`.
+    #[serde(default)]
+    #[schemars(with = "String")]
+    pub(super) image_data: Option<String>,
     /// What to do with the image (e.g. "Describe this screenshot").
     pub(super) prompt: String,
-    /// A vision-capable model. Absent: the server's default model.
+    /// A vision-capable model (registered with its projector: `gemmactl models add NAME
+    /// MODEL.gguf --mmproj PROJECTOR.gguf`). Absent: the server's default model.
     #[serde(default)]
     #[schemars(with = "String")]
     pub(super) model: Option<String>,
+    /// Most tokens in the answer.
+    #[serde(default = "default_max_tokens")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub(super) max_tokens: u32,
 }
 
 /// `analyze_image`'s result.
@@ -340,6 +353,8 @@ pub(super) struct AnalyzeImageOutput {
     pub(super) text: String,
     /// The model that answered.
     pub(super) model: String,
+    /// `stop`, `length` or `cancelled`.
+    pub(super) finish_reason: String,
 }
 
 /// `list_models`' result.

@@ -150,6 +150,17 @@ fn from_engine(e: &EngineError, message: String) -> ApiError {
         Some(ErrorCode::BadRequest) => {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
         }
+        // An image the model cannot take is the request's fault, not the server's.
+        Some(ErrorCode::NoVision) => ApiError {
+            code: Some("model_cannot_see_images"),
+            param: Some("messages".into()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+        },
+        Some(ErrorCode::BadImage) => ApiError {
+            code: Some("invalid_image"),
+            param: Some("messages".into()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+        },
         Some(ErrorCode::ModelNotFound) if matches!(e, EngineError::Request { .. }) => {
             ApiError::not_found("model_not_found", message)
         }

@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// Store each API request's exchange in the history database (source `serve`) [config: serve.history]
     #[arg(long)]
     log: bool,
+    /// Let clients name images by local path or file: URL, which the server then reads (off by
+    /// default: only data URLs) [config: serve.allow_local_images]
+    #[arg(long)]
+    allow_local_images: bool,
     #[command(flatten)]
     engine: EngineFlags,
 }
@@ -86,6 +90,9 @@ pub async fn run(args: ServeArgs, paths: &Paths, mut config: Config) -> Result<E
     }
     if !args.cors_origins.is_empty() {
         config.serve.cors_origins = args.cors_origins.clone();
+    }
+    if args.allow_local_images {
+        config.serve.allow_local_images = true;
     }
     let api_key = security::api_key(&config)?;
     let addr = security::listen_addr(&config.serve.addr, api_key.is_some()).await?;

@@ -31,9 +31,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::app::{now, AppState, Peer, Shared};
 use super::errors::ApiError;
+use crate::chat::content::{self, LocalFiles};
 use crate::chat::{PromptStyle, Thread, TurnEnd, TurnEvent};
 use crate::domain::{
-    Completion, Constraint, FinishReason, Message, Origin, Role, SamplingParams, Source,
+    Completion, Constraint, FinishReason, Image, Message, Origin, Role, SamplingParams, Source,
 };
 use crate::models::ModelEntry;
 use crate::supervisor::SupervisorError;
@@ -62,6 +63,8 @@ struct Prepared {
     earlier: Vec<Message>,
     /// The text the reply answers (the last user message, or the prompt).
     last: String,
+    /// The last user message's images.
+    last_images: Vec<Image>,
     params: SamplingParams,
     stream: bool,
     include_usage: bool,
@@ -117,11 +120,24 @@ fn prepare_chat(state: &AppState, r: api::ChatCompletionRequest) -> Result<Prepa
     let params = sampling(&r.sampling, &r.other)?;
     let mut system = Vec::new();
     let mut turns = Vec::new();
+    let files = if state.config.serve.allow_local_images {
+        LocalFiles::Allowed
+    } else {
+        LocalFiles::Refused {
+            how: "start the server with --allow-local-images (serve.allow_local_images) if its clients may read its files",
+        }
+    };
     for (i, m) in r.messages.into_iter().enumerate() {
-        let text = content_text(m.content, i)?;
+        let (text, images) = content(m.content, i, files)?;
+        if !images.is_empty() && m.role != "user" {
+            return Err(ApiError::bad_request(
+                Some("messages"),
+                format!("messages[{i}] holds an image but is not the user's: only user messages show images"),
+            ));
+        }
         match m.role.as_str() {
             "system" | "developer" => system.push(text),
-            "user" => turns.push(Message::new(Role::User, text)),
+            "user" => turns.push(Message::new(Role::User, text).with_images(images)),
             "assistant" => turns.push(Message::new(Role::Assistant, text)),
             other => {
                 return Err(ApiError::bad_request(
@@ -157,6 +173,7 @@ fn prepare_chat(state: &AppState, r: api::ChatCompletionRequest) -> Result<Prepa
         system,
         earlier: turns,
         last: last.content,
+        last_images: last.images,
         stream: r.sampling.stream,
         include_usage: r.sampling.stream_options.is_some_and(|o| o.include_usage),
         params,
@@ -189,6 +206,7 @@ fn prepare_text(state: &AppState, r: api::CompletionRequest) -> Result<Prepared,
         system: None,
         earlier: Vec::new(),
         last: prompt,
+        last_images: Vec::new(),
         stream: r.sampling.stream,
         include_usage: r.sampling.stream_options.is_some_and(|o| o.include_usage),
         params,
@@ -205,25 +223,20 @@ fn check_size(state: &AppState, chars: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The text of a message's content: a string, or its text parts joined.
-fn content_text(content: Option<api::Content>, i: usize) -> Result<String, ApiError> {
+/// A message's content: a string, or its parts — text parts joined by line breaks, images
+/// (`image_url`: data URLs; local files only if the server allows them) placed among them.
+/// A bad image is a 400 with its sentence.
+fn content(
+    content: Option<api::Content>,
+    i: usize,
+    files: LocalFiles,
+) -> Result<(String, Vec<Image>), ApiError> {
     match content {
-        None => Ok(String::new()),
-        Some(api::Content::Text(t)) => Ok(t),
+        None => Ok((String::new(), Vec::new())),
+        Some(api::Content::Text(t)) => Ok((t, Vec::new())),
         Some(api::Content::Parts(parts)) => {
-            let mut text = Vec::new();
-            for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
-                    (Some("text"), Some(t)) => text.push(t.to_string()),
-                    (kind, _) => {
-                        return Err(ApiError::bad_request(
-                            Some("messages"),
-                            format!("messages[{i}] has a {} part: gemmactl serves text only, so send text parts", kind.unwrap_or("typeless")),
-                        ))
-                    }
-                }
-            }
-            Ok(text.join("\n"))
+            content::from_parts(&parts, &format!("messages[{i}]"), files, "\n")
+                .map_err(|e| ApiError::bad_request(Some("messages"), e))
         }
     }
 }
@@ -469,7 +482,7 @@ async fn whole(
     id: &str,
     endpoint: Endpoint,
 ) -> Response {
-    let mut turn = match thread.send(&p.last) {
+    let mut turn = match thread.send_with_images(&p.last, p.last_images.clone()) {
         Ok(t) => t,
         Err(e) => return state.error_for(peer, send_error(e)).into_response(),
     };
@@ -627,7 +640,7 @@ async fn stream(
     let task_state = state.clone();
     tokio::spawn(async move {
         let state = task_state;
-        let mut turn = match thread.send(&p.last) {
+        let mut turn = match thread.send_with_images(&p.last, p.last_images.clone()) {
             Ok(t) => t,
             Err(e) => {
                 let _ = started_tx.send(Err(send_error(e)));
@@ -776,18 +789,27 @@ mod tests {
     }
 
     #[test]
-    fn content_parts_are_read_as_text_and_images_refused() {
+    fn content_parts_are_read_and_local_images_refused_by_default() {
+        let refused = LocalFiles::Refused {
+            how: "start the server with --allow-local-images",
+        };
         let parts = api::Content::Parts(vec![
             serde_json::json!({"type": "text", "text": "a"}),
             serde_json::json!({"type": "text", "text": "b"}),
         ]);
-        assert_eq!(content_text(Some(parts), 0).unwrap(), "a\nb");
-        let image = api::Content::Parts(vec![
-            serde_json::json!({"type": "image_url", "image_url": {"url": "x"}}),
+        assert_eq!(content(Some(parts), 0, refused).unwrap().0, "a\nb");
+        let local = api::Content::Parts(vec![
+            serde_json::json!({"type": "image_url", "image_url": {"url": "/etc/hostname"}}),
         ]);
-        assert!(content_text(Some(image), 1)
-            .unwrap_err()
-            .message
-            .contains("image_url"));
+        let e = content(Some(local), 1, refused).unwrap_err().message;
+        assert!(
+            e.starts_with("image 1 of messages[1] names a local file (/etc/hostname)"),
+            "{e}"
+        );
+        let bad = api::Content::Parts(vec![
+            serde_json::json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}),
+        ]);
+        let e = content(Some(bad), 0, refused).unwrap_err().message;
+        assert!(e.contains("is not an image"), "{e}");
     }
 }

@@ -7,12 +7,12 @@ use anyhow::{bail, Context, Result};
 use rustyline::history::DefaultHistory;
 use rustyline::Editor;
 
-use super::command::{self, Command, ExportFormat, Setting, SystemChange};
+use super::command::{self, Command, ExportFormat, ImageChange, Setting, SystemChange};
 use super::complete::ShellHelper;
 use super::{Flow, Shell};
 use crate::chat::ForkPoint;
 use crate::config::Paths;
-use crate::domain::{Role, SamplingParams};
+use crate::domain::{Image, Role, SamplingParams};
 use crate::models;
 use crate::store::{ConversationId, MessageId};
 use crate::supervisor::status;
@@ -43,6 +43,7 @@ impl Shell {
             Command::Show => self.show(),
             Command::Stats => self.toggle_stats(),
             Command::Export(format, path) => self.export(format, path)?,
+            Command::Image(change) => self.image(change)?,
             Command::Ps => self.ps(),
         }
         Ok(Flow::Continue)
@@ -101,6 +102,45 @@ impl Shell {
         println!("{}", ui::table::models(&rows));
         if let Some(h) = editor.helper_mut() {
             h.models = model_names(self.service.paths());
+        }
+        Ok(())
+    }
+
+    /// `/image`: attachments for the next message, checked now so a bad file is named at once.
+    fn image(&mut self, change: ImageChange) -> Result<()> {
+        match change {
+            ImageChange::Attach(path) => {
+                let image = Image::from_file(&path)?;
+                println!(
+                    "{}",
+                    self.style.dim(&format!(
+                        "attached {} — sent with your next message (/image - clears)",
+                        ui::text::printable_line(&image.summary())
+                    ))
+                );
+                self.attached.push(image);
+            }
+            ImageChange::Clear => {
+                let n = self.attached.len();
+                self.attached.clear();
+                println!(
+                    "{}",
+                    self.style
+                        .dim(&format!("cleared {}", ui::text::count(n, "attached image")))
+                );
+            }
+            ImageChange::Show if self.attached.is_empty() => {
+                println!(
+                    "{}",
+                    self.style
+                        .dim("no image attached: /image FILE attaches one")
+                );
+            }
+            ImageChange::Show => {
+                for image in &self.attached {
+                    println!("attached: {}", ui::text::printable_line(&image.summary()));
+                }
+            }
         }
         Ok(())
     }

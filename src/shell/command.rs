@@ -68,6 +68,11 @@ pub(super) const COMMANDS: &[(&str, &str, &str)] = &[
         "/export md|jsonl [PATH]",
         "write the conversation as Markdown or JSON lines (stdout without PATH)",
     ),
+    (
+        "/image",
+        "/image [FILE | -]",
+        "attach image FILE to your next message (repeat for more), show what is attached, or (with -) clear it",
+    ),
     ("/ps", "/ps", "engines held by running gemmactl processes"),
     ("/quit", "/quit", "leave the shell (also /exit, Ctrl-D)"),
 ];
@@ -92,6 +97,7 @@ pub(super) enum Command {
     Show,
     Stats,
     Export(ExportFormat, Option<PathBuf>),
+    Image(ImageChange),
     Ps,
     Quit,
 }
@@ -100,6 +106,15 @@ pub(super) enum Command {
 pub(super) enum SystemChange {
     Show,
     Set(String),
+    Clear,
+}
+
+/// What `/image` does.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ImageChange {
+    Show,
+    /// Attach this file (the rest of the line: a path may hold spaces).
+    Attach(PathBuf),
     Clear,
 }
 
@@ -164,6 +179,11 @@ pub(super) fn parse(line: &str) -> Result<Command, String> {
         "/show" => no_args(Command::Show),
         "/stats" => no_args(Command::Stats),
         "/export" => parse_export(rest),
+        "/image" => Ok(Command::Image(match rest {
+            "" => ImageChange::Show,
+            "-" => ImageChange::Clear,
+            path => ImageChange::Attach(PathBuf::from(path)),
+        })),
         "/ps" => no_args(Command::Ps),
         "/quit" | "/exit" | "/bye" => no_args(Command::Quit),
         other => Err(format!(

@@ -1,9 +1,9 @@
 //! Tab completion for the shell: slash commands, model names after `/model`, parameter names
-//! after `/set`, formats after `/export`.
+//! after `/set`, formats after `/export`, file paths after `/image`.
 
 use std::cell::RefCell;
 
-use rustyline::completion::{Completer, Pair};
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::validate::Validator;
@@ -79,6 +79,10 @@ impl Completer for ShellHelper {
         pos: usize,
         _ctx: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        if line[..pos].starts_with("/image ") {
+            // rustyline's own file-name completion: `~`, quoting and folders with a `/`.
+            return FilenameCompleter::new().complete_path(line, pos);
+        }
         let (start, words) = self.candidates(line, pos);
         Ok((
             start,

@@ -78,6 +78,8 @@ struct Shell {
     config: Config,
     show_stats: bool,
     style: Style,
+    /// Images attached with `/image`, sent with the next message.
+    attached: Vec<crate::domain::Image>,
 }
 
 /// What the loop does after a line.
@@ -157,6 +159,7 @@ pub fn run(args: ChatArgs, paths: &Paths, mut config: Config) -> Result<ExitCode
         style: Style::for_stdout(&config),
         config,
         show_stats: true,
+        attached: Vec::new(),
     };
     if let Some(conv) = resumed {
         shell.open_conversation(conv.id)?;
@@ -302,7 +305,9 @@ impl Shell {
 
     /// Sends a user message and shows the reply.
     fn send(&mut self, text: &str) -> Result<()> {
-        self.render(|thread| thread.send(text))
+        // The attachments go with this message (before its text), and only with it.
+        let images = std::mem::take(&mut self.attached);
+        self.render(|thread| thread.send_with_images(text, images))
     }
 
     /// Starts a turn with `start` and shows it: a spinner while it waits and while the model

@@ -128,6 +128,17 @@ pub enum StoreError {
         reason: String,
     },
 
+    /// An image's copy could not be written to the history's image folder.
+    #[error("cannot keep a copy of {label} in {}: {reason}: free some space or make the folder writable, or set copy_images = false in config.toml", .dir.display())]
+    ImageCopy {
+        /// The image, as people name it.
+        label: String,
+        /// The folder of copies.
+        dir: PathBuf,
+        /// The operating system's words.
+        reason: String,
+    },
+
     /// Any other SQLite failure.
     #[error("history database {}: {reason}", .path.display())]
     Other {
@@ -189,6 +200,7 @@ impl StoreError {
                 | StoreError::ReadOnly { .. }
                 | StoreError::Open { .. }
                 | StoreError::Moved { .. }
+                | StoreError::ImageCopy { .. }
         )
     }
 }

@@ -145,6 +145,9 @@ impl Store {
                 heading.push_str(&inline(&fact));
             }
             let _ = writeln!(out, "{heading}\n");
+            for image in &m.images {
+                image_line(&mut out, image);
+            }
             if !m.content.is_empty() {
                 code_block(&mut out, &m.content);
             }
@@ -210,6 +213,40 @@ impl Store {
 /// longer than the longest run inside the text (at least three): only a line holding at least as
 /// many backticks could close it, so the text cannot end the block early, and inside the block
 /// no heading, list, HTML or fence of the text is syntax.
+/// An image of a message, shown where the Markdown is read (the history's copy, else the user's
+/// file) and described: name, media type, size, dimensions, SHA-256.
+fn image_line(out: &mut String, image: &crate::domain::Image) {
+    let _ = write!(out, "**Image:** {}", inline(&image.summary()));
+    let _ = write!(out, " · SHA-256 {}", inline(&image.sha256));
+    if let Some(file) = image.file() {
+        let _ = write!(
+            out,
+            "\n\n![{}](<{}>)",
+            inline(&image.label()),
+            link_target(&file.to_string_lossy())
+        );
+    }
+    out.push_str("\n\n");
+}
+
+/// A file path as the target of a Markdown link in angle brackets: the characters that would
+/// end it (angle brackets, line breaks, other controls) and the percent sign itself are
+/// percent-encoded, which readers decode back.
+fn link_target(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c.is_control() || matches!(c, '<' | '>' | '%' | '\\') {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn code_block(out: &mut String, text: &str) {
     let fence = "`".repeat(longest_backtick_run(text).max(2) + 1);
     out.push_str(&fence);
@@ -388,6 +425,9 @@ impl Importer<'_> {
             )
             .map_err(fail(self.path))?;
         let new = MessageId(self.conn.last_insert_rowid());
+        if m.role == Role::User {
+            super::images::insert_images(self.conn, new, &m.images).map_err(fail(self.path))?;
+        }
         if let Some(current) = &mut self.current {
             if current.ids.insert(m.id, new).is_some() {
                 return Err(self.bad(

@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "0003_context_refused_trigram",
         sql: include_str!("migrations/0003_context_refused_trigram.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_images",
+        sql: include_str!("migrations/0004_images.sql"),
+    },
 ];
 
 /// The schema version this build writes.
@@ -181,8 +186,14 @@ mod tests {
                 []
             )
             .is_err());
-        assert_eq!(apply(&mut conn).unwrap(), Outcome::Current { applied: 1 });
-        assert_eq!(user_version(&conn).unwrap(), 3);
+        // Version 3 (this rebuild) and every later migration.
+        assert_eq!(
+            apply(&mut conn).unwrap(),
+            Outcome::Current {
+                applied: (latest() - 2) as usize
+            }
+        );
+        assert_eq!(user_version(&conn).unwrap(), latest());
         let enforced: bool = conn
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
             .unwrap();

@@ -18,6 +18,7 @@
 mod batch;
 mod error;
 pub mod export;
+mod images;
 mod migrations;
 mod reading;
 pub mod search;
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Paths;
 use crate::domain::{
-    BatchLine, FinishReason, Message, Origin, Role, SamplingParams, Source, Timings, Usage,
+    BatchLine, FinishReason, Image, Message, Origin, Role, SamplingParams, Source, Timings, Usage,
 };
 pub use error::StoreError;
 pub use export::ImportSummary;
@@ -159,15 +160,15 @@ pub struct StoredMessage {
     /// never sent to a model again (schema version 3).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// The images a user message showed, in order (schema version 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<Image>,
 }
 
 impl StoredMessage {
     /// The message as an engine request carries it.
     pub fn message(&self) -> Message {
-        Message {
-            role: self.role,
-            content: self.content.clone(),
-        }
+        Message::new(self.role, self.content.clone()).with_images(self.images.clone())
     }
 
     /// A reply that never got a finish reason: in progress, or its writer died.
@@ -433,6 +434,20 @@ impl Store {
         model: &str,
         params: &SamplingParams,
     ) -> Result<MessageId> {
+        self.add_user_message_with_images(conversation, parent, text, &[], model, params)
+    }
+
+    /// [`Store::add_user_message`] for a message that shows `images`. Each must be in a file
+    /// (the user's, or its copy from [`Store::keep_image`]) for the history to find it again.
+    pub fn add_user_message_with_images(
+        &mut self,
+        conversation: ConversationId,
+        parent: Option<MessageId>,
+        text: &str,
+        images: &[Image],
+        model: &str,
+        params: &SamplingParams,
+    ) -> Result<MessageId> {
         self.writable()?;
         let path = &self.path;
         let tx = self
@@ -453,6 +468,7 @@ impl Store {
         )
         .map_err(fail(path))?;
         let id = MessageId(tx.last_insert_rowid());
+        images::insert_images(&tx, id, images).map_err(fail(path))?;
         tx.execute(
             &format!(
                 "UPDATE conversations SET head_id = ?2, model = ?3, updated_at = {NOW},
@@ -599,7 +615,8 @@ impl Store {
 
     /// One message, or [`StoreError::MessageNotFound`].
     pub fn message(&self, id: MessageId) -> Result<StoredMessage> {
-        self.conn
+        let mut message = self
+            .conn
             .query_row(
                 &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
                 [id.0],
@@ -607,7 +624,9 @@ impl Store {
             )
             .optional()
             .map_err(fail(&self.path))?
-            .ok_or(StoreError::MessageNotFound(id))
+            .ok_or(StoreError::MessageNotFound(id))?;
+        message.images = self.images_of(id)?;
+        Ok(message)
     }
 
     /// All messages of a conversation, oldest first (parents before children).
@@ -658,10 +677,7 @@ impl Store {
             None => None,
         };
         let mut out: Vec<Message> = system
-            .map(|s| Message {
-                role: Role::System,
-                content: s,
-            })
+            .map(|s| Message::new(Role::System, s))
             .into_iter()
             .collect();
         out.extend(
@@ -695,8 +711,14 @@ impl Store {
         let rows = stmt
             .query_map([arg], message_from_row)
             .map_err(fail(&self.path))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(fail(&self.path))
+        let mut messages = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(fail(&self.path))?;
+        drop(stmt);
+        for m in messages.iter_mut().filter(|m| m.role == Role::User) {
+            m.images = self.images_of(m.id)?;
+        }
+        Ok(messages)
     }
 }
 
@@ -848,6 +870,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<StoredMessage> {
         created_at: row.get(19)?,
         completed_at: row.get(20)?,
         refused: row.get(21)?,
+        images: Vec::new(),
     })
 }
 

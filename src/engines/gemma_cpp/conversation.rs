@@ -193,10 +193,7 @@ mod tests {
     use super::*;
 
     fn msg(role: Role, text: &str) -> Message {
-        Message {
-            role,
-            content: text.into(),
-        }
+        Message::new(role, text)
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub(super) struct Launch {
     pub spin: Option<i8>,
     pub sampling: Sampling,
     pub sentinel: String,
+    /// `--image_file`: the PPM the model sees (gemma.cpp reads it once, at start).
+    pub image_file: Option<PathBuf>,
 }
 
 impl Launch {
@@ -76,6 +78,9 @@ impl Launch {
         }
         if let Some(spin) = self.spin {
             args.extend(["--spin".into(), spin.to_string()]);
+        }
+        if let Some(image) = &self.image_file {
+            args.extend(["--image_file".into(), image.display().to_string()]);
         }
         args
     }

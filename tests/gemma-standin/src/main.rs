@@ -10,8 +10,10 @@
 //!
 //! Its model is deterministic and described in `model.rs`. Environment knobs for tests:
 //! `GEMMA_STANDIN_FAULT` = `sigill` | `sigkill` | `exit3` makes loading fail that way, and
-//! `GEMMA_STANDIN_LOAD_MS` delays the end of loading.
+//! `GEMMA_STANDIN_LOAD_MS` delays the end of loading. `--image_file` is handled as `image.rs`
+//! describes.
 
+mod image;
 mod model;
 mod store;
 
@@ -158,6 +160,19 @@ fn main() {
         );
     }
 
+    // gemma.cpp reads and encodes the image after the weights, before the first prompt marker.
+    let image = flags.str("image_file").map(|path| {
+        let started = Instant::now();
+        let loaded = image::load(path, &weights.specifier);
+        if verbosity >= 1 {
+            eprintln!(
+                "\n\n[ Timing info ] Image token generation took: {} ms",
+                started.elapsed().as_millis()
+            );
+        }
+        loaded
+    });
+
     let mut cache = Cache::new(seq_len);
     let stdin = std::io::stdin();
     let mut input = stdin.lock();
@@ -184,7 +199,18 @@ fn main() {
             let _ = out.write_all(b"Use '%q' to quit.\n");
             continue;
         }
-        let tokens = model::wrap(&prompt, cache.pos, weights.wrapping);
+        let mut tokens = model::wrap(&prompt, cache.pos, weights.wrapping);
+        if let Some(image) = image.as_ref().filter(|_| cache.pos == 0) {
+            // The image's tokens join the prompt only at position 0, after BOS.
+            let mut with_image = vec![tokens.remove(0), model::SOI.to_string()];
+            with_image.extend(std::iter::repeat_n(
+                "<image_soft_token>".to_string(),
+                image.tokens,
+            ));
+            with_image.push(model::EOI.to_string());
+            with_image.extend(tokens);
+            tokens = with_image;
+        }
         if tokens.len() > seq_len {
             fatal(
                 "gemma.cc:412",
@@ -205,7 +231,17 @@ fn main() {
                 let _ = out.flush();
             }
         }
-        let reply = model::reply(&prompt, tokens.len(), &cache);
+        let reply = if model::newest(&prompt).contains("IMAGE") {
+            model::say(&match &image {
+                Some(i) => format!(
+                    "image {}x{}, pixel sum {}, {} image tokens.",
+                    i.width, i.height, i.pixel_sum, i.tokens
+                ),
+                None => "no image.".to_string(),
+            })
+        } else {
+            model::reply(&prompt, tokens.len(), &cache)
+        };
         match reply.fault {
             Some("sigill") => die_by(SIGILL),
             Some("sigkill") => die_by(SIGKILL),

@@ -16,6 +16,7 @@
 //!   many cache cells were overwritten by wrapping around `seq_len`;
 //! - `COUNT n`: the reply `1 2 … n`;
 //! - `SLOW`: 40 tokens, 50 ms apart (env `GEMMA_STANDIN_TOKEN_MS` changes the pause);
+//! - `IMAGE`: the reply reports the `--image_file` the process holds (`image.rs`);
 //! - `STANDIN_SIGILL`, `STANDIN_SIGKILL`, `STANDIN_ABORT`: die that way after reading the prompt.
 //!
 //! Any other prompt gets `Turn T: I read N prompt tokens at position P.`, whose first token
@@ -24,6 +25,8 @@
 pub const BOS: &str = "<bos>";
 pub const SOT: &str = "<start_of_turn>";
 pub const EOT: &str = "<end_of_turn>";
+pub const SOI: &str = "<start_of_image>";
+pub const EOI: &str = "<end_of_image>";
 
 pub fn tokenize(text: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -135,12 +138,16 @@ pub struct Reply {
     pub fault: Option<&'static str>,
 }
 
-pub fn reply(prompt: &str, dots: usize, cache: &Cache) -> Reply {
-    // Only the newest user turn may carry magic words.
-    let newest = prompt
+/// The newest user turn of a prompt: the only place magic words are looked for.
+pub fn newest(prompt: &str) -> &str {
+    prompt
         .rsplit(&format!("{SOT}user\n"))
         .next()
-        .unwrap_or(prompt);
+        .unwrap_or(prompt)
+}
+
+pub fn reply(prompt: &str, dots: usize, cache: &Cache) -> Reply {
+    let newest = newest(prompt);
     let has = |w: &str| newest.contains(w);
     let mut pause_ms = 0;
     let mut fault = None;
@@ -195,7 +202,16 @@ pub fn reply(prompt: &str, dots: usize, cache: &Cache) -> Reply {
             cache.pos
         )
     };
-    let mut tokens = tokenize(&text);
+    say_with(&text, pause_ms, fault)
+}
+
+/// A reply saying `text`.
+pub fn say(text: &str) -> Reply {
+    say_with(text, 0, None)
+}
+
+fn say_with(text: &str, pause_ms: u64, fault: Option<&'static str>) -> Reply {
+    let mut tokens = tokenize(text);
     // Real first tokens often carry whitespace, which the binary strips.
     if let Some(first) = tokens.first_mut() {
         if !first.starts_with(char::is_whitespace) && !text.starts_with("Quote") {
