@@ -190,6 +190,7 @@ mod tests {
             chat_template: Some("gemma".into()),
             tokenizer: None,
             remote: None,
+            mmproj: None,
         }
     }
 
