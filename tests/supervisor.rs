@@ -759,3 +759,24 @@ async fn a_models_projector_is_passed_to_its_engine() {
     );
     sup.shutdown().await;
 }
+
+/// The projector is loaded whole beside the model, so the pool's estimate counts its file.
+#[test]
+fn a_projector_counts_in_the_memory_estimate() {
+    use gemmactl::supervisor::{Launcher, LoadOptions, ProcessLauncher};
+    let s = setup();
+    let launcher = ProcessLauncher::new(config(1));
+    let options = LoadOptions::from_config(&config(1));
+    let projector = common::projector::test_projector(640);
+    let plain = launcher.needs(&s.model, &options);
+    let seeing = ModelEntry {
+        mmproj: Some(projector.clone()),
+        ..s.model.clone()
+    };
+    let with = launcher.needs(&seeing, &options);
+    assert_eq!(
+        with.estimate.weights - plain.estimate.weights,
+        std::fs::metadata(&projector).unwrap().len()
+    );
+    assert_eq!(with.estimate.kv_cache, plain.estimate.kv_cache);
+}

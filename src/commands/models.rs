@@ -627,6 +627,12 @@ fn check(
         (sbs::Sniffed::Other, Some(e)) => e == EngineChoice::GemmaCpp,
         (sbs::Sniffed::Other, None) => sbs_ext || tokenizer.is_some(),
     };
+    if as_sbs && mmproj.is_some() {
+        anyhow::bail!(
+            "{} is gemma.cpp weights, and --mmproj is for GGUF models on gemma-engine: check the projector with the GGUF model it belongs to",
+            path.display()
+        );
+    }
     if as_sbs {
         let info = sbs::preflight(path, tokenizer)?;
         return print_sbs(path, tokenizer, &info, None, json);
