@@ -368,3 +368,117 @@ fn pull_replaces_a_corrupt_cached_file() {
     ));
     assert_eq!(show["sha256"], MODEL_SHA256);
 }
+
+#[test]
+fn a_vision_projector_is_registered_checked_and_shown_beside_its_model() {
+    let home = Home::new();
+    let model = default_model();
+    let projector = common::projector::test_projector(640);
+    let wrong = common::projector::test_projector(512);
+    let tokens = common::projector::TOKENS_PER_IMAGE;
+
+    // `check` on the pair, and on the projector alone.
+    let out = ok(&gemmactl(
+        &home,
+        &[
+            "models",
+            "check",
+            path_str(&model),
+            "--mmproj",
+            path_str(&projector),
+        ],
+    ));
+    assert!(
+        out.contains(&format!(
+            "gemma3, 64×64-pixel images, {tokens} tokens per image"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("--mmproj {}", projector.display())),
+        "{out}"
+    );
+    let checked = json(&gemmactl(
+        &home,
+        &[
+            "models",
+            "check",
+            path_str(&model),
+            "--mmproj",
+            path_str(&projector),
+            "--json",
+        ],
+    ));
+    assert_eq!(checked["mmproj"]["tokens_per_image"], tokens);
+    assert_eq!(checked["mmproj"]["embedding_length"], 640);
+    let alone = ok(&gemmactl(&home, &["models", "check", path_str(&projector)]));
+    assert!(alone.contains("a projector, not a model"), "{alone}");
+
+    // A projector for 512-wide embeddings, or a model given as the projector: one sentence each.
+    for bad in [&wrong, &model] {
+        let err = fails(&gemmactl(
+            &home,
+            &[
+                "models",
+                "add",
+                "seer",
+                path_str(&model),
+                "--mmproj",
+                path_str(bad),
+            ],
+        ));
+        let expected = if bad == &wrong {
+            "is a projector for a model with 512-wide embeddings, but"
+        } else {
+            "is not a vision projector"
+        };
+        assert!(
+            err.contains(expected) && err.contains(path_str(bad)),
+            "{err}"
+        );
+    }
+    let err = fails(&gemmactl(
+        &home,
+        &["models", "add", "seer", path_str(&projector)],
+    ));
+    assert!(err.contains("is a vision projector, not a model"), "{err}");
+    // Nothing was registered by the refusals.
+    let err = fails(&gemmactl(&home, &["models", "show", "seer"]));
+    assert!(err.contains("seer"), "{err}");
+
+    let out = ok(&gemmactl(
+        &home,
+        &[
+            "models",
+            "add",
+            "seer",
+            path_str(&model),
+            "--mmproj",
+            path_str(&projector),
+        ],
+    ));
+    assert!(out.contains("sees images with"), "{out}");
+    let shown = ok(&gemmactl(&home, &["models", "show", "seer"]));
+    assert!(
+        shown.contains(&format!("{tokens} tokens per image")),
+        "{shown}"
+    );
+    let shown = json(&gemmactl(&home, &["models", "show", "seer", "--json"]));
+    assert_eq!(shown["mmproj"]["projector_type"], "gemma3");
+    assert_eq!(shown["mmproj"]["image_size"], 64);
+    assert_eq!(shown["mmproj"]["tokens_per_image"], tokens);
+    assert_eq!(
+        shown["mmproj"]["path"],
+        std::fs::canonicalize(&projector)
+            .unwrap()
+            .display()
+            .to_string()
+    );
+    // A text-only model says so.
+    ok(&gemmactl(
+        &home,
+        &["models", "add", "plain", path_str(&model)],
+    ));
+    let plain = ok(&gemmactl(&home, &["models", "show", "plain"]));
+    assert!(plain.contains("none (text only"), "{plain}");
+}

@@ -711,3 +711,66 @@ async fn a_slot_count_change_resizes_the_queue_with_the_reload() {
     );
     sup.shutdown().await;
 }
+
+/// A model registered with a vision projector is started with it: a projector that fits
+/// serves, one made for another embedding width fails the start with gemma-engine's sentence
+/// (which only `--mmproj` can have produced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_models_projector_is_passed_to_its_engine() {
+    let s = setup();
+    let sup = Supervisor::unpublished(config(1));
+    let seeing = ModelEntry {
+        name: "seeing".into(),
+        mmproj: Some(common::projector::test_projector(640)),
+        ..s.model.clone()
+    };
+    let heard = collect(
+        &mut sup
+            .submit(&seeing, request(&sup, "The capital of France is", 4))
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        heard.finished.is_some(),
+        "{:?}",
+        heard.failed.map(|e| e.to_string())
+    );
+
+    let wrong = common::projector::test_projector(512);
+    let mismatched = ModelEntry {
+        name: "mismatched".into(),
+        mmproj: Some(wrong.clone()),
+        ..s.model.clone()
+    };
+    let heard = collect(&mut sup.submit(&mismatched, request(&sup, "hi", 2)).unwrap()).await;
+    let failed = heard
+        .failed
+        .expect("a projector of the wrong width cannot load")
+        .to_string();
+    assert!(
+        failed.contains(&wrong.display().to_string()) && failed.contains("512-wide"),
+        "{failed}"
+    );
+    sup.shutdown().await;
+}
+
+/// The projector is loaded whole beside the model, so the pool's estimate counts its file.
+#[test]
+fn a_projector_counts_in_the_memory_estimate() {
+    use gemmactl::supervisor::{Launcher, LoadOptions, ProcessLauncher};
+    let s = setup();
+    let launcher = ProcessLauncher::new(config(1));
+    let options = LoadOptions::from_config(&config(1));
+    let projector = common::projector::test_projector(640);
+    let plain = launcher.needs(&s.model, &options);
+    let seeing = ModelEntry {
+        mmproj: Some(projector.clone()),
+        ..s.model.clone()
+    };
+    let with = launcher.needs(&seeing, &options);
+    assert_eq!(
+        with.estimate.weights - plain.estimate.weights,
+        std::fs::metadata(&projector).unwrap().len()
+    );
+    assert_eq!(with.estimate.kv_cache, plain.estimate.kv_cache);
+}

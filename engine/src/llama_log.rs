@@ -30,6 +30,13 @@ pub(crate) fn install(verbose: bool) {
     unsafe { llama_cpp_sys_2::llama_log_set(Some(on_log), std::ptr::null_mut()) };
 }
 
+/// Sends llama.cpp's multimodal library's log (its own logger, which would print to stderr) to
+/// the same place, so a projector that fails to load can say why too.
+pub(crate) fn install_mtmd() {
+    // SAFETY: as in `install`: the callback is a plain function valid for the whole process.
+    unsafe { llama_cpp_sys_2::mtmd_helper_log_set(Some(on_log), std::ptr::null_mut()) };
+}
+
 unsafe extern "C" fn on_log(level: ggml_log_level, text: *const c_char, _user: *mut c_void) {
     if text.is_null() {
         return;

@@ -17,6 +17,7 @@ mod scheduler;
 mod spm;
 mod text;
 mod threads;
+mod vision;
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -39,12 +40,14 @@ const MIN_CONTEXT: u32 = 64;
 /// Most sequences llama.cpp decodes together in one context.
 const MAX_PARALLEL: u32 = 256;
 
-const USAGE: &str = "usage: gemma-engine --model PATH [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--kv-cache-type f16|q8_0|q4_0] [--flash-attention auto|on|off] [--verbose]
+const USAGE: &str = "usage: gemma-engine --model PATH [--mmproj PROJECTOR] [--context N] [--parallel N] [--threads N] [--gpu-layers N] [--kv-cache-type f16|q8_0|q4_0] [--flash-attention auto|on|off] [--verbose]
        gemma-engine --probe
        gemma-engine --export-sbs IN.gguf --out OUT.sbs [--type bf16|f32] [--kind base|instruct]";
 
 struct Args {
     model: Option<PathBuf>,
+    /// The vision projector GGUF loaded beside the model, so messages may hold images.
+    mmproj: Option<PathBuf>,
     probe: bool,
     verbose: bool,
     options: EngineOptions,
@@ -91,7 +94,8 @@ fn main() -> ExitCode {
             devices,
             features: loader::features(),
             cpu_features: loader::cpu_features(),
-            vision: false,
+            // llama.cpp's multimodal library is in every build: any engine can take --mmproj.
+            vision: true,
         }));
         return ExitCode::SUCCESS;
     }
@@ -117,6 +121,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let vision = match &args.mmproj {
+        Some(projector) => match vision::Vision::load(
+            loaded.model,
+            projector,
+            loaded.threads.threads,
+            loaded.gpu_layers > 0,
+        ) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                emit_error(
+                    None,
+                    e.code,
+                    e.message,
+                    Some(&projector.display().to_string()),
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let sliding_window = loaded.facts.sliding_window;
     let all_backends = loader::backends(&loader::list_devices());
     emit(&Event::Ready(ReadyInfo {
@@ -132,7 +156,7 @@ fn main() -> ExitCode {
         kv_cache_type: args.options.kv_cache_type,
         flash_attention: args.options.flash_attention,
         load_ms: loaded.load_ms,
-        vision: None,
+        vision: vision.as_ref().map(|v| v.facts.clone()),
     }));
     Scheduler::new(
         loaded.model,
@@ -140,6 +164,7 @@ fn main() -> ExitCode {
         args.options.parallel,
         loaded.context,
         sliding_window,
+        vision,
     )
     .run(rx);
     ExitCode::SUCCESS
@@ -234,6 +259,7 @@ fn die_with_parent() {
 fn parse_args(argv: Vec<String>) -> Result<Args, String> {
     let mut args = Args {
         model: None,
+        mmproj: None,
         probe: false,
         verbose: false,
         options: EngineOptions {
@@ -252,6 +278,7 @@ fn parse_args(argv: Vec<String>) -> Result<Args, String> {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match flag.as_str() {
             "--model" => args.model = Some(PathBuf::from(value("--model")?)),
+            "--mmproj" => args.mmproj = Some(PathBuf::from(value("--mmproj")?)),
             "--context" => {
                 args.options.context = number(&value("--context")?, "--context", MIN_CONTEXT)?
             }

@@ -22,17 +22,41 @@ pub(crate) fn tokens(
     messages: &[Message],
     format: &PromptFormat,
 ) -> Result<Vec<LlamaToken>, String> {
+    tokens_with_images(model, messages, format, |_, _| {
+        Err(
+            "the request holds images, which this engine cannot read without a vision projector"
+                .to_string(),
+        )
+    })
+}
+
+/// Like [`tokens`], with the request's images: `image(k, tokens)` appends the tokens of the
+/// request's `k`-th image (0-based, in message order) where it stands in the prompt.
+pub(crate) fn tokens_with_images<E: From<String>>(
+    model: &LlamaModel,
+    messages: &[Message],
+    format: &PromptFormat,
+    mut image: impl FnMut(usize, &mut Vec<LlamaToken>) -> Result<(), E>,
+) -> Result<Vec<LlamaToken>, E> {
     if messages.is_empty() {
-        return Err("the request has no messages: send at least one user message".into());
+        return Err(E::from(
+            "the request has no messages: send at least one user message".into(),
+        ));
     }
+    let has_images = messages.iter().any(|m| !m.images.is_empty());
     let chat_template = match format {
-        PromptFormat::FillInMiddle { suffix } => return fill_in_middle(model, messages, suffix),
+        PromptFormat::FillInMiddle { .. } if has_images => {
+            return Err(E::from("images cannot be used with the fill-in-the-middle format: send them in a chat or completion request".into()))
+        }
+        PromptFormat::FillInMiddle { suffix } => {
+            return fill_in_middle(model, messages, suffix).map_err(E::from)
+        }
         PromptFormat::Completion => None,
         PromptFormat::Chat { template: Some(name) } => Some(
-            LlamaChatTemplate::new(name).map_err(|_| format!("chat template name {name:?} contains a NUL byte"))?,
+            LlamaChatTemplate::new(name).map_err(|_| E::from(format!("chat template name {name:?} contains a NUL byte")))?,
         ),
         PromptFormat::Chat { template: None } => Some(model.chat_template(None).map_err(|_| {
-            "the model file has no chat template: use the completion format, or name a built-in template such as \"gemma\"".to_string()
+            E::from("the model file has no chat template: use the completion format, or name a built-in template such as \"gemma\"".to_string())
         })?),
         PromptFormat::Auto => model.chat_template(None).ok(),
     };
@@ -40,11 +64,12 @@ pub(crate) fn tokens(
         Some(template) => {
             let rendered = Rendered::new(messages, |chat| {
                 apply_template(model, &template, chat, messages)
-            })?;
+            })
+            .map_err(E::from)?;
             rendered.segments()
         }
-        // No template, no markers: the whole prompt is the messages' text.
-        None => vec![Segment::Text(completion_text(messages))],
+        // No template, no markers: the whole prompt is the messages' text (and images).
+        None => completion_segments(messages),
     };
     let vocab = model.vocab();
     let mut tokens = Vec::new();
@@ -58,10 +83,16 @@ pub(crate) fn tokens(
             Segment::Text(text) => {
                 vocab.tokenize_into(text.as_bytes(), &mut tokens, add_special, false)
             }
+            Segment::Image(k) => {
+                if add_special && vocab.should_add_bos() {
+                    tokens.push(vocab.bos());
+                }
+                image(*k, &mut tokens)?;
+            }
         }
     }
     if tokens.is_empty() {
-        return Err("the prompt is empty after tokenizing".into());
+        return Err(E::from("the prompt is empty after tokenizing".into()));
     }
     Ok(tokens)
 }
@@ -129,6 +160,8 @@ pub(crate) enum Segment {
     Template(String),
     /// A message's text: tokenized as plain text, whatever it looks like.
     Text(String),
+    /// The request's image of this index (0-based, in message order).
+    Image(usize),
 }
 
 /// A chat template rendered with a placeholder in place of every message's text.
@@ -160,25 +193,42 @@ impl Rendered {
             // Four distinct marks in one conversation's text is deliberate; refuse it plainly.
             .ok_or("the messages contain every placeholder character gemma-engine can use (U+F8F0 to U+F8F3): remove them")?;
         let mut texts = Vec::new();
-        let chat = messages
-            .iter()
-            .map(|m| {
-                let core = m.content.trim();
-                if core.is_empty() {
-                    return (m.role, m.content.clone());
+        let mut next_image = 0;
+        let mut chat = Vec::with_capacity(messages.len());
+        for m in messages {
+            let core = m.content.trim();
+            if core.is_empty() && m.images.is_empty() {
+                chat.push((m.role, m.content.clone()));
+                continue;
+            }
+            let start = m.content.len() - m.content.trim_start().len();
+            let end = start + core.len();
+            let mut filled = m.content[..start].to_string();
+            let mut text_piece = |filled: &mut String, piece: &str| {
+                filled.push_str(&format!("{mark}{}{mark}", texts.len()));
+                texts.push(piece.to_string());
+            };
+            // Images stand between the texts at their byte offsets; one in the outer
+            // whitespace moves to the edge of the text, which the template may trim.
+            let mut cut = start;
+            for placed in &m.images {
+                let at = placed.at.clamp(cut, end);
+                if !m.content.is_char_boundary(at) {
+                    return Err(format!("an image is placed at byte {} of a message, inside a character: place it between characters", placed.at));
                 }
-                let start = m.content.len() - m.content.trim_start().len();
-                let end = start + core.len();
-                let filled = format!(
-                    "{}{mark}{}{mark}{}",
-                    &m.content[..start],
-                    texts.len(),
-                    &m.content[end..]
-                );
-                texts.push(core.to_string());
-                (m.role, filled)
-            })
-            .collect();
+                if at > cut {
+                    text_piece(&mut filled, &m.content[cut..at]);
+                }
+                filled.push_str(&format!("{mark}i{next_image}{mark}"));
+                next_image += 1;
+                cut = at;
+            }
+            if end > cut {
+                text_piece(&mut filled, &m.content[cut..end]);
+            }
+            filled.push_str(&m.content[end..]);
+            chat.push((m.role, filled));
+        }
         Ok(Rendered {
             text: render(chat)?,
             mark,
@@ -194,16 +244,20 @@ impl Rendered {
         while let Some(at) = rest.find(self.mark) {
             let after = &rest[at + self.mark.len_utf8()..];
             let placeholder = after.find(self.mark).and_then(|end| {
-                let index: usize = after[..end].parse().ok()?;
-                Some((self.texts.get(index)?, end))
+                let inside = &after[..end];
+                let segment = match inside.strip_prefix('i') {
+                    Some(image) => Segment::Image(image.parse().ok()?),
+                    None => Segment::Text(self.texts.get(inside.parse::<usize>().ok()?)?.clone()),
+                };
+                Some((segment, end))
             });
             match placeholder {
-                Some((text, end)) => {
+                Some((segment, end)) => {
                     template.push_str(&rest[..at]);
                     if !template.is_empty() {
                         out.push(Segment::Template(std::mem::take(&mut template)));
                     }
-                    out.push(Segment::Text(text.clone()));
+                    out.push(segment);
                     rest = &after[end + self.mark.len_utf8()..];
                 }
                 // Not one of ours (cannot happen: no message holds the mark); keep it as text.
@@ -219,6 +273,40 @@ impl Rendered {
         }
         out
     }
+}
+
+/// Plain completion as segments: the texts, with the images where they stand.
+fn completion_segments(messages: &[Message]) -> Vec<Segment> {
+    if messages.iter().all(|m| m.images.is_empty()) {
+        return vec![Segment::Text(completion_text(messages))];
+    }
+    let mut out = Vec::new();
+    let mut text = String::new();
+    let mut next_image = 0;
+    for m in messages {
+        let mut cut = 0;
+        for placed in &m.images {
+            let at = placed.at.clamp(cut, m.content.len());
+            let at = (at..=m.content.len())
+                .find(|i| m.content.is_char_boundary(*i))
+                .unwrap_or(m.content.len());
+            text.push_str(&m.content[cut..at]);
+            if !text.is_empty() {
+                out.push(Segment::Text(std::mem::take(&mut text)));
+            }
+            out.push(Segment::Image(next_image));
+            next_image += 1;
+            cut = at;
+        }
+        text.push_str(&m.content[cut..]);
+        if m.role == Role::System && !m.content.is_empty() {
+            text.push_str("\n\n");
+        }
+    }
+    if !text.is_empty() {
+        out.push(Segment::Text(text));
+    }
+    out
 }
 
 /// Plain completion: texts in order; a system message is set off by a blank line.
@@ -316,6 +404,7 @@ mod tests {
             .iter()
             .map(|s| match s {
                 T(t) | X(t) => t.as_str(),
+                Segment::Image(_) => unreachable!("no images here"),
             })
             .collect();
         let direct = gemma_like(
@@ -337,5 +426,62 @@ mod tests {
         assert!(rendered.segments().contains(&Segment::Text(tricky.clone())));
         let all: String = MARKS.iter().collect();
         assert!(Rendered::new(&[msg(Role::User, &all)], gemma_like).is_err());
+    }
+
+    fn with_images(role: Role, content: &str, at: &[usize]) -> Message {
+        let mut m = Message::text(role, content);
+        for (i, at) in at.iter().enumerate() {
+            m.images.push(engine_protocol::PlacedImage {
+                at: *at,
+                image: engine_protocol::ImageSource::Path {
+                    path: format!("/img{i}.png"),
+                },
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn images_stand_where_they_were_placed_between_the_texts() {
+        use Segment::{Image as I, Template as T, Text as X};
+        // "Compare " [image] " with " [image]; a second message with an image only.
+        let messages = [
+            with_images(Role::User, "Compare  with ", &[8, 14]),
+            msg(Role::Assistant, "ok"),
+            with_images(Role::User, "", &[0]),
+        ];
+        let segments = Rendered::new(&messages, gemma_like).unwrap().segments();
+        assert_eq!(
+            segments,
+            vec![
+                T("<start_of_turn>user\n".into()),
+                X("Compare ".into()),
+                I(0),
+                X(" with".into()),
+                I(1),
+                T("<end_of_turn>\n<start_of_turn>model\n".into()),
+                X("ok".into()),
+                T("<end_of_turn>\n<start_of_turn>user\n".into()),
+                I(2),
+                T("<end_of_turn>\n<start_of_turn>model\n".into()),
+            ]
+        );
+        // Completion: the same order, texts untouched.
+        assert_eq!(
+            completion_segments(&messages),
+            vec![
+                X("Compare ".into()),
+                I(0),
+                X(" with ".into()),
+                I(1),
+                X("ok".into()),
+                I(2)
+            ]
+        );
+        // Without images, completion is one text as before.
+        assert_eq!(
+            completion_segments(&[msg(Role::User, "abc")]),
+            vec![X("abc".into())]
+        );
     }
 }

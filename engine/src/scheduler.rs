@@ -7,6 +7,8 @@
 //! request ends when the request named a session; the next request of that session reuses the
 //! longest common prefix.
 
+mod images;
+
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -22,10 +24,12 @@ use crate::output::{emit, emit_error};
 use crate::prompt;
 use crate::sampling::TokenSampler;
 use crate::text::{Step, TextStream};
+use crate::vision::Vision;
 use engine_protocol::{
     Command, DoneInfo, ErrorCode, Event, FinishReason, GenerateCommand, SamplingParams, Timings,
     Usage,
 };
+use images::{CachedImage, ImageSpan};
 
 /// Prompt tokens of one request per step. Bounds cancel latency during a long prompt (~0.4 s at
 /// 2-core prefill speed) and leaves room in the batch for other requests' decode steps.
@@ -46,12 +50,16 @@ struct Slot {
     session: Option<String>,
     busy: bool,
     last_used: Instant,
+    /// The images whose spans are in `cached`, so a reused prefix is checked image by image.
+    images: Vec<CachedImage>,
 }
 
 struct Active {
     id: String,
     slot: usize,
     prompt: Vec<LlamaToken>,
+    /// The prompt's images, in order: spans of `prompt` read by the vision encoder, not as text.
+    images: Vec<ImageSpan>,
     /// Prompt tokens already in the cache (reused or read).
     prompt_done: usize,
     reused: usize,
@@ -89,6 +97,8 @@ pub(crate) struct Scheduler {
     context: u32,
     sliding_window: u32,
     batch: LlamaBatch<'static>,
+    /// The vision projector (`--mmproj`), if one is loaded.
+    vision: Option<Vision>,
 }
 
 impl Scheduler {
@@ -98,6 +108,7 @@ impl Scheduler {
         parallel: u32,
         context: u32,
         sliding_window: u32,
+        vision: Option<Vision>,
     ) -> Scheduler {
         let now = Instant::now();
         let slots = (0..parallel as i32)
@@ -107,6 +118,7 @@ impl Scheduler {
                 session: None,
                 busy: false,
                 last_used: now,
+                images: Vec::new(),
             })
             .collect();
         Scheduler {
@@ -118,6 +130,7 @@ impl Scheduler {
             context,
             sliding_window,
             batch: LlamaBatch::new(BATCH_TOKENS as usize, 1),
+            vision,
         }
     }
 
@@ -177,7 +190,7 @@ impl Scheduler {
             return;
         }
         // Images are read only where a vision projector is loaded; never dropped in silence.
-        if command.messages.iter().any(|m| !m.images.is_empty()) {
+        if self.vision.is_none() && command.messages.iter().any(|m| !m.images.is_empty()) {
             let why = "this engine has no vision projector loaded, so it cannot see images: start it with --mmproj PROJECTOR.gguf".to_string();
             return emit_error(Some(&id), ErrorCode::NoVision, why, None);
         }
@@ -295,9 +308,16 @@ impl Scheduler {
             arrived,
         } = queued;
         let id = command.id.clone();
-        let prompt = match prompt::tokens(self.model, &command.messages, &command.prompt) {
-            Ok(tokens) => tokens,
-            Err(why) => return emit_error(Some(&id), ErrorCode::BadRequest, why, None),
+        let (prompt, images) = if command.messages.iter().all(|m| m.images.is_empty()) {
+            match prompt::tokens(self.model, &command.messages, &command.prompt) {
+                Ok(tokens) => (tokens, Vec::new()),
+                Err(why) => return emit_error(Some(&id), ErrorCode::BadRequest, why, None),
+            }
+        } else {
+            match self.prompt_with_images(&command) {
+                Ok(built) => built,
+                Err(fault) => return emit_error(Some(&id), fault.code, fault.message, None),
+            }
         };
         let max_tokens = command.params.max_tokens.unwrap_or(u32::MAX);
         if prompt.len() as u64 + 1 > self.context as u64 {
@@ -311,7 +331,7 @@ impl Scheduler {
         if self.slots[slot].session.as_deref() != command.session.as_deref() {
             self.clear_slot(slot);
         }
-        let reused = self.reuse_prefix(slot, &prompt);
+        let reused = self.reuse_prefix(slot, &prompt, &images);
         let s = &mut self.slots[slot];
         s.session = command.session.clone();
         s.busy = true;
@@ -322,6 +342,7 @@ impl Scheduler {
             prompt_done: reused,
             reused,
             prompt,
+            images,
             sampler,
             next_token: None,
             generated: 0,
@@ -338,7 +359,7 @@ impl Scheduler {
     }
 
     /// Keeps the longest common prefix of the slot's cache and the new prompt; returns its length.
-    fn reuse_prefix(&mut self, slot: usize, prompt: &[LlamaToken]) -> usize {
+    fn reuse_prefix(&mut self, slot: usize, prompt: &[LlamaToken], images: &[ImageSpan]) -> usize {
         let cached = &self.slots[slot].cached;
         let mut common = cached
             .iter()
@@ -347,6 +368,8 @@ impl Scheduler {
             .count();
         // The last prompt token must be decoded again to get logits for the first reply token.
         common = common.min(prompt.len() - 1);
+        // An image is reused whole or not at all, and only if it is the same picture.
+        common = self.align_to_images(slot, common, images);
         if common == 0 {
             self.clear_slot(slot);
             return 0;
@@ -370,6 +393,7 @@ impl Scheduler {
                 return 0;
             }
             self.slots[slot].cached.truncate(common);
+            self.slots[slot].images.retain(|i| i.end() <= common);
         }
         common
     }
@@ -378,10 +402,15 @@ impl Scheduler {
         let seq = self.slots[slot].seq as u32;
         let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
         self.slots[slot].cached.clear();
+        self.slots[slot].images.clear();
     }
 
     /// One decode step for every active request.
     fn step(&mut self) {
+        // Images are read on their own, before the batch: an image is embeddings, not tokens.
+        if self.vision.is_some() && self.active.iter().any(|a| !a.images.is_empty()) {
+            self.read_images();
+        }
         self.batch.clear();
         let mut room = BATCH_TOKENS as usize;
         // Decode steps first: one token each, so running replies never stall behind prompts.
@@ -404,9 +433,13 @@ impl Scheduler {
             if a.next_token.is_some() || room == 0 {
                 continue;
             }
-            let take = (a.prompt.len() - a.prompt_done)
+            let mut take = (a.prompt.len() - a.prompt_done)
                 .min(PREFILL_CHUNK)
                 .min(room);
+            // Text stops at the next image, which `read_images` reads in a later step.
+            if let Some(next) = a.images.iter().find(|i| i.start >= a.prompt_done) {
+                take = take.min(next.start - a.prompt_done);
+            }
             let slot = &mut self.slots[a.slot];
             for k in 0..take {
                 let index = a.prompt_done + k;
@@ -569,7 +602,7 @@ impl Scheduler {
                 prompt_tokens: a.prompt.len() as u32,
                 cached_tokens: a.reused as u32,
                 completion_tokens: a.generated,
-                image_tokens: 0,
+                image_tokens: a.images.iter().map(|i| i.len as u32).sum(),
             },
             timings,
         }));

@@ -220,6 +220,7 @@ mod tests {
             chat_template: Some("gemma".into()),
             tokenizer: None,
             remote: None,
+            mmproj: None,
         }
     }
 

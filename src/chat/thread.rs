@@ -598,6 +598,7 @@ mod tests {
             chat_template: None,
             tokenizer: None,
             remote: None,
+            mmproj: None,
         }
     }
 

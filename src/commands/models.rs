@@ -12,6 +12,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::config::{Config, Paths};
+use crate::models::projector;
 use crate::models::registry::Registry;
 use crate::models::sbs::{self, SbsInfo};
 use crate::models::{
@@ -56,6 +57,10 @@ pub enum ModelsCommand {
         /// gemma.cpp's tokenizer.spm, for pre-2025 multi-file .sbs weights.
         #[arg(long, value_name = "FILE")]
         tokenizer: Option<PathBuf>,
+        /// The vision projector GGUF that goes with the model (often mmproj-*.gguf), so it can
+        /// see images; checked against the model's embedding size.
+        #[arg(long, value_name = "PROJECTOR.gguf", conflicts_with_all = ["remote", "tokenizer"])]
+        mmproj: Option<PathBuf>,
         /// Base (plain completion) or instruct (chat) [default: instruct if the file has a chat
         /// template, else base].
         #[arg(long, value_enum)]
@@ -85,6 +90,9 @@ pub enum ModelsCommand {
         /// The engine you mean to run it on [default: the one its format needs].
         #[arg(long, value_enum)]
         engine: Option<EngineChoice>,
+        /// A vision projector GGUF to check against the model too.
+        #[arg(long, value_name = "PROJECTOR.gguf", conflicts_with = "tokenizer")]
+        mmproj: Option<PathBuf>,
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -156,6 +164,7 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
             remote_model,
             api_key_env,
             tokenizer,
+            mmproj,
             kind,
             template,
             force,
@@ -173,7 +182,7 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
                 // clap requires one of them.
                 (None, None) => anyhow::bail!("give the model's file, or --remote URL"),
             };
-            if is_sbs(&path, tokenizer.as_deref()) {
+            if mmproj.is_none() && is_sbs(&path, tokenizer.as_deref()) {
                 add_sbs(
                     paths,
                     &name,
@@ -184,15 +193,24 @@ pub fn run(cmd: ModelsCommand, paths: &Paths, config: &Config) -> Result<()> {
                     force,
                 )
             } else {
-                add(paths, &name, &path, kind, template, force)
+                add(
+                    paths,
+                    &name,
+                    &path,
+                    mmproj.as_deref(),
+                    kind,
+                    template,
+                    force,
+                )
             }
         }
         ModelsCommand::Check {
             path,
             tokenizer,
             engine,
+            mmproj,
             json,
-        } => check(&path, tokenizer.as_deref(), engine, json),
+        } => check(&path, tokenizer.as_deref(), engine, mmproj.as_deref(), json),
         ModelsCommand::Show { name, json } => show(paths, config, &name, json),
         ModelsCommand::Import {
             name,
@@ -267,6 +285,7 @@ fn add(
     paths: &Paths,
     name: &str,
     path: &Path,
+    mmproj: Option<&Path>,
     kind: Option<ModelKind>,
     template: Option<String>,
     force: bool,
@@ -279,8 +298,23 @@ fn add(
         .into());
     }
     let info = gguf::inspect(path)?;
+    if info.projector.is_some() {
+        anyhow::bail!(
+            "{} is a vision projector, not a model: give the model's GGUF, and this file with --mmproj",
+            path.display()
+        );
+    }
     let canonical = std::fs::canonicalize(path)
         .with_context(|| format!("cannot resolve the path {}", path.display()))?;
+    let vision = match mmproj {
+        Some(p) => {
+            let checked = projector::check(p, &info, path)?;
+            let canonical = std::fs::canonicalize(p)
+                .with_context(|| format!("cannot resolve the path {}", p.display()))?;
+            Some((canonical, checked))
+        }
+        None => None,
+    };
     let kind = kind.unwrap_or(if info.chat_template.is_some() {
         ModelKind::Instruct
     } else {
@@ -296,10 +330,20 @@ fn add(
         chat_template: template,
         tokenizer: None,
         remote: None,
+        mmproj: vision.as_ref().map(|(p, _)| p.clone()),
     };
     let verb = register(&mut registry, paths, entry)?;
+    let sees = vision
+        .map(|(p, c)| {
+            format!(
+                ", sees images with {} ({})",
+                p.display(),
+                projector::describe(&c.projector)
+            )
+        })
+        .unwrap_or_default();
     say!(
-        "{verb} '{name}': {} {}, {} parameters, {} → {}",
+        "{verb} '{name}': {} {}, {} parameters, {} → {}{sees}",
         info.architecture
             .as_deref()
             .unwrap_or("unknown architecture"),
@@ -309,6 +353,15 @@ fn add(
         canonical.display()
     );
     Ok(())
+}
+
+/// A registered model's projector, checked against its model (for `models show`).
+fn entry_projector(entry: &ModelEntry, info: &GgufInfo) -> Result<Option<projector::Checked>> {
+    entry
+        .mmproj
+        .as_deref()
+        .map(|p| projector::check(p, info, &entry.path))
+        .transpose()
 }
 
 fn show(paths: &Paths, config: &Config, name: &str, json: bool) -> Result<()> {
@@ -327,11 +380,14 @@ fn show(paths: &Paths, config: &Config, name: &str, json: bool) -> Result<()> {
         );
     }
     let info = crate::models::preflight(&entry)?;
+    let vision = entry_projector(&entry, &info)?;
     if json {
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&show_json(&entry, &info))?
-        );
+        let mut value = show_json(&entry, &info);
+        value["mmproj"] = match (&entry.mmproj, &vision) {
+            (Some(p), Some(c)) => projector::to_json(p, c),
+            _ => Value::Null,
+        };
+        say!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string());
@@ -395,6 +451,16 @@ fn show(paths: &Paths, config: &Config, name: &str, json: bool) -> Result<()> {
         }
     };
     lines.push(("chat template", template));
+    match (&entry.mmproj, &vision) {
+        (Some(p), Some(c)) => {
+            lines.push(("vision projector", p.display().to_string()));
+            lines.push(("vision", projector::describe(&c.projector)));
+        }
+        _ => lines.push((
+            "vision",
+            "none (text only; register a projector with `models add --mmproj`)".to_string(),
+        )),
+    }
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
     for (key, value) in lines {
         say!("{:<width$} {value}", format!("{key}:"));
@@ -503,6 +569,7 @@ fn add_sbs(
         chat_template: None,
         tokenizer,
         remote: None,
+        mmproj: None,
     };
     let verb = register(&mut registry, paths, entry)?;
     say!(
@@ -524,6 +591,7 @@ fn check(
     path: &Path,
     tokenizer: Option<&Path>,
     engine: Option<EngineChoice>,
+    mmproj: Option<&Path>,
     json: bool,
 ) -> Result<()> {
     if !path.exists() {
@@ -559,11 +627,23 @@ fn check(
         (sbs::Sniffed::Other, Some(e)) => e == EngineChoice::GemmaCpp,
         (sbs::Sniffed::Other, None) => sbs_ext || tokenizer.is_some(),
     };
+    if as_sbs && mmproj.is_some() {
+        anyhow::bail!(
+            "{} is gemma.cpp weights, and --mmproj is for GGUF models on gemma-engine: check the projector with the GGUF model it belongs to",
+            path.display()
+        );
+    }
     if as_sbs {
         let info = sbs::preflight(path, tokenizer)?;
         return print_sbs(path, tokenizer, &info, None, json);
     }
     let info = gguf::inspect(path)?;
+    if info.projector.is_some() {
+        return print_projector(path, &info, json);
+    }
+    let vision = mmproj
+        .map(|p| projector::check(p, &info, path))
+        .transpose()?;
     let available = crate::hardware::memory::available();
     if let Some(available) = available.filter(|a| info.file_size > *a) {
         anyhow::bail!(
@@ -591,11 +671,15 @@ fn check(
                 "size_bytes": info.file_size,
                 "memory_available_bytes": available,
                 "readable": true,
+                "mmproj": match (mmproj, &vision) {
+                    (Some(p), Some(c)) => projector::to_json(p, c),
+                    _ => Value::Null,
+                },
             }))?
         );
         return Ok(());
     }
-    let lines = [
+    let mut lines = vec![
         ("file", path.display().to_string()),
         (
             "format",
@@ -623,10 +707,46 @@ fn check(
         ),
         ("size", memory_line(info.file_size, available)),
         ("readable", "yes".to_string()),
+    ];
+    let mut add_command = format!("gemmactl models add NAME {}", path.display());
+    if let (Some(p), Some(c)) = (mmproj, &vision) {
+        lines.push(("vision projector", p.display().to_string()));
+        lines.push(("vision", projector::describe(&c.projector)));
+        add_command.push_str(&format!(" --mmproj {}", p.display()));
+    }
+    lines.push(("verdict", format!("ok: register it with `{add_command}`")));
+    print_lines(&lines)
+}
+
+/// `models check` on a projector file itself: what it is, and how to use it.
+fn print_projector(path: &Path, info: &GgufInfo, json: bool) -> Result<()> {
+    let checked = projector::Checked {
+        info: info.clone(),
+        projector: info.projector.clone().unwrap_or_default(),
+    };
+    if json {
+        let mut value = projector::to_json(path, &checked);
+        value["ok"] = json!(true);
+        value["format"] = json!("gguf");
+        value["kind"] = json!("vision projector");
+        say!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let width = checked
+        .projector
+        .projection_dim
+        .map(|w| format!("{w}-wide embeddings"))
+        .unwrap_or_else(|| "unknown".into());
+    let lines = [
+        ("file", path.display().to_string()),
+        ("format", format!("GGUF version {}, a vision projector", info.version)),
+        ("vision", projector::describe(&checked.projector)),
+        ("for a model with", width),
+        ("size", human_bytes(info.file_size)),
         (
             "verdict",
             format!(
-                "ok: register it with `gemmactl models add NAME {}`",
+                "a projector, not a model: register it beside its model with `gemmactl models add NAME MODEL.gguf --mmproj {}`",
                 path.display()
             ),
         ),
@@ -837,6 +957,7 @@ fn import(
         chat_template: None,
         tokenizer: None,
         remote: None,
+        mmproj: None,
     };
     let verb = register(&mut registry, paths, entry)?;
     say!(

@@ -78,6 +78,7 @@ pub(super) fn add(
             url: url.trim_end_matches('/').to_string(),
             ..remote
         }),
+        mmproj: None,
     };
     let reach = reach(config, &entry);
     match &reach.served {

@@ -35,6 +35,8 @@ pub struct LaunchSpec {
     pub binary: PathBuf,
     /// The GGUF file.
     pub model_path: PathBuf,
+    /// The vision projector GGUF loaded beside it (`--mmproj`), if the model sees images.
+    pub mmproj: Option<PathBuf>,
     /// Context length in tokens, shared by all decode slots.
     pub context: u32,
     /// Decode slots: requests decoded together.
@@ -159,9 +161,11 @@ struct Spawned {
 /// Starts the engine process for `spec`, isolated, with its streams piped.
 fn spawn(spec: &LaunchSpec) -> Result<Spawned, EngineError> {
     let mut cmd = Command::new(&spec.binary);
-    cmd.arg("--model")
-        .arg(&spec.model_path)
-        .args(["--context", &spec.context.to_string()])
+    cmd.arg("--model").arg(&spec.model_path);
+    if let Some(projector) = &spec.mmproj {
+        cmd.arg("--mmproj").arg(projector);
+    }
+    cmd.args(["--context", &spec.context.to_string()])
         .args(["--parallel", &spec.parallel.to_string()]);
     if let Some(t) = spec.threads {
         cmd.args(["--threads", &t.to_string()]);

@@ -44,6 +44,7 @@ impl CatalogueEntry {
             chat_template: self.chat_template.map(str::to_string),
             tokenizer: None,
             remote: None,
+            mmproj: None,
         }
     }
 }

@@ -107,6 +107,7 @@ mod tests {
             parameter_count: 268_098_176,
             file_size: 253_113_024,
             data_end: 253_113_024,
+            projector: None,
         }
     }
 

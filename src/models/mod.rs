@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod headers;
 pub mod import;
 pub mod memory;
+pub mod projector;
 
 pub mod pull;
 pub mod registry;
@@ -104,6 +105,10 @@ pub struct ModelEntry {
     /// Where a remote model is served (engine `remote`); `None` for a local file.
     #[serde(default)]
     pub remote: Option<RemoteModel>,
+    /// The vision projector GGUF loaded beside a gemma-engine model (`models add --mmproj`), so
+    /// the model can see images; `None` for a text-only model.
+    #[serde(default)]
+    pub mmproj: Option<PathBuf>,
 }
 
 /// A model served by an OpenAI-compatible server elsewhere (`models add NAME --remote URL`).
@@ -583,6 +588,7 @@ fn entry_for_path(arg: &str) -> Result<Found, ModelError> {
         chat_template: None,
         tokenizer: None,
         remote: None,
+        mmproj: None,
     };
     Ok(Found::Path(entry, Box::new(info)))
 }
@@ -609,6 +615,7 @@ fn sbs_entry_for_path(given: &Path, path: PathBuf) -> Result<Found, ModelError> 
         chat_template: None,
         tokenizer: None,
         remote: None,
+        mmproj: None,
     };
     Ok(Found::Path(entry, Box::new(sbs_as_gguf_info(&info))))
 }

@@ -31,6 +31,8 @@ struct Stored {
     tokenizer: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     remote: Option<RemoteModel>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mmproj: Option<PathBuf>,
 }
 
 fn default_engine() -> EngineKind {
@@ -94,6 +96,7 @@ impl Registry {
                     chat_template: s.chat_template,
                     tokenizer: s.tokenizer,
                     remote: s.remote,
+                    mmproj: s.mmproj,
                 };
                 (name, entry)
             })
@@ -146,6 +149,7 @@ impl Registry {
                         chat_template: e.chat_template.clone(),
                         tokenizer: e.tokenizer.clone(),
                         remote: e.remote.clone(),
+                        mmproj: e.mmproj.clone(),
                     };
                     (name.clone(), stored)
                 })
@@ -205,6 +209,7 @@ mod tests {
             chat_template: Some("gemma".into()),
             tokenizer: None,
             remote: None,
+            mmproj: None,
         }
     }
 
@@ -214,7 +219,9 @@ mod tests {
         let file = dir.path().join("sub/models.toml");
         let mut reg = Registry::load_file(&file).unwrap();
         assert!(reg.names().is_empty());
-        reg.insert(entry("zeta"));
+        let mut vision = entry("zeta");
+        vision.mmproj = Some(PathBuf::from("/models/zeta-mmproj.gguf"));
+        reg.insert(vision);
         reg.insert(entry("alpha"));
         let mut plain = entry("plain");
         plain.sha256 = None;
@@ -229,6 +236,10 @@ mod tests {
         let text = std::fs::read_to_string(&file).unwrap();
         assert!(text.contains("[models.alpha]"), "{text}");
         assert!(text.contains("engine = \"gemma-engine\""), "{text}");
+        assert!(
+            text.contains("mmproj = \"/models/zeta-mmproj.gguf\""),
+            "{text}"
+        );
         // Only the registry itself is left in the folder: no temporary files.
         assert_eq!(
             std::fs::read_dir(file.parent().unwrap()).unwrap().count(),

@@ -87,6 +87,7 @@ impl ProcessLauncher {
         let cpu = LaunchSpec {
             binary,
             model_path: model.path.clone(),
+            mmproj: model.mmproj.clone(),
             context: options.context,
             parallel: options.parallel,
             threads: options.threads,
@@ -159,12 +160,17 @@ impl Launcher for ProcessLauncher {
                 },
             };
         }
-        crate::models::memory::needs(
+        let mut needs = crate::models::memory::needs(
             &model.path,
             options.context,
             options.parallel,
             options.kv_cache_type,
-        )
+        );
+        // A vision projector is loaded whole beside the model: its file counts as weights.
+        if let Some(projector) = &model.mmproj {
+            needs.estimate.weights += std::fs::metadata(projector).map(|m| m.len()).unwrap_or(0);
+        }
+        needs
     }
 
     fn available_memory(&self) -> Option<u64> {

@@ -242,6 +242,7 @@ fn model(name: &str) -> ModelEntry {
         tokenizer: None,
         remote: None,
         sha256: None,
+        mmproj: None,
     }
 }
 

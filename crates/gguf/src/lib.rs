@@ -57,6 +57,46 @@ pub struct GgufInfo {
     pub file_size: u64,
     /// The byte just past the last tensor's data: a file shorter than this is truncated.
     pub data_end: u64,
+    /// For a multimodal projector (`general.architecture` `clip`, what llama.cpp's `--mmproj`
+    /// loads): its vision facts.
+    pub projector: Option<Projector>,
+}
+
+/// What the header of a vision projector GGUF (`general.architecture = clip`) says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Projector {
+    /// `clip.projector_type` (or `clip.vision.projector_type`): which projector, e.g. `gemma3`.
+    pub projector_type: Option<String>,
+    /// `clip.vision.image_size`: side of the square image the encoder sees, in pixels.
+    pub image_size: Option<u64>,
+    /// `clip.vision.patch_size`: side of one patch, in pixels.
+    pub patch_size: Option<u64>,
+    /// `clip.vision.projection_dim`: the embedding length of the text model it feeds; it must
+    /// equal that model's `<arch>.embedding_length`.
+    pub projection_dim: Option<u64>,
+    /// `clip.vision.projector.scale_factor`: how much Gemma 3's projector pools the patch grid
+    /// on each side (llama.cpp's default for `gemma3`: 4).
+    pub scale_factor: Option<u64>,
+    /// `clip.vision.block_count`: encoder layers.
+    pub block_count: Option<u64>,
+    /// `clip.vision.embedding_length`: width of the encoder.
+    pub embedding_length: Option<u64>,
+}
+
+impl Projector {
+    /// Context tokens one image takes, for the projector types whose count is fixed by the
+    /// header: Gemma 3's pooled patch grid, plus the `<start_of_image>` and `<end_of_image>`
+    /// markers around it. `None` where it depends on the image or the type is not known here.
+    pub fn tokens_per_image(&self) -> Option<u64> {
+        match self.projector_type.as_deref()? {
+            "gemma3" => {
+                let side = self.image_size? / self.patch_size.filter(|p| *p > 0)?;
+                let pooled = side / self.scale_factor.unwrap_or(4).max(1);
+                Some(pooled * pooled + 2)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Why a file cannot be used as a GGUF model. `Display` is one sentence naming the file and fix.
@@ -286,6 +326,7 @@ impl GgufInfo {
             parameter_count: 0,
             file_size,
             data_end: 0,
+            projector: None,
         }
     }
 }
@@ -668,6 +709,7 @@ impl<R: Read + Seek> Reader<'_, R> {
         };
         let mut alignment = DEFAULT_ALIGNMENT;
         let mut pending: Vec<(String, i128)> = Vec::new();
+        let mut projector_type = None;
 
         for _ in 0..metadata_count {
             let key_at = self.pos;
@@ -685,6 +727,8 @@ impl<R: Read + Seek> Reader<'_, R> {
                 "general.architecture" | "general.name" => Want::Str(MAX_NAME_BYTES),
                 "tokenizer.chat_template" => Want::Str(MAX_TEMPLATE_BYTES),
                 "general.file_type" | "general.alignment" => Want::Int,
+                "clip.projector_type" | "clip.vision.projector_type" => Want::Str(MAX_NAME_BYTES),
+                k if k.starts_with("clip.vision.") => Want::Int,
                 k if ARCH_SUFFIXES.iter().any(|s| arch_suffix(k, s)) => Want::Int,
                 _ => Want::Nothing,
             };
@@ -693,6 +737,9 @@ impl<R: Read + Seek> Reader<'_, R> {
                 ("general.architecture", Value::Str(s)) => info.architecture = Some(s),
                 ("general.name", Value::Str(s)) => info.name = Some(s),
                 ("tokenizer.chat_template", Value::Str(s)) => info.chat_template = Some(s),
+                ("clip.projector_type" | "clip.vision.projector_type", Value::Str(s)) => {
+                    projector_type.get_or_insert(s);
+                }
                 ("general.file_type", Value::Int(v)) => info.file_type = u32::try_from(v).ok(),
                 ("general.alignment", Value::Int(v)) => {
                     alignment = match u64::try_from(v) {
@@ -725,6 +772,23 @@ impl<R: Read + Seek> Reader<'_, R> {
             info.key_length = lookup("attention.key_length");
             info.value_length = lookup("attention.value_length");
             info.sliding_window = lookup("attention.sliding_window");
+        }
+        if info.architecture.as_deref() == Some("clip") {
+            let lookup = |key: &str| {
+                pending
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .and_then(|(_, v)| u64::try_from(*v).ok())
+            };
+            info.projector = Some(Projector {
+                projector_type,
+                image_size: lookup("clip.vision.image_size"),
+                patch_size: lookup("clip.vision.patch_size"),
+                projection_dim: lookup("clip.vision.projection_dim"),
+                scale_factor: lookup("clip.vision.projector.scale_factor"),
+                block_count: lookup("clip.vision.block_count"),
+                embedding_length: lookup("clip.vision.embedding_length"),
+            });
         }
 
         // Tensor infos: name, dimensions, type and offset into the data section.
@@ -1073,6 +1137,33 @@ mod tests {
             bytes.len() as u64,
             Path::new("/m/x.gguf"),
         )
+    }
+
+    #[test]
+    fn a_vision_projector_header_yields_its_facts() {
+        let mut w = Writer::default();
+        w.string("general.architecture", "clip")
+            .string("clip.projector_type", "gemma3")
+            .int("clip.vision.image_size", 4, &896u32.to_le_bytes())
+            .int("clip.vision.patch_size", 4, &14u32.to_le_bytes())
+            .int("clip.vision.projection_dim", 4, &2560u32.to_le_bytes())
+            .int("clip.vision.block_count", 4, &27u32.to_le_bytes())
+            .int("clip.vision.embedding_length", 4, &1152u32.to_le_bytes());
+        let info = parse_bytes(&w.build()).unwrap();
+        let p = info.projector.expect("a clip file is a projector");
+        assert_eq!(p.projector_type.as_deref(), Some("gemma3"));
+        assert_eq!(
+            (p.image_size, p.patch_size, p.projection_dim, p.scale_factor),
+            (Some(896), Some(14), Some(2560), None)
+        );
+        assert_eq!((p.block_count, p.embedding_length), (Some(27), Some(1152)));
+        // llama.cpp's default pooling for gemma3 (4 a side): 16 × 16 embeddings and two markers.
+        assert_eq!(p.tokens_per_image(), Some(258));
+        // A model file has no projector facts.
+        assert_eq!(
+            parse_bytes(&Writer::sample().build()).unwrap().projector,
+            None
+        );
     }
 
     #[test]
