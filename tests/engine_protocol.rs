@@ -210,7 +210,11 @@ fn the_warm_up_before_ready_leaves_nothing_behind() {
     let (first, done) = engine.reply("first");
     assert_eq!(done["event"], "done", "{done}");
     assert_eq!(done["usage"]["cached_tokens"], 0, "{done}");
-    engine.send(generate("other", "Once upon a time, in a land far away,", 12));
+    engine.send(generate(
+        "other",
+        "Once upon a time, in a land far away,",
+        12,
+    ));
     let (_, done) = engine.reply("other");
     assert_eq!(done["event"], "done", "{done}");
     engine.send(generate("again", prompt, 24));

@@ -173,10 +173,30 @@ fn an_image_for_a_model_that_cannot_see_is_refused_by_name_and_the_message_kept(
     assert_eq!(copies, 1);
     assert_eq!(count(&home, "message_images"), 2);
 
-    // Continuing the conversation sends its image again: a text-only follow-up to a model
-    // that cannot see is refused the same way, since the image is part of what it would read.
+    // The refused message is kept, marked refused, and left out of what is sent from now on:
+    // the conversation goes on with the same model, on text.
+    let refused: i64 = db
+        .query_row(
+            "SELECT refused FROM messages WHERE content = 'And now?'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 1);
     let out = home.run(&["run", "-c", "--max-tokens", "4", "Tell me more."]);
-    assert!(one_sentence(&out).contains(CANNOT_SEE));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (prompt_tokens, sent_alone): (i64, i64) = db
+        .query_row(
+            "SELECT r.prompt_tokens, (SELECT count(*) FROM messages WHERE conversation_id = r.conversation_id)
+             FROM messages r WHERE r.role = 'assistant' ORDER BY r.id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    // Four messages stored in that conversation (the refused question, its failed reply, the
+    // follow-up and its answer), and a prompt that holds only the follow-up.
+    assert_eq!(sent_alone, 4);
+    assert!(prompt_tokens < 20, "prompt of {prompt_tokens} tokens");
 }
 
 #[test]

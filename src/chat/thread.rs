@@ -550,6 +550,13 @@ impl Thread {
         true
     }
 
+    /// Whether the last message (the one being answered) shows images.
+    pub(super) fn last_shows_images(&self) -> bool {
+        self.branch
+            .last()
+            .is_some_and(|e| e.message.role == Role::User && !e.message.images.is_empty())
+    }
+
     /// The message being answered got its reply after all (say, on a model with a larger
     /// context): it is part of the conversation again.
     pub(super) fn accept_last(&mut self) {

@@ -266,6 +266,17 @@ impl<'a> Turn<'a> {
                 }
                 Some(SupervisorEvent::Failed(e)) => {
                     let e = cannot_see(e, &self.thread.model().name);
+                    // The images of the message being answered were refused: it stays stored and
+                    // shown, marked refused, and is left out of later requests, or every later
+                    // turn would replay them and be refused too. The error sentence says what
+                    // happened; no second line. (Images of older messages, seen by a model that
+                    // could, keep the conversation on such a model.)
+                    if e.code() == Some(ErrorCode::NoVision)
+                        && self.text.is_empty()
+                        && self.thread.last_shows_images()
+                    {
+                        self.thread.refuse_last(self.dropped_before);
+                    }
                     if self.should_trim(&e) {
                         if self.thread.drop_oldest() {
                             let (request, parts) = self.thread.request();
