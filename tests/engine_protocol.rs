@@ -6,153 +6,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-/// Generous bound on any single wait: a hang fails the test instead of stalling CI.
-const WAIT: Duration = Duration::from_secs(120);
-
-struct Engine {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: Receiver<Value>,
-}
-
-impl Engine {
-    fn start(model: &Path, extra: &[&str]) -> Engine {
-        let mut child = Command::new(common::engine_bin())
-            .arg("--model")
-            .arg(model)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gemma-engine");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not protocol JSON ({e}): {line:?}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        Engine {
-            child,
-            stdin: Some(stdin),
-            events,
-        }
-    }
-
-    fn send(&mut self, command: Value) {
-        self.send_raw(&command.to_string());
-    }
-
-    fn send_raw(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to engine");
-        stdin.flush().unwrap();
-    }
-
-    fn next(&self) -> Value {
-        self.events
-            .recv_timeout(WAIT)
-            .expect("the engine sent no event in time (hang?)")
-    }
-
-    /// Events up to and including the first one matching `last`.
-    fn until(&self, mut last: impl FnMut(&Value) -> bool) -> Vec<Value> {
-        let mut seen = Vec::new();
-        loop {
-            let event = self.next();
-            let done = last(&event);
-            seen.push(event);
-            if done {
-                return seen;
-            }
-        }
-    }
-
-    fn ready(&self) -> Value {
-        let events = self.until(|e| e["event"] != "loading");
-        let ready = events.last().unwrap().clone();
-        assert_eq!(ready["event"], "ready", "expected ready, got {ready}");
-        assert!(events.len() > 1, "no loading progress before ready");
-        ready
-    }
-
-    /// Collects one request's text and its final event. Prompt progress must come before the
-    /// first token, grow, never pass its total, and reach it.
-    fn reply(&self, id: &str) -> (String, Value) {
-        let mut text = String::new();
-        let mut progress: Option<(u64, u64)> = None;
-        loop {
-            let event = self.next();
-            if event["id"] != id {
-                continue;
-            }
-            match event["event"].as_str() {
-                Some("progress") => {
-                    assert!(text.is_empty(), "progress after the first token: {event}");
-                    let (done, total) = (
-                        event["done"].as_u64().unwrap(),
-                        event["total"].as_u64().unwrap(),
-                    );
-                    assert!(done <= total, "{event}");
-                    if let Some((before, _)) = progress {
-                        assert!(done > before, "progress went back: {event}");
-                    }
-                    progress = Some((done, total));
-                }
-                Some("token") => {
-                    if text.is_empty() {
-                        if let Some((done, total)) = progress {
-                            assert_eq!(
-                                done, total,
-                                "the first token came before the prompt was read"
-                            );
-                        }
-                    }
-                    text.push_str(event["text"].as_str().unwrap())
-                }
-                Some("done") | Some("error") => return (text, event),
-                other => panic!("unexpected event {other:?}: {event}"),
-            }
-        }
-    }
-
-    fn wait_exit(mut self) -> std::process::ExitStatus {
-        self.stdin = None;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "engine did not exit after stdin closed"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::engine::Engine;
 
 fn generate(id: &str, prompt: &str, max_tokens: u32) -> Value {
     json!({"op": "generate", "id": id, "messages": [{"role": "user", "content": prompt}],
@@ -796,7 +655,7 @@ fn the_kv_cache_type_and_flash_attention_are_obeyed_and_reported() {
         let ready = engine.ready();
         assert_eq!(ready["kv_cache_type"], kv, "{ready}");
         assert_eq!(ready["flash_attention"], flash, "{ready}");
-        anonymous.push(anonymous_kib(engine.child.id()));
+        anonymous.push(anonymous_kib(engine.pid()));
         engine.send(generate("a", "The capital of France is", 8));
         let (text, done) = engine.reply("a");
         assert_eq!(done["event"], "done", "{kv}/{flash}: {done}");

@@ -10,136 +10,28 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use common::engine::Engine;
 use common::projector::{ppm, test_projector, IMAGE_SIZE, TOKENS_PER_IMAGE};
 
-/// Generous bound on any single wait: a hang fails the test instead of stalling CI.
-const WAIT: Duration = Duration::from_secs(120);
-
-struct Engine {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: Receiver<Value>,
-}
-
-impl Engine {
-    fn start(args: &[&std::ffi::OsStr]) -> Engine {
-        let mut child = Command::new(common::engine_bin())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn gemma-engine");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not protocol JSON ({e}): {line:?}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
-        Engine {
-            child,
-            stdin: Some(stdin),
-            events,
-        }
+/// The engine on the default model, with `projector` if given.
+fn engine_with(projector: Option<&Path>) -> Engine {
+    let model = common::default_model();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--model".as_ref(),
+        model.as_os_str(),
+        "--context".as_ref(),
+        "2048".as_ref(),
+    ];
+    if let Some(p) = projector {
+        args.extend(["--mmproj".as_ref(), p.as_os_str()]);
     }
-
-    /// The engine on the default model, with `projector` if given.
-    fn with(projector: Option<&Path>) -> Engine {
-        let model = common::default_model();
-        let mut args: Vec<&std::ffi::OsStr> = vec![
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--context".as_ref(),
-            "2048".as_ref(),
-        ];
-        if let Some(p) = projector {
-            args.extend(["--mmproj".as_ref(), p.as_os_str()]);
-        }
-        Engine::start(&args)
-    }
-
-    fn send(&mut self, command: Value) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{command}").expect("write to engine");
-        stdin.flush().unwrap();
-    }
-
-    fn next(&self) -> Value {
-        self.events
-            .recv_timeout(WAIT)
-            .expect("the engine sent no event in time (hang?)")
-    }
-
-    fn ready(&self) -> Value {
-        loop {
-            let event = self.next();
-            if event["event"] != "loading" {
-                assert_eq!(event["event"], "ready", "expected ready, got {event}");
-                return event;
-            }
-        }
-    }
-
-    /// One request's text and its final event (`done` or `error`).
-    fn reply(&self, id: &str) -> (String, Value) {
-        let mut text = String::new();
-        loop {
-            let event = self.next();
-            if event["id"] != id {
-                continue;
-            }
-            match event["event"].as_str() {
-                Some("token") => text.push_str(event["text"].as_str().unwrap()),
-                Some("progress") => assert!(text.is_empty(), "progress after a token: {event}"),
-                Some("done") | Some("error") => return (text, event),
-                other => panic!("unexpected event {other:?}: {event}"),
-            }
-        }
-    }
-
-    /// Sends `command` and returns its reply; it must end in `done`.
-    fn ask(&mut self, command: Value) -> (String, Value) {
-        let id = command["id"].as_str().unwrap().to_string();
-        self.send(command);
-        let (text, done) = self.reply(&id);
-        assert_eq!(done["event"], "done", "{done}");
-        (text, done)
-    }
-
-    /// Waits for the process to end on its own and returns its status.
-    fn exit_status(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the engine did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Engine::with_args(&args)
 }
 
 /// A 64×64 solid red square and a 96×48 black-and-white checkerboard (another size, so the
@@ -189,7 +81,7 @@ fn by_data(bytes: &[u8]) -> Value {
 fn images_are_encoded_counted_and_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     let red_file = write(dir.path(), "red.ppm", &red());
-    let mut engine = Engine::with(Some(test_projector(640).as_path()));
+    let mut engine = engine_with(Some(test_projector(640).as_path()));
     let ready = engine.ready();
     let vision = &ready["vision"];
     assert_eq!(vision["projector_type"], "gemma3", "{ready}");
@@ -244,7 +136,7 @@ fn images_are_encoded_counted_and_told_apart() {
 
 #[test]
 fn a_session_reuses_its_cached_image_and_answers_like_a_fresh_request() {
-    let mut engine = Engine::with(Some(test_projector(640).as_path()));
+    let mut engine = engine_with(Some(test_projector(640).as_path()));
     engine.ready();
     let image = by_data(&checkerboard());
     let first_turn = json!({"role": "user", "content": [
@@ -351,7 +243,7 @@ fn every_bad_image_gets_its_sentence_and_the_engine_keeps_serving() {
             "relative/cat.png".into(),
         ),
     ];
-    let mut engine = Engine::with(Some(test_projector(640).as_path()));
+    let mut engine = engine_with(Some(test_projector(640).as_path()));
     engine.ready();
     for (i, (image, says, names)) in cases.into_iter().enumerate() {
         let id = format!("bad{i}");
@@ -380,7 +272,7 @@ fn every_bad_image_gets_its_sentence_and_the_engine_keeps_serving() {
 
 #[test]
 fn an_engine_without_a_projector_says_it_cannot_see_and_probe_says_it_could() {
-    let mut engine = Engine::with(None);
+    let mut engine = engine_with(None);
     let ready = engine.ready();
     assert_eq!(ready["vision"], Value::Null, "{ready}");
     engine.send(with_image(
@@ -410,7 +302,7 @@ fn an_engine_without_a_projector_says_it_cannot_see_and_probe_says_it_could() {
 #[test]
 fn a_projector_that_does_not_fit_the_model_is_refused_at_load() {
     let wrong = test_projector(512);
-    let mut engine = Engine::with(Some(wrong.as_path()));
+    let mut engine = engine_with(Some(wrong.as_path()));
     let event = loop {
         let e = engine.next();
         if e["event"] != "loading" {
@@ -430,7 +322,7 @@ fn a_projector_that_does_not_fit_the_model_is_refused_at_load() {
 
     // A model file given as the projector: not a projector at all.
     let model = common::default_model();
-    let mut engine = Engine::with(Some(model.as_path()));
+    let mut engine = engine_with(Some(model.as_path()));
     let event = loop {
         let e = engine.next();
         if e["event"] != "loading" {

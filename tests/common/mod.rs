@@ -4,6 +4,7 @@
 // Tests fail by panicking, with the reason: unwrapping is how they say so.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod engine;
 pub(crate) mod projector;
 pub(crate) mod server;
 

@@ -368,7 +368,7 @@ fn concurrency_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> R
 /// The context suite: time to first token by prompt length, and decode by how full the context
 /// is, one line per run.
 fn context_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> Result<bool> {
-    let panels: Vec<(&str, &str, (Vec<String>, Vec<Series>))> = [
+    let panels: Vec<(&str, &str, Curve)> = [
         (
             "time_to_first_token",
             "time to first token (ms) by prompt tokens",
@@ -400,6 +400,9 @@ fn context_chart(runs: &[(String, &Results)], path: &Path, title: &str) -> Resul
     Ok(true)
 }
 
+/// A curve's categories (its points, named) and each run's samples at them.
+type Curve = (Vec<String>, Vec<Series>);
+
 /// A figure measured at several points of one key (concurrent requests, prompt length): the
 /// points any run has, as categories, and each run's samples at them. `None` when no run has
 /// the figure.
@@ -407,7 +410,7 @@ fn curve(
     runs: &[(String, &Results)],
     metric: &str,
     key: fn(&results::Figure) -> Option<u32>,
-) -> Option<(Vec<String>, Vec<Series>)> {
+) -> Option<Curve> {
     let points: BTreeSet<u32> = runs
         .iter()
         .flat_map(|(_, r)| r.figures.iter())
