@@ -356,4 +356,16 @@ fn a_vision_model_sees_the_image_through_run_and_the_history_keeps_it() {
             sha256(&other)
         ]
     );
+
+    // Attached to a running server, `run` hands the turn (image included) to the server's
+    // engine: the same prompt, the same greedy reply, served by the server.
+    let mut server = common::server::Server::start(&home, &["--no-preload"]);
+    server.wait_healthy();
+    let attached = run(&[&one]);
+    assert_eq!(prompt(&attached), prompt(&seen), "{attached}");
+    assert_eq!(attached["text"], seen["text"]);
+    let ps: Value = serde_json::from_str(&stdout(&home.run(&["ps", "--json"]))).unwrap();
+    assert_eq!(ps[0]["pid"], server.pid(), "{ps}");
+    assert_eq!(ps[0]["engines"][0]["requests_served"], 1, "{ps}");
+    server.stop();
 }

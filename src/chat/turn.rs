@@ -17,9 +17,8 @@ use anyhow::Result;
 use super::request::RequestParts;
 use super::thread::Thread;
 use crate::domain::{Completion, EngineDescription, ErrorCode, FinishReason, GenerateRequest};
-use crate::engines::EngineError;
 use crate::store::{MessageId, ReplyEnd};
-use crate::supervisor::{Canceller, Reply, SupervisorError, SupervisorEvent};
+use crate::supervisor::{Canceller, EngineError, Reply, SupervisorError, SupervisorEvent};
 
 /// Longest a streamed piece of a reply stays unsaved.
 pub const PARTIAL_SAVE_INTERVAL: Duration = Duration::from_millis(250);

@@ -182,13 +182,52 @@ pub(super) fn parse(line: &str) -> Result<Command, String> {
         "/image" => Ok(Command::Image(match rest {
             "" => ImageChange::Show,
             "-" => ImageChange::Clear,
-            path => ImageChange::Attach(PathBuf::from(path)),
+            path => ImageChange::Attach(typed_path(path)),
         })),
         "/ps" => no_args(Command::Ps),
         "/quit" | "/exit" | "/bye" => no_args(Command::Quit),
         other => Err(format!(
             "unknown command {other}: type /help for the list, or start the line with // to send it as a message"
         )),
+    }
+}
+
+/// A path as typed after `/image`: as it stands if such a file exists, else read the way Tab
+/// completion writes it (spaces and other specials escaped with `\`) or a shell would (in
+/// quotes), with a leading `~/` for the home folder.
+fn typed_path(text: &str) -> PathBuf {
+    let literal = PathBuf::from(text);
+    if literal.exists() {
+        return literal;
+    }
+    let quoted = ['"', '\''].into_iter().find_map(|q| {
+        text.strip_prefix(q)
+            .and_then(|t| t.strip_suffix(q))
+            .filter(|t| !t.is_empty())
+    });
+    let unescaped = match quoted {
+        Some(inner) => inner.to_string(),
+        None => {
+            let mut out = String::with_capacity(text.len());
+            let mut chars = text.chars();
+            while let Some(c) = chars.next() {
+                match (c, chars.clone().next()) {
+                    ('\\', Some(next)) => {
+                        out.push(next);
+                        chars.next();
+                    }
+                    _ => out.push(c),
+                }
+            }
+            out
+        }
+    };
+    match (
+        unescaped.strip_prefix("~/"),
+        std::env::var_os("HOME").filter(|h| !h.is_empty()),
+    ) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(unescaped),
     }
 }
 
@@ -279,6 +318,35 @@ pub(super) fn help_text(width: Option<u16>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_path_is_read_as_completion_or_a_shell_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spaced = dir.path().join("my cat (1).png");
+        std::fs::write(&spaced, b"x").unwrap();
+        let shown = spaced.display().to_string();
+        // Typed as it is, escaped the way Tab completion writes it, and in quotes.
+        let escaped = shown
+            .replace(' ', "\\ ")
+            .replace('(', "\\(")
+            .replace(')', "\\)");
+        for typed in [
+            shown.clone(),
+            escaped,
+            format!("\"{shown}\""),
+            format!("'{shown}'"),
+        ] {
+            assert_eq!(
+                parse(&format!("/image {typed}")),
+                Ok(Command::Image(ImageChange::Attach(spaced.clone()))),
+                "{typed}"
+            );
+        }
+        // The home folder, and a file that does not exist kept as typed for its sentence.
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap();
+        assert_eq!(typed_path("~/a b.png"), home.join("a b.png"));
+        assert_eq!(typed_path("nowhere.png"), PathBuf::from("nowhere.png"));
+    }
 
     #[test]
     fn commands_parse() {
