@@ -35,14 +35,6 @@ fn with_stdin(cmd: Command, input: &[u8]) -> Output {
     common::run_bounded_with_stdin(cmd, input)
 }
 
-fn home_with_model() -> Home {
-    common::default_model();
-    let home = Home::new();
-    let out = home.run(&["models", "pull", "gemma3-270m"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    home
-}
-
 #[test]
 fn engine_settings_out_of_range_are_refused_whatever_their_source() {
     let home = Home::new();
@@ -215,7 +207,7 @@ fn stored_control_characters_reach_the_terminal_shown_not_obeyed() {
 
 #[test]
 fn a_prompt_on_stdin_that_is_not_utf8_is_named_with_its_offset() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let mut cmd = home.cmd();
     cmd.args(["run", "-"]);
     let out = with_stdin(cmd, b"Caf\xE9 au lait\n");
@@ -232,7 +224,7 @@ fn a_prompt_on_stdin_that_is_not_utf8_is_named_with_its_offset() {
 
 #[test]
 fn a_reply_cut_by_the_context_window_has_its_own_finish_reason() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     // About 240 tokens of counting: the greedy base model goes on counting until the 256-token
     // context is full, long before its 100-token limit.
     let prompt = " one two three four five six seven eight nine ten".repeat(24);
@@ -343,7 +335,7 @@ fn reading_works(home: &Home, word: &str) {
 
 #[test]
 fn history_is_read_on_a_full_disk_and_in_a_read_only_folder() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let data = home.path().join("data");
     let Some(disk) = Tmpfs::mount(&data, "2m") else {
         assert!(

@@ -30,15 +30,6 @@ fn batch(home: &common::Home, args: &[&str]) -> std::process::Output {
     home.run(&all)
 }
 
-/// A home with the default model registered under its catalogue name.
-fn home_with_model() -> common::Home {
-    common::default_model();
-    let home = common::Home::new();
-    let out = home.run(&["models", "pull", "gemma3-270m"]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    home
-}
-
 /// Writes `lines` (JSON values, or raw text for a malformed line) as a JSONL file in the home.
 fn input(home: &common::Home, name: &str, lines: &[Value]) -> PathBuf {
     let path = home.path().join(name);
@@ -134,7 +125,7 @@ fn fifty_prompts(home: &common::Home) -> PathBuf {
 
 #[test]
 fn fifty_lines_killed_three_times_resume_to_every_id_exactly_once() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let file = fifty_prompts(&home);
     let out = home.path().join("out.jsonl");
     let err = home.path().join("stderr.txt");
@@ -226,7 +217,7 @@ fn fifty_lines_killed_three_times_resume_to_every_id_exactly_once() {
 
 #[test]
 fn bad_lines_become_error_records_and_the_good_ones_are_answered() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let long = "word ".repeat(200);
     let file = input(
         &home,
@@ -398,7 +389,7 @@ fn check_openai_success(r: &Value, custom_id: &str, object: &str) -> String {
 
 #[test]
 fn an_openai_batch_file_runs_unchanged_and_comes_back_in_its_format() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let file = input(
         &home,
         "openai.jsonl",
@@ -459,7 +450,7 @@ fn an_openai_batch_file_runs_unchanged_and_comes_back_in_its_format() {
 
 #[test]
 fn stdin_to_stdout_in_input_order_without_history() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     // The first line takes 16 decode steps, the others one: they finish first.
     let text = [
         json!({"id": "a", "prompt": "Once upon a time", "max_tokens": 16}),
@@ -510,7 +501,7 @@ fn stdin_to_stdout_in_input_order_without_history() {
 
 #[test]
 fn two_models_in_one_file_each_line_on_its_own() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let path = common::default_model();
     let add = home.run(&["models", "add", "second", path.to_str().unwrap()]);
     assert!(add.status.success(), "{}", common::stderr(&add));
@@ -555,7 +546,7 @@ fn two_models_in_one_file_each_line_on_its_own() {
 
 #[test]
 fn ctrl_c_once_finishes_the_lines_in_flight_twice_cancels_them_and_sigterm_too() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let lines: Vec<Value> = (0..10)
         .map(|i| json!({"id": format!("l{i}"), "prompt": format!("Story {i}: once upon a time")}))
         .collect();
@@ -636,7 +627,7 @@ fn ctrl_c_once_finishes_the_lines_in_flight_twice_cancels_them_and_sigterm_too()
 
 #[test]
 fn two_models_that_do_not_fit_together_take_turns() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let path = common::default_model();
     let add = home.run(&["models", "add", "second", path.to_str().unwrap()]);
     assert!(add.status.success(), "{}", common::stderr(&add));
@@ -699,7 +690,7 @@ fn two_models_that_do_not_fit_together_take_turns() {
 #[test]
 fn image_parts_are_read_checked_and_refused_by_a_model_that_cannot_see() {
     use base64::Engine as _;
-    let home = home_with_model();
+    let home = common::home_with_model();
     let pic = home.path().join("pic.png");
     image::RgbImage::from_pixel(5, 5, image::Rgb([1, 2, 3]))
         .save_with_format(&pic, image::ImageFormat::Png)

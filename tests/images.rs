@@ -21,14 +21,6 @@ use serde_json::Value;
 const CANNOT_SEE: &str =
     "gemma3-270m cannot see images: register a vision model with --mmproj, see README";
 
-fn home_with_model() -> Home {
-    common::default_model();
-    let home = Home::new();
-    let out = home.run(&["models", "pull", "gemma3-270m"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    home
-}
-
 /// A real PNG of `w`×`h` pixels (a gradient, so two sizes differ in content too).
 fn png(dir: &Path, name: &str, w: u32, h: u32) -> PathBuf {
     let path = dir.join(name);
@@ -71,7 +63,7 @@ fn one_sentence(out: &Output) -> String {
 
 #[test]
 fn an_image_for_a_model_that_cannot_see_is_refused_by_name_and_the_message_kept() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let dir = tempfile::tempdir().unwrap();
     let cat = png(dir.path(), "cat.png", 32, 24);
     let out = home.run(&[
@@ -201,7 +193,7 @@ fn an_image_for_a_model_that_cannot_see_is_refused_by_name_and_the_message_kept(
 
 #[test]
 fn the_copy_can_be_turned_off_and_then_the_users_file_is_referenced() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     std::fs::create_dir_all(home.path().join("config")).unwrap();
     std::fs::write(
         home.path().join("config").join("config.toml"),
@@ -281,7 +273,7 @@ fn bad_images_are_refused_by_name_before_anything_is_stored() {
 /// and the stored message keeps its image.
 #[test]
 fn a_vision_model_sees_the_image_through_run_and_the_history_keeps_it() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let projector = common::projector::test_projector(640);
     let model = common::default_model();
     let out = home.run(&[

@@ -13,18 +13,9 @@ use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// A home with the default model registered under its catalogue name.
-fn home_with_model() -> common::Home {
-    common::default_model();
-    let home = common::Home::new();
-    let out = home.run(&["models", "pull", "gemma3-270m"]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    home
-}
-
 #[test]
 fn greedy_run_continues_about_france() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let out = home.run(&[
         "run",
         "--model",
@@ -51,7 +42,7 @@ fn greedy_run_continues_about_france() {
 
 #[test]
 fn default_model_stats_json_and_stdin() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let mut child = home
         .cmd()
         .args([
@@ -171,7 +162,7 @@ fn bad_models_and_flags_fail_with_one_clear_sentence() {
 
 #[test]
 fn engine_killed_mid_reply_is_reported_with_its_signal() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let mut child = spawn_long_run(&home);
     let engine = engine_of(child.id());
     wait_for_output(&mut child);
@@ -188,7 +179,7 @@ fn engine_killed_mid_reply_is_reported_with_its_signal() {
 
 #[test]
 fn no_engine_survives_gemmactl_killed_by_sigterm_sigint_or_sigkill() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     for (sig, code) in [
         (libc::SIGTERM, Some(143)),
         (libc::SIGINT, Some(130)),
@@ -322,7 +313,7 @@ fn wait_output(mut child: Child) -> std::process::Output {
 
 #[test]
 fn run_logs_to_history_and_can_continue_a_conversation() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let run = |args: &[&str]| {
         let mut all = vec![
             "run",
@@ -383,7 +374,7 @@ fn run_logs_to_history_and_can_continue_a_conversation() {
 
 #[test]
 fn kv_cache_settings_come_from_flags_env_or_config_and_bad_ones_are_one_sentence() {
-    let home = home_with_model();
+    let home = common::home_with_model();
     let run = |extra: &[&str], env: &[(&str, &str)]| {
         let mut cmd = home.cmd();
         cmd.args(["run", "--max-tokens", "4", "--temperature", "0", "--json"])

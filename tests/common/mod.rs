@@ -17,6 +17,15 @@ use std::time::{Duration, Instant};
 /// Longest a single gemmactl command may take in a test: a hang fails the test, not CI.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(300);
 
+/// A fresh home with the default model pulled into it (from the shared download cache).
+pub(crate) fn home_with_model() -> Home {
+    default_model();
+    let home = Home::new();
+    let out = home.run(&["models", "pull", "gemma3-270m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    home
+}
+
 /// The `gemmactl` binary cargo built for these tests.
 pub(crate) fn gemmactl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gemmactl"))
